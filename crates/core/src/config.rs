@@ -1,0 +1,320 @@
+//! The retention layer's configuration: one strictly typed struct with an enum
+//! per axis of DESIGN.md (read, write, write source, gate, keys, slot age,
+//! sharing, persistence). These types are what a suite YAML's `retention:`
+//! block deserializes into, so every field rejects unknown keys, and every
+//! `kind`-tagged axis also accepts its bare name (`read: dense`) as shorthand
+//! for `{ kind: dense }`. Validation that serde cannot express (k ≤ slots,
+//! rates in [0, 1]) lives in [`RetentionConfig::validate`].
+
+use serde::de::{self, DeserializeOwned, Deserializer, IntoDeserializer};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ConfigError;
+
+/// A complete retention-layer configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Capacity of each memory, in slots.
+    pub slots: usize,
+    /// Read heads (multi-head memory attention).
+    #[serde(default = "default_heads")]
+    pub heads: usize,
+    /// Per-head key/value width d_k; `None` means d_model / heads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<usize>,
+    #[serde(default, deserialize_with = "kind_or_name")]
+    pub read: ReadConfig,
+    #[serde(default, deserialize_with = "kind_or_name")]
+    pub write: WriteConfig,
+    #[serde(default, deserialize_with = "kind_or_name")]
+    pub gate: GateConfig,
+    #[serde(default)]
+    pub keys: KeyMode,
+    #[serde(default, deserialize_with = "kind_or_name")]
+    pub slot_age: SlotAge,
+    #[serde(default)]
+    pub sharing: Sharing,
+    #[serde(default)]
+    pub persistence: Persistence,
+}
+
+fn default_heads() -> usize {
+    1
+}
+
+/// How queries read the slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ReadConfig {
+    /// Softmax over every occupied slot: O(m) per query (the paper).
+    #[default]
+    Dense,
+    /// Softmax over the k highest-scoring occupied slots, selected exactly.
+    Topk { k: usize },
+}
+
+/// How a write vector enters memory.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WriteConfig {
+    /// Option A: a new slot per write; when full, `evict` picks the victim.
+    Append {
+        #[serde(default)]
+        evict: Evict,
+        #[serde(default, deserialize_with = "kind_or_name")]
+        source: WriteSource,
+    },
+    /// Option B: blend into content-addressed slots,
+    /// M' = M + rate·w ⊙ (v − M) with `erase`, M' = M + rate·w ⊙ v without.
+    /// Free slots are filled first (w one-hot on the free slot).
+    Attention {
+        rate: f64,
+        #[serde(default = "default_erase")]
+        erase: bool,
+        #[serde(default, deserialize_with = "kind_or_name")]
+        source: WriteSource,
+    },
+}
+
+fn default_erase() -> bool {
+    true
+}
+
+impl Default for WriteConfig {
+    fn default() -> Self {
+        WriteConfig::Append {
+            evict: Evict::Fifo,
+            source: WriteSource::Mean,
+        }
+    }
+}
+
+impl WriteConfig {
+    pub fn source(&self) -> WriteSource {
+        match self {
+            WriteConfig::Append { source, .. } | WriteConfig::Attention { source, .. } => *source,
+        }
+    }
+}
+
+/// Which slot an append evicts when memory is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Evict {
+    /// The slot written longest ago.
+    #[default]
+    Fifo,
+    /// The slot read (or written) longest ago.
+    Lru,
+    /// The slot with the least cumulative read weight.
+    Lfu,
+    /// The slot whose write had the lowest gate score.
+    LowestScore,
+    /// A uniformly random occupied slot, from the memory's seeded generator.
+    Random,
+}
+
+/// What vector(s) u a write derives from the layer's hidden states [B, T, d].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum WriteSource {
+    /// Mean over positions: one write per sample (the paper).
+    #[default]
+    Mean,
+    /// The last position: one write per sample.
+    Last,
+    /// Every position: T writes per sample.
+    Token,
+    /// The mean of each chunk of `size` positions: ⌈T/size⌉ writes per sample.
+    Chunk { size: usize },
+    /// Attention pooling with a learned query: one write per sample.
+    Learned,
+}
+
+/// Whether a candidate write happens.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum GateConfig {
+    /// Every candidate is written.
+    #[default]
+    None,
+    /// An external per-sample signal s ∈ [0, 1]; written when s ≥ threshold.
+    Feedback { threshold: f64 },
+    /// g = sigmoid(u·w + b), trainable (straight-through); written when g ≥ 0.5.
+    Learned,
+    /// Novelty 1 − max cosine(key of v, stored keys); written when ≥ threshold.
+    Surprise { threshold: f64 },
+}
+
+/// Where read keys come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyMode {
+    /// K = M·W_K at every read (the paper).
+    #[default]
+    Recompute,
+    /// Keys computed once at write time and stored beside the slot.
+    Cached,
+}
+
+/// Recency signal added to slot keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SlotAge {
+    /// No recency signal (the paper).
+    #[default]
+    None,
+    /// A learned embedding of ⌊log2(age + 1)⌋, capped at `buckets − 1`, added to keys.
+    Learned {
+        #[serde(default = "default_buckets")]
+        buckets: usize,
+    },
+}
+
+fn default_buckets() -> usize {
+    16
+}
+
+/// Whether the layers of a model share one memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sharing {
+    #[default]
+    PerLayer,
+    Shared,
+}
+
+/// How memory survives between sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Persistence {
+    /// Kept in RAM.
+    #[default]
+    Process,
+    /// Written as a snapshot after each session and loaded back before the next.
+    Disk,
+}
+
+impl RetentionConfig {
+    /// A dense-read, append-fifo, mean-source, ungated configuration.
+    pub fn new(slots: usize) -> Self {
+        RetentionConfig {
+            slots,
+            heads: 1,
+            head_dim: None,
+            read: ReadConfig::Dense,
+            write: WriteConfig::default(),
+            gate: GateConfig::None,
+            keys: KeyMode::Recompute,
+            slot_age: SlotAge::None,
+            sharing: Sharing::PerLayer,
+            persistence: Persistence::Process,
+        }
+    }
+
+    /// Checks the constraints serde cannot express. `field` paths in errors
+    /// are relative to the `retention` block.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field: &str, message: String| {
+            Err(ConfigError::Invalid {
+                field: field.to_string(),
+                message,
+            })
+        };
+        if self.slots == 0 {
+            return bad("slots", "must be at least 1".into());
+        }
+        if self.heads == 0 {
+            return bad("heads", "must be at least 1".into());
+        }
+        if self.head_dim == Some(0) {
+            return bad("head_dim", "must be at least 1".into());
+        }
+        if let ReadConfig::Topk { k } = self.read {
+            if k == 0 || k > self.slots {
+                return bad(
+                    "read.k",
+                    format!("must be in 1..={} (slots), got {k}", self.slots),
+                );
+            }
+        }
+        if let WriteConfig::Attention { rate, .. } = self.write {
+            if !(0.0..=1.0).contains(&rate) {
+                return bad("write.rate", format!("must be in [0, 1], got {rate}"));
+            }
+        }
+        if let WriteSource::Chunk { size: 0 } = self.write.source() {
+            return bad("write.source.size", "must be at least 1".into());
+        }
+        match self.gate {
+            GateConfig::Feedback { threshold } if !(threshold > 0.0 && threshold <= 1.0) => {
+                return bad(
+                    "gate.threshold",
+                    format!("must be in (0, 1] so that feedback 0 never writes, got {threshold}"),
+                );
+            }
+            GateConfig::Surprise { threshold } if !(0.0..=2.0).contains(&threshold) => {
+                return bad(
+                    "gate.threshold",
+                    format!("novelty lies in [0, 2], got {threshold}"),
+                );
+            }
+            _ => {}
+        }
+        if let SlotAge::Learned { buckets: 0 } = self.slot_age {
+            return bad("slot_age.buckets", "must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// Per-head width given the model width.
+    pub fn head_dim(&self, d_model: usize) -> Result<usize, ConfigError> {
+        match self.head_dim {
+            Some(d) => Ok(d),
+            None if d_model % self.heads == 0 => Ok(d_model / self.heads),
+            None => Err(ConfigError::Invalid {
+                field: "heads".into(),
+                message: format!(
+                    "d_model {d_model} is not divisible by {} heads; set head_dim",
+                    self.heads
+                ),
+            }),
+        }
+    }
+
+    /// A stable hash of the canonical configuration (hex, 16 digits): part of
+    /// snapshot headers, so that a memory is never loaded under another config.
+    pub fn hash(&self) -> String {
+        let canonical = serde_json::to_vec(self).expect("config serializes");
+        blake3::hash(&canonical).to_hex()[..16].to_string()
+    }
+}
+
+/// Deserializes a `kind`-tagged enum from either its tagged map or its bare
+/// name: `dense` is read as `{ kind: dense }`. Maps go straight through, so
+/// the YAML reader keeps its line and column for errors inside them.
+pub fn kind_or_name<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    struct Visitor<T>(std::marker::PhantomData<T>);
+    impl<'de, T: DeserializeOwned> de::Visitor<'de> for Visitor<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a name such as `dense`, or a map with a `kind` key")
+        }
+        fn visit_str<E: de::Error>(self, name: &str) -> Result<T, E> {
+            let map = std::iter::once(("kind", name));
+            T::deserialize(de::value::MapDeserializer::new(
+                map.map(|(k, v)| (k.into_deserializer(), v.into_deserializer())),
+            ))
+            .map_err(|e: de::value::Error| E::custom(e))
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    deserializer.deserialize_any(Visitor(std::marker::PhantomData))
+}

@@ -1,0 +1,28 @@
+//! retbench-core: the retention layer of "Attention is All You Need Until You
+//! Need Retention" (arXiv 2501.09166) on candle, with every backend the paper
+//! describes or implies — dense and top-k reads; append (five eviction
+//! policies) and attention writes; mean, last, token, chunk and learned write
+//! sources; feedback, learned and surprise gates; recomputed or cached keys;
+//! optional learned slot age — plus the memory state those backends share,
+//! its telemetry, and snapshots that let a memory outlive the process.
+//!
+//! The memory is owned by the caller and passed by `&mut`, so persistence,
+//! resets and saving are the caller's decisions (see [`memory`]).
+
+pub mod config;
+pub mod error;
+pub mod layer;
+pub mod memory;
+pub mod rng;
+pub mod snapshot;
+pub mod telemetry;
+
+pub use config::{
+    Evict, GateConfig, KeyMode, Persistence, ReadConfig, RetentionConfig, Sharing, SlotAge,
+    WriteConfig, WriteSource,
+};
+pub use error::{ConfigError, Error, Result, SnapshotError};
+pub use layer::{ReadOutput, RetentionLayer, WriteReport};
+pub use memory::{MemoryBank, MemoryState, SlotMeta};
+pub use rng::SeededVarMap;
+pub use telemetry::Telemetry;
