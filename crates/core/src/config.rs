@@ -44,12 +44,11 @@ fn default_heads() -> usize {
 }
 
 /// How queries read the slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ReadConfig {
     /// Softmax over every occupied slot: O(m) per query (the paper).
-    #[default]
-    Dense,
+    Dense {},
     /// Softmax over the k highest-scoring occupied slots, selected exactly.
     Topk { k: usize },
 }
@@ -85,7 +84,7 @@ impl Default for WriteConfig {
     fn default() -> Self {
         WriteConfig::Append {
             evict: Evict::Fifo,
-            source: WriteSource::Mean,
+            source: WriteSource::Mean {},
         }
     }
 }
@@ -116,33 +115,31 @@ pub enum Evict {
 }
 
 /// What vector(s) u a write derives from the layer's hidden states [B, T, d].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum WriteSource {
     /// Mean over positions: one write per sample (the paper).
-    #[default]
-    Mean,
+    Mean {},
     /// The last position: one write per sample.
-    Last,
+    Last {},
     /// Every position: T writes per sample.
-    Token,
+    Token {},
     /// The mean of each chunk of `size` positions: ⌈T/size⌉ writes per sample.
     Chunk { size: usize },
     /// Attention pooling with a learned query: one write per sample.
-    Learned,
+    Learned {},
 }
 
 /// Whether a candidate write happens.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum GateConfig {
     /// Every candidate is written.
-    #[default]
-    None,
+    None {},
     /// An external per-sample signal s ∈ [0, 1]; written when s ≥ threshold.
     Feedback { threshold: f64 },
     /// g = sigmoid(u·w + b), trainable (straight-through); written when g ≥ 0.5.
-    Learned,
+    Learned {},
     /// Novelty 1 − max cosine(key of v, stored keys); written when ≥ threshold.
     Surprise { threshold: f64 },
 }
@@ -159,12 +156,11 @@ pub enum KeyMode {
 }
 
 /// Recency signal added to slot keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SlotAge {
     /// No recency signal (the paper).
-    #[default]
-    None,
+    None {},
     /// A learned embedding of ⌊log2(age + 1)⌋, capped at `buckets − 1`, added to keys.
     Learned {
         #[serde(default = "default_buckets")]
@@ -203,11 +199,11 @@ impl RetentionConfig {
             slots,
             heads: 1,
             head_dim: None,
-            read: ReadConfig::Dense,
+            read: ReadConfig::Dense {},
             write: WriteConfig::default(),
-            gate: GateConfig::None,
+            gate: GateConfig::None {},
             keys: KeyMode::Recompute,
-            slot_age: SlotAge::None,
+            slot_age: SlotAge::None {},
             sharing: Sharing::PerLayer,
             persistence: Persistence::Process,
         }
@@ -317,4 +313,28 @@ where
         }
     }
     deserializer.deserialize_any(Visitor(std::marker::PhantomData))
+}
+
+impl Default for ReadConfig {
+    fn default() -> Self {
+        ReadConfig::Dense {}
+    }
+}
+
+impl Default for WriteSource {
+    fn default() -> Self {
+        WriteSource::Mean {}
+    }
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        GateConfig::None {}
+    }
+}
+
+impl Default for SlotAge {
+    fn default() -> Self {
+        SlotAge::None {}
+    }
 }

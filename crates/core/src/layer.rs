@@ -101,7 +101,7 @@ impl RetentionLayer {
         let head_dim = cfg.head_dim(d_model)?;
         let inner = heads * head_dim;
         let pool_query = match cfg.write.source() {
-            WriteSource::Learned => Some(vb.get_with_hints(
+            WriteSource::Learned {} => Some(vb.get_with_hints(
                 d_model,
                 "pool_query",
                 Init::Randn {
@@ -112,7 +112,7 @@ impl RetentionLayer {
             _ => None,
         };
         let gate = match cfg.gate {
-            GateConfig::Learned => Some(candle_nn::linear(d_model, 1, vb.pp("gate"))?),
+            GateConfig::Learned {} => Some(candle_nn::linear(d_model, 1, vb.pp("gate"))?),
             _ => None,
         };
         let age_emb = match cfg.slot_age {
@@ -124,7 +124,7 @@ impl RetentionLayer {
                     stdev: 0.02,
                 },
             )?),
-            SlotAge::None => None,
+            SlotAge::None {} => None,
         };
         Ok(RetentionLayer {
             cfg: cfg.clone(),
@@ -271,7 +271,7 @@ impl RetentionLayer {
         let v = split(self.w_v.forward(mem.content())?, m)?;
         let scores = (q.matmul(&k.t()?)? / (dk as f64).sqrt())?; // [B, H, T, m]
         let select = match self.cfg.read {
-            ReadConfig::Dense => mem
+            ReadConfig::Dense {} => mem
                 .occupancy_mask()?
                 .reshape((b, 1, 1, m))?
                 .broadcast_as((b, nh, t, m))?
@@ -296,9 +296,9 @@ impl RetentionLayer {
     pub fn write_source(&self, hidden: &Tensor) -> Result<Tensor> {
         let (_, t, d) = hidden.dims3()?;
         Ok(match self.cfg.write.source() {
-            WriteSource::Mean => hidden.mean_keepdim(1)?,
-            WriteSource::Last => hidden.narrow(1, t - 1, 1)?,
-            WriteSource::Token => hidden.clone(),
+            WriteSource::Mean {} => hidden.mean_keepdim(1)?,
+            WriteSource::Last {} => hidden.narrow(1, t - 1, 1)?,
+            WriteSource::Token {} => hidden.clone(),
             WriteSource::Chunk { size } => {
                 let parts = (0..t)
                     .step_by(size)
@@ -306,7 +306,7 @@ impl RetentionLayer {
                     .collect::<candle_core::Result<Vec<_>>>()?;
                 Tensor::cat(&parts, 1)?
             }
-            WriteSource::Learned => {
+            WriteSource::Learned {} => {
                 let query = self
                     .pool_query
                     .as_ref()
@@ -361,7 +361,7 @@ impl RetentionLayer {
     ) -> Result<(Tensor, Vec<f32>, Vec<bool>)> {
         let (b, n, _) = v.dims3()?;
         match self.cfg.gate {
-            GateConfig::None => Ok((v, vec![1.0; b * n], vec![true; b * n])),
+            GateConfig::None {} => Ok((v, vec![1.0; b * n], vec![true; b * n])),
             GateConfig::Feedback { threshold } => {
                 let signal = feedback.ok_or_else(|| {
                     Error::Usage("a feedback gate needs a feedback signal per sample".into())
@@ -375,7 +375,7 @@ impl RetentionLayer {
                 let pass = scores.iter().map(|&s| s as f64 >= threshold).collect();
                 Ok((v, scores, pass))
             }
-            GateConfig::Learned => {
+            GateConfig::Learned {} => {
                 let lin = self.gate.as_ref().expect("built with the learned gate");
                 let g = candle_nn::ops::sigmoid(&lin.forward(u)?)?; // [B, n, 1]
                 let scores: Vec<f32> = g.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
@@ -724,7 +724,7 @@ fn record_read(mem: &mut MemoryState, weights: &Tensor, read: ReadConfig) -> Res
     for bi in 0..b {
         let occ = mem.occupied(bi);
         let attended = match read {
-            ReadConfig::Dense => occ,
+            ReadConfig::Dense {} => occ,
             ReadConfig::Topk { k } => occ.min(k),
         };
         if attended == 0 {

@@ -12,11 +12,11 @@ use retbench_core::*;
 fn output_shapes_and_capacity_hold_for_every_backend_and_source() {
     let (b, t, d, slots) = (2, 5, 8, 4);
     let sources = [
-        WriteSource::Mean,
-        WriteSource::Last,
-        WriteSource::Token,
+        WriteSource::Mean {},
+        WriteSource::Last {},
+        WriteSource::Token {},
         WriteSource::Chunk { size: 2 },
-        WriteSource::Learned,
+        WriteSource::Learned {},
     ];
     for source in sources {
         for cfg in combos(slots, 2, source) {
@@ -51,7 +51,7 @@ fn output_shapes_and_capacity_hold_for_every_backend_and_source() {
 
 #[test]
 fn an_empty_memory_reads_exactly_zero() {
-    for cfg in combos(4, 2, WriteSource::Token) {
+    for cfg in combos(4, 2, WriteSource::Token {}) {
         let (l, _) = layer(&cfg, 8, DType::F32);
         let mut mem = l.new_memory(2, 0, DType::F32, &DEV).unwrap();
         let read = l
@@ -69,8 +69,8 @@ fn an_empty_memory_reads_exactly_zero() {
 #[test]
 fn topk_with_k_equal_to_slots_matches_dense() {
     let (b, t, d, slots) = (2, 3, 8, 5);
-    for cfg in combos(slots, 2, WriteSource::Token) {
-        if cfg.read != ReadConfig::Dense {
+    for cfg in combos(slots, 2, WriteSource::Token {}) {
+        if !matches!(cfg.read, ReadConfig::Dense {}) {
             continue;
         }
         let (dense, map) = layer(&cfg, d, DType::F32);
@@ -101,7 +101,7 @@ fn topk_reads_only_k_slots() {
     cfg.read = ReadConfig::Topk { k: 2 };
     cfg.write = WriteConfig::Append {
         evict: Evict::Fifo,
-        source: WriteSource::Token,
+        source: WriteSource::Token {},
     };
     let (l, _) = layer(&cfg, 8, DType::F32);
     let mut mem = l.new_memory(1, 0, DType::F32, &DEV).unwrap();
@@ -118,7 +118,7 @@ fn topk_reads_only_k_slots() {
 
 #[test]
 fn feedback_zero_writes_nothing_and_feedback_one_writes() {
-    for cfg in combos(4, 1, WriteSource::Mean) {
+    for cfg in combos(4, 1, WriteSource::Mean {}) {
         if !matches!(cfg.gate, GateConfig::Feedback { .. }) {
             continue;
         }
@@ -150,7 +150,7 @@ fn feedback_zero_writes_nothing_and_feedback_one_writes() {
 #[test]
 fn a_closed_learned_gate_writes_nothing() {
     let mut cfg = RetentionConfig::new(4);
-    cfg.gate = GateConfig::Learned;
+    cfg.gate = GateConfig::Learned {};
     let map = SeededVarMap::new(candle_nn::VarMap::new(), cfg.hash(), 7);
     map.set("gate.bias", &Tensor::new(&[-20.0f32], &DEV).unwrap())
         .unwrap();
@@ -183,7 +183,7 @@ fn surprise_gate_skips_a_repeated_write() {
 
 #[test]
 fn attention_write_with_rate_zero_leaves_memory_unchanged() {
-    for cfg in combos(3, 1, WriteSource::Token) {
+    for cfg in combos(3, 1, WriteSource::Token {}) {
         let WriteConfig::Attention { erase, source, .. } = cfg.write else {
             continue;
         };
@@ -223,7 +223,7 @@ fn attention_write_blends_toward_the_addressed_slot() {
     cfg.write = WriteConfig::Attention {
         rate: 0.5,
         erase: true,
-        source: WriteSource::Last,
+        source: WriteSource::Last {},
     };
     let d = 8;
     let l = identity_layer(&cfg, d, 4.0);
@@ -255,7 +255,7 @@ fn evicted_after(
     let mut cfg = RetentionConfig::new(3);
     cfg.write = WriteConfig::Append {
         evict,
-        source: WriteSource::Last,
+        source: WriteSource::Last {},
     };
     cfg.gate = gate;
     let l = identity_layer(&cfg, d, 4.0);
@@ -289,15 +289,24 @@ fn eviction_order_follows_each_policy() {
     // FIFO evicts the first written (A); LRU the least recently read (C);
     // LFU the least read in total (B).
     let reads = [(2, 2), (0, 3), (1, 1)];
-    assert_eq!(evicted_after(Evict::Fifo, GateConfig::None, &[], &reads), 0);
-    assert_eq!(evicted_after(Evict::Lru, GateConfig::None, &[], &reads), 2);
-    assert_eq!(evicted_after(Evict::Lfu, GateConfig::None, &[], &reads), 1);
+    assert_eq!(
+        evicted_after(Evict::Fifo, GateConfig::None {}, &[], &reads),
+        0
+    );
+    assert_eq!(
+        evicted_after(Evict::Lru, GateConfig::None {}, &[], &reads),
+        2
+    );
+    assert_eq!(
+        evicted_after(Evict::Lfu, GateConfig::None {}, &[], &reads),
+        1
+    );
     // Lowest gate score: feedback 0.9, 0.8, 0.6 for A, B, C → C goes.
     let gate = GateConfig::Feedback { threshold: 0.5 };
     let fb = [0.9, 0.8, 0.6, 1.0];
     assert_eq!(evicted_after(Evict::LowestScore, gate, &fb, &reads), 2);
     // Without reads, LRU falls back to write order.
-    assert_eq!(evicted_after(Evict::Lru, GateConfig::None, &[], &[]), 0);
+    assert_eq!(evicted_after(Evict::Lru, GateConfig::None {}, &[], &[]), 0);
 }
 
 #[test]
@@ -305,7 +314,7 @@ fn random_eviction_is_seeded_and_covers_every_slot() {
     let mut cfg = RetentionConfig::new(4);
     cfg.write = WriteConfig::Append {
         evict: Evict::Random,
-        source: WriteSource::Mean,
+        source: WriteSource::Mean {},
     };
     let (l, _) = layer(&cfg, 8, DType::F32);
     let victims = |seed: u64| -> Vec<usize> {
@@ -337,7 +346,7 @@ fn memory_never_exceeds_capacity_and_counts_evictions() {
     let mut cfg = RetentionConfig::new(3);
     cfg.write = WriteConfig::Append {
         evict: Evict::Fifo,
-        source: WriteSource::Token,
+        source: WriteSource::Token {},
     };
     let (l, _) = layer(&cfg, 8, DType::F32);
     let mut mem = l.new_memory(1, 0, DType::F32, &DEV).unwrap();
@@ -357,7 +366,7 @@ fn memory_never_exceeds_capacity_and_counts_evictions() {
 fn a_read_by_its_own_key_dominates_the_readout() {
     let d = 16;
     let n = 6;
-    for cfg in combos(8, 1, WriteSource::Last) {
+    for cfg in combos(8, 1, WriteSource::Last {}) {
         let l = identity_layer(&cfg, d, 4.0);
         let mut mem = l.new_memory(1, 0, DType::F32, &DEV).unwrap();
         for i in 0..n {
@@ -382,7 +391,7 @@ fn learned_slot_age_lets_a_read_tell_old_from_new() {
     let mut cfg = RetentionConfig::new(4);
     cfg.write = WriteConfig::Append {
         evict: Evict::Fifo,
-        source: WriteSource::Last,
+        source: WriteSource::Last {},
     };
     cfg.slot_age = SlotAge::Learned { buckets: 4 };
     let map = SeededVarMap::new(candle_nn::VarMap::new(), cfg.hash(), 7);
@@ -448,7 +457,7 @@ fn telemetry_sees_reads_collapse_onto_one_slot() {
     let mut cfg = RetentionConfig::new(4);
     cfg.write = WriteConfig::Append {
         evict: Evict::Fifo,
-        source: WriteSource::Last,
+        source: WriteSource::Last {},
     };
     let l = identity_layer(&cfg, d, 4.0);
     let mut mem = l.new_memory(1, 0, DType::F32, &DEV).unwrap();
@@ -487,7 +496,7 @@ fn episode_loss(
 fn gradients_match_finite_differences() {
     let d = 4;
     let eps = 1e-5;
-    for mut cfg in combos(3, 2, WriteSource::Token) {
+    for mut cfg in combos(3, 2, WriteSource::Token {}) {
         // In 4 dimensions random keys are often near-parallel: let every
         // write through, since this test is about gradients, not gating.
         if let GateConfig::Surprise { threshold } = &mut cfg.gate {
@@ -507,7 +516,7 @@ fn gradients_match_finite_differences() {
             .collect();
         // A straight-through gate changes the gradient of the content on
         // purpose, so there the content is only checked for a live gradient.
-        let st_gate = cfg.gate == GateConfig::Learned;
+        let st_gate = cfg.gate == GateConfig::Learned {};
         if st_gate {
             let g = grads
                 .get(h1.as_tensor())
@@ -523,7 +532,7 @@ fn gradients_match_finite_differences() {
                     .unwrap_or_else(|| panic!("no gradient for {name}: {}", label(&cfg))),
             );
             // A top-k read may legitimately select none of the checked slots.
-            if cfg.read == ReadConfig::Dense {
+            if matches!(cfg.read, ReadConfig::Dense {}) {
                 assert!(
                     analytic.iter().any(|x| x.abs() > 1e-9),
                     "zero gradient for {name}: {}",

@@ -11,7 +11,7 @@ use retbench_core::*;
 pub const DEV: Device = Device::Cpu;
 
 pub fn reads(slots: usize) -> Vec<ReadConfig> {
-    vec![ReadConfig::Dense, ReadConfig::Topk { k: 2.min(slots) }]
+    vec![ReadConfig::Dense {}, ReadConfig::Topk { k: 2.min(slots) }]
 }
 
 pub fn writes(source: WriteSource) -> Vec<WriteConfig> {
@@ -37,9 +37,9 @@ pub fn writes(source: WriteSource) -> Vec<WriteConfig> {
 
 pub fn gates() -> Vec<GateConfig> {
     vec![
-        GateConfig::None,
+        GateConfig::None {},
         GateConfig::Feedback { threshold: 0.5 },
-        GateConfig::Learned,
+        GateConfig::Learned {},
         GateConfig::Surprise { threshold: 0.05 },
     ]
 }
@@ -51,7 +51,7 @@ pub fn combos(slots: usize, heads: usize, source: WriteSource) -> Vec<RetentionC
         for write in writes(source) {
             for gate in gates() {
                 for keys in [KeyMode::Recompute, KeyMode::Cached] {
-                    for slot_age in [SlotAge::None, SlotAge::Learned { buckets: 4 }] {
+                    for slot_age in [SlotAge::None {}, SlotAge::Learned { buckets: 4 }] {
                         let mut c = RetentionConfig::new(slots);
                         c.heads = heads;
                         c.read = read;
@@ -77,7 +77,7 @@ pub fn label(c: &RetentionConfig) -> String {
 /// checks that need writes get them (its closed case has its own test).
 pub fn layer(cfg: &RetentionConfig, d: usize, dtype: DType) -> (RetentionLayer, SeededVarMap) {
     let map = SeededVarMap::new(VarMap::new(), cfg.hash(), 7);
-    if cfg.gate == GateConfig::Learned {
+    if matches!(cfg.gate, GateConfig::Learned {}) {
         map.set(
             "gate.bias",
             &Tensor::new(&[5.0f32], &DEV)
@@ -105,7 +105,7 @@ pub fn identity_layer(cfg: &RetentionConfig, d: usize, scale: f64) -> RetentionL
     ] {
         map.set(name, &(&eye * s).unwrap()).unwrap();
     }
-    if cfg.gate == GateConfig::Learned {
+    if matches!(cfg.gate, GateConfig::Learned {}) {
         map.set("gate.bias", &Tensor::new(&[5.0f32], &DEV).unwrap())
             .unwrap();
     }

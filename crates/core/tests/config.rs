@@ -1,0 +1,91 @@
+//! The retention block as a suite YAML states it: shorthand and tagged forms,
+//! strict rejection of unknown keys, and value validation.
+
+use retbench_core::*;
+
+fn parse(yaml: &str) -> Result<RetentionConfig, String> {
+    serde_saphyr::from_str::<RetentionConfig>(yaml).map_err(|e| e.to_string())
+}
+
+#[test]
+fn design_example_parses() {
+    let c = parse(
+        "slots: 128\nread: { kind: dense }\nwrite: { kind: append, evict: fifo, source: token }\ngate: { kind: none }\n",
+    )
+    .unwrap();
+    assert_eq!(c.slots, 128);
+    assert_eq!(
+        c.write,
+        WriteConfig::Append {
+            evict: Evict::Fifo,
+            source: WriteSource::Token {}
+        }
+    );
+    c.validate().unwrap();
+}
+
+#[test]
+fn every_axis_parses_in_both_forms() {
+    let c = parse(
+        "slots: 64\nheads: 4\nread: { kind: topk, k: 8 }\n\
+         write: { kind: attention, rate: 0.25, erase: false, source: { kind: chunk, size: 4 } }\n\
+         gate: { kind: surprise, threshold: 0.2 }\nkeys: cached\n\
+         slot_age: { kind: learned, buckets: 8 }\nsharing: shared\npersistence: disk\n",
+    )
+    .unwrap();
+    assert_eq!(c.read, ReadConfig::Topk { k: 8 });
+    assert_eq!(c.write.source(), WriteSource::Chunk { size: 4 });
+    assert_eq!(c.slot_age, SlotAge::Learned { buckets: 8 });
+    let short = parse("slots: 4\nread: dense\ngate: learned\nslot_age: none\nwrite: { kind: append, evict: lru, source: learned }\n").unwrap();
+    assert_eq!(short.gate, GateConfig::Learned {});
+    assert_eq!(short.write.source(), WriteSource::Learned {});
+    // Round trip through the canonical (tagged) form.
+    let yaml = serde_saphyr::to_string(&c).unwrap();
+    assert_eq!(parse(&yaml).unwrap(), c);
+}
+
+#[test]
+fn unknown_keys_and_bad_kinds_are_errors_with_a_line() {
+    let err = parse("slots: 4\nread: { kind: dense, k: 3 }\n").unwrap_err();
+    assert!(err.contains('2'), "{err}");
+    let err = parse("slots: 4\nwrite: { kind: append, evcit: fifo }\n").unwrap_err();
+    assert!(err.contains("evcit"), "{err}");
+    assert!(
+        parse("slots: 4\nread: sparse\n")
+            .unwrap_err()
+            .contains("sparse")
+    );
+    assert!(parse("slots: 4\nbogus: 1\n").unwrap_err().contains("bogus"));
+    assert!(parse("slots: -3\n").is_err());
+}
+
+#[test]
+fn invalid_values_are_rejected_by_validate() {
+    let check = |yaml: &str, field: &str| {
+        let err = parse(yaml).unwrap().validate().unwrap_err().to_string();
+        assert!(err.starts_with(field), "{field} in {err}");
+    };
+    check("slots: 0\n", "slots");
+    check("slots: 4\nread: { kind: topk, k: 5 }\n", "read.k");
+    check(
+        "slots: 4\nwrite: { kind: attention, rate: 1.5 }\n",
+        "write.rate",
+    );
+    check(
+        "slots: 4\ngate: { kind: feedback, threshold: 0 }\n",
+        "gate.threshold",
+    );
+    check(
+        "slots: 4\nwrite: { kind: append, source: { kind: chunk, size: 0 } }\n",
+        "write.source.size",
+    );
+}
+
+#[test]
+fn the_hash_tracks_every_field() {
+    let a = RetentionConfig::new(8);
+    let mut b = a.clone();
+    assert_eq!(a.hash(), b.hash());
+    b.keys = KeyMode::Cached;
+    assert_ne!(a.hash(), b.hash());
+}
