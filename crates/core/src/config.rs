@@ -338,3 +338,158 @@ impl Default for SlotAge {
         SlotAge::None {}
     }
 }
+
+/// One entry of the backend catalogue that `retbench list` prints.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CatalogEntry {
+    /// The axis, as the key under `retention:`.
+    pub axis: &'static str,
+    /// A value exactly as a user types it in YAML.
+    pub yaml: &'static str,
+    pub about: &'static str,
+}
+
+/// Every backend and option, as YAML a user would write. A test parses each
+/// entry into [`RetentionConfig`], so this list cannot drift from the types.
+pub const CATALOG: &[CatalogEntry] = &[
+    CatalogEntry {
+        axis: "read",
+        yaml: "{ kind: dense }",
+        about: "softmax over every occupied slot, O(m) per query (the paper)",
+    },
+    CatalogEntry {
+        axis: "read",
+        yaml: "{ kind: topk, k: 32 }",
+        about: "exact top-k slots by score, softmax over those; 1 <= k <= slots",
+    },
+    CatalogEntry {
+        axis: "write",
+        yaml: "{ kind: append, evict: fifo, source: mean }",
+        about: "option A: new slot per write; evict the oldest write when full",
+    },
+    CatalogEntry {
+        axis: "write",
+        yaml: "{ kind: append, evict: lru }",
+        about: "evict the slot read (or written) longest ago",
+    },
+    CatalogEntry {
+        axis: "write",
+        yaml: "{ kind: append, evict: lfu }",
+        about: "evict the slot with the least cumulative read weight",
+    },
+    CatalogEntry {
+        axis: "write",
+        yaml: "{ kind: append, evict: lowest_score }",
+        about: "evict the slot whose write had the lowest gate score",
+    },
+    CatalogEntry {
+        axis: "write",
+        yaml: "{ kind: append, evict: random }",
+        about: "evict a uniformly random slot (seeded)",
+    },
+    CatalogEntry {
+        axis: "write",
+        yaml: "{ kind: attention, rate: 0.5, erase: true }",
+        about: "option B: M' = M + rate*w*(v - M), w content-addressed; free slots fill first",
+    },
+    CatalogEntry {
+        axis: "write",
+        yaml: "{ kind: attention, rate: 0.5, erase: false }",
+        about: "additive blend M' = M + rate*w*v (no erase)",
+    },
+    CatalogEntry {
+        axis: "write.source",
+        yaml: "mean",
+        about: "mean of the layer's hidden states, one write per sample (the paper)",
+    },
+    CatalogEntry {
+        axis: "write.source",
+        yaml: "last",
+        about: "last position, one write per sample",
+    },
+    CatalogEntry {
+        axis: "write.source",
+        yaml: "token",
+        about: "every position, T writes per sample",
+    },
+    CatalogEntry {
+        axis: "write.source",
+        yaml: "{ kind: chunk, size: 8 }",
+        about: "mean of each chunk of `size` positions",
+    },
+    CatalogEntry {
+        axis: "write.source",
+        yaml: "learned",
+        about: "attention pooling with a learned query",
+    },
+    CatalogEntry {
+        axis: "gate",
+        yaml: "{ kind: none }",
+        about: "every candidate is written",
+    },
+    CatalogEntry {
+        axis: "gate",
+        yaml: "{ kind: feedback, threshold: 0.5 }",
+        about: "external per-sample signal s in [0,1]; write when s >= threshold",
+    },
+    CatalogEntry {
+        axis: "gate",
+        yaml: "{ kind: learned }",
+        about: "sigmoid(u.w + b) >= 0.5, trained straight-through",
+    },
+    CatalogEntry {
+        axis: "gate",
+        yaml: "{ kind: surprise, threshold: 0.2 }",
+        about: "novelty 1 - max cosine to stored keys >= threshold",
+    },
+    CatalogEntry {
+        axis: "keys",
+        yaml: "recompute",
+        about: "K = M W_K at every read (the paper)",
+    },
+    CatalogEntry {
+        axis: "keys",
+        yaml: "cached",
+        about: "keys stored at write time",
+    },
+    CatalogEntry {
+        axis: "slot_age",
+        yaml: "{ kind: none }",
+        about: "no recency signal (the paper)",
+    },
+    CatalogEntry {
+        axis: "slot_age",
+        yaml: "{ kind: learned, buckets: 16 }",
+        about: "learned embedding of floor(log2(age+1)) added to keys",
+    },
+    CatalogEntry {
+        axis: "sharing",
+        yaml: "per_layer",
+        about: "one memory per retention layer",
+    },
+    CatalogEntry {
+        axis: "sharing",
+        yaml: "shared",
+        about: "one memory shared by all retention layers",
+    },
+    CatalogEntry {
+        axis: "persistence",
+        yaml: "process",
+        about: "memory kept in RAM between sessions",
+    },
+    CatalogEntry {
+        axis: "persistence",
+        yaml: "disk",
+        about: "snapshot written and reloaded between sessions",
+    },
+    CatalogEntry {
+        axis: "heads",
+        yaml: "4",
+        about: "memory-attention heads (default 1)",
+    },
+    CatalogEntry {
+        axis: "head_dim",
+        yaml: "16",
+        about: "per-head key width d_k (default d_model / heads)",
+    },
+];

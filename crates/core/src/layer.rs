@@ -400,11 +400,10 @@ impl RetentionLayer {
                 let m = mem.slots();
                 let mut scores = Vec::with_capacity(b * n);
                 let mut pass = Vec::with_capacity(b * n);
-                for bi in 0..b {
+                for (bi, cands) in cand.iter().enumerate() {
                     // Candidates accepted earlier in this call count as stored.
                     let mut accepted: Vec<&[f32]> = Vec::new();
-                    for j in 0..n {
-                        let c = &cand[bi][j];
+                    for c in cands {
                         let best = (0..m)
                             .filter(|&i| mem.meta.occupied[bi * m + i])
                             .map(|i| stored[bi][i].as_slice())
@@ -569,11 +568,11 @@ impl RetentionLayer {
         // Telemetry: a slot counts as written when it got more than a uniform
         // share of some write's weight.
         let share: Vec<f32> = w.sum(2)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        for bi in 0..b {
-            if occ_count[bi] == 0 {
+        for (bi, &count) in occ_count.iter().enumerate() {
+            if count == 0 {
                 continue;
             }
-            let uniform = (rate as f32) / occ_count[bi] as f32;
+            let uniform = (rate as f32) / count as f32;
             for i in 0..m {
                 let f = bi * m + i;
                 if occupied_before[f] && share[f] > uniform {

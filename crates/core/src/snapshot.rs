@@ -340,7 +340,7 @@ fn parse(path: &Path, bytes: &[u8], device: &Device) -> Result<Snapshot> {
     let namespaces = field("namespaces")?;
     for ns in namespaces.split(',').filter(|s| !s.is_empty()) {
         validate_namespace(ns).map_err(|e| not(e.to_string()))?;
-        let state = decode_state(ns, &view_map, &config_hash, device).map_err(|msg| not(msg))?;
+        let state = decode_state(ns, &view_map, &config_hash, device).map_err(not)?;
         bank.insert(ns, state).map_err(|e| not(e.to_string()))?;
     }
     if bank.is_empty() {

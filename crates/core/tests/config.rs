@@ -89,3 +89,22 @@ fn the_hash_tracks_every_field() {
     b.keys = KeyMode::Cached;
     assert_ne!(a.hash(), b.hash());
 }
+
+#[test]
+fn every_catalog_entry_parses_and_validates() {
+    for e in config::CATALOG {
+        let (parent, leaf) = match e.axis.split_once('.') {
+            Some((p, l)) => (p, Some(l)),
+            None => (e.axis, None),
+        };
+        let yaml = match leaf {
+            None if parent == "read" && e.yaml.contains("topk") => {
+                format!("slots: 64\nread: {}\n", e.yaml)
+            }
+            None => format!("slots: 64\n{parent}: {}\n", e.yaml),
+            Some(l) => format!("slots: 64\n{parent}: {{ kind: append, {l}: {} }}\n", e.yaml),
+        };
+        let c = parse(&yaml).unwrap_or_else(|err| panic!("{yaml}: {err}"));
+        c.validate().unwrap_or_else(|err| panic!("{yaml}: {err}"));
+    }
+}
