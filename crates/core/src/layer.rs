@@ -230,25 +230,27 @@ impl RetentionLayer {
             }
             (KeyMode::Recompute, _) => self.w_k.forward(mem.content())?,
         };
-        match (&self.age_emb, self.cfg.slot_age) {
-            (Some(emb), SlotAge::Learned { buckets }) => {
-                let writes = mem.clocks.writes;
-                let idx: Vec<u32> = mem
-                    .meta
-                    .written_at
-                    .iter()
-                    .map(|&w| age_bucket(writes.saturating_sub(w), buckets) as u32)
-                    .collect();
-                let idx = Tensor::new(idx, mem.device())?;
-                let ages = emb.index_select(&idx, 0)?.reshape((
-                    mem.batch(),
-                    mem.slots(),
-                    self.heads * self.head_dim,
-                ))?;
-                Ok((base + ages)?)
-            }
-            _ => Ok(base),
+        match self.age_keys(mem)? {
+            Some(ages) => Ok((base + ages)?),
+            None => Ok(base),
         }
+    }
+
+    /// The learned age embedding of every slot [B, m, H·d_k], if enabled.
+    fn age_keys(&self, mem: &MemoryState) -> Result<Option<Tensor>> {
+        let (Some(emb), SlotAge::Learned { buckets }) = (&self.age_emb, self.cfg.slot_age) else {
+            return Ok(None);
+        };
+        let writes = mem.clocks.writes;
+        let idx: Vec<u32> = mem
+            .meta
+            .written_at
+            .iter()
+            .map(|&w| age_bucket(writes.saturating_sub(w), buckets) as u32)
+            .collect();
+        let idx = Tensor::new(idx, mem.device())?;
+        let shape = (mem.batch(), mem.slots(), self.heads * self.head_dim);
+        Ok(Some(emb.index_select(&idx, 0)?.reshape(shape)?))
     }
 
     /// Memory-attention read for hidden states `h` [B, T, d]: queries
@@ -267,9 +269,24 @@ impl RetentionLayer {
             Ok(x.reshape((b, n, nh, dk))?.transpose(1, 2)?.contiguous()?)
         };
         let q = split(self.w_q.forward(&self.ln_q.forward(h)?)?, t)?;
-        let k = split(self.slot_keys(mem)?, m)?;
-        let v = split(self.w_v.forward(mem.content())?, m)?;
-        let scores = (q.matmul(&k.t()?)? / (dk as f64).sqrt())?; // [B, H, T, m]
+        // With fewer queries than the head width, contracting the slot axis
+        // first is cheaper: Q(M·W_K)ᵀ = (Q·W_K)Mᵀ and w(M·W_V) = (w·M)W_V cost
+        // O(H·T·m·d) instead of O(m·d·H·d_k) to project every slot. Same
+        // product; only the order of float additions differs.
+        let few = t < dk;
+        let content = mem.content();
+        let scores = if few && self.cfg.keys == KeyMode::Recompute {
+            let w_k = self.w_k.weight().reshape((nh, dk, d))?;
+            let qk = per_head(&q, &w_k)?.reshape((b, nh * t, d))?;
+            let s = qk.matmul(&content.t()?)?.reshape((b, nh, t, m))?;
+            match self.age_keys(mem)? {
+                Some(ages) => (s + q.matmul(&split(ages, m)?.t()?)?)?,
+                None => s,
+            }
+        } else {
+            q.matmul(&split(self.slot_keys(mem)?, m)?.t()?)?
+        };
+        let scores = (scores / (dk as f64).sqrt())?; // [B, H, T, m]
         let select = match self.cfg.read {
             ReadConfig::Dense {} => mem
                 .occupancy_mask()?
@@ -282,10 +299,14 @@ impl RetentionLayer {
         // Multiplying by the selection zeroes the uniform weights an all-empty
         // memory would get, so that it contributes exactly zero.
         let weights = (candle_nn::ops::softmax(&(scores + bias)?, D::Minus1)? * &select)?;
-        let out = weights
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .reshape((b, t, nh * dk))?;
+        let out = if few {
+            let w_v = self.w_v.weight().reshape((nh, dk, d))?.transpose(1, 2)?;
+            let wm = weights.reshape((b, nh * t, m))?.matmul(content)?;
+            per_head(&wm.reshape((b, nh, t, d))?, &w_v)?
+        } else {
+            weights.matmul(&split(self.w_v.forward(content)?, m)?)?
+        };
+        let out = out.transpose(1, 2)?.reshape((b, t, nh * dk))?;
         let r = self.w_o.forward(&out)?;
         record_read(mem, &weights, self.cfg.read)?;
         Ok(ReadOutput { r, weights })
@@ -601,6 +622,15 @@ impl RetentionLayer {
         n += self.age_emb.as_ref().map_or(0, |t| t.elem_count());
         n
     }
+}
+
+/// Per-head product: x [B, H, T, a] by w [H, a, c] gives [B, H, T, c].
+fn per_head(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (b, nh, t, a) = x.dims4()?;
+    let c = w.dim(2)?;
+    let x = x.transpose(0, 1)?.contiguous()?.reshape((nh, b * t, a))?;
+    let y = x.matmul(&w.contiguous()?)?;
+    Ok(y.reshape((nh, b, t, c))?.transpose(0, 1)?.contiguous()?)
 }
 
 /// ⌊log2(age + 1)⌋, capped at `buckets − 1`.

@@ -96,6 +96,33 @@ fn topk_with_k_equal_to_slots_matches_dense() {
 }
 
 #[test]
+fn the_reassociated_read_for_few_queries_matches_the_direct_read() {
+    // d_k = 4: five queries take the direct path, one query the reassociated.
+    let (b, d, slots) = (2, 8, 5);
+    for cfg in combos(slots, 2, WriteSource::Token {}) {
+        let (l, _) = layer(&cfg, d, DType::F32);
+        let mut mem = l.new_memory(b, 0, DType::F32, &DEV).unwrap();
+        for step in 0..3 {
+            write(
+                &l,
+                &randn(&format!("w{step}"), &[b, 3, d], DType::F32),
+                &mut mem,
+            );
+        }
+        let q = randn("q", &[b, 5, d], DType::F32);
+        let direct = l.read(&q, &mut mem).unwrap().r.narrow(1, 0, 1).unwrap();
+        let few = l.read(&q.narrow(1, 0, 1).unwrap(), &mut mem).unwrap().r;
+        for (x, y) in flat(&direct).iter().zip(flat(&few)) {
+            assert!(
+                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                "{}: {x} vs {y}",
+                label(&cfg)
+            );
+        }
+    }
+}
+
+#[test]
 fn topk_reads_only_k_slots() {
     let mut cfg = RetentionConfig::new(6);
     cfg.read = ReadConfig::Topk { k: 2 };
@@ -489,7 +516,12 @@ fn episode_loss(
     write(l, h2, &mut mem);
     write(l, h1, &mut mem);
     let out = l.forward(q, &q.zeros_like().unwrap(), &mut mem).unwrap();
-    (out * probe).unwrap().sum_all().unwrap()
+    // One query alone takes the reassociated read path (T < d_k).
+    let q1 = q.narrow(1, 0, 1).unwrap();
+    let one = l.read(&q1, &mut mem).unwrap().r;
+    let loss = (out * probe).unwrap().sum_all().unwrap();
+    let probe1 = probe.narrow(1, 1, 1).unwrap();
+    (loss + (one * probe1).unwrap().sum_all().unwrap()).unwrap()
 }
 
 #[test]
