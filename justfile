@@ -23,3 +23,7 @@ bench:
 # List backends, options and suites.
 list:
     cargo run --release -- list
+
+# Medians of the last bench run as a Markdown table.
+bench-table:
+    python3 scripts/bench_table.py
