@@ -514,12 +514,12 @@ impl RetentionLayer {
         if rate == 0.0 || !pass.iter().any(|&p| p) {
             return Ok(()); // a write of strength zero writes nothing
         }
-        let (b, n, _) = v.dims3()?;
+        let (b, n, d) = v.dims3()?;
         let m = mem.slots();
         let occupied_before = mem.meta.occupied.clone();
         let occ_count: Vec<usize> = (0..b).map(|bi| mem.occupied(bi)).collect();
         // Host plan: which candidates fill a free slot, which address content.
-        let mut fill = vec![0f32; b * n * m];
+        let mut fills: Vec<(u32, u32)> = Vec::new(); // (flat slot, flat candidate)
         let mut addressed = vec![0f32; b * n];
         for bi in 0..b {
             for j in 0..n {
@@ -528,22 +528,64 @@ impl RetentionLayer {
                     continue;
                 }
                 report.written += 1;
-                let free = (0..m).find(|&i| !mem.meta.occupied[bi * m + i]);
-                match free {
+                match (0..m).find(|&i| !mem.meta.occupied[bi * m + i]) {
                     Some(i) => {
                         fill_slot(mem, bi * m + i, scores[c]);
-                        fill[c * m + i] = 1.0;
+                        fills.push(((bi * m + i) as u32, c as u32));
                     }
                     None => addressed[c] = 1.0,
                 }
             }
         }
+        if addressed.iter().any(|&a| a > 0.0) {
+            self.blend_content(
+                u,
+                v,
+                mem,
+                &occupied_before,
+                &occ_count,
+                addressed,
+                rate,
+                erase,
+            )?;
+        }
+        // A fill has w one-hot on a free (zero) slot, so with or without erase
+        // M' = rate·v there: a row scatter, O(d) per fill instead of O(m·d).
+        if !fills.is_empty() {
+            let (dst, src): (Vec<u32>, Vec<u32>) = fills.into_iter().unzip();
+            let src = Tensor::new(src, mem.device())?;
+            let rows = (v.reshape((b * n, d))?.index_select(&src, 0)? * rate)?;
+            mem.content = scatter_rows(&mem.content, &dst, &rows, mem.tracked)?;
+            if let Some(keys) = &mem.keys {
+                let key_rows = self.w_k.forward(&rows)?;
+                mem.keys = Some(scatter_rows(keys, &dst, &key_rows, mem.tracked)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// The content-addressed part of an attention write, over the slots that
+    /// were occupied before the call. `addressed` [B·n] marks the candidates
+    /// that take part.
+    #[allow(clippy::too_many_arguments)]
+    fn blend_content(
+        &self,
+        u: &Tensor,
+        v: &Tensor,
+        mem: &mut MemoryState,
+        occupied_before: &[bool],
+        occ_count: &[usize],
+        addressed: Vec<f32>,
+        rate: f64,
+        erase: bool,
+    ) -> Result<()> {
+        let (b, n, _) = v.dims3()?;
+        let m = mem.slots();
         let dev = mem.device().clone();
         let dtype = mem.dtype();
         let host = |data: Vec<f32>, shape: (usize, usize, usize)| -> Result<Tensor> {
             Ok(Tensor::from_vec(data, shape, &dev)?.to_dtype(dtype)?)
         };
-        let fill = host(fill, (b, n, m))?;
         let addressed = host(addressed, (b, n, 1))?;
         let occ: Vec<f32> = occupied_before.iter().map(|&o| o as u8 as f32).collect();
         let occ = host(occ, (b, 1, m))?;
@@ -554,40 +596,32 @@ impl RetentionLayer {
         let address = (candle_nn::ops::softmax(&logits.broadcast_add(&bias)?, D::Minus1)?
             .broadcast_mul(&occ)?)
         .broadcast_mul(&addressed)?;
-        let w = (((address + fill)? * rate)?)
-            .transpose(1, 2)?
-            .contiguous()?; // [B, m, n]
-        let cover = w.sum_keepdim(2)?; // [B, m, 1]
+        let w = (address * rate)?.transpose(1, 2)?.contiguous()?; // [B, m, n]
         let w = if erase {
             // Cap each slot's total weight at 1: a convex combination.
-            w.broadcast_div(&cover.maximum(1.0)?)?
+            w.broadcast_div(&w.sum_keepdim(2)?.maximum(1.0)?)?
         } else {
             w
         };
         let update = |old: &Tensor, new: &Tensor| -> Result<Tensor> {
             let add = w.matmul(new)?;
-            if erase {
+            let out = if erase {
                 let keep = (1.0 - w.sum_keepdim(2)?)?;
-                Ok((old.broadcast_mul(&keep)? + add)?)
+                (old.broadcast_mul(&keep)? + add)?
             } else {
-                Ok((old + add)?)
-            }
+                (old + add)?
+            };
+            Ok(if mem.tracked { out } else { out.detach() })
         };
         let content = update(&mem.content, v)?;
-        if let Some(keys) = &mem.keys {
-            let new_keys = self.w_k.forward(v)?;
-            mem.keys = Some(update(keys, &new_keys)?);
-        }
-        mem.content = if mem.tracked {
-            content
-        } else {
-            content.detach()
+        let keys = match &mem.keys {
+            Some(keys) => Some(update(keys, &self.w_k.forward(v)?)?),
+            None => None,
         };
-        if !mem.tracked {
-            mem.keys = mem.keys.as_ref().map(|k| k.detach());
-        }
+        mem.content = content;
+        mem.keys = keys;
         // Telemetry: a slot counts as written when it got more than a uniform
-        // share of some write's weight.
+        // share of the write weight.
         let share: Vec<f32> = w.sum(2)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         for (bi, &count) in occ_count.iter().enumerate() {
             if count == 0 {
