@@ -52,12 +52,15 @@ impl Norm {
     }
 }
 
-/// What a read returns: the readout R [B, T, d] and the attention weights
-/// over slots [B, H, T, m] (zero on unselected and empty slots).
+/// What a read returns: the readout R [B, T, d]; and over slots
+/// [B, H, T, m]: the attention weights (zero on unselected and empty slots),
+/// the scaled scores before masking, and the 0/1 selection mask.
 #[derive(Debug, Clone)]
 pub struct ReadOutput {
     pub r: Tensor,
     pub weights: Tensor,
+    pub scores: Tensor,
+    pub selected: Tensor,
 }
 
 /// What a write did, per call.
@@ -298,7 +301,7 @@ impl RetentionLayer {
         let bias = ((1.0 - &select)? * MASKED)?;
         // Multiplying by the selection zeroes the uniform weights an all-empty
         // memory would get, so that it contributes exactly zero.
-        let weights = (candle_nn::ops::softmax(&(scores + bias)?, D::Minus1)? * &select)?;
+        let weights = (candle_nn::ops::softmax(&(&scores + bias)?, D::Minus1)? * &select)?;
         let out = if few {
             let w_v = self.w_v.weight().reshape((nh, dk, d))?.transpose(1, 2)?;
             let wm = weights.reshape((b, nh * t, m))?.matmul(content)?;
@@ -309,7 +312,12 @@ impl RetentionLayer {
         let out = out.transpose(1, 2)?.reshape((b, t, nh * dk))?;
         let r = self.w_o.forward(&out)?;
         record_read(mem, &weights, self.cfg.read)?;
-        Ok(ReadOutput { r, weights })
+        Ok(ReadOutput {
+            r,
+            weights,
+            scores,
+            selected: select,
+        })
     }
 
     /// The write vectors u [B, n, d] that the configured source derives from
@@ -457,8 +465,9 @@ impl RetentionLayer {
     ) -> Result<()> {
         let (b, n, d) = v.dims3()?;
         let m = mem.slots();
-        // target flat slot -> source flat candidate; later candidates win.
-        let mut targets: Vec<Option<u32>> = vec![None; b * m];
+        // Target flat slot -> source flat candidate; a later candidate that
+        // lands on the same slot (more candidates than slots) wins.
+        let mut targets: std::collections::BTreeMap<u32, u32> = Default::default();
         for bi in 0..b {
             for j in 0..n {
                 let c = bi * n + j;
@@ -472,15 +481,11 @@ impl RetentionLayer {
                     report.evicted += 1;
                 }
                 fill_slot(mem, f, scores[c]);
-                targets[f] = Some(c as u32);
+                targets.insert(f as u32, c as u32);
                 report.written += 1;
             }
         }
-        let (dst, src): (Vec<u32>, Vec<u32>) = targets
-            .iter()
-            .enumerate()
-            .filter_map(|(f, c)| c.map(|c| (f as u32, c)))
-            .unzip();
+        let (dst, src): (Vec<u32>, Vec<u32>) = targets.into_iter().unzip();
         if dst.is_empty() {
             return Ok(());
         }
@@ -528,7 +533,7 @@ impl RetentionLayer {
                     continue;
                 }
                 report.written += 1;
-                match (0..m).find(|&i| !mem.meta.occupied[bi * m + i]) {
+                match mem.first_free(bi) {
                     Some(i) => {
                         fill_slot(mem, bi * m + i, scores[c]);
                         fills.push(((bi * m + i) as u32, c as u32));
@@ -701,7 +706,7 @@ fn fill_slot(mem: &mut MemoryState, f: usize, score: f32) {
 fn choose_slot(mem: &mut MemoryState, b: usize, evict: Evict) -> usize {
     let m = mem.slots();
     let base = b * m;
-    if let Some(i) = (0..m).find(|&i| !mem.meta.occupied[base + i]) {
+    if let Some(i) = mem.first_free(b) {
         return i;
     }
     let meta = &mem.meta;

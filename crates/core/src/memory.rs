@@ -75,7 +75,15 @@ pub struct MemoryState {
     pub(crate) rng: ChaCha8Rng,
     pub(crate) tracked: bool,
     pub(crate) config_hash: String,
+    /// Per memory, a lower bound on the first free slot. Slots are only
+    /// freed by `clear`, which resets it, so filling m slots costs O(m), not
+    /// O(m²).
+    pub(crate) free_hint: Vec<usize>,
 }
+
+/// Host metadata bytes per slot: occupied (1), seq, written_at and last_read
+/// (8 each), write_count, read_weight and gate_score (4 each).
+pub const META_BYTES_PER_SLOT: usize = 1 + 3 * 8 + 3 * 4;
 
 impl MemoryState {
     /// An empty state. `key_dim` is the width of cached keys (0 when keys are
@@ -115,6 +123,7 @@ impl MemoryState {
             rng: ChaCha8Rng::from_seed(rng_seed),
             tracked: false,
             config_hash: config_hash.to_string(),
+            free_hint: vec![0; batch],
         })
     }
 
@@ -165,6 +174,20 @@ impl MemoryState {
             .filter(|&&o| o)
             .count()
     }
+    /// Bytes of memory state per slot: contents, cached keys and metadata.
+    pub fn bytes_per_slot(&self) -> usize {
+        self.dtype().size_in_bytes() * (self.dim + self.key_dim) + META_BYTES_PER_SLOT
+    }
+
+    /// The lowest free slot of memory `b`, if any (amortised O(1) while filling).
+    pub(crate) fn first_free(&mut self, b: usize) -> Option<usize> {
+        let m = self.slots;
+        let occupied = &self.meta.occupied[b * m..(b + 1) * m];
+        let found = (self.free_hint[b]..m).find(|&i| !occupied[i]);
+        self.free_hint[b] = found.unwrap_or(m);
+        found
+    }
+
     pub fn is_tracked(&self) -> bool {
         self.tracked
     }
@@ -194,6 +217,7 @@ impl MemoryState {
         }
         self.meta = SlotMeta::new(self.batch * self.slots);
         self.evictions = vec![0; self.batch];
+        self.free_hint = vec![0; self.batch];
         Ok(())
     }
 
@@ -212,6 +236,7 @@ impl MemoryState {
             rng: self.rng.clone(),
             tracked: self.tracked,
             config_hash: self.config_hash.clone(),
+            free_hint: self.free_hint.clone(),
         })
     }
 

@@ -453,6 +453,7 @@ fn decode_state(
         rng,
         tracked: false,
         config_hash: config_hash.to_string(),
+        free_hint: vec![0; b],
     })
 }
 

@@ -1,0 +1,534 @@
+//! The memory-size scaling task (no training): how a retention backend's
+//! cost and fidelity change from hundreds to millions of slots.
+//!
+//! ```text
+//! slot i   = [ key k_i (d/2, clustered) | value v_i (d/2) ]        m slots, filled once
+//! query    = [ k_i + ε·‖k_i‖·ẑ          | 0                 ]      ε ∈ eps
+//! probe layer: W_Q = W_K = β·[I 0; 0 0], W_V = [0 0; 0 I], W_O = W_u = I
+//! readout  = Σ_j w_j [0 | v_j]  →  hit when argmax_j cos(readout, v_j) = i
+//! ```
+//!
+//! Keys are drawn from a mixture of Gaussians (`clusters` centres, `spread`
+//! around each), so near neighbours compete as they do in real memories, not
+//! only isotropic noise; they are then centred and scaled to norm √(d/2), so
+//! the layer's query LayerNorm only rescales a query and a clean query's own
+//! key is its best match. Metrics: read latency per query at
+//! each batch (p50, p99, queries/s), write latency, bytes per slot, the
+//! bandwidth roofline fraction of batch-1 dense reads, associative accuracy
+//! per noise level, and for top-k reads their fidelity to the exact dense
+//! read (recall@k, attention-mass recall, relative output error).
+
+use std::time::Instant;
+
+use candle_core::{D, DType, Device, Tensor};
+use candle_nn::VarMap;
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use retbench_core::rng::{randn, stream};
+use retbench_core::{
+    Evict, MemoryState, ReadConfig, RetentionConfig, RetentionLayer, SeededVarMap, WriteConfig,
+    WriteSource,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::metric::{Metric, percentile};
+use crate::{TaskContext, TaskError};
+
+/// Metric names this task reports.
+pub const METRICS: &[&str] = &[
+    "read_us_p50",
+    "read_us_p99",
+    "queries_per_s",
+    "write_us_p50",
+    "write_us_p99",
+    "bytes_per_slot",
+    "bandwidth_gbps",
+    "read_roofline_fraction",
+    "assoc_accuracy",
+    "recall_at_k",
+    "attention_mass_recall",
+    "relative_output_error",
+];
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScalingConfig {
+    /// Memory width d (keys in the first half, values in the second).
+    #[serde(default = "d_default")]
+    pub d: usize,
+    /// Queries per read call to time (slice `batch=…`).
+    #[serde(default = "batches_default")]
+    pub batches: Vec<usize>,
+    /// Timed queries per batch size, after warm-up.
+    #[serde(default = "queries_default")]
+    pub queries: usize,
+    /// Fewest timed read calls per batch size, whatever `queries`.
+    #[serde(default = "min_reads_default")]
+    pub min_reads: usize,
+    /// Untimed read calls before timing.
+    #[serde(default = "warmup_default")]
+    pub warmup: usize,
+    /// Timed single-vector writes into the full memory.
+    #[serde(default = "writes_default")]
+    pub writes: usize,
+    /// Query noise levels for associative recall (slice `eps=…`).
+    #[serde(default = "eps_default")]
+    pub eps: Vec<f64>,
+    /// Probe queries per noise level.
+    #[serde(default = "probes_default")]
+    pub probes: usize,
+    /// Gaussian clusters of keys.
+    #[serde(default = "clusters_default")]
+    pub clusters: usize,
+    /// Spread of keys around their centre (centres have unit scale).
+    #[serde(default = "spread_default")]
+    pub spread: f64,
+    /// β: scale of the probe layer's W_Q and W_K (softmax sharpness).
+    #[serde(default = "sharpness_default")]
+    pub sharpness: f64,
+}
+
+fn d_default() -> usize {
+    64
+}
+fn batches_default() -> Vec<usize> {
+    vec![1, 64]
+}
+fn queries_default() -> usize {
+    200
+}
+fn min_reads_default() -> usize {
+    20
+}
+fn warmup_default() -> usize {
+    10
+}
+fn writes_default() -> usize {
+    50
+}
+fn eps_default() -> Vec<f64> {
+    vec![0.0, 0.1, 0.3]
+}
+fn probes_default() -> usize {
+    256
+}
+fn clusters_default() -> usize {
+    16
+}
+fn spread_default() -> f64 {
+    1.0
+}
+fn sharpness_default() -> f64 {
+    4.0
+}
+
+/// Slots written per fill call.
+const FILL_CHUNK: usize = 8192;
+/// Probe queries per read call when scoring accuracy.
+const PROBE_CHUNK: usize = 64;
+
+impl ScalingConfig {
+    pub fn validate(&self, retention: Option<&RetentionConfig>) -> Result<(), TaskError> {
+        let bad = |field: &str, msg: &str| Err(TaskError::Invalid(format!("task.{field}: {msg}")));
+        if self.d < 2 || self.d % 2 != 0 {
+            return bad(
+                "d",
+                "must be even and at least 2 (keys and values share it)",
+            );
+        }
+        if self.batches.is_empty() || self.batches.contains(&0) {
+            return bad("batches", "needs at least one batch size, each at least 1");
+        }
+        if self.queries == 0 || self.min_reads == 0 || self.probes == 0 || self.clusters == 0 {
+            return bad(
+                "queries",
+                "queries, min_reads, probes and clusters must be at least 1",
+            );
+        }
+        if self.eps.iter().any(|e| !(e.is_finite() && *e >= 0.0)) {
+            return bad("eps", "noise levels must be finite and ≥ 0");
+        }
+        if !(self.spread.is_finite() && self.spread >= 0.0) || !(self.sharpness > 0.0) {
+            return bad("spread", "spread must be ≥ 0 and sharpness > 0");
+        }
+        let Some(ret) = retention else {
+            return Err(TaskError::Invalid(
+                "retention: the scaling task measures a retention layer; it cannot be null".into(),
+            ));
+        };
+        if ret.heads != 1 || ret.head_dim.is_some() {
+            return Err(TaskError::Invalid(
+                "retention.heads: the scaling probe layer is single-head (heads: 1, no head_dim)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Keys (clustered, zero-mean rows) and values, each m × half, row-major.
+fn clustered_pairs(
+    rng: &mut ChaCha8Rng,
+    cfg: &ScalingConfig,
+    m: usize,
+    half: usize,
+) -> (Vec<f32>, Vec<f32>) {
+    let centres: Vec<f64> = (0..cfg.clusters * half).map(|_| randn(rng)).collect();
+    let norm = (1.0 + cfg.spread * cfg.spread).sqrt();
+    let mut keys = Vec::with_capacity(m * half);
+    let mut row = vec![0f64; half];
+    for _ in 0..m {
+        let c = rng.random_range(0..cfg.clusters);
+        for (j, x) in row.iter_mut().enumerate() {
+            *x = (centres[c * half + j] + cfg.spread * randn(rng)) / norm;
+        }
+        // Zero mean (LayerNorm then only rescales a query) and equal norm
+        // √half, so that a clean query's own key is its unique best match.
+        let mean = row.iter().sum::<f64>() / half as f64;
+        row.iter_mut().for_each(|x| *x -= mean);
+        let scale = (half as f64).sqrt() / row.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+        keys.extend(row.iter().map(|x| (x * scale) as f32));
+    }
+    let values = (0..m * half).map(|_| randn(rng) as f32).collect();
+    (keys, values)
+}
+
+/// `key + eps·‖key‖·ẑ`, re-centred to zero mean.
+fn noisy(key: &[f32], eps: f64, rng: &mut ChaCha8Rng) -> Vec<f32> {
+    if eps == 0.0 {
+        return key.to_vec();
+    }
+    let z: Vec<f64> = key.iter().map(|_| randn(rng)).collect();
+    let zn = z.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+    let kn = key.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let mut out: Vec<f64> = key
+        .iter()
+        .zip(&z)
+        .map(|(&k, zi)| k as f64 + eps * kn * zi / zn)
+        .collect();
+    let mean = out.iter().sum::<f64>() / out.len() as f64;
+    out.iter_mut().for_each(|x| *x -= mean);
+    out.into_iter().map(|x| x as f32).collect()
+}
+
+/// Hidden states [1, T, d] whose key halves are `rows` (each of length half).
+fn queries(rows: &[Vec<f32>], d: usize, dev: &Device) -> Result<Tensor, TaskError> {
+    let half = d / 2;
+    let mut data = vec![0f32; rows.len() * d];
+    for (t, r) in rows.iter().enumerate() {
+        data[t * d..t * d + half].copy_from_slice(r);
+    }
+    Ok(Tensor::from_vec(data, (1, rows.len(), d), dev)?)
+}
+
+/// The probe layer's parameters (see the module doc), in a fresh map.
+fn probe_params(cfg: &ScalingConfig, ctx: &TaskContext) -> Result<SeededVarMap, TaskError> {
+    let (d, half) = (cfg.d, cfg.d / 2);
+    let map = SeededVarMap::new(VarMap::new(), &ctx.config_hash, ctx.seed);
+    let diag = |first: f32, second: f32| -> Result<Tensor, TaskError> {
+        let mut v = vec![0f32; d * d];
+        for i in 0..d {
+            v[i * d + i] = if i < half { first } else { second };
+        }
+        Ok(Tensor::from_vec(v, (d, d), &Device::Cpu)?)
+    };
+    let beta = cfg.sharpness as f32;
+    map.set("w_q.weight", &diag(beta, 0.0)?)?;
+    map.set("w_k.weight", &diag(beta, 0.0)?)?;
+    map.set("w_v.weight", &diag(0.0, 1.0)?)?;
+    map.set("w_o.weight", &diag(1.0, 1.0)?)?;
+    map.set("w_u.weight", &diag(1.0, 1.0)?)?;
+    Ok(map)
+}
+
+/// Writes every (key, value) pair as one slot, through an append/token layer
+/// over the same parameters (attention writes fill free slots the same way).
+fn fill(
+    ret: &RetentionConfig,
+    map: &SeededVarMap,
+    mem: &mut MemoryState,
+    keys: &[f32],
+    values: &[f32],
+    d: usize,
+) -> Result<(), TaskError> {
+    let half = d / 2;
+    let m = keys.len() / half;
+    let mut filler_cfg = ret.clone();
+    filler_cfg.write = WriteConfig::Append {
+        evict: Evict::Fifo,
+        source: WriteSource::Token {},
+    };
+    filler_cfg.gate = retbench_core::GateConfig::None {};
+    let filler = RetentionLayer::new(&filler_cfg, d, map.var_builder(DType::F32, &Device::Cpu))?;
+    let mut start = 0;
+    while start < m {
+        let n = FILL_CHUNK.min(m - start);
+        let mut data = vec![0f32; n * d];
+        for r in 0..n {
+            let i = start + r;
+            data[r * d..r * d + half].copy_from_slice(&keys[i * half..(i + 1) * half]);
+            data[r * d + half..(r + 1) * d].copy_from_slice(&values[i * half..(i + 1) * half]);
+        }
+        let h = Tensor::from_vec(data, (1, n, d), &Device::Cpu)?;
+        filler.write(&h, mem, None)?;
+        start += n;
+    }
+    Ok(())
+}
+
+/// Rows of `t` [1, T, d] normalised to unit length over the value half.
+fn value_half_unit(t: &Tensor, half: usize) -> Result<Tensor, TaskError> {
+    let v = t.squeeze(0)?.narrow(1, half, half)?;
+    let n = v
+        .sqr()?
+        .sum_keepdim(1)?
+        .sqrt()?
+        .clamp(1e-12, f64::INFINITY)?;
+    Ok(v.broadcast_div(&n)?)
+}
+
+pub fn run(
+    cfg: &ScalingConfig,
+    retention: Option<&RetentionConfig>,
+    ctx: &TaskContext,
+) -> Result<Vec<Metric>, TaskError> {
+    cfg.validate(retention)?;
+    let ret = retention.expect("validated");
+    let dev = Device::Cpu;
+    let (d, half, m) = (cfg.d, cfg.d / 2, ret.slots);
+    let map = probe_params(cfg, ctx)?;
+    let layer = RetentionLayer::new(ret, d, map.var_builder(DType::F32, &dev))?;
+    let mut mem = layer.new_memory(1, ctx.seed, DType::F32, &dev)?;
+    let mut rng = stream(&ctx.config_hash, ctx.seed, "scaling/pairs");
+    let (keys, values) = clustered_pairs(&mut rng, cfg, m, half);
+    fill(ret, &map, &mut mem, &keys, &values, d)?;
+    let key = |i: usize| &keys[i * half..(i + 1) * half];
+
+    let mut out = vec![Metric::new("bytes_per_slot", mem.bytes_per_slot() as f64)];
+
+    // Associative recall per noise level.
+    let unit_values = {
+        let v = Tensor::from_vec(values.clone(), (m, half), &dev)?;
+        let n = v
+            .sqr()?
+            .sum_keepdim(1)?
+            .sqrt()?
+            .clamp(1e-12, f64::INFINITY)?;
+        v.broadcast_div(&n)?
+    };
+    let mut probe_rng = stream(&ctx.config_hash, ctx.seed, "scaling/probes");
+    let targets: Vec<usize> = (0..cfg.probes)
+        .map(|_| probe_rng.random_range(0..m))
+        .collect();
+    for &eps in &cfg.eps {
+        let mut noise_rng = stream(&ctx.config_hash, ctx.seed, &format!("scaling/noise/{eps}"));
+        let mut hits = 0usize;
+        for chunk in targets.chunks(PROBE_CHUNK) {
+            let rows: Vec<Vec<f32>> = chunk
+                .iter()
+                .map(|&i| noisy(key(i), eps, &mut noise_rng))
+                .collect();
+            let read = layer.read(&queries(&rows, d, &dev)?, &mut mem)?;
+            let sims = value_half_unit(&read.r, half)?.matmul(&unit_values.t()?)?;
+            let best: Vec<u32> = sims.argmax(D::Minus1)?.to_vec1()?;
+            hits += best
+                .iter()
+                .zip(chunk)
+                .filter(|(b, t)| **b as usize == **t)
+                .count();
+        }
+        out.push(Metric::sliced(
+            "assoc_accuracy",
+            "eps",
+            eps,
+            hits as f64 / targets.len() as f64,
+        ));
+    }
+
+    // Top-k fidelity against the exact dense read over the same memory.
+    if let ReadConfig::Topk { k } = ret.read {
+        let mut dense_cfg = ret.clone();
+        dense_cfg.read = ReadConfig::Dense {};
+        let dense = RetentionLayer::new(&dense_cfg, d, map.var_builder(DType::F32, &dev))?;
+        let chunk = &targets[..targets.len().min(PROBE_CHUNK)];
+        let rows: Vec<Vec<f32>> = chunk.iter().map(|&i| key(i).to_vec()).collect();
+        let q = queries(&rows, d, &dev)?;
+        let exact = dense.read(&q, &mut mem)?;
+        let approx = layer.read(&q, &mut mem)?;
+        let rows2 = |t: &Tensor| -> Result<Vec<Vec<f32>>, TaskError> {
+            Ok(t.squeeze(0)?.squeeze(0)?.to_vec2()?)
+        };
+        let w_exact = rows2(&exact.weights)?;
+        let s_exact = rows2(&exact.scores)?;
+        let selected = rows2(&approx.selected)?;
+        let k = k.min(m);
+        let (mut recall, mut mass) = (0.0, 0.0);
+        for ((we, se), sel) in w_exact.iter().zip(&s_exact).zip(&selected) {
+            // The exact top-k by score: weights of far slots underflow to 0.
+            let mut order: Vec<usize> = (0..m).collect();
+            order.select_nth_unstable_by(k - 1, |&a, &b| se[b].total_cmp(&se[a]));
+            let truth: std::collections::HashSet<usize> = order[..k].iter().copied().collect();
+            let chosen: Vec<usize> = (0..m).filter(|&i| sel[i] > 0.0).collect();
+            recall += chosen.iter().filter(|i| truth.contains(i)).count() as f64 / k as f64;
+            mass += chosen.iter().map(|&i| we[i] as f64).sum::<f64>();
+        }
+        let n = w_exact.len() as f64;
+        let diff = (&approx.r - &exact.r)?.sqr()?.sum(D::Minus1)?.sqrt()?;
+        let base = exact
+            .r
+            .sqr()?
+            .sum(D::Minus1)?
+            .sqrt()?
+            .clamp(1e-12, f64::INFINITY)?;
+        let rel: f64 = (diff / base)?.mean_all()?.to_scalar::<f32>()? as f64;
+        out.push(Metric::new("recall_at_k", recall / n));
+        out.push(Metric::new("attention_mass_recall", mass / n));
+        out.push(Metric::new("relative_output_error", rel));
+    }
+
+    // Read latency per query, per batch size.
+    let mut time_rng = stream(&ctx.config_hash, ctx.seed, "scaling/timing");
+    for &batch in &cfg.batches {
+        let pool: Vec<Tensor> = (0..4)
+            .map(|_| {
+                let rows: Vec<Vec<f32>> = (0..batch)
+                    .map(|_| {
+                        let i = time_rng.random_range(0..m);
+                        noisy(key(i), 0.1, &mut time_rng)
+                    })
+                    .collect();
+                queries(&rows, d, &dev)
+            })
+            .collect::<Result<_, _>>()?;
+        for i in 0..cfg.warmup {
+            layer.read(&pool[i % pool.len()], &mut mem)?;
+        }
+        let calls = cfg.queries.div_ceil(batch).max(cfg.min_reads);
+        let mut per_query_us = Vec::with_capacity(calls);
+        for i in 0..calls {
+            let q = &pool[i % pool.len()];
+            let start = Instant::now();
+            let r = layer.read(q, &mut mem)?;
+            std::hint::black_box(&r);
+            per_query_us.push(start.elapsed().as_secs_f64() * 1e6 / batch as f64);
+        }
+        let p50 = percentile(&per_query_us, 50.0);
+        out.push(Metric::sliced("read_us_p50", "batch", batch, p50));
+        out.push(Metric::sliced(
+            "read_us_p99",
+            "batch",
+            batch,
+            percentile(&per_query_us, 99.0),
+        ));
+        out.push(Metric::sliced("queries_per_s", "batch", batch, 1e6 / p50));
+        if let (1, ReadConfig::Dense {}, Some(bw)) = (batch, ret.read, ctx.bandwidth_gbps) {
+            // Bytes a dense read must stream: keys and values of every slot.
+            let bytes = 4.0 * m as f64 * (2 * d) as f64;
+            let roofline_us = bytes / (bw * 1e9) * 1e6;
+            out.push(Metric::new("read_roofline_fraction", roofline_us / p50));
+        }
+    }
+    if let Some(bw) = ctx.bandwidth_gbps {
+        out.push(Metric::new("bandwidth_gbps", bw));
+    }
+
+    // Write latency into the full memory (last: it evicts or blends).
+    let mut write_us = Vec::with_capacity(cfg.writes);
+    let feedback =
+        matches!(ret.gate, retbench_core::GateConfig::Feedback { .. }).then_some([1.0f32]);
+    for _ in 0..cfg.writes {
+        let i = time_rng.random_range(0..m);
+        let mut row = noisy(key(i), 0.1, &mut time_rng);
+        row.extend((0..half).map(|_| randn(&mut time_rng) as f32));
+        let h = Tensor::from_vec(row, (1, 1, d), &dev)?;
+        let start = Instant::now();
+        layer.write(&h, &mut mem, feedback.as_ref().map(|f| f.as_slice()))?;
+        write_us.push(start.elapsed().as_secs_f64() * 1e6);
+    }
+    if !write_us.is_empty() {
+        out.push(Metric::new("write_us_p50", percentile(&write_us, 50.0)));
+        out.push(Metric::new("write_us_p99", percentile(&write_us, 99.0)));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> ScalingConfig {
+        serde_saphyr::from_str(
+            "d: 32\nbatches: [1, 8]\nqueries: 8\nmin_reads: 2\nwarmup: 1\nwrites: 3\nprobes: 64\n",
+        )
+        .unwrap()
+    }
+
+    fn ctx() -> TaskContext {
+        TaskContext {
+            config_hash: "test".into(),
+            seed: 0,
+            bandwidth_gbps: Some(10.0),
+        }
+    }
+
+    fn get(ms: &[Metric], name: &str, slice: &str) -> f64 {
+        ms.iter()
+            .find(|m| m.metric == name && m.slice == slice)
+            .unwrap_or_else(|| panic!("{name} {slice} missing"))
+            .value
+    }
+
+    #[test]
+    fn recall_is_near_perfect_without_noise_and_falls_with_it() {
+        let ret = RetentionConfig::new(256);
+        let mut cfg = small();
+        cfg.eps = vec![0.0, 1.5];
+        let ms = run(&cfg, Some(&ret), &ctx()).unwrap();
+        let clean = get(&ms, "assoc_accuracy", "eps=0");
+        let noisy = get(&ms, "assoc_accuracy", "eps=1.5");
+        assert!(clean > 0.9, "{clean}");
+        assert!(noisy < clean, "{noisy} vs {clean}");
+        assert!(get(&ms, "read_us_p50", "batch=8") > 0.0);
+        assert!(get(&ms, "read_roofline_fraction", "") > 0.0);
+        assert_eq!(get(&ms, "bytes_per_slot", ""), (4 * 32 + 37) as f64);
+    }
+
+    #[test]
+    fn topk_fidelity_is_exact_when_k_covers_memory() {
+        let mut ret = RetentionConfig::new(64);
+        ret.read = ReadConfig::Topk { k: 64 };
+        let ms = run(&small(), Some(&ret), &ctx()).unwrap();
+        assert_eq!(get(&ms, "recall_at_k", ""), 1.0);
+        assert!((get(&ms, "attention_mass_recall", "") - 1.0).abs() < 1e-4);
+        assert!(get(&ms, "relative_output_error", "") < 1e-4);
+        ret.read = ReadConfig::Topk { k: 2 };
+        let ms = run(&small(), Some(&ret), &ctx()).unwrap();
+        assert!(get(&ms, "attention_mass_recall", "") < 1.0);
+    }
+
+    #[test]
+    fn quality_metrics_are_deterministic() {
+        let ret = RetentionConfig::new(128);
+        let quality = |ms: Vec<Metric>| -> Vec<(String, String, u64)> {
+            ms.into_iter()
+                .filter(|m| m.metric == "assoc_accuracy")
+                .map(|m| (m.metric, m.slice, m.value.to_bits()))
+                .collect()
+        };
+        let a = quality(run(&small(), Some(&ret), &ctx()).unwrap());
+        assert_eq!(a, quality(run(&small(), Some(&ret), &ctx()).unwrap()));
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut cfg = small();
+        cfg.d = 7;
+        let err = cfg
+            .validate(Some(&RetentionConfig::new(8)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("task.d"), "{err}");
+        let err = small().validate(None).unwrap_err().to_string();
+        assert!(err.starts_with("retention"), "{err}");
+    }
+}
