@@ -9,6 +9,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use retbench_core::config::CATALOG;
 use retbench_core::{Telemetry, snapshot};
+use retbench_harness::runner::Progress;
+use retbench_harness::{Plan, RunOptions, suite};
 
 #[derive(Parser)]
 #[command(
@@ -32,11 +34,76 @@ enum Command {
         #[arg(long, default_value = "suites")]
         suites: PathBuf,
     },
+    /// Expand a suite into its runs (validated in full) and print them.
+    Plan {
+        /// The suite file (YAML).
+        suite: PathBuf,
+        /// Apply this profile's overrides first (e.g. smoke).
+        #[arg(long)]
+        profile: Option<String>,
+        #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
+        format: PlanFormat,
+    },
+    /// Run a suite: parallel, resumable; then write the summary and figures.
+    Run {
+        suite: PathBuf,
+        #[arg(long)]
+        profile: Option<String>,
+        /// Output folder [default: reports/<suite name>[-<profile>]].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Runs in parallel [default: every core]; each run gets cores/jobs kernel threads.
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Take share I of N of the plan (0 <= I < N), e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.
+        #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+        shard: Option<(usize, usize)>,
+        /// Run only this run id (see `retbench plan --format ids`).
+        #[arg(long = "id", value_name = "RUN_ID")]
+        only: Option<String>,
+        /// Rerun runs that already have results.
+        #[arg(long)]
+        force: bool,
+        /// Skip the summary and figures at the end.
+        #[arg(long)]
+        no_report: bool,
+        /// No progress output.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Join shard folders into OUT_DIR; a run present twice with different results is refused.
+    Merge {
+        out_dir: PathBuf,
+        #[arg(required = true)]
+        shard_dirs: Vec<PathBuf>,
+    },
+    /// Write summary.csv, summary.md, report.html and figures/ for a run folder.
+    Report { dir: PathBuf },
+    /// Run every suite in suites/, then report each (what `just bench` runs).
+    Bench {
+        #[arg(long)]
+        profile: Option<String>,
+        #[arg(long, default_value = "suites")]
+        suites: PathBuf,
+        #[arg(long)]
+        jobs: Option<usize>,
+    },
     /// Work with memory snapshots.
     Memory {
         #[command(subcommand)]
         command: MemoryCommand,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PlanFormat {
+    Table,
+    Ids,
+    Jsonl,
+}
+
+fn parse_shard(s: &str) -> Result<(usize, usize), String> {
+    retbench_harness::parse_shard(s)
 }
 
 #[derive(Subcommand)]
@@ -56,10 +123,17 @@ enum Format {
     Json,
 }
 
+/// Outcome of a command that ran: some runs failed (exit 1) or not.
+enum Outcome {
+    Ok,
+    SomeFailed,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse(); // clap exits 2 on usage errors
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    match dispatch(cli) {
+        Ok(Outcome::Ok) => ExitCode::SUCCESS,
+        Ok(Outcome::SomeFailed) => ExitCode::from(1),
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::from(2)
@@ -67,13 +141,218 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
     match cli.command {
-        Command::List { format, suites } => list(format, &suites),
+        Command::List { format, suites } => list(format, &suites).map(|_| Outcome::Ok),
+        Command::Plan {
+            suite,
+            profile,
+            format,
+        } => plan(&suite, profile.as_deref(), format).map(|_| Outcome::Ok),
+        Command::Run {
+            suite,
+            profile,
+            out,
+            jobs,
+            shard,
+            only,
+            force,
+            no_report,
+            quiet,
+        } => {
+            let plan = suite::load(&suite, profile.as_deref())?;
+            let out = out.unwrap_or_else(|| default_out(&plan));
+            let opts = RunOptions {
+                out,
+                jobs,
+                shard,
+                only,
+                force,
+                progress: if quiet {
+                    Progress::Quiet
+                } else {
+                    Progress::Auto
+                },
+            };
+            run_suite(&plan, &opts, !no_report)
+        }
+        Command::Merge {
+            out_dir,
+            shard_dirs,
+        } => {
+            let copied = retbench_harness::merge(&out_dir, &shard_dirs)?;
+            eprintln!(
+                "merged {} shard folders into {}: {copied} runs copied",
+                shard_dirs.len(),
+                out_dir.display()
+            );
+            Ok(Outcome::Ok)
+        }
+        Command::Report { dir } => {
+            let out = retbench_report::report(&dir)?;
+            eprintln!(
+                "{}: {} summary rows, {} figure files",
+                dir.display(),
+                out.summary_rows,
+                out.figures.len()
+            );
+            Ok(Outcome::Ok)
+        }
+        Command::Bench {
+            profile,
+            suites,
+            jobs,
+        } => bench(&suites, profile.as_deref(), jobs),
         Command::Memory {
             command: MemoryCommand::Inspect { snapshot, format },
-        } => inspect(&snapshot, format),
+        } => inspect(&snapshot, format).map(|_| Outcome::Ok),
     }
+}
+
+/// `reports/<suite>` or `reports/<suite>-<profile>`.
+fn default_out(plan: &Plan) -> PathBuf {
+    let name = match &plan.profile {
+        Some(p) => format!("{}-{p}", plan.suite),
+        None => plan.suite.clone(),
+    };
+    PathBuf::from("reports").join(name)
+}
+
+fn plan(path: &Path, profile: Option<&str>, format: PlanFormat) -> anyhow::Result<()> {
+    let plan = suite::load(path, profile)?;
+    match format {
+        PlanFormat::Ids => plan.runs.iter().for_each(|r| println!("{}", r.run_id)),
+        PlanFormat::Jsonl => {
+            for r in &plan.runs {
+                println!("{}", serde_json::to_string(r)?);
+            }
+        }
+        PlanFormat::Table => {
+            println!(
+                "{} ({} runs{})",
+                plan.suite,
+                plan.runs.len(),
+                plan.profile
+                    .as_ref()
+                    .map(|p| format!(", profile {p}"))
+                    .unwrap_or_default()
+            );
+            let mut header = vec!["run_id".to_string(), "variant".into(), "seed".into()];
+            header.extend(plan.param_columns.iter().cloned());
+            let rows: Vec<Vec<String>> = plan
+                .runs
+                .iter()
+                .map(|r| {
+                    let mut row = vec![r.run_id.clone(), r.variant.clone(), r.seed.to_string()];
+                    row.extend(plan.param_columns.iter().map(|c| {
+                        r.params
+                            .iter()
+                            .find(|(p, _)| p == c)
+                            .map(|(_, v)| retbench_harness::store::csv_value(v))
+                            .unwrap_or_default()
+                    }));
+                    row
+                })
+                .collect();
+            let widths: Vec<usize> = (0..header.len())
+                .map(|i| {
+                    rows.iter()
+                        .map(|r| r[i].chars().count())
+                        .chain([header[i].len()])
+                        .max()
+                        .unwrap_or(0)
+                })
+                .collect();
+            let line = |cells: &[String]| {
+                cells
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_string()
+            };
+            println!("{}", line(&header));
+            rows.iter().for_each(|r| println!("{}", line(r)));
+        }
+    }
+    Ok(())
+}
+
+fn run_suite(plan: &Plan, opts: &RunOptions, with_report: bool) -> anyhow::Result<Outcome> {
+    eprintln!(
+        "{}: {} runs planned{} -> {}",
+        plan.suite,
+        plan.runs.len(),
+        plan.profile
+            .as_ref()
+            .map(|p| format!(" (profile {p})"))
+            .unwrap_or_default(),
+        opts.out.display()
+    );
+    let s = retbench_harness::run_plan(plan, opts)?;
+    eprintln!(
+        "{} selected, {} already done, {} ok, {} failed; jobs {} x threads {}{}; results.csv: {} rows",
+        s.selected,
+        s.skipped,
+        s.succeeded,
+        s.failed,
+        s.jobs,
+        s.threads,
+        s.bandwidth_gbps
+            .map(|b| format!("; bandwidth {b:.1} GB/s"))
+            .unwrap_or_default(),
+        s.rows
+    );
+    if s.failed > 0 {
+        eprintln!(
+            "failed runs are listed in {}",
+            opts.out.join("failures.csv").display()
+        );
+    }
+    if with_report && s.rows > 0 {
+        let out = retbench_report::report(&opts.out)
+            .with_context(|| format!("reporting {}", opts.out.display()))?;
+        eprintln!(
+            "report: {} summary rows, {} figure files in {}",
+            out.summary_rows,
+            out.figures.len(),
+            opts.out.display()
+        );
+    }
+    Ok(if s.failed > 0 {
+        Outcome::SomeFailed
+    } else {
+        Outcome::Ok
+    })
+}
+
+fn bench(dir: &Path, profile: Option<&str>, jobs: Option<usize>) -> anyhow::Result<Outcome> {
+    let files = suite_files(dir)?;
+    if files.is_empty() {
+        anyhow::bail!("no suite files (*.yaml) in {}", dir.display());
+    }
+    // Validate every suite before running any.
+    let plans = files
+        .iter()
+        .map(|f| suite::load(f, profile))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut outcome = Outcome::Ok;
+    for plan in &plans {
+        let opts = RunOptions {
+            out: default_out(plan),
+            jobs,
+            shard: None,
+            only: None,
+            force: false,
+            progress: Progress::Auto,
+        };
+        if let Outcome::SomeFailed = run_suite(plan, &opts, true)? {
+            outcome = Outcome::SomeFailed;
+        }
+    }
+    Ok(outcome)
 }
 
 fn suite_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -93,8 +372,13 @@ fn list(format: Format, suites: &Path) -> anyhow::Result<()> {
     let files = suite_files(suites)?;
     match format {
         Format::Json => {
+            let tasks: Vec<serde_json::Value> = retbench_tasks::TASKS
+                .iter()
+                .map(|(kind, about, metrics)| serde_json::json!({"kind": kind, "about": about, "metrics": metrics}))
+                .collect();
             let doc = serde_json::json!({
                 "backends": CATALOG,
+                "tasks": tasks,
                 "suites": files.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(),
             });
             println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -108,6 +392,11 @@ fn list(format: Format, suites: &Path) -> anyhow::Result<()> {
                     println!("\n  {axis}:");
                 }
                 println!("    {:<46} {}", e.yaml, e.about);
+            }
+            println!("\nTasks (the `task:` block) and their metrics:");
+            for (kind, about, metrics) in retbench_tasks::TASKS {
+                println!("\n  {{ kind: {kind} }}    {about}");
+                println!("    metrics: {}", metrics.join(", "));
             }
             println!("\nSuites in {}/:", suites.display());
             if files.is_empty() {

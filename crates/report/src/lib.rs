@@ -1,3 +1,71 @@
-//! retbench-report: aggregation over seeds, figures, Markdown/LaTeX/HTML
-//! reports and regression comparison. Not built yet: it arrives with the
-//! harness issue.
+//! retbench-report: turns a run folder's `results.csv` into `summary.csv`
+//! (per config over seeds: n, mean, std and a 95% Student-t interval),
+//! `summary.md`, `report.html`, and figures in SVG and PNG. Reports only read what the
+//! harness recorded; they re-derive nothing upstream decided.
+//!
+//! Figures render with a font bundled in this crate (DejaVu Sans), so no
+//! system fonts are needed, and each series (a backend: the varied
+//! parameters other than the x axis) keeps one colour across every figure.
+
+mod figures;
+mod summary;
+
+use std::path::{Path, PathBuf};
+
+pub use summary::{Row, SummaryRow, read_results, summarize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Bad { path: PathBuf, message: String },
+    #[error("figure {name}: {message}")]
+    Plot { name: String, message: String },
+}
+
+/// What `report` wrote.
+#[derive(Debug, Default)]
+pub struct ReportOutput {
+    pub summary_rows: usize,
+    pub figures: Vec<PathBuf>,
+}
+
+/// Writes `summary.csv`, `summary.md` and `figures/` for the run folder `dir`.
+pub fn report(dir: &Path) -> Result<ReportOutput, ReportError> {
+    let results = dir.join("results.csv");
+    let (params, rows) = read_results(&results)?;
+    let summary = summarize(&params, &rows);
+    let suite = rows.first().map(|r| r.suite.clone()).unwrap_or_default();
+    summary::write_csv(&dir.join("summary.csv"), &params, &summary)?;
+    summary::write_markdown(&dir.join("summary.md"), &suite, &params, &summary)?;
+    let figures = figures::render_all(&dir.join("figures"), &suite, &params, &summary)?;
+    summary::write_html(
+        &dir.join("report.html"),
+        &suite,
+        &params,
+        &summary,
+        &figures,
+    )?;
+    Ok(ReportOutput {
+        summary_rows: summary.len(),
+        figures,
+    })
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+    let io = |source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, bytes).map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)
+}

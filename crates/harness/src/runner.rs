@@ -1,0 +1,368 @@
+//! Running a plan: selection (shard, single id, resume, force), a rayon pool
+//! of `jobs` runs with `threads` kernel threads each (jobs × threads ≤ cores),
+//! progress on a terminal or plain log lines otherwise, and one atomic file
+//! per finished run. A failed or panicking run is recorded and the sweep
+//! goes on; killing the process loses at most the runs in flight, and
+//! running again does only what is missing.
+
+use std::io::IsTerminal;
+use std::panic::AssertUnwindSafe;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use retbench_tasks::{Metric, TaskContext};
+
+use crate::store::{FailureRecord, Provenance, RunRecord, Store, StoreError};
+use crate::suite::{Plan, PlannedRun};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot start a thread pool: {0}")]
+    Pool(String),
+}
+
+/// How progress is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// A bar with ETA on a terminal, log lines otherwise.
+    Auto,
+    /// Nothing but the final summary.
+    Quiet,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub out: PathBuf,
+    /// Runs in parallel; `None` uses every core.
+    pub jobs: Option<usize>,
+    /// (index, count), 0-based: this process takes runs i with i % count == index.
+    pub shard: Option<(usize, usize)>,
+    /// Run only this run id.
+    pub only: Option<String>,
+    /// Rerun runs that already have a result.
+    pub force: bool,
+    pub progress: Progress,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunSummary {
+    pub planned: usize,
+    /// Runs this invocation was responsible for (after shard / id).
+    pub selected: usize,
+    /// Of those, already done and skipped.
+    pub skipped: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub jobs: usize,
+    pub threads: usize,
+    pub bandwidth_gbps: Option<f64>,
+    pub rows: usize,
+}
+
+/// Parses `I/N` (0 ≤ I < N).
+pub fn parse_shard(text: &str) -> Result<(usize, usize), String> {
+    let (i, n) = text
+        .split_once('/')
+        .ok_or_else(|| format!("--shard {text:?}: expected I/N, e.g. 0/4"))?;
+    let i: usize = i
+        .trim()
+        .parse()
+        .map_err(|_| format!("--shard {text:?}: I is not a number"))?;
+    let n: usize = n
+        .trim()
+        .parse()
+        .map_err(|_| format!("--shard {text:?}: N is not a number"))?;
+    if n == 0 || i >= n {
+        return Err(format!("--shard {text:?}: need 0 <= I < N"));
+    }
+    Ok((i, n))
+}
+
+/// Facts about this machine and build, gathered once per invocation.
+fn provenance_base(jobs: usize, threads: usize) -> Provenance {
+    let git = std::process::Command::new("git")
+        .args(["describe", "--always", "--dirty", "--abbrev=12"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
+    Provenance {
+        retbench_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_commit: git,
+        rustc_version: env!("RETBENCH_RUSTC_VERSION").to_string(),
+        cpu_model: cpu,
+        jobs,
+        threads,
+        wall_seconds: 0.0,
+        dataset_hash: None,
+    }
+}
+
+/// Runs a plan with the real tasks.
+pub fn run_plan(plan: &Plan, opts: &RunOptions) -> Result<RunSummary, RunError> {
+    run_plan_with(plan, opts, &|run, ctx| {
+        run.config
+            .task
+            .run(run.config.retention.as_ref(), ctx)
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// Runs a plan with `execute` as the task runner (tests inject failures).
+pub fn run_plan_with(
+    plan: &Plan,
+    opts: &RunOptions,
+    execute: &(dyn Fn(&PlannedRun, &TaskContext) -> Result<Vec<Metric>, String> + Sync),
+) -> Result<RunSummary, RunError> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let jobs = opts.jobs.unwrap_or(cores).max(1);
+    let threads = (cores / jobs).max(1);
+    let mut selected: Vec<&PlannedRun> = plan
+        .runs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| opts.shard.is_none_or(|(k, n)| i % n == k))
+        .map(|(_, r)| r)
+        .collect();
+    if let Some(id) = &opts.only {
+        selected.retain(|r| &r.run_id == id);
+        if selected.is_empty() {
+            return Err(RunError::Usage(format!(
+                "--id {id}: no such run in {} (see `retbench plan {} --format ids`)",
+                plan.file.display(),
+                plan.file.display()
+            )));
+        }
+    }
+    let store = Store::new(&opts.out);
+    store.write_plan(plan)?;
+    let total = selected.len();
+    let todo: Vec<&PlannedRun> = selected
+        .iter()
+        .copied()
+        .filter(|r| opts.force || !store.is_done(&r.run_id))
+        .collect();
+    let mut summary = RunSummary {
+        planned: plan.runs.len(),
+        selected: total,
+        skipped: total - todo.len(),
+        jobs,
+        threads,
+        ..Default::default()
+    };
+    let timing = todo.iter().any(|r| r.config.task.is_timing());
+    if timing {
+        // 3 arrays of 32 Mi f32 (384 MiB): far beyond any cache.
+        summary.bandwidth_gbps = Some(retbench_tasks::probe::triad_bandwidth_gbps(
+            32 << 20,
+            3,
+            threads,
+        ));
+    }
+    let base = provenance_base(jobs, threads);
+    let bar = progress_bar(opts.progress, todo.len() as u64);
+    let done = AtomicUsize::new(0);
+    let failed = AtomicUsize::new(0);
+    let store_errors: Mutex<Vec<StoreError>> = Mutex::new(Vec::new());
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(jobs)
+        .build()
+        .map_err(|e| RunError::Pool(e.to_string()))?;
+    pool.install(|| {
+        todo.par_iter().for_each(|run| {
+            let ctx = TaskContext {
+                config_hash: run.config_hash.clone(),
+                seed: run.seed,
+                bandwidth_gbps: summary.bandwidth_gbps,
+            };
+            let start = Instant::now();
+            let outcome = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .map_err(|e| e.to_string())
+                .and_then(|inner| {
+                    inner.install(|| {
+                        std::panic::catch_unwind(AssertUnwindSafe(|| execute(run, &ctx)))
+                            .unwrap_or_else(|p| Err(panic_message(p)))
+                    })
+                });
+            let wall = start.elapsed().as_secs_f64();
+            let written = match &outcome {
+                Ok(metrics) => store.write_run(&RunRecord {
+                    run_id: run.run_id.clone(),
+                    suite: plan.suite.clone(),
+                    variant: run.variant.clone(),
+                    seed: run.seed,
+                    params: run.params.iter().cloned().collect(),
+                    config_hash: run.config_hash.clone(),
+                    config: serde_json::to_value(&run.config).expect("json"),
+                    metrics: metrics.clone(),
+                    provenance: Provenance {
+                        wall_seconds: wall,
+                        ..base.clone()
+                    },
+                }),
+                Err(error) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    store.write_failure(&FailureRecord {
+                        run_id: run.run_id.clone(),
+                        error: error.clone(),
+                    })
+                }
+            };
+            if let Err(e) = written {
+                store_errors.lock().expect("lock").push(e);
+            }
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            let status = match &outcome {
+                Ok(_) => "ok".to_string(),
+                Err(e) => format!("FAILED: {}", e.lines().next().unwrap_or("")),
+            };
+            let line = format!("[{n}/{}] {} {status} ({wall:.1}s)", todo.len(), run.run_id);
+            match &bar {
+                Some(b) => {
+                    if outcome.is_err() {
+                        b.println(line);
+                    }
+                    b.inc(1);
+                }
+                None if opts.progress == Progress::Auto => eprintln!("{line}"),
+                None => {}
+            }
+        })
+    });
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if let Some(e) = store_errors.into_inner().expect("lock").into_iter().next() {
+        return Err(e.into());
+    }
+    summary.failed = failed.into_inner();
+    summary.succeeded = todo.len() - summary.failed;
+    let order: Vec<String> = plan.runs.iter().map(|r| r.run_id.clone()).collect();
+    let (rows, _) = store.rebuild_csvs(&order, &plan.param_columns)?;
+    summary.rows = rows;
+    Ok(summary)
+}
+
+fn progress_bar(progress: Progress, len: u64) -> Option<ProgressBar> {
+    if progress != Progress::Auto || !std::io::stderr().is_terminal() || len == 0 {
+        return None;
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} runs, ETA {eta}")
+            .expect("template")
+            .progress_chars("=> "),
+    );
+    Some(bar)
+}
+
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    let text = p
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    format!("panicked: {text}")
+}
+
+/// Joins shard folders into `out`: copies every run file, refusing a run id
+/// present twice with different contents (same contents are fine).
+pub fn merge(out: &std::path::Path, shards: &[PathBuf]) -> Result<usize, RunError> {
+    let target = Store::new(out);
+    let mut copied = 0;
+    let mut plan: Option<serde_json::Value> = None;
+    for dir in shards {
+        let shard = Store::new(dir);
+        if !shard.runs_dir().is_dir() {
+            return Err(RunError::Usage(format!(
+                "{}: not a run folder (no runs/)",
+                dir.display()
+            )));
+        }
+        if plan.is_none() {
+            let p = dir.join("plan.json");
+            if let Ok(bytes) = std::fs::read(&p) {
+                plan = serde_json::from_slice(&bytes).ok();
+            }
+        }
+        for record in shard.runs()? {
+            let path = target.run_path(&record.run_id);
+            if path.exists() {
+                let existing: RunRecord =
+                    serde_json::from_slice(&std::fs::read(&path).map_err(|source| {
+                        StoreError::Io {
+                            path: path.clone(),
+                            source,
+                        }
+                    })?)
+                    .map_err(|e| StoreError::Bad {
+                        path: path.clone(),
+                        message: e.to_string(),
+                    })?;
+                if existing.config != record.config || existing.metrics != record.metrics {
+                    return Err(RunError::Usage(format!(
+                        "run {} is in {} and in another shard with different results: refusing to merge",
+                        record.run_id,
+                        dir.display()
+                    )));
+                }
+                continue;
+            }
+            target.write_run(&record)?;
+            copied += 1;
+        }
+        for failure in shard.failures()? {
+            if !target.is_done(&failure.run_id) {
+                target.write_failure(&failure)?;
+            }
+        }
+    }
+    let (order, columns) = match &plan {
+        Some(p) => {
+            crate::store::write_atomic(
+                &out.join("plan.json"),
+                &serde_json::to_vec_pretty(p).expect("json"),
+            )?;
+            let ids = p["runs"]
+                .as_array()
+                .map(|rs| {
+                    rs.iter()
+                        .filter_map(|r| r["run_id"].as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let cols = p["param_columns"]
+                .as_array()
+                .map(|cs| {
+                    cs.iter()
+                        .filter_map(|c| c.as_str().map(String::from))
+                        .collect()
+                })
+                .unwrap_or_default();
+            (ids, cols)
+        }
+        None => (Vec::new(), Vec::new()),
+    };
+    target.rebuild_csvs(&order, &columns)?;
+    Ok(copied)
+}

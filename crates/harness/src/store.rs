@@ -1,0 +1,295 @@
+//! The run store: the on-disk layout of DESIGN.md and the only code that
+//! writes it. Every file is written whole to a temporary name and renamed,
+//! so a crash or `kill -9` never leaves a half-written file. A finished run
+//! is `runs/<run_id>.json`; a failed one is `failures/<run_id>.json` until it
+//! succeeds; `results.csv` and `failures.csv` are rebuilt from those files,
+//! never appended to.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use retbench_tasks::Metric;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::suite::Plan;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Bad { path: PathBuf, message: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where and how a run was measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Provenance {
+    pub retbench_version: String,
+    pub git_commit: String,
+    pub rustc_version: String,
+    pub cpu_model: String,
+    /// Runs in parallel when this one ran.
+    pub jobs: usize,
+    /// Kernel threads of this run.
+    pub threads: usize,
+    pub wall_seconds: f64,
+    /// Hash of the frozen dataset a task read, if any.
+    #[serde(default)]
+    pub dataset_hash: Option<String>,
+}
+
+/// `runs/<run_id>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub run_id: String,
+    pub suite: String,
+    pub variant: String,
+    pub seed: u64,
+    pub params: BTreeMap<String, Value>,
+    pub config_hash: String,
+    pub config: Value,
+    pub metrics: Vec<Metric>,
+    pub provenance: Provenance,
+}
+
+/// `failures/<run_id>.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    pub run_id: String,
+    pub error: String,
+}
+
+/// Writes `bytes` to `path` atomically (temp file in the same folder, fsync,
+/// rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(
+        ".{name}.tmp-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io(path))
+}
+
+/// The output folder of one suite.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Store { dir: dir.into() }
+    }
+
+    pub fn runs_dir(&self) -> PathBuf {
+        self.dir.join("runs")
+    }
+
+    fn failures_dir(&self) -> PathBuf {
+        self.dir.join("failures")
+    }
+
+    pub fn run_path(&self, run_id: &str) -> PathBuf {
+        self.runs_dir().join(format!("{run_id}.json"))
+    }
+
+    pub fn is_done(&self, run_id: &str) -> bool {
+        self.run_path(run_id).is_file()
+    }
+
+    pub fn write_plan(&self, plan: &Plan) -> Result<(), StoreError> {
+        let doc = serde_json::json!({
+            "suite": plan.suite,
+            "description": plan.description,
+            "file": plan.file.display().to_string(),
+            "profile": plan.profile,
+            "param_columns": plan.param_columns,
+            "runs": plan.runs,
+        });
+        let path = self.dir.join("plan.json");
+        write_atomic(&path, &serde_json::to_vec_pretty(&doc).expect("json"))
+    }
+
+    /// Records a finished run and clears any earlier failure of it.
+    pub fn write_run(&self, record: &RunRecord) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec_pretty(record).expect("json");
+        write_atomic(&self.run_path(&record.run_id), &bytes)?;
+        let failed = self.failures_dir().join(format!("{}.json", record.run_id));
+        if failed.exists() {
+            std::fs::remove_file(&failed).map_err(io(&failed))?;
+        }
+        Ok(())
+    }
+
+    pub fn write_failure(&self, failure: &FailureRecord) -> Result<(), StoreError> {
+        let path = self.failures_dir().join(format!("{}.json", failure.run_id));
+        write_atomic(&path, &serde_json::to_vec_pretty(failure).expect("json"))
+    }
+
+    fn read_dir_json<T: for<'de> Deserialize<'de>>(
+        dir: &Path,
+    ) -> Result<Vec<(PathBuf, T)>, StoreError> {
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io(dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|e| e == "json")
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        paths.sort();
+        paths
+            .into_iter()
+            .map(|p| {
+                let bytes = std::fs::read(&p).map_err(io(&p))?;
+                let value = serde_json::from_slice(&bytes).map_err(|e| StoreError::Bad {
+                    path: p.clone(),
+                    message: e.to_string(),
+                })?;
+                Ok((p, value))
+            })
+            .collect()
+    }
+
+    /// Every finished run, sorted by file name.
+    pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
+        Ok(Self::read_dir_json(&self.runs_dir())?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    pub fn failures(&self) -> Result<Vec<FailureRecord>, StoreError> {
+        Ok(Self::read_dir_json(&self.failures_dir())?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    /// Rebuilds `results.csv` and `failures.csv` from the run files. Rows
+    /// follow `order` (run ids in plan order; others after, sorted).
+    pub fn rebuild_csvs(
+        &self,
+        order: &[String],
+        param_columns: &[String],
+    ) -> Result<(usize, usize), StoreError> {
+        let mut runs = self.runs()?;
+        let rank: BTreeMap<&str, usize> = order
+            .iter()
+            .enumerate()
+            .map(|(i, id)| (id.as_str(), i))
+            .collect();
+        runs.sort_by_key(|r| {
+            (
+                rank.get(r.run_id.as_str()).copied().unwrap_or(usize::MAX),
+                r.run_id.clone(),
+            )
+        });
+        let mut columns: Vec<String> = param_columns.to_vec();
+        for r in &runs {
+            for p in r.params.keys() {
+                if !columns.contains(p) {
+                    columns.push(p.clone());
+                }
+            }
+        }
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let mut header = vec![
+            "run_id", "suite", "variant", "seed", "metric", "slice", "step", "value",
+        ];
+        header.extend(columns.iter().map(String::as_str));
+        w.write_record(&header).expect("in-memory csv");
+        let mut rows = 0;
+        for r in &runs {
+            let params: Vec<String> = columns
+                .iter()
+                .map(|c| r.params.get(c).map(csv_value).unwrap_or_default())
+                .collect();
+            for m in &r.metrics {
+                let mut row = vec![
+                    r.run_id.clone(),
+                    r.suite.clone(),
+                    r.variant.clone(),
+                    r.seed.to_string(),
+                    m.metric.clone(),
+                    m.slice.clone(),
+                    m.step.map(|s| s.to_string()).unwrap_or_default(),
+                    format_value(m.value),
+                ];
+                row.extend(params.iter().cloned());
+                w.write_record(&row).expect("in-memory csv");
+                rows += 1;
+            }
+        }
+        let bytes = w.into_inner().expect("in-memory csv");
+        write_atomic(&self.dir.join("results.csv"), &bytes)?;
+
+        let failures = self.failures()?;
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record(["run_id", "error"]).expect("in-memory csv");
+        for f in &failures {
+            w.write_record([&f.run_id, &f.error])
+                .expect("in-memory csv");
+        }
+        write_atomic(
+            &self.dir.join("failures.csv"),
+            &w.into_inner().expect("in-memory csv"),
+        )?;
+        Ok((rows, failures.len()))
+    }
+}
+
+/// A parameter value as a CSV cell: scalars plain, structures as compact JSON.
+pub fn csv_value(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Full precision, shortest round-trip form.
+fn format_value(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x}")
+    } else {
+        x.to_string()
+    }
+}

@@ -1,0 +1,630 @@
+//! Suite files and their expansion into a plan, validated in full before any
+//! run starts.
+//!
+//! A suite (DESIGN.md) is a typed `base` run config plus axes over dotted
+//! paths: `grid` (cartesian product, first axis outermost, in the order
+//! written), `zip` (lock-step groups of equal length), `variants` (named
+//! extra points beside the grid), `exclude` (points to drop, matched on the
+//! resolved config) and `profiles` (overrides applied before expansion: base
+//! paths, `seeds`, or `grid.<path>` to replace an axis's values). Every
+//! mistake is reported as `file:line:column: message`: YAML syntax, unknown
+//! keys and wrong types by the YAML reader; dotted paths that name nothing,
+//! unequal zip lengths, invalid values, empty expansions and duplicate run ids
+//! by the checks here, at the node that caused them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+use serde_saphyr::Spanned;
+
+use crate::config::RunConfig;
+
+/// A suite file mistake, located in the file.
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    At {
+        path: PathBuf,
+        line: u64,
+        column: u64,
+        message: String,
+    },
+}
+
+/// A position in the suite file (1-based).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Loc {
+    pub line: u64,
+    pub column: u64,
+}
+
+impl<T> From<&Spanned<T>> for Loc {
+    fn from(s: &Spanned<T>) -> Loc {
+        Loc {
+            line: s.referenced.line(),
+            column: s.referenced.column(),
+        }
+    }
+}
+
+/// A YAML mapping that keeps the order it was written in.
+#[derive(Debug, Clone)]
+pub struct Ordered<K, V>(pub Vec<(K, V)>);
+
+impl<K, V> Default for Ordered<K, V> {
+    fn default() -> Self {
+        Ordered(Vec::new())
+    }
+}
+
+impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Deserialize<'de> for Ordered<K, V> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V2<K, V>(std::marker::PhantomData<(K, V)>);
+        impl<'de, K: Deserialize<'de>, V: Deserialize<'de>> Visitor<'de> for V2<K, V> {
+            type Value = Ordered<K, V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(Ordered(out))
+            }
+        }
+        d.deserialize_map(V2(std::marker::PhantomData))
+    }
+}
+
+type Axis = Ordered<Spanned<String>, Spanned<Vec<Spanned<Value>>>>;
+type Overrides = Ordered<Spanned<String>, Spanned<Value>>;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SuiteFile {
+    name: Spanned<String>,
+    #[serde(default)]
+    description: String,
+    base: Spanned<RunConfig>,
+    #[serde(default)]
+    seeds: Option<Spanned<Vec<u64>>>,
+    #[serde(default)]
+    grid: Axis,
+    #[serde(default)]
+    zip: Vec<Spanned<Axis>>,
+    #[serde(default)]
+    variants: Ordered<Spanned<String>, Overrides>,
+    #[serde(default)]
+    exclude: Vec<Spanned<Overrides>>,
+    #[serde(default)]
+    profiles: Ordered<Spanned<String>, Overrides>,
+}
+
+/// One override of a dotted path, with where it was written.
+#[derive(Debug, Clone)]
+struct Override {
+    path: String,
+    value: Value,
+    loc: Loc,
+}
+
+/// One run of the plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedRun {
+    pub run_id: String,
+    /// `grid` for grid points, else the variant's name.
+    pub variant: String,
+    pub seed: u64,
+    /// The varied parameters of this run: dotted path → value.
+    pub params: Vec<(String, Value)>,
+    pub config: RunConfig,
+    /// Hash of `config` (without the seed): the root of its random streams.
+    pub config_hash: String,
+}
+
+impl Serialize for PlannedRun {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let params: BTreeMap<&str, &Value> =
+            self.params.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        serde_json::json!({
+            "run_id": self.run_id,
+            "variant": self.variant,
+            "seed": self.seed,
+            "params": params,
+            "config_hash": self.config_hash,
+            "config": self.config,
+        })
+        .serialize(s)
+    }
+}
+
+/// A validated, fully expanded suite.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub file: PathBuf,
+    pub suite: String,
+    pub description: String,
+    pub profile: Option<String>,
+    pub runs: Vec<PlannedRun>,
+    /// Every varied parameter, in order of first appearance: the extra
+    /// columns of `results.csv`.
+    pub param_columns: Vec<String>,
+    pub profiles: Vec<String>,
+}
+
+struct Ctx<'a> {
+    path: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn at(&self, loc: Loc, message: impl Into<String>) -> SuiteError {
+        SuiteError::At {
+            path: self.path.to_path_buf(),
+            line: loc.line,
+            column: loc.column,
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads and expands a suite file.
+pub fn load(path: &Path, profile: Option<&str>) -> Result<Plan, SuiteError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SuiteError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text, profile)
+}
+
+/// Expands suite text (`path` names it in errors).
+pub fn parse(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan, SuiteError> {
+    let cx = Ctx { path };
+    let file: SuiteFile = serde_saphyr::from_str(text).map_err(|e| {
+        let loc = e.location().map_or(Loc { line: 1, column: 1 }, |l| Loc {
+            line: l.line(),
+            column: l.column(),
+        });
+        // The reader's message may carry its own position; ours leads.
+        cx.at(loc, yaml_message(&e.to_string()))
+    })?;
+    let name_loc = Loc::from(&file.name);
+    if file.name.value.trim().is_empty()
+        || !file
+            .name
+            .value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(cx.at(
+            name_loc,
+            "name must be non-empty and use only [A-Za-z0-9._-] (it names the output folder)",
+        ));
+    }
+    let base_loc = Loc::from(&file.base);
+    let mut base = serde_json::to_value(&file.base.value).expect("run config serializes");
+    let mut seeds = match &file.seeds {
+        Some(s) if s.value.is_empty() => {
+            return Err(cx.at(Loc::from(s), "seeds must list at least one seed"));
+        }
+        Some(s) => s.value.clone(),
+        None => vec![0],
+    };
+    // Axes as (path, values) lists, so that profiles can replace them.
+    let mut grid: Vec<(String, Loc, Vec<(Value, Loc)>)> = Vec::new();
+    for (key, values) in &file.grid.0 {
+        check_path(&base, &key.value).map_err(|m| cx.at(Loc::from(key), m))?;
+        if values.value.is_empty() {
+            return Err(cx.at(
+                Loc::from(values),
+                format!("grid axis {} has no values", key.value),
+            ));
+        }
+        if grid.iter().any(|(p, _, _)| *p == key.value) {
+            return Err(cx.at(
+                Loc::from(key),
+                format!("grid axis {} appears twice", key.value),
+            ));
+        }
+        grid.push((
+            key.value.clone(),
+            Loc::from(key),
+            values
+                .value
+                .iter()
+                .map(|v| (v.value.clone(), Loc::from(v)))
+                .collect(),
+        ));
+    }
+    let profiles: Vec<String> = file
+        .profiles
+        .0
+        .iter()
+        .map(|(k, _)| k.value.clone())
+        .collect();
+    if let Some(wanted) = profile {
+        let Some((_, overrides)) = file.profiles.0.iter().find(|(k, _)| k.value == wanted) else {
+            let have = if profiles.is_empty() {
+                "none".to_string()
+            } else {
+                profiles.join(", ")
+            };
+            return Err(cx.at(
+                name_loc,
+                format!("no profile named {wanted:?} in this suite (profiles: {have})"),
+            ));
+        };
+        for (key, value) in &overrides.0 {
+            let loc = Loc::from(key);
+            if key.value == "seeds" {
+                seeds = serde_json::from_value::<Vec<u64>>(value.value.clone())
+                    .map_err(|e| cx.at(Loc::from(value), format!("seeds: {e}")))?;
+                if seeds.is_empty() {
+                    return Err(cx.at(Loc::from(value), "seeds must list at least one seed"));
+                }
+            } else if let Some(axis) = key.value.strip_prefix("grid.") {
+                let Some(slot) = grid.iter_mut().find(|(p, _, _)| p == axis) else {
+                    return Err(cx.at(loc, format!("{}: the grid has no axis {axis}", key.value)));
+                };
+                let values = value
+                    .value
+                    .as_array()
+                    .filter(|a| !a.is_empty())
+                    .ok_or_else(|| {
+                        cx.at(
+                            Loc::from(value),
+                            format!("{} must be a non-empty list", key.value),
+                        )
+                    })?;
+                slot.2 = values
+                    .iter()
+                    .map(|v| (v.clone(), Loc::from(value)))
+                    .collect();
+            } else {
+                check_path(&base, &key.value).map_err(|m| cx.at(loc, m))?;
+                set_path(&mut base, &key.value, value.value.clone()).map_err(|m| cx.at(loc, m))?;
+                if let Err(e) = serde_json::from_value::<RunConfig>(base.clone()) {
+                    return Err(cx.at(Loc::from(value), format!("{}: {e}", key.value)));
+                }
+            }
+        }
+    }
+
+    // Axes: each a list of points, each point a list of overrides.
+    let mut axes: Vec<Vec<Vec<Override>>> = grid
+        .iter()
+        .map(|(path, _, values)| {
+            values
+                .iter()
+                .map(|(v, loc)| {
+                    vec![Override {
+                        path: path.clone(),
+                        value: v.clone(),
+                        loc: *loc,
+                    }]
+                })
+                .collect()
+        })
+        .collect();
+    for group in &file.zip {
+        let mut len = None;
+        let mut points: Vec<Vec<Override>> = Vec::new();
+        for (key, values) in &group.value.0 {
+            check_path(&base, &key.value).map_err(|m| cx.at(Loc::from(key), m))?;
+            let n = values.value.len();
+            match len {
+                None => {
+                    if n == 0 {
+                        return Err(cx.at(
+                            Loc::from(values),
+                            format!("zip axis {} has no values", key.value),
+                        ));
+                    }
+                    len = Some(n);
+                    points = vec![Vec::new(); n];
+                }
+                Some(first) if first != n => {
+                    return Err(cx.at(
+                        Loc::from(key),
+                        format!("zip axes must have equal lengths: {} has {n} values, the first axis {first}", key.value),
+                    ));
+                }
+                Some(_) => {}
+            }
+            for (point, v) in points.iter_mut().zip(&values.value) {
+                point.push(Override {
+                    path: key.value.clone(),
+                    value: v.value.clone(),
+                    loc: Loc::from(v),
+                });
+            }
+        }
+        if !points.is_empty() {
+            axes.push(points);
+        }
+    }
+    let mut excludes: Vec<(Loc, Vec<(String, Value)>)> = Vec::new();
+    for ex in &file.exclude {
+        let mut conds = Vec::new();
+        for (key, value) in &ex.value.0 {
+            check_path(&base, &key.value).map_err(|m| cx.at(Loc::from(key), m))?;
+            conds.push((key.value.clone(), value.value.clone()));
+        }
+        excludes.push((Loc::from(ex), conds));
+    }
+
+    // Points: the grid × zip product, then the variants.
+    let mut points: Vec<(String, Loc, Vec<Override>)> = Vec::new();
+    let product = cartesian(&axes);
+    for combo in product {
+        points.push(("grid".to_string(), base_loc, combo));
+    }
+    for (name, overrides) in &file.variants.0 {
+        let mut ovs = Vec::new();
+        if name.value == "grid" || name.value.is_empty() {
+            return Err(cx.at(
+                Loc::from(name),
+                "a variant cannot be named \"grid\" or be empty",
+            ));
+        }
+        for (key, value) in &overrides.0 {
+            check_path(&base, &key.value).map_err(|m| cx.at(Loc::from(key), m))?;
+            ovs.push(Override {
+                path: key.value.clone(),
+                value: value.value.clone(),
+                loc: Loc::from(value),
+            });
+        }
+        points.push((name.value.clone(), Loc::from(name), ovs));
+    }
+
+    let mut runs = Vec::new();
+    let mut seen: HashMap<String, Loc> = HashMap::new();
+    let mut excluded_any = false;
+    for (variant, loc, ovs) in &points {
+        let json = resolve(&cx, &base, base_loc, ovs)?;
+        if excludes.iter().any(|(_, conds)| {
+            conds
+                .iter()
+                .all(|(p, v)| get_path(&json, p).is_some_and(|x| same(x, v)))
+        }) {
+            excluded_any = true;
+            continue;
+        }
+        let config: RunConfig = serde_json::from_value(json).expect("resolve checked it");
+        let config_hash = config.hash();
+        let params: Vec<(String, Value)> = ovs
+            .iter()
+            .map(|o| (o.path.clone(), o.value.clone()))
+            .collect();
+        for &seed in &seeds {
+            let run_id = run_id(variant, &params, seed, &config);
+            let here = ovs.first().map_or(*loc, |o| o.loc);
+            if let Some(prev) = seen.insert(run_id.clone(), here) {
+                return Err(cx.at(
+                    here,
+                    format!(
+                        "this point repeats run {run_id} (same config and seed as line {})",
+                        prev.line
+                    ),
+                ));
+            }
+            runs.push(PlannedRun {
+                run_id,
+                variant: variant.clone(),
+                seed,
+                params: params.clone(),
+                config: config.clone(),
+                config_hash: config_hash.clone(),
+            });
+        }
+    }
+    if runs.is_empty() {
+        let loc = if excluded_any {
+            excludes[0].0
+        } else {
+            name_loc
+        };
+        return Err(cx.at(loc, "the suite expands to no runs"));
+    }
+    let mut param_columns: Vec<String> = Vec::new();
+    for r in &runs {
+        for (p, _) in &r.params {
+            if !param_columns.contains(p) {
+                param_columns.push(p.clone());
+            }
+        }
+    }
+    Ok(Plan {
+        file: path.to_path_buf(),
+        suite: file.name.value.clone(),
+        description: file.description.clone(),
+        profile: profile.map(String::from),
+        runs,
+        param_columns,
+        profiles,
+    })
+}
+
+/// Strips the reader's own position suffix, if any, from its message.
+fn yaml_message(msg: &str) -> String {
+    msg.lines().next().unwrap_or(msg).trim().to_string()
+}
+
+/// Every combination of one point per axis, first axis outermost.
+fn cartesian(axes: &[Vec<Vec<Override>>]) -> Vec<Vec<Override>> {
+    let mut out: Vec<Vec<Override>> = vec![Vec::new()];
+    for axis in axes {
+        let mut next = Vec::with_capacity(out.len() * axis.len());
+        for prefix in &out {
+            for point in axis {
+                let mut combo = prefix.clone();
+                combo.extend(point.iter().cloned());
+                next.push(combo);
+            }
+        }
+        out = next;
+    }
+    out
+}
+
+/// Applies `ovs` to `base` and checks the result as a run config; a failure
+/// is blamed on the first override whose application makes it fail.
+fn resolve(cx: &Ctx, base: &Value, base_loc: Loc, ovs: &[Override]) -> Result<Value, SuiteError> {
+    let apply = |n: usize| -> Result<Value, (Loc, String)> {
+        let mut json = base.clone();
+        for o in &ovs[..n] {
+            set_path(&mut json, &o.path, o.value.clone()).map_err(|m| (o.loc, m))?;
+        }
+        Ok(json)
+    };
+    let check = |json: &Value| -> Result<(), String> {
+        let config: RunConfig = serde_json::from_value(json.clone()).map_err(|e| e.to_string())?;
+        config.validate()
+    };
+    let full = apply(ovs.len()).map_err(|(loc, m)| cx.at(loc, m))?;
+    let Err(message) = check(&full) else {
+        return Ok(full);
+    };
+    for n in 0..=ovs.len() {
+        let json = apply(n).map_err(|(loc, m)| cx.at(loc, m))?;
+        if check(&json).is_err() {
+            let (loc, what) = match n {
+                0 => (base_loc, "base".to_string()),
+                n => (ovs[n - 1].loc, ovs[n - 1].path.clone()),
+            };
+            return Err(cx.at(loc, format!("{what}: invalid run config: {message}")));
+        }
+    }
+    Err(cx.at(base_loc, format!("invalid run config: {message}")))
+}
+
+/// Numbers compare by value (1 == 1.0); everything else structurally.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
+pub fn get_path<'v>(json: &'v Value, path: &str) -> Option<&'v Value> {
+    path.split('.')
+        .try_fold(json, |v, seg| v.as_object()?.get(seg))
+}
+
+fn set_path(json: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    let segs: Vec<&str> = path.split('.').collect();
+    let mut cur = json;
+    for (i, seg) in segs.iter().enumerate() {
+        let Value::Object(map) = cur else {
+            let parent = segs[..i].join(".");
+            return Err(format!(
+                "{path}: {parent} is not a mapping in this run (it is {cur})"
+            ));
+        };
+        if i + 1 == segs.len() {
+            map.insert(seg.to_string(), value);
+            return Ok(());
+        }
+        cur = map.entry(seg.to_string()).or_insert(Value::Null);
+    }
+    unreachable!("paths have at least one segment")
+}
+
+/// A dotted path names something when it exists in the (default-filled)
+/// base, or when setting it keeps the base a valid run config (an optional
+/// field the base leaves out).
+fn check_path(base: &Value, path: &str) -> Result<(), String> {
+    if path.is_empty() || path.split('.').any(str::is_empty) {
+        return Err(format!("{path:?} is not a dotted path"));
+    }
+    if get_path(base, path).is_some() {
+        return Ok(());
+    }
+    let (parent, leaf) = path.rsplit_once('.').unwrap_or(("", path));
+    let parent_value = if parent.is_empty() {
+        Some(base)
+    } else {
+        get_path(base, parent)
+    };
+    match parent_value {
+        Some(Value::Object(map)) => {
+            let mut probe = base.clone();
+            let sample = map.values().next().cloned().unwrap_or(Value::Null);
+            set_path(&mut probe, path, sample).ok();
+            match serde_json::from_value::<RunConfig>(probe) {
+                Err(e) if e.to_string().contains("unknown field") => Err(format!(
+                    "{path} names nothing: {} has no field {leaf:?}",
+                    if parent.is_empty() {
+                        "a run config"
+                    } else {
+                        parent
+                    }
+                )),
+                _ => Ok(()),
+            }
+        }
+        Some(Value::Null) => Err(format!(
+            "{path} names nothing: {parent} is null in the base config"
+        )),
+        Some(other) => Err(format!(
+            "{path} names nothing: {parent} is {other}, not a mapping"
+        )),
+        None => Err(format!("{path} names nothing in the base config")),
+    }
+}
+
+/// A readable prefix (variant and varied values) plus a hash of the resolved
+/// config and seed: stable across runs of the same suite.
+fn run_id(variant: &str, params: &[(String, Value)], seed: u64, config: &RunConfig) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if variant != "grid" {
+        parts.push(variant.to_string());
+    }
+    for (path, value) in params {
+        let leaf = path.rsplit('.').next().unwrap_or(path);
+        let v = match value {
+            Value::Null => "none".to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => s.clone(),
+            Value::Object(m) => m
+                .get("kind")
+                .and_then(Value::as_str)
+                .unwrap_or("map")
+                .to_string(),
+            Value::Array(_) => "list".to_string(),
+        };
+        parts.push(format!("{leaf}{v}"));
+    }
+    let mut prefix: String = parts
+        .join("-")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    prefix.truncate(72);
+    let mut h = blake3::Hasher::new();
+    h.update(&serde_json::to_vec(config).expect("serializes"));
+    h.update(&seed.to_le_bytes());
+    let hash = &h.finalize().to_hex()[..10];
+    if prefix.is_empty() {
+        format!("s{seed}-{hash}")
+    } else {
+        format!("{prefix}-s{seed}-{hash}")
+    }
+}

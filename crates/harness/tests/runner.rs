@@ -1,0 +1,238 @@
+//! Running plans: resume, force, single ids, failures that never stop a
+//! sweep, shards and merge, and quality metrics that do not depend on
+//! `--jobs` or `--shard`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use retbench_harness::runner::{Progress, RunOptions, merge, run_plan, run_plan_with};
+use retbench_harness::suite::parse;
+use retbench_harness::{Plan, Store};
+use retbench_tasks::Metric;
+
+const SUITE: &str = "\
+name: tiny
+base:
+  task: { kind: scaling, d: 16, batches: [1], queries: 2, min_reads: 1, warmup: 0, writes: 1, probes: 16, eps: [0.0, 0.3] }
+  retention: { slots: 8, read: { kind: dense }, write: { kind: append, evict: fifo } }
+seeds: [0, 1]
+grid:
+  retention.slots: [16, 64]
+  retention.read: [{ kind: dense }, { kind: topk, k: 4 }]
+";
+
+fn plan() -> Plan {
+    parse(Path::new("tiny.yaml"), SUITE, None).unwrap()
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("retbench-runner-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn opts(out: &Path) -> RunOptions {
+    RunOptions {
+        out: out.to_path_buf(),
+        jobs: Some(1),
+        shard: None,
+        only: None,
+        force: false,
+        progress: Progress::Quiet,
+    }
+}
+
+/// run_id → assoc_accuracy values (the quality metric of the scaling task).
+fn quality(dir: &Path) -> BTreeMap<String, Vec<(String, u64)>> {
+    Store::new(dir)
+        .runs()
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            let q = r
+                .metrics
+                .iter()
+                .filter(|m| m.metric == "assoc_accuracy" || m.metric == "attention_mass_recall")
+                .map(|m| (format!("{}{}", m.metric, m.slice), m.value.to_bits()))
+                .collect();
+            (r.run_id, q)
+        })
+        .collect()
+}
+
+fn csv_rows(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("results.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn a_second_run_does_nothing_and_force_reruns() {
+    let out = scratch("resume");
+    let p = plan();
+    let first = run_plan(&p, &opts(&out)).unwrap();
+    assert_eq!(
+        (first.selected, first.skipped, first.succeeded, first.failed),
+        (8, 0, 8, 0)
+    );
+    let rows = csv_rows(&out);
+    assert!(!rows.is_empty());
+    let again = run_plan(&p, &opts(&out)).unwrap();
+    assert_eq!((again.skipped, again.succeeded), (8, 0));
+    assert_eq!(csv_rows(&out), rows, "results.csv rebuilt identically");
+    let forced = run_plan(
+        &p,
+        &RunOptions {
+            force: true,
+            ..opts(&out)
+        },
+    )
+    .unwrap();
+    assert_eq!(forced.succeeded, 8);
+    assert!(out.join("plan.json").is_file() && out.join("failures.csv").is_file());
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn a_deleted_run_file_is_the_only_run_redone() {
+    let out = scratch("missing");
+    let p = plan();
+    run_plan(&p, &opts(&out)).unwrap();
+    let before = csv_rows(&out);
+    let victim = &p.runs[3].run_id;
+    std::fs::remove_file(Store::new(&out).run_path(victim)).unwrap();
+    let again = run_plan(&p, &opts(&out)).unwrap();
+    assert_eq!((again.skipped, again.succeeded), (7, 1));
+    // Timings differ, but every row is back exactly once, in plan order.
+    let after = csv_rows(&out);
+    assert_eq!(after.len(), before.len());
+    let ids = |rows: &[String]| {
+        rows.iter()
+            .map(|r| r.split(',').next().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&after), ids(&before));
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn a_failed_run_never_stops_the_sweep_and_is_retried() {
+    let out = scratch("fail");
+    let p = plan();
+    let doomed = p.runs[2].run_id.clone();
+    let flaky = |run: &retbench_harness::PlannedRun,
+                 _: &retbench_tasks::TaskContext|
+     -> Result<Vec<Metric>, String> {
+        if run.run_id == doomed {
+            panic!("injected failure");
+        }
+        Ok(vec![Metric::new("x", 1.0)])
+    };
+    let s = run_plan_with(&p, &opts(&out), &flaky).unwrap();
+    assert_eq!((s.succeeded, s.failed), (7, 1));
+    let failures = std::fs::read_to_string(out.join("failures.csv")).unwrap();
+    assert!(
+        failures.contains(&doomed) && failures.contains("injected failure"),
+        "{failures}"
+    );
+    assert_eq!(csv_rows(&out).len(), 7);
+    // Run again with a working task: only the failed run is redone.
+    let ok = |_: &retbench_harness::PlannedRun, _: &retbench_tasks::TaskContext| {
+        Ok(vec![Metric::new("x", 1.0)])
+    };
+    let s = run_plan_with(&p, &opts(&out), &ok).unwrap();
+    assert_eq!((s.skipped, s.succeeded, s.failed), (7, 1, 0));
+    assert_eq!(
+        std::fs::read_to_string(out.join("failures.csv"))
+            .unwrap()
+            .trim(),
+        "run_id,error"
+    );
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn one_id_runs_alone_and_an_unknown_id_is_refused() {
+    let out = scratch("id");
+    let p = plan();
+    let id = p.runs[5].run_id.clone();
+    let s = run_plan(
+        &p,
+        &RunOptions {
+            only: Some(id.clone()),
+            ..opts(&out)
+        },
+    )
+    .unwrap();
+    assert_eq!((s.selected, s.succeeded), (1, 1));
+    assert!(Store::new(&out).is_done(&id));
+    assert!(
+        run_plan(
+            &p,
+            &RunOptions {
+                only: Some("nope".into()),
+                ..opts(&out)
+            }
+        )
+        .is_err()
+    );
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
+fn quality_metrics_do_not_depend_on_jobs_or_shards() {
+    let p = plan();
+    let single = scratch("single");
+    run_plan(&p, &opts(&single)).unwrap();
+    let (a, b, merged) = (scratch("shard0"), scratch("shard1"), scratch("merged"));
+    let s0 = run_plan(
+        &p,
+        &RunOptions {
+            jobs: Some(2),
+            shard: Some((0, 2)),
+            ..opts(&a)
+        },
+    )
+    .unwrap();
+    let s1 = run_plan(
+        &p,
+        &RunOptions {
+            jobs: Some(2),
+            shard: Some((1, 2)),
+            ..opts(&b)
+        },
+    )
+    .unwrap();
+    assert_eq!(s0.selected + s1.selected, p.runs.len());
+    assert_eq!(
+        merge(&merged, &[a.clone(), b.clone()]).unwrap(),
+        p.runs.len()
+    );
+    let q = quality(&single);
+    assert_eq!(q.len(), p.runs.len());
+    assert_eq!(quality(&merged), q);
+    assert_eq!(csv_rows(&merged).len(), csv_rows(&single).len());
+    // Merging the same shard twice is fine; conflicting results are refused.
+    merge(&merged, std::slice::from_ref(&a)).unwrap();
+    let store = Store::new(&a);
+    let mut record = store.runs().unwrap().remove(0);
+    record.metrics[0].value += 1.0;
+    store.write_run(&record).unwrap();
+    let err = merge(&merged, &[a.clone()]).unwrap_err().to_string();
+    assert!(err.contains("different results"), "{err}");
+    for d in [single, a, b, merged] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn shard_specs_are_checked() {
+    use retbench_harness::parse_shard;
+    assert_eq!(parse_shard("1/4"), Ok((1, 4)));
+    assert!(parse_shard("4/4").is_err());
+    assert!(parse_shard("0/0").is_err());
+    assert!(parse_shard("x").is_err());
+}

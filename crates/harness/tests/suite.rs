@@ -1,0 +1,272 @@
+//! Suite parsing and expansion: the plan's order is pinned, and every kind
+//! of mistake is reported with file:line:column before anything runs.
+
+use std::path::Path;
+
+use retbench_harness::suite::{SuiteError, parse};
+
+const GOOD: &str = "\
+name: demo
+description: a small suite
+base:
+  task: { kind: scaling, d: 16, batches: [1], queries: 2, min_reads: 1, warmup: 0, writes: 1, probes: 4 }
+  retention: { slots: 8, read: { kind: dense }, write: { kind: append, evict: fifo } }
+seeds: [0, 1]
+grid:
+  retention.slots: [8, 16]
+  retention.read:
+    - { kind: dense }
+    - { kind: topk, k: 4 }
+zip:
+  - { task.d: [16, 32], task.probes: [4, 8] }
+variants:
+  fifo-lru: { retention.write.evict: lru }
+exclude:
+  - { retention.slots: 16, retention.read.kind: topk, task.d: 32 }
+profiles:
+  smoke: { seeds: [7], grid.retention.slots: [8] }
+";
+
+fn plan(text: &str) -> retbench_harness::Plan {
+    parse(Path::new("demo.yaml"), text, None).unwrap()
+}
+
+/// The error for `text`, which must be located.
+fn mistake(text: &str) -> (u64, u64, String) {
+    match parse(Path::new("bad.yaml"), text, None) {
+        Err(SuiteError::At {
+            path,
+            line,
+            column,
+            message,
+        }) => {
+            assert_eq!(path, Path::new("bad.yaml"));
+            let shown = SuiteError::At {
+                path,
+                line,
+                column,
+                message: message.clone(),
+            }
+            .to_string();
+            assert!(
+                shown.starts_with(&format!("bad.yaml:{line}:{column}: ")),
+                "{shown}"
+            );
+            (line, column, message)
+        }
+        Err(other) => panic!("unlocated error: {other}"),
+        Ok(p) => panic!("accepted: {} runs", p.runs.len()),
+    }
+}
+
+#[test]
+fn expansion_order_is_grid_first_axis_outermost_then_zip_then_seeds_then_variants() {
+    let p = plan(GOOD);
+    let points: Vec<String> = p
+        .runs
+        .iter()
+        .map(|r| {
+            let v: Vec<String> = r.params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("{} s{} {}", r.variant, r.seed, v.join(" "))
+        })
+        .collect();
+    let dense = r#"retention.read={"kind":"dense"}"#;
+    let topk = r#"retention.read={"k":4,"kind":"topk"}"#;
+    let expect = [
+        format!("grid s0 retention.slots=8 {dense} task.d=16 task.probes=4"),
+        format!("grid s1 retention.slots=8 {dense} task.d=16 task.probes=4"),
+        format!("grid s0 retention.slots=8 {dense} task.d=32 task.probes=8"),
+        format!("grid s1 retention.slots=8 {dense} task.d=32 task.probes=8"),
+        format!("grid s0 retention.slots=8 {topk} task.d=16 task.probes=4"),
+        format!("grid s1 retention.slots=8 {topk} task.d=16 task.probes=4"),
+        format!("grid s0 retention.slots=8 {topk} task.d=32 task.probes=8"),
+        format!("grid s1 retention.slots=8 {topk} task.d=32 task.probes=8"),
+        format!("grid s0 retention.slots=16 {dense} task.d=16 task.probes=4"),
+        format!("grid s1 retention.slots=16 {dense} task.d=16 task.probes=4"),
+        format!("grid s0 retention.slots=16 {dense} task.d=32 task.probes=8"),
+        format!("grid s1 retention.slots=16 {dense} task.d=32 task.probes=8"),
+        format!("grid s0 retention.slots=16 {topk} task.d=16 task.probes=4"),
+        format!("grid s1 retention.slots=16 {topk} task.d=16 task.probes=4"),
+        // slots 16 × topk × d 32 is excluded.
+        r#"fifo-lru s0 retention.write.evict="lru""#.to_string(),
+        r#"fifo-lru s1 retention.write.evict="lru""#.to_string(),
+    ];
+    assert_eq!(points, expect);
+    assert_eq!(
+        p.param_columns,
+        [
+            "retention.slots",
+            "retention.read",
+            "task.d",
+            "task.probes",
+            "retention.write.evict"
+        ]
+    );
+    // Run ids are stable, readable and unique.
+    assert_eq!(p.runs, plan(GOOD).runs);
+    assert!(
+        p.runs[0]
+            .run_id
+            .starts_with("slots8-readdense-d16-probes4-s0-"),
+        "{}",
+        p.runs[0].run_id
+    );
+    let mut ids: Vec<&str> = p.runs.iter().map(|r| r.run_id.as_str()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), p.runs.len());
+}
+
+#[test]
+fn a_profile_overrides_seeds_axes_and_base_before_expansion() {
+    let p = parse(Path::new("demo.yaml"), GOOD, Some("smoke")).unwrap();
+    assert!(p.runs.iter().all(|r| r.seed == 7));
+    assert!(
+        p.runs
+            .iter()
+            .filter(|r| r.variant == "grid")
+            .all(|r| r.params[0].1 == 8)
+    );
+    assert_eq!(p.runs.len(), 2 * 2 + 1);
+    let (line, _, msg) = match parse(Path::new("bad.yaml"), GOOD, Some("full")) {
+        Err(SuiteError::At {
+            line,
+            column,
+            message,
+            ..
+        }) => (line, column, message),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(line, 1);
+    assert!(
+        msg.contains("no profile named \"full\"") && msg.contains("smoke"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn yaml_syntax_errors_are_located() {
+    let (line, _, _) = mistake("name: x\nbase: { task: { kind: scaling }\nseeds: [0]\n");
+    assert!(line >= 2, "{line}");
+}
+
+#[test]
+fn unknown_top_level_keys_are_located() {
+    let (line, col, msg) = mistake(&GOOD.replace("seeds: [0, 1]", "sedes: [0, 1]"));
+    assert_eq!((line, col), (6, 1), "{msg}");
+    assert!(msg.contains("sedes"), "{msg}");
+}
+
+#[test]
+fn unknown_keys_inside_base_are_located() {
+    let (line, _, msg) = mistake(&GOOD.replace("evict: fifo }", "evict: fifo, extra: 1 }"));
+    assert_eq!(line, 5, "{msg}");
+    assert!(msg.contains("extra"), "{msg}");
+}
+
+#[test]
+fn wrong_types_are_located() {
+    let (line, _, msg) = mistake(&GOOD.replace("slots: 8, read", "slots: many, read"));
+    assert_eq!(line, 5, "{msg}");
+    let (line, _, msg) = mistake(&GOOD.replace("seeds: [0, 1]", "seeds: zero"));
+    assert_eq!(line, 6, "{msg}");
+}
+
+#[test]
+fn negative_slots_are_located() {
+    let (line, _, msg) =
+        mistake(&GOOD.replace("retention.slots: [8, 16]", "retention.slots: [8, -16]"));
+    assert_eq!(line, 8, "{msg}");
+}
+
+#[test]
+fn dotted_paths_that_name_nothing_are_located() {
+    let (line, col, msg) =
+        mistake(&GOOD.replace("retention.slots: [8, 16]", "retention.slot: [8, 16]"));
+    assert_eq!((line, col), (8, 3), "{msg}");
+    assert!(msg.contains("retention.slot names nothing"), "{msg}");
+    let (line, _, msg) = mistake(&GOOD.replace(
+        "fifo-lru: { retention.write.evict: lru }",
+        "fifo-lru: { model.d_model: 3 }",
+    ));
+    assert_eq!(line, 15, "{msg}");
+    let (line, _, msg) = mistake(&GOOD.replace(
+        "- { retention.slots: 16, retention.read.kind",
+        "- { retention.slotz: 16, retention.read.kind",
+    ));
+    assert_eq!(line, 17, "{msg}");
+}
+
+#[test]
+fn zip_axes_of_unequal_length_are_located() {
+    let (line, _, msg) = mistake(&GOOD.replace("task.probes: [4, 8]", "task.probes: [4, 8, 12]"));
+    assert_eq!(line, 13, "{msg}");
+    assert!(msg.contains("equal lengths"), "{msg}");
+}
+
+#[test]
+fn invalid_values_are_blamed_on_the_axis_value_that_made_them() {
+    // k = 4 > slots = 2: blamed on the value that completes the bad pair
+    // (the top-k read, applied after slots = 2).
+    let (line, _, msg) =
+        mistake(&GOOD.replace("retention.slots: [8, 16]", "retention.slots: [8, 2]"));
+    assert_eq!(line, 11, "{msg}");
+    assert!(msg.contains("read.k"), "{msg}");
+    // A rate outside [0, 1] in a variant.
+    let (line, _, msg) = mistake(&GOOD.replace(
+        "fifo-lru: { retention.write.evict: lru }",
+        "blend: { retention.write: { kind: attention, rate: 2.0 } }",
+    ));
+    assert_eq!(line, 15, "{msg}");
+    assert!(msg.contains("rate"), "{msg}");
+    // An odd width breaks the scaling task.
+    let (line, _, msg) = mistake(&GOOD.replace("task.d: [16, 32]", "task.d: [16, 33]"));
+    assert_eq!(line, 13, "{msg}");
+    assert!(msg.contains("task.d"), "{msg}");
+}
+
+#[test]
+fn an_empty_expansion_is_an_error() {
+    let text = GOOD
+        .replace(
+            "  - { retention.slots: 16, retention.read.kind: topk, task.d: 32 }",
+            "  - { task.kind: scaling }",
+        )
+        .replace(
+            "variants:\n  fifo-lru: { retention.write.evict: lru }\n",
+            "",
+        );
+    let (line, _, msg) = mistake(&text);
+    assert_eq!(line, 15, "{msg}");
+    assert!(msg.contains("no runs"), "{msg}");
+    let (_, _, msg) = mistake(&GOOD.replace("retention.slots: [8, 16]", "retention.slots: []"));
+    assert!(msg.contains("no values"), "{msg}");
+}
+
+#[test]
+fn duplicate_run_ids_are_errors() {
+    let (line, _, msg) =
+        mistake(&GOOD.replace("retention.slots: [8, 16]", "retention.slots: [8, 8]"));
+    assert_eq!(line, 8, "{msg}");
+    assert!(msg.contains("repeats run"), "{msg}");
+}
+
+#[test]
+fn a_missing_base_or_bad_name_is_an_error() {
+    let (_, _, msg) = mistake("name: x\nseeds: [0]\n");
+    assert!(msg.contains("base"), "{msg}");
+    let (line, _, msg) = mistake(&GOOD.replace("name: demo", "name: my suite"));
+    assert_eq!(line, 1, "{msg}");
+}
+
+#[test]
+fn a_null_retention_cannot_be_reached_into() {
+    let text = GOOD.replace(
+        "fifo-lru: { retention.write.evict: lru }",
+        "none: { retention: null }",
+    );
+    // The scaling task needs a retention layer: blamed on the variant.
+    let (line, _, msg) = mistake(&text);
+    assert_eq!(line, 15, "{msg}");
+    assert!(msg.contains("retention"), "{msg}");
+}

@@ -1,0 +1,389 @@
+//! Aggregation over seeds: one summary row per (variant, parameters, metric,
+//! slice, step) with n, mean, sample std and a 95% Student-t interval.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use statrs::distribution::{ContinuousCDF, StudentsT};
+
+use crate::{ReportError, write_atomic};
+
+/// One row of `results.csv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub run_id: String,
+    pub suite: String,
+    pub variant: String,
+    pub seed: u64,
+    pub metric: String,
+    pub slice: String,
+    pub step: String,
+    pub value: f64,
+    /// Values of the parameter columns, in column order.
+    pub params: Vec<String>,
+}
+
+/// One row of `summary.csv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SummaryRow {
+    pub variant: String,
+    pub params: Vec<String>,
+    pub metric: String,
+    pub slice: String,
+    pub step: String,
+    pub n: usize,
+    pub mean: f64,
+    pub std: f64,
+    /// `None` with a single seed: no interval can be claimed.
+    pub ci95: Option<(f64, f64)>,
+}
+
+const FIXED: [&str; 8] = [
+    "run_id", "suite", "variant", "seed", "metric", "slice", "step", "value",
+];
+
+/// Reads `results.csv`: the parameter column names and every row.
+pub fn read_results(path: &Path) -> Result<(Vec<String>, Vec<Row>), ReportError> {
+    let bad = |message: String| ReportError::Bad {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut reader = csv::Reader::from_path(path).map_err(|e| match e.kind() {
+        csv::ErrorKind::Io(_) => ReportError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        },
+        _ => bad(e.to_string()),
+    })?;
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| bad(e.to_string()))?
+        .iter()
+        .map(String::from)
+        .collect();
+    if header.len() < FIXED.len() || header[..FIXED.len()] != FIXED {
+        return Err(bad(format!(
+            "expected columns {} first, found {}",
+            FIXED.join(","),
+            header.join(",")
+        )));
+    }
+    let params = header[FIXED.len()..].to_vec();
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let r = record.map_err(|e| bad(e.to_string()))?;
+        let line = i + 2;
+        let seed = r[3]
+            .parse()
+            .map_err(|_| bad(format!("line {line}: seed {:?} is not a number", &r[3])))?;
+        let value = r[7]
+            .parse()
+            .map_err(|_| bad(format!("line {line}: value {:?} is not a number", &r[7])))?;
+        rows.push(Row {
+            run_id: r[0].to_string(),
+            suite: r[1].to_string(),
+            variant: r[2].to_string(),
+            seed,
+            metric: r[4].to_string(),
+            slice: r[5].to_string(),
+            step: r[6].to_string(),
+            value,
+            params: r.iter().skip(FIXED.len()).map(String::from).collect(),
+        });
+    }
+    Ok((params, rows))
+}
+
+/// Groups rows over seeds, in order of first appearance.
+pub fn summarize(_params: &[String], rows: &[Row]) -> Vec<SummaryRow> {
+    type Key = (String, Vec<String>, String, String, String);
+    let mut order: Vec<Key> = Vec::new();
+    let mut groups: BTreeMap<Key, Vec<f64>> = BTreeMap::new();
+    for r in rows {
+        let key = (
+            r.variant.clone(),
+            r.params.clone(),
+            r.metric.clone(),
+            r.slice.clone(),
+            r.step.clone(),
+        );
+        groups.entry(key.clone()).or_insert_with(|| {
+            order.push(key.clone());
+            Vec::new()
+        });
+        groups.get_mut(&key).expect("inserted").push(r.value);
+    }
+    order
+        .into_iter()
+        .map(|key| {
+            let xs = &groups[&key];
+            let (n, mean, std, ci95) = stats(xs);
+            let (variant, params, metric, slice, step) = key;
+            SummaryRow {
+                variant,
+                params,
+                metric,
+                slice,
+                step,
+                n,
+                mean,
+                std,
+                ci95,
+            }
+        })
+        .collect()
+}
+
+/// n, mean, sample std, and the 95% Student-t interval of the mean.
+pub fn stats(xs: &[f64]) -> (usize, f64, f64, Option<(f64, f64)>) {
+    let n = xs.len();
+    let mean = xs.iter().sum::<f64>() / n as f64;
+    if n < 2 {
+        return (n, mean, 0.0, None);
+    }
+    let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let std = var.sqrt();
+    let t = StudentsT::new(0.0, 1.0, (n - 1) as f64)
+        .expect("n ≥ 2")
+        .inverse_cdf(0.975);
+    let half = t * std / (n as f64).sqrt();
+    (n, mean, std, Some((mean - half, mean + half)))
+}
+
+pub fn write_csv(path: &Path, params: &[String], rows: &[SummaryRow]) -> Result<(), ReportError> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["variant"];
+    header.extend(params.iter().map(String::as_str));
+    header.extend([
+        "metric", "slice", "step", "n", "mean", "std", "ci95_lo", "ci95_hi",
+    ]);
+    w.write_record(&header).expect("in-memory csv");
+    for r in rows {
+        let mut rec = vec![r.variant.clone()];
+        rec.extend(r.params.iter().cloned());
+        rec.extend([
+            r.metric.clone(),
+            r.slice.clone(),
+            r.step.clone(),
+            r.n.to_string(),
+            r.mean.to_string(),
+            r.std.to_string(),
+            r.ci95.map(|c| c.0.to_string()).unwrap_or_default(),
+            r.ci95.map(|c| c.1.to_string()).unwrap_or_default(),
+        ]);
+        w.write_record(&rec).expect("in-memory csv");
+    }
+    write_atomic(path, &w.into_inner().expect("in-memory csv"))
+}
+
+/// Compact, human-readable number.
+pub fn fmt_num(x: f64) -> String {
+    let a = x.abs();
+    if x == 0.0 {
+        "0".into()
+    } else if !(1e-3..1e6).contains(&a) {
+        format!("{x:.3e}")
+    } else if a >= 100.0 {
+        format!("{x:.1}")
+    } else {
+        format!("{x:.4}")
+    }
+}
+
+/// The config label of a summary row: variant plus the parameter values.
+pub fn label(params: &[String], row: &SummaryRow) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    if row.variant != "grid" {
+        parts.push(row.variant.clone());
+    }
+    for (name, value) in params.iter().zip(&row.params) {
+        if !value.is_empty() {
+            parts.push(format!("{}={}", short(name), short_value(value)));
+        }
+    }
+    parts.join(" ")
+}
+
+fn short(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+/// `{"kind":"topk","k":32}` → `topk(k=32)`; scalars unchanged.
+pub fn short_value(value: &str) -> String {
+    match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(serde_json::Value::Object(m)) => {
+            let kind = m.get("kind").and_then(|k| k.as_str()).unwrap_or("");
+            let rest: Vec<String> = m
+                .iter()
+                .filter(|(k, _)| k.as_str() != "kind")
+                .map(|(k, v)| {
+                    format!(
+                        "{k}={}",
+                        v.as_str()
+                            .map(String::from)
+                            .unwrap_or_else(|| v.to_string())
+                    )
+                })
+                .collect();
+            if rest.is_empty() {
+                kind.to_string()
+            } else {
+                format!("{kind}({})", rest.join(","))
+            }
+        }
+        _ => value.to_string(),
+    }
+}
+
+pub fn write_markdown(
+    path: &Path,
+    suite: &str,
+    params: &[String],
+    rows: &[SummaryRow],
+) -> Result<(), ReportError> {
+    let mut md = format!(
+        "# {suite}: summary\n\nMean over seeds; 95% Student-t interval where n ≥ 2. Regenerate with `retbench report DIR`.\n"
+    );
+    let mut sections: Vec<(String, String)> = Vec::new();
+    for r in rows {
+        let key = (r.metric.clone(), r.slice.clone());
+        if !sections.contains(&key) {
+            sections.push(key);
+        }
+    }
+    for (metric, slice) in sections {
+        let title = if slice.is_empty() {
+            metric.clone()
+        } else {
+            format!("{metric} ({slice})")
+        };
+        md.push_str(&format!(
+            "\n## {title}\n\n| config | step | n | mean | 95% CI |\n|---|---|---|---|---|\n"
+        ));
+        for r in rows
+            .iter()
+            .filter(|r| r.metric == metric && r.slice == slice)
+        {
+            let ci = r
+                .ci95
+                .map(|(lo, hi)| format!("[{}, {}]", fmt_num(lo), fmt_num(hi)))
+                .unwrap_or_else(|| "–".into());
+            md.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                label(params, r),
+                r.step,
+                r.n,
+                fmt_num(r.mean),
+                ci
+            ));
+        }
+    }
+    write_atomic(path, md.as_bytes())
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// A self-contained page: the figures (SVG, by relative path) and one table
+/// per metric.
+pub fn write_html(
+    path: &Path,
+    suite: &str,
+    params: &[String],
+    rows: &[SummaryRow],
+    figures: &[std::path::PathBuf],
+) -> Result<(), ReportError> {
+    let mut h = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{0}</title>\n<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;margin-bottom:1.5em}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>\n<h1>{0}</h1>\n<p>Mean over seeds; 95% Student-t interval where n &ge; 2. Regenerate with <code>retbench report DIR</code>.</p>\n",
+        html_escape(suite)
+    );
+    for f in figures
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "svg"))
+    {
+        let name = f
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        h.push_str(&format!(
+            "<figure><img src=\"figures/{0}\" alt=\"{0}\"></figure>\n",
+            html_escape(&name)
+        ));
+    }
+    let mut sections: Vec<(String, String)> = Vec::new();
+    for r in rows {
+        let key = (r.metric.clone(), r.slice.clone());
+        if !sections.contains(&key) {
+            sections.push(key);
+        }
+    }
+    for (metric, slice) in sections {
+        let title = if slice.is_empty() {
+            metric.clone()
+        } else {
+            format!("{metric} ({slice})")
+        };
+        h.push_str(&format!("<h2>{}</h2>\n<table><tr><th>config</th><th>step</th><th>n</th><th>mean</th><th>95% CI</th></tr>\n", html_escape(&title)));
+        for r in rows
+            .iter()
+            .filter(|r| r.metric == metric && r.slice == slice)
+        {
+            let ci = r
+                .ci95
+                .map(|(lo, hi)| format!("[{}, {}]", fmt_num(lo), fmt_num(hi)))
+                .unwrap_or_else(|| "–".into());
+            h.push_str(&format!(
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                html_escape(&label(params, r)),
+                r.step,
+                r.n,
+                fmt_num(r.mean),
+                ci
+            ));
+        }
+        h.push_str("</table>\n");
+    }
+    h.push_str("</body></html>\n");
+    write_atomic(path, h.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn student_t_interval_matches_a_hand_computed_one() {
+        // n = 3, mean 2, s = 1, t(0.975, 2) = 4.302653
+        let (n, mean, std, ci) = stats(&[1.0, 2.0, 3.0]);
+        assert_eq!((n, mean, std), (3, 2.0, 1.0));
+        let (lo, hi) = ci.unwrap();
+        let half = 4.302653 / 3f64.sqrt();
+        assert!((lo - (2.0 - half)).abs() < 1e-5 && (hi - (2.0 + half)).abs() < 1e-5);
+        assert_eq!(stats(&[5.0]).3, None);
+    }
+
+    #[test]
+    fn summary_groups_over_seeds_only() {
+        let row = |seed: u64, slots: &str, value: f64| Row {
+            run_id: format!("r{seed}{slots}"),
+            suite: "s".into(),
+            variant: "grid".into(),
+            seed,
+            metric: "m".into(),
+            slice: String::new(),
+            step: String::new(),
+            value,
+            params: vec![slots.into()],
+        };
+        let rows = [row(0, "10", 1.0), row(1, "10", 3.0), row(0, "20", 5.0)];
+        let s = summarize(&["retention.slots".into()], &rows);
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].n, s[0].mean), (2, 2.0));
+        assert_eq!((s[1].n, s[1].mean), (1, 5.0));
+        assert_eq!(short_value(r#"{"kind":"topk","k":32}"#), "topk(k=32)");
+    }
+}
