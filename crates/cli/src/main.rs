@@ -174,6 +174,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
                     Progress::Auto
                 },
             };
+            limit_candle_threads(retbench_harness::runner::schedule(&plan, &opts).1);
             run_suite(&plan, &opts, !no_report)
         }
         Command::Merge {
@@ -206,6 +207,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::Memory {
             command: MemoryCommand::Inspect { snapshot, format },
         } => inspect(&snapshot, format).map(|_| Outcome::Ok),
+    }
+}
+
+/// Sizes candle's process-wide pool for elementwise ops to one run's share
+/// of the cores, so that jobs × threads ≤ cores holds for every kernel, not
+/// only for the matmuls that run inside each run's rayon pool. A value the
+/// user set is kept.
+fn limit_candle_threads(threads: usize) {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: called from main before any other thread exists (no rayon
+        // or candle pool has started yet), so nothing reads the environment
+        // concurrently.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", threads.to_string()) };
     }
 }
 
@@ -338,6 +352,8 @@ fn bench(dir: &Path, profile: Option<&str>, jobs: Option<usize>) -> anyhow::Resu
         .iter()
         .map(|f| suite::load(f, profile))
         .collect::<Result<Vec<_>, _>>()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    limit_candle_threads((cores / jobs.unwrap_or(cores).max(1)).max(1));
     let mut outcome = Outcome::Ok;
     for plan in &plans {
         let opts = RunOptions {

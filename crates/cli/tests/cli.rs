@@ -93,3 +93,152 @@ fn inspect_refuses_bad_files_with_exit_2() {
     assert_eq!(code, 2, "usage errors exit 2");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+const TINY: &str = "\
+name: tiny
+base:
+  task: { kind: scaling, d: 16, batches: [1], queries: 2, min_reads: 1, warmup: 0, writes: 1, probes: 8 }
+  retention: { slots: 8 }
+grid:
+  retention.slots: [16, 32]
+profiles:
+  smoke: { seeds: [3] }
+";
+
+#[test]
+fn plan_prints_ids_and_jsonl_in_a_stable_order() {
+    let dir = scratch("plan");
+    let suite = dir.join("tiny.yaml");
+    std::fs::write(&suite, TINY).unwrap();
+    let (code, ids, _) = retbench(&["plan", suite.to_str().unwrap(), "--format", "ids"]);
+    assert_eq!(code, 0);
+    assert_eq!(ids.lines().count(), 2);
+    assert!(ids.lines().next().unwrap().starts_with("slots16-s0-"));
+    let (_, again, _) = retbench(&["plan", suite.to_str().unwrap(), "--format", "ids"]);
+    assert_eq!(ids, again);
+    let (code, jsonl, _) = retbench(&[
+        "plan",
+        suite.to_str().unwrap(),
+        "--format",
+        "jsonl",
+        "--profile",
+        "smoke",
+    ]);
+    assert_eq!(code, 0);
+    let first: serde_json::Value = serde_json::from_str(jsonl.lines().next().unwrap()).unwrap();
+    assert_eq!(first["seed"], 3);
+    assert_eq!(first["params"]["retention.slots"], 16);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_yaml_mistake_exits_2_with_file_line_column_and_touches_nothing() {
+    let dir = scratch("yaml");
+    let suite = dir.join("bad.yaml");
+    std::fs::write(
+        &suite,
+        TINY.replace("retention.slots: [16, 32]", "retention.slotz: [16, 32]"),
+    )
+    .unwrap();
+    let out = dir.join("out");
+    std::fs::create_dir_all(out.join("runs")).unwrap();
+    std::fs::write(out.join("runs/keep.json"), "{}").unwrap();
+    let (code, _, err) = retbench(&[
+        "run",
+        suite.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains(&format!("{}:6:3:", suite.display())), "{err}");
+    assert!(err.contains("retention.slotz names nothing"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["runs"], "nothing written under --out");
+    assert_eq!(
+        std::fs::read_to_string(out.join("runs/keep.json")).unwrap(),
+        "{}"
+    );
+    let (code, _, err) = retbench(&["run", suite.to_str().unwrap(), "--profile", "nope"]);
+    assert_eq!(code, 2, "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A suite whose runs take long enough to kill one mid-sweep.
+const SLOW: &str = "\
+name: slow
+base:
+  task: { kind: scaling, d: 64, batches: [1, 16], queries: 400, min_reads: 20, warmup: 2, writes: 20, probes: 64 }
+  retention: { slots: 8 }
+seeds: [0, 1, 2]
+grid:
+  retention.slots: [20000, 40000]
+";
+
+#[test]
+fn killing_a_run_and_running_again_completes_without_duplicates() {
+    let dir = scratch("kill");
+    let suite = dir.join("slow.yaml");
+    std::fs::write(&suite, SLOW).unwrap();
+    let out = dir.join("out");
+    let args = [
+        "run",
+        suite.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--jobs",
+        "1",
+        "--no-report",
+        "--quiet",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_retbench"))
+        .args(args)
+        .spawn()
+        .unwrap();
+    let runs = out.join("runs");
+    let started = std::time::Instant::now();
+    loop {
+        let done = std::fs::read_dir(&runs).map(|d| d.count()).unwrap_or(0);
+        if done >= 1 || started.elapsed().as_secs() > 120 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let after_kill = std::fs::read_dir(&runs).unwrap().count();
+    assert!(after_kill >= 1);
+    let (code, _, err) = retbench(&args);
+    assert_eq!(code, 0, "{err}");
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let mut per_run: std::collections::BTreeMap<String, usize> = Default::default();
+    for line in csv.lines().skip(1) {
+        let id = line.split(',').next().unwrap().to_string();
+        *per_run.entry(id).or_default() += 1;
+    }
+    assert_eq!(per_run.len(), 6, "every run present once");
+    let counts: std::collections::BTreeSet<usize> = per_run.values().copied().collect();
+    assert_eq!(
+        counts.len(),
+        1,
+        "each run has the same number of rows: {per_run:?}"
+    );
+    let leftovers = std::fs::read_dir(&runs)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with('.')
+        })
+        .count();
+    assert_eq!(leftovers, 0, "no temporary files left in runs/");
+    // And a third run does nothing.
+    let (code, _, err) = retbench(&args[..args.len() - 1]);
+    assert_eq!(code, 0);
+    assert!(err.contains("6 already done, 0 ok"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}

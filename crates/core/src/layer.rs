@@ -18,11 +18,9 @@ use crate::config::{
     Evict, GateConfig, KeyMode, ReadConfig, RetentionConfig, SlotAge, WriteConfig, WriteSource,
 };
 use crate::error::{Error, Result};
+use crate::kernels;
 use crate::memory::MemoryState;
 use crate::rng::stream_seed;
-
-/// Additive bias that removes a slot from a softmax without producing NaN.
-const MASKED: f64 = -1e30;
 
 /// Layer normalisation from primitive ops, so that it has a backward pass.
 #[derive(Debug, Clone)]
@@ -298,10 +296,9 @@ impl RetentionLayer {
                 .contiguous()?,
             ReadConfig::Topk { k } => topk_mask(&scores, &mem.meta.occupied, k)?,
         };
-        let bias = ((1.0 - &select)? * MASKED)?;
-        // Multiplying by the selection zeroes the uniform weights an all-empty
-        // memory would get, so that it contributes exactly zero.
-        let weights = (candle_nn::ops::softmax(&(&scores + bias)?, D::Minus1)? * &select)?;
+        // Zero outside the selection, and an all-zero row when nothing is
+        // selected, so that an empty memory contributes exactly zero.
+        let weights = kernels::masked_softmax(&scores, &select)?;
         let out = if few {
             let w_v = self.w_v.weight().reshape((nh, dk, d))?.transpose(1, 2)?;
             let wm = weights.reshape((b, nh * t, m))?.matmul(content)?;
@@ -596,11 +593,21 @@ impl RetentionLayer {
         let occ = host(occ, (b, 1, m))?;
         let inner = (self.heads * self.head_dim) as f64;
         let q = self.w_q.forward(u)?; // [B, n, H·d_k]
-        let logits = (q.matmul(&self.slot_keys(mem)?.t()?)? / inner.sqrt())?; // [B, n, m]
-        let bias = ((1.0 - &occ)? * MASKED)?;
-        let address = (candle_nn::ops::softmax(&logits.broadcast_add(&bias)?, D::Minus1)?
-            .broadcast_mul(&occ)?)
-        .broadcast_mul(&addressed)?;
+        // As in reads: with few candidates, q(M·W_K)ᵀ = (q·W_K)Mᵀ avoids
+        // projecting every slot.
+        let logits = if self.cfg.keys == KeyMode::Recompute && n < self.heads * self.head_dim {
+            let qk = q.broadcast_matmul(&self.w_k.weight().unsqueeze(0)?)?; // [B, n, d]
+            let s = qk.matmul(&mem.content.t()?)?;
+            match self.age_keys(mem)? {
+                Some(ages) => (s + q.matmul(&ages.t()?)?)?,
+                None => s,
+            }
+        } else {
+            q.matmul(&self.slot_keys(mem)?.t()?)?
+        };
+        let logits = (logits / inner.sqrt())?; // [B, n, m]
+        let occ = occ.broadcast_as(logits.shape())?.contiguous()?;
+        let address = kernels::masked_softmax(&logits, &occ)?.broadcast_mul(&addressed)?;
         let w = (address * rate)?.transpose(1, 2)?.contiguous()?; // [B, m, n]
         let w = if erase {
             // Cap each slot's total weight at 1: a convex combination.
@@ -609,7 +616,13 @@ impl RetentionLayer {
             w
         };
         let update = |old: &Tensor, new: &Tensor| -> Result<Tensor> {
-            let add = w.matmul(new)?;
+            // One candidate: an outer product, far cheaper as a broadcast
+            // than as a matmul with inner dimension 1.
+            let add = if n == 1 {
+                w.broadcast_mul(new)?
+            } else {
+                w.matmul(new)?
+            };
             let out = if erase {
                 let keep = (1.0 - w.sum_keepdim(2)?)?;
                 (old.broadcast_mul(&keep)? + add)?
@@ -618,13 +631,21 @@ impl RetentionLayer {
             };
             Ok(if mem.tracked { out } else { out.detach() })
         };
-        let content = update(&mem.content, v)?;
-        let keys = match &mem.keys {
-            Some(keys) => Some(update(keys, &self.w_k.forward(v)?)?),
+        let new_keys = match &mem.keys {
+            Some(_) => Some(self.w_k.forward(v)?),
             None => None,
         };
-        mem.content = content;
-        mem.keys = keys;
+        // A detached memory is updated in place, touching only rows with weight.
+        if !mem.tracked && kernels::blend_rows_in_place(&mem.content, &w, v, erase)? {
+            if let (Some(keys), Some(k)) = (&mem.keys, &new_keys) {
+                kernels::blend_rows_in_place(keys, &w, k, erase)?;
+            }
+        } else {
+            mem.content = update(&mem.content, v)?;
+            if let (Some(keys), Some(k)) = (&mem.keys, &new_keys) {
+                mem.keys = Some(update(keys, k)?);
+            }
+        }
         // Telemetry: a slot counts as written when it got more than a uniform
         // share of the write weight.
         let share: Vec<f32> = w.sum(2)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;

@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod error;
+pub mod kernels;
 pub mod layer;
 pub mod memory;
 pub mod rng;

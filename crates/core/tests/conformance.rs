@@ -595,3 +595,29 @@ fn gradients_match_finite_differences() {
         }
     }
 }
+
+#[test]
+fn detached_in_place_writes_match_the_graph_path() {
+    for cfg in combos(3, 2, WriteSource::Token {}) {
+        let (l, _) = layer(&cfg, 8, DType::F32);
+        let mut graph = l.new_memory(2, 0, DType::F32, &DEV).unwrap();
+        graph.track();
+        let mut detached = l.new_memory(2, 0, DType::F32, &DEV).unwrap();
+        for step in 0..4 {
+            let h = randn(&format!("w{step}"), &[2, 2, 8], DType::F32);
+            write(&l, &h, &mut graph);
+            write(&l, &h, &mut detached);
+            let q = randn(&format!("q{step}"), &[2, 3, 8], DType::F32);
+            l.read(&q, &mut graph).unwrap();
+            l.read(&q, &mut detached).unwrap();
+        }
+        for (x, y) in flat(graph.content()).iter().zip(flat(detached.content())) {
+            assert!(
+                (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+                "{}: {x} vs {y}",
+                label(&cfg)
+            );
+        }
+        assert_eq!(graph.meta().occupied, detached.meta().occupied);
+    }
+}

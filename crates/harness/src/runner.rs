@@ -116,6 +116,38 @@ fn provenance_base(jobs: usize, threads: usize) -> Provenance {
     }
 }
 
+/// (jobs, kernel threads per run) for this plan and these options: never
+/// more jobs than runs left to do, and jobs × threads ≤ cores.
+pub fn schedule(plan: &Plan, opts: &RunOptions) -> (usize, usize) {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let store = Store::new(&opts.out);
+    let todo = select(plan, opts)
+        .into_iter()
+        .filter(|r| opts.force || !store.is_done(&r.run_id))
+        .count();
+    let jobs = opts.jobs.unwrap_or(cores).clamp(1, todo.max(1));
+    (jobs, (cores / jobs).max(1))
+}
+
+/// The runs this invocation is responsible for: its shard, or one id.
+fn select<'p>(plan: &'p Plan, opts: &RunOptions) -> Vec<&'p PlannedRun> {
+    let mut selected: Vec<&PlannedRun> = plan
+        .runs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| opts.shard.is_none_or(|(k, n)| i % n == k))
+        .map(|(_, r)| r)
+        .collect();
+    if let Some(id) = &opts.only {
+        selected.retain(|r| &r.run_id == id);
+    }
+    selected
+}
+
+/// What runs one planned run: the real tasks, or a stand-in in tests.
+pub type Executor<'a> =
+    dyn Fn(&PlannedRun, &TaskContext) -> Result<Vec<Metric>, String> + Sync + 'a;
+
 /// Runs a plan with the real tasks.
 pub fn run_plan(plan: &Plan, opts: &RunOptions) -> Result<RunSummary, RunError> {
     run_plan_with(plan, opts, &|run, ctx| {
@@ -130,20 +162,10 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> Result<RunSummary, RunError> 
 pub fn run_plan_with(
     plan: &Plan,
     opts: &RunOptions,
-    execute: &(dyn Fn(&PlannedRun, &TaskContext) -> Result<Vec<Metric>, String> + Sync),
+    execute: &Executor<'_>,
 ) -> Result<RunSummary, RunError> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let jobs = opts.jobs.unwrap_or(cores).max(1);
-    let threads = (cores / jobs).max(1);
-    let mut selected: Vec<&PlannedRun> = plan
-        .runs
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| opts.shard.is_none_or(|(k, n)| i % n == k))
-        .map(|(_, r)| r)
-        .collect();
+    let selected = select(plan, opts);
     if let Some(id) = &opts.only {
-        selected.retain(|r| &r.run_id == id);
         if selected.is_empty() {
             return Err(RunError::Usage(format!(
                 "--id {id}: no such run in {} (see `retbench plan {} --format ids`)",
@@ -153,6 +175,7 @@ pub fn run_plan_with(
         }
     }
     let store = Store::new(&opts.out);
+    store.remove_stale_temp_files();
     store.write_plan(plan)?;
     let total = selected.len();
     let todo: Vec<&PlannedRun> = selected
@@ -160,6 +183,7 @@ pub fn run_plan_with(
         .copied()
         .filter(|r| opts.force || !store.is_done(&r.run_id))
         .collect();
+    let (jobs, threads) = schedule(plan, opts);
     let mut summary = RunSummary {
         planned: plan.runs.len(),
         selected: total,

@@ -127,6 +127,33 @@ impl Store {
         self.run_path(run_id).is_file()
     }
 
+    /// Removes temporary files left by writers that were killed (their
+    /// process is gone). Writers still alive, such as another shard writing
+    /// into the same folder, keep theirs. Needs /proc; elsewhere a no-op.
+    pub fn remove_stale_temp_files(&self) {
+        if !Path::new("/proc/self").exists() {
+            return;
+        }
+        for dir in [self.dir.clone(), self.runs_dir(), self.failures_dir()] {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let Some((_, rest)) = name.split_once(".tmp-") else {
+                    continue;
+                };
+                let pid = rest.split('-').next().unwrap_or("");
+                if name.starts_with('.')
+                    && !pid.is_empty()
+                    && !Path::new("/proc").join(pid).exists()
+                {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+
     pub fn write_plan(&self, plan: &Plan) -> Result<(), StoreError> {
         let doc = serde_json::json!({
             "suite": plan.suite,

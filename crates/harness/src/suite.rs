@@ -110,6 +110,9 @@ struct SuiteFile {
     profiles: Ordered<Spanned<String>, Overrides>,
 }
 
+/// A grid axis: its path, where it was written, and its located values.
+type GridAxis = (String, Loc, Vec<(Value, Loc)>);
+
 /// One override of a dotted path, with where it was written.
 #[derive(Debug, Clone)]
 struct Override {
@@ -220,7 +223,7 @@ pub fn parse(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan, Sui
         None => vec![0],
     };
     // Axes as (path, values) lists, so that profiles can replace them.
-    let mut grid: Vec<(String, Loc, Vec<(Value, Loc)>)> = Vec::new();
+    let mut grid: Vec<GridAxis> = Vec::new();
     for (key, values) in &file.grid.0 {
         check_path(&base, &key.value).map_err(|m| cx.at(Loc::from(key), m))?;
         if values.value.is_empty() {

@@ -221,7 +221,7 @@ fn quality_metrics_do_not_depend_on_jobs_or_shards() {
     let mut record = store.runs().unwrap().remove(0);
     record.metrics[0].value += 1.0;
     store.write_run(&record).unwrap();
-    let err = merge(&merged, &[a.clone()]).unwrap_err().to_string();
+    let err = merge(&merged, std::slice::from_ref(&a)).unwrap_err().to_string();
     assert!(err.contains("different results"), "{err}");
     for d in [single, a, b, merged] {
         std::fs::remove_dir_all(d).unwrap();

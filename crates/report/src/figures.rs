@@ -186,6 +186,16 @@ pub fn render_all(
     Ok(written)
 }
 
+/// "1e3" at powers of ten, nothing in between (log axes label every tick).
+fn decade_label(x: f64) -> String {
+    let l = x.log10();
+    if x > 0.0 && (l - l.round()).abs() < 1e-6 {
+        format!("1e{}", l.round() as i64)
+    } else {
+        String::new()
+    }
+}
+
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     title: &str,
@@ -235,6 +245,8 @@ fn draw<DB: DrawingBackend>(
             let mut chart = $chart;
             chart
                 .configure_mesh()
+                .x_label_formatter(&|x: &f64| decade_label(*x))
+                .y_label_formatter(&|y: &f64| crate::summary::fmt_num(*y))
                 .x_desc("memory slots")
                 .y_desc(y_label)
                 .label_style(("sans-serif", 14))

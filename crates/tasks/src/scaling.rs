@@ -98,25 +98,25 @@ fn queries_default() -> usize {
     200
 }
 fn min_reads_default() -> usize {
-    20
-}
-fn warmup_default() -> usize {
     10
 }
+fn warmup_default() -> usize {
+    3
+}
 fn writes_default() -> usize {
-    50
+    20
 }
 fn eps_default() -> Vec<f64> {
     vec![0.0, 0.1, 0.3]
 }
 fn probes_default() -> usize {
-    256
+    128
 }
 fn clusters_default() -> usize {
     16
 }
 fn spread_default() -> f64 {
-    1.0
+    0.5
 }
 fn sharpness_default() -> f64 {
     4.0
@@ -148,7 +148,11 @@ impl ScalingConfig {
         if self.eps.iter().any(|e| !(e.is_finite() && *e >= 0.0)) {
             return bad("eps", "noise levels must be finite and ≥ 0");
         }
-        if !(self.spread.is_finite() && self.spread >= 0.0) || !(self.sharpness > 0.0) {
+        let finite_non_negative = |x: f64| x.is_finite() && x >= 0.0;
+        if !finite_non_negative(self.spread)
+            || !finite_non_negative(self.sharpness)
+            || self.sharpness == 0.0
+        {
             return bad("spread", "spread must be ≥ 0 and sharpness > 0");
         }
         let Some(ret) = retention else {
