@@ -1,5 +1,5 @@
-//! Running a plan: selection (shard, single id, resume, force), a rayon pool
-//! of `jobs` runs with `threads` kernel threads each (jobs × threads ≤ cores),
+//! Running a plan: selection (shard, single id, resume, force), `jobs` runs
+//! at a time with `threads` kernel threads each (jobs × threads ≤ cores),
 //! progress on a terminal or plain log lines otherwise, and one atomic file
 //! per finished run. A failed or panicking run is recorded and the sweep
 //! goes on; killing the process loses at most the runs in flight, and
@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use rayon::prelude::*;
 use retbench_tasks::{Metric, TaskContext};
 
 use crate::store::{FailureRecord, Provenance, RunRecord, Store, StoreError};
@@ -206,73 +205,86 @@ pub fn run_plan_with(
     let done = AtomicUsize::new(0);
     let failed = AtomicUsize::new(0);
     let store_errors: Mutex<Vec<StoreError>> = Mutex::new(Vec::new());
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(jobs)
-        .build()
-        .map_err(|e| RunError::Pool(e.to_string()))?;
-    pool.install(|| {
-        todo.par_iter().for_each(|run| {
-            let ctx = TaskContext {
-                config_hash: run.config_hash.clone(),
+    // `jobs` plain threads take runs from a shared counter; each owns a rayon
+    // pool of `threads` for its kernels. (Not a rayon pool of jobs: a rayon
+    // worker blocked in another pool's `install` steals more runs meanwhile,
+    // and then far more than `jobs` runs are in flight.)
+    let next = AtomicUsize::new(0);
+    let pool_error: Mutex<Option<String>> = Mutex::new(None);
+    let one = |run: &PlannedRun, kernels: &rayon::ThreadPool| {
+        let ctx = TaskContext {
+            config_hash: run.config_hash.clone(),
+            seed: run.seed,
+            bandwidth_gbps: summary.bandwidth_gbps,
+        };
+        let start = Instant::now();
+        let outcome = kernels.install(|| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| execute(run, &ctx)))
+                .unwrap_or_else(|p| Err(panic_message(p)))
+        });
+        let wall = start.elapsed().as_secs_f64();
+        let written = match &outcome {
+            Ok(metrics) => store.write_run(&RunRecord {
+                run_id: run.run_id.clone(),
+                suite: plan.suite.clone(),
+                variant: run.variant.clone(),
                 seed: run.seed,
-                bandwidth_gbps: summary.bandwidth_gbps,
-            };
-            let start = Instant::now();
-            let outcome = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .map_err(|e| e.to_string())
-                .and_then(|inner| {
-                    inner.install(|| {
-                        std::panic::catch_unwind(AssertUnwindSafe(|| execute(run, &ctx)))
-                            .unwrap_or_else(|p| Err(panic_message(p)))
-                    })
-                });
-            let wall = start.elapsed().as_secs_f64();
-            let written = match &outcome {
-                Ok(metrics) => store.write_run(&RunRecord {
+                params: run.params.iter().cloned().collect(),
+                config_hash: run.config_hash.clone(),
+                config: serde_json::to_value(&run.config).expect("json"),
+                metrics: metrics.clone(),
+                provenance: Provenance {
+                    wall_seconds: wall,
+                    ..base.clone()
+                },
+            }),
+            Err(error) => {
+                failed.fetch_add(1, Ordering::Relaxed);
+                store.write_failure(&FailureRecord {
                     run_id: run.run_id.clone(),
-                    suite: plan.suite.clone(),
-                    variant: run.variant.clone(),
-                    seed: run.seed,
-                    params: run.params.iter().cloned().collect(),
-                    config_hash: run.config_hash.clone(),
-                    config: serde_json::to_value(&run.config).expect("json"),
-                    metrics: metrics.clone(),
-                    provenance: Provenance {
-                        wall_seconds: wall,
-                        ..base.clone()
-                    },
-                }),
-                Err(error) => {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                    store.write_failure(&FailureRecord {
-                        run_id: run.run_id.clone(),
-                        error: error.clone(),
-                    })
-                }
-            };
-            if let Err(e) = written {
-                store_errors.lock().expect("lock").push(e);
+                    error: error.clone(),
+                })
             }
-            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-            let status = match &outcome {
-                Ok(_) => "ok".to_string(),
-                Err(e) => format!("FAILED: {}", e.lines().next().unwrap_or("")),
-            };
-            let line = format!("[{n}/{}] {} {status} ({wall:.1}s)", todo.len(), run.run_id);
-            match &bar {
-                Some(b) => {
-                    if outcome.is_err() {
-                        b.println(line);
+        };
+        if let Err(e) = written {
+            store_errors.lock().expect("lock").push(e);
+        }
+        let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+        let status = match &outcome {
+            Ok(_) => "ok".to_string(),
+            Err(e) => format!("FAILED: {}", e.lines().next().unwrap_or("")),
+        };
+        let line = format!("[{n}/{}] {} {status} ({wall:.1}s)", todo.len(), run.run_id);
+        match &bar {
+            Some(b) => {
+                if outcome.is_err() {
+                    b.println(line);
+                }
+                b.inc(1);
+            }
+            None if opts.progress == Progress::Auto => eprintln!("{line}"),
+            None => {}
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| {
+                let kernels = match rayon::ThreadPoolBuilder::new().num_threads(threads).build() {
+                    Ok(p) => p,
+                    Err(e) => {
+                        *pool_error.lock().expect("lock") = Some(e.to_string());
+                        return;
                     }
-                    b.inc(1);
+                };
+                while let Some(run) = todo.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    one(run, &kernels);
                 }
-                None if opts.progress == Progress::Auto => eprintln!("{line}"),
-                None => {}
-            }
-        })
+            });
+        }
     });
+    if let Some(e) = pool_error.into_inner().expect("lock") {
+        return Err(RunError::Pool(e));
+    }
     if let Some(b) = bar {
         b.finish_and_clear();
     }
