@@ -4,7 +4,15 @@
 default:
     @just --list
 
-# Run the test suite (what CI runs).
+# Every suite in suites/ with its full profile, then the reports.
+bench *args:
+    cargo run --release -- bench {{args}}
+
+# Every suite's smoke profile (what CI runs), then the reports.
+smoke:
+    cargo run --release -- bench --profile smoke
+
+# Run the test suite (the README's test command, what CI runs).
 test:
     cargo test --workspace --release
 
@@ -16,14 +24,18 @@ lint:
 fmt:
     cargo fmt --all
 
+# Summary, Markdown, HTML and figures for a run folder.
+report dir:
+    cargo run --release -- report {{dir}}
+
 # Criterion micro-benchmarks of memory read/write (1e2..1e5 slots).
-bench:
+microbench:
     cargo bench -p retbench-core
 
-# List backends, options and suites.
-list:
-    cargo run --release -- list
-
-# Medians of the last bench run as a Markdown table.
+# Medians of the last microbench run as a Markdown table.
 bench-table:
     python3 scripts/bench_table.py
+
+# List backends, options, tasks and suites.
+list:
+    cargo run --release -- list

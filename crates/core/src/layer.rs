@@ -279,7 +279,7 @@ impl RetentionLayer {
         let scores = if few && self.cfg.keys == KeyMode::Recompute {
             let w_k = self.w_k.weight().reshape((nh, dk, d))?;
             let qk = per_head(&q, &w_k)?.reshape((b, nh * t, d))?;
-            let s = qk.matmul(&content.t()?)?.reshape((b, nh, t, m))?;
+            let s = kernels::rows_dot(&qk, content)?.reshape((b, nh, t, m))?;
             match self.age_keys(mem)? {
                 Some(ages) => (s + q.matmul(&split(ages, m)?.t()?)?)?,
                 None => s,
@@ -301,7 +301,7 @@ impl RetentionLayer {
         let weights = kernels::masked_softmax(&scores, &select)?;
         let out = if few {
             let w_v = self.w_v.weight().reshape((nh, dk, d))?.transpose(1, 2)?;
-            let wm = weights.reshape((b, nh * t, m))?.matmul(content)?;
+            let wm = kernels::rows_mix(&weights.reshape((b, nh * t, m))?, content)?;
             per_head(&wm.reshape((b, nh, t, d))?, &w_v)?
         } else {
             weights.matmul(&split(self.w_v.forward(content)?, m)?)?
@@ -597,7 +597,7 @@ impl RetentionLayer {
         // projecting every slot.
         let logits = if self.cfg.keys == KeyMode::Recompute && n < self.heads * self.head_dim {
             let qk = q.broadcast_matmul(&self.w_k.weight().unsqueeze(0)?)?; // [B, n, d]
-            let s = qk.matmul(&mem.content.t()?)?;
+            let s = kernels::rows_dot(&qk, &mem.content)?;
             match self.age_keys(mem)? {
                 Some(ages) => (s + q.matmul(&ages.t()?)?)?,
                 None => s,

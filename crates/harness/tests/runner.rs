@@ -248,19 +248,35 @@ fn never_more_than_jobs_runs_in_flight_each_with_its_thread_share() {
         let out = scratch(&format!("jobs{jobs}"));
         let (now, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
         let kernel_threads = AtomicUsize::new(0);
-        let probe = |_: &retbench_harness::PlannedRun, _: &retbench_tasks::TaskContext| -> Result<Vec<Metric>, String> {
+        let probe = |_: &retbench_harness::PlannedRun,
+                     _: &retbench_tasks::TaskContext|
+         -> Result<Vec<Metric>, String> {
             let n = now.fetch_add(1, Ordering::SeqCst) + 1;
             peak.fetch_max(n, Ordering::SeqCst);
             kernel_threads.store(rayon::current_num_threads(), Ordering::SeqCst);
             // Kernel work on the run's pool, the way candle's matmuls use it.
-            let _: u64 = rayon::iter::ParallelIterator::sum(rayon::iter::IntoParallelIterator::into_par_iter(0..200_000u64));
+            let _: u64 = rayon::iter::ParallelIterator::sum(
+                rayon::iter::IntoParallelIterator::into_par_iter(0..200_000u64),
+            );
             std::thread::sleep(std::time::Duration::from_millis(30));
             now.fetch_sub(1, Ordering::SeqCst);
             Ok(vec![Metric::new("x", 1.0)])
         };
-        let s = run_plan_with(&p, &RunOptions { jobs: Some(jobs), ..opts(&out) }, &probe).unwrap();
+        let s = run_plan_with(
+            &p,
+            &RunOptions {
+                jobs: Some(jobs),
+                ..opts(&out)
+            },
+            &probe,
+        )
+        .unwrap();
         assert_eq!(s.succeeded, 8);
-        assert!(peak.load(Ordering::SeqCst) <= jobs, "jobs {jobs}: peak {}", peak.load(Ordering::SeqCst));
+        assert!(
+            peak.load(Ordering::SeqCst) <= jobs,
+            "jobs {jobs}: peak {}",
+            peak.load(Ordering::SeqCst)
+        );
         assert_eq!(kernel_threads.load(Ordering::SeqCst), (cores / jobs).max(1));
         std::fs::remove_dir_all(out).unwrap();
     }
