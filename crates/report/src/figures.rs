@@ -17,6 +17,7 @@ use crate::summary::{SummaryRow, short_value};
 const X_PARAM: &str = "retention.slots";
 
 /// (metric, log-scaled y, y label). One figure per slice of each metric.
+/// Metrics in [0, 1] (see `BOUNDED`) have their axis and bands clipped there.
 const FIGURES: &[(&str, bool, &str)] = &[
     ("read_us_p50", true, "read latency per query, p50 (µs)"),
     ("read_us_p99", true, "read latency per query, p99 (µs)"),
@@ -40,6 +41,10 @@ const FIGURES: &[(&str, bool, &str)] = &[
     ),
     ("assoc_accuracy", false, "associative recall accuracy"),
 ];
+
+/// Metrics that are shares: a t interval over few seeds can leave [0, 1],
+/// the metric cannot.
+const BOUNDED: &[&str] = &["recall_at_k", "attention_mass_recall", "assoc_accuracy"];
 
 /// Tableau 10: distinguishable, colour-blind aware.
 const PALETTE: [RGBColor; 10] = [
@@ -171,12 +176,30 @@ pub fn render_all(
             };
             {
                 let root = SVGBackend::new(&svg, (900, 600)).into_drawing_area();
-                draw(&root, &title, y_label, log_y, &series, &colour).map_err(plot_err)?;
+                draw(
+                    &root,
+                    &title,
+                    y_label,
+                    log_y,
+                    BOUNDED.contains(&metric),
+                    &series,
+                    &colour,
+                )
+                .map_err(plot_err)?;
                 root.present().map_err(|e| plot_err(e.to_string()))?;
             }
             {
                 let root = BitMapBackend::new(&png, (900, 600)).into_drawing_area();
-                draw(&root, &title, y_label, log_y, &series, &colour).map_err(plot_err)?;
+                draw(
+                    &root,
+                    &title,
+                    y_label,
+                    log_y,
+                    BOUNDED.contains(&metric),
+                    &series,
+                    &colour,
+                )
+                .map_err(plot_err)?;
                 root.present().map_err(|e| plot_err(e.to_string()))?;
             }
             written.push(svg);
@@ -201,6 +224,7 @@ fn draw<DB: DrawingBackend>(
     title: &str,
     y_label: &str,
     log_y: bool,
+    bounded: bool,
     series: &BTreeMap<String, Vec<Point>>,
     colour: &BTreeMap<String, RGBColor>,
 ) -> Result<(), String> {
@@ -230,8 +254,11 @@ fn draw<DB: DrawingBackend>(
         y1 *= 1.5;
     } else {
         let pad = ((y1 - y0) * 0.08).max(0.02);
-        y0 = (y0 - pad).min(0.0f64.max(y0 - pad));
+        y0 -= pad;
         y1 += pad;
+        if bounded {
+            (y0, y1) = (y0.max(0.0), y1.min(1.02));
+        }
     }
     let (x0, x1) = (x0 / 1.3, x1 * 1.3);
     let mut builder = ChartBuilder::on(root);
@@ -294,7 +321,11 @@ fn draw<DB: DrawingBackend>(
                 .background_style(WHITE.mix(0.85))
                 .border_style(BLACK.mix(0.3))
                 .label_font(("sans-serif", 13))
-                .position(SeriesLabelPosition::UpperLeft)
+                .position(if bounded {
+                    SeriesLabelPosition::LowerLeft
+                } else {
+                    SeriesLabelPosition::UpperLeft
+                })
                 .draw()
                 .map_err(e)?;
         }};
