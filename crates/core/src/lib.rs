@@ -11,6 +11,7 @@
 
 pub mod config;
 pub mod error;
+pub mod fsutil;
 pub mod kernels;
 pub mod layer;
 pub mod memory;

@@ -6,7 +6,6 @@
 //! never appended to.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use retbench_tasks::Metric;
@@ -71,33 +70,9 @@ pub struct FailureRecord {
     pub error: String,
 }
 
-/// Writes `bytes` to `path` atomically (temp file in the same folder, fsync,
-/// rename).
+/// Writes `bytes` to `path` atomically (see [`retbench_core::fsutil`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(
-        ".{name}.tmp-{}-{:?}",
-        std::process::id(),
-        std::thread::current().id()
-    ));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(io(path))
+    retbench_core::fsutil::write_atomic(path, bytes).map_err(io(path))
 }
 
 /// The output folder of one suite.

@@ -176,6 +176,21 @@ pub fn write_csv(path: &Path, params: &[String], rows: &[SummaryRow]) -> Result<
     write_atomic(path, &w.into_inner().expect("in-memory csv"))
 }
 
+/// (metric, slice, title) of each table, in order of first appearance.
+fn sections(rows: &[SummaryRow]) -> Vec<(String, String, String)> {
+    let mut out: Vec<(String, String, String)> = Vec::new();
+    for r in rows {
+        if !out.iter().any(|(m, s, _)| *m == r.metric && *s == r.slice) {
+            let title = match r.slice.is_empty() {
+                true => r.metric.clone(),
+                false => format!("{} ({})", r.metric, r.slice),
+            };
+            out.push((r.metric.clone(), r.slice.clone(), title));
+        }
+    }
+    out
+}
+
 /// Compact, human-readable number.
 pub fn fmt_num(x: f64) -> String {
     let a = x.abs();
@@ -244,19 +259,7 @@ pub fn write_markdown(
     let mut md = format!(
         "# {suite}: summary\n\nMean over seeds; 95% Student-t interval where n ≥ 2. Regenerate with `retbench report DIR`.\n"
     );
-    let mut sections: Vec<(String, String)> = Vec::new();
-    for r in rows {
-        let key = (r.metric.clone(), r.slice.clone());
-        if !sections.contains(&key) {
-            sections.push(key);
-        }
-    }
-    for (metric, slice) in sections {
-        let title = if slice.is_empty() {
-            metric.clone()
-        } else {
-            format!("{metric} ({slice})")
-        };
+    for (metric, slice, title) in sections(rows) {
         md.push_str(&format!(
             "\n## {title}\n\n| config | step | n | mean | 95% CI |\n|---|---|---|---|---|\n"
         ));
@@ -314,19 +317,7 @@ pub fn write_html(
             html_escape(&name)
         ));
     }
-    let mut sections: Vec<(String, String)> = Vec::new();
-    for r in rows {
-        let key = (r.metric.clone(), r.slice.clone());
-        if !sections.contains(&key) {
-            sections.push(key);
-        }
-    }
-    for (metric, slice) in sections {
-        let title = if slice.is_empty() {
-            metric.clone()
-        } else {
-            format!("{metric} ({slice})")
-        };
+    for (metric, slice, title) in sections(rows) {
         h.push_str(&format!("<h2>{}</h2>\n<table><tr><th>config</th><th>step</th><th>n</th><th>mean</th><th>95% CI</th></tr>\n", html_escape(&title)));
         for r in rows
             .iter()
