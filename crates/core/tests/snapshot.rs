@@ -161,10 +161,20 @@ fn truncated_corrupted_foreign_and_newer_files_are_refused() {
 fn a_failed_save_leaves_the_previous_snapshot_intact() {
     let dir = scratch("atomic");
     let (cfg, good, bytes) = saved(&dir);
-    // Saving into a path whose parent does not exist fails cleanly...
+    // A save that cannot complete (its target is a non-empty folder) fails
+    // with an error naming the path, leaves no temp file, and the previous
+    // snapshot is untouched...
     let (l, _) = layer(&cfg, 8, DType::F32);
     let mem = l.new_memory(1, 0, DType::F32, &DEV).unwrap();
-    assert!(snapshot::save_state(&mem, &dir.join("no/such/dir/x.safetensors")).is_err());
+    let blocked = dir.join("blocked.safetensors");
+    std::fs::create_dir_all(blocked.join("inside")).unwrap();
+    let err = snapshot::save_state(&mem, &blocked)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("blocked.safetensors"), "{err}");
+    assert_eq!(std::fs::read(&good).unwrap(), bytes);
+    // ...a missing parent folder is created...
+    snapshot::save_state(&mem, &dir.join("new/sub/x.safetensors")).unwrap();
     // ...and overwriting replaces the file whole, leaving no temp file.
     snapshot::save_state(&mem, &good).unwrap();
     assert_ne!(std::fs::read(&good).unwrap(), bytes);
