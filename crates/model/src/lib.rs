@@ -1,4 +1,9 @@
-//! retbench-model: the tiny decoder-only transformer with retention hooks,
-//! its multi-session training loop and the `no_memory` / `full_context`
-//! baselines. Not built yet: it arrives with the model issue, on top of
-//! [`retbench_core::RetentionLayer`].
+//! retbench-model: a tiny decoder-only transformer with retention hooks and
+//! its multi-session training loop (AdamW, warm-up + cosine, clipping).
+//! Baselines, checkpoints and the learned suites build on these (issue 4).
+
+pub mod model;
+pub mod train;
+
+pub use model::{Forward, Model, ModelConfig};
+pub use train::{Session, TrainConfig, TrainError, Trainer, masked_cross_entropy, trainable_vars};

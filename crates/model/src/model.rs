@@ -1,0 +1,281 @@
+//! The decoder-only transformer with retention hooks: token and learned
+//! position embeddings, pre-LN blocks with causal multi-head self-attention
+//! and a GELU feed-forward block, and a retention layer after self-attention
+//! in the blocks that `retention_layers` names, following the component map
+//! of DESIGN.md:
+//!
+//! ```text
+//! Z = Attn(LN1(X));  X̃ = LN(X + Z + R) with retention, X + Z without;  X' = X̃ + FFN(LN2(X̃))
+//! ```
+//!
+//! Memories live outside the model (one per retention layer, or one shared),
+//! so that a caller decides what persists between sessions.
+
+use candle_core::{D, DType, Device, Module, Tensor};
+use candle_nn::{Embedding, Linear, VarBuilder};
+use retbench_core::layer::Norm;
+use retbench_core::{MemoryState, RetentionConfig, RetentionLayer, Sharing};
+use serde::{Deserialize, Serialize};
+
+/// The transformer's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    pub d_model: usize,
+    pub layers: usize,
+    pub heads: usize,
+    #[serde(default = "ffn_mult_default")]
+    pub ffn_mult: usize,
+    pub vocab: usize,
+    pub max_len: usize,
+}
+
+fn ffn_mult_default() -> usize {
+    4
+}
+
+impl ModelConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("d_model", self.d_model),
+            ("layers", self.layers),
+            ("heads", self.heads),
+            ("ffn_mult", self.ffn_mult),
+            ("vocab", self.vocab),
+            ("max_len", self.max_len),
+        ] {
+            if v == 0 {
+                return Err(format!("model.{name}: must be at least 1"));
+            }
+        }
+        if self.d_model % self.heads != 0 {
+            return Err(format!(
+                "model.heads: d_model {} is not divisible by {} heads",
+                self.d_model, self.heads
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Causal multi-head self-attention.
+#[derive(Debug, Clone)]
+struct SelfAttention {
+    qkv: Linear,
+    proj: Linear,
+    heads: usize,
+}
+
+impl SelfAttention {
+    fn new(d: usize, heads: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+        Ok(SelfAttention {
+            qkv: candle_nn::linear(d, 3 * d, vb.pp("qkv"))?,
+            proj: candle_nn::linear(d, d, vb.pp("proj"))?,
+            heads,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        let dh = d / self.heads;
+        let qkv = self.qkv.forward(x)?.reshape((b, t, 3, self.heads, dh))?;
+        let part = |i: usize| {
+            qkv.narrow(2, i, 1)?
+                .squeeze(2)?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+        let scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?.broadcast_add(mask)?;
+        let w = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let out = w.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
+        self.proj.forward(&out)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    ln1: Norm,
+    attn: SelfAttention,
+    ln2: Norm,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+/// What a forward pass over one session returns.
+#[derive(Debug)]
+pub struct Forward {
+    /// [B, T, vocab]
+    pub logits: Tensor,
+    /// Per retention layer, the block output X̃ it writes from.
+    pub hidden: Vec<Tensor>,
+}
+
+/// A decoder-only transformer with optional retention layers.
+#[derive(Debug, Clone)]
+pub struct Model {
+    cfg: ModelConfig,
+    tok: Embedding,
+    pos: Embedding,
+    blocks: Vec<Block>,
+    ln_f: Norm,
+    head: Linear,
+    /// (block index, layer) for every block with retention.
+    retention: Vec<(usize, RetentionLayer)>,
+    sharing: Sharing,
+}
+
+impl Model {
+    /// Builds the model; `retention` adds a retention layer (its config) after
+    /// self-attention in each block listed in `at`. Base parameters live under
+    /// `base.`, retention parameters under `retention.`, so a caller can train
+    /// or freeze either set by name.
+    pub fn new(
+        cfg: &ModelConfig,
+        retention: Option<(&RetentionConfig, &[usize])>,
+        vb: VarBuilder,
+    ) -> retbench_core::Result<Self> {
+        cfg.validate().map_err(retbench_core::Error::Usage)?;
+        let d = cfg.d_model;
+        let base = vb.pp("base");
+        let mut blocks = Vec::with_capacity(cfg.layers);
+        for l in 0..cfg.layers {
+            let vb = base.pp(format!("block{l}"));
+            blocks.push(Block {
+                ln1: Norm::new(d, vb.pp("ln1"))?,
+                attn: SelfAttention::new(d, cfg.heads, vb.pp("attn"))?,
+                ln2: Norm::new(d, vb.pp("ln2"))?,
+                fc1: candle_nn::linear(d, cfg.ffn_mult * d, vb.pp("fc1"))?,
+                fc2: candle_nn::linear(cfg.ffn_mult * d, d, vb.pp("fc2"))?,
+            });
+        }
+        let (mut layers, mut sharing) = (Vec::new(), Sharing::PerLayer);
+        if let Some((rcfg, at)) = retention {
+            sharing = rcfg.sharing;
+            for &l in at {
+                if l >= cfg.layers {
+                    return Err(retbench_core::Error::Usage(format!(
+                        "retention layer {l} is past the model's {} blocks",
+                        cfg.layers
+                    )));
+                }
+                // A shared memory is read and written through one set of
+                // retention parameters.
+                let name = match sharing {
+                    Sharing::Shared => "retention.shared".to_string(),
+                    Sharing::PerLayer => format!("retention.block{l}"),
+                };
+                layers.push((l, RetentionLayer::new(rcfg, d, vb.pp(name))?));
+            }
+        }
+        Ok(Model {
+            cfg: cfg.clone(),
+            tok: candle_nn::embedding(cfg.vocab, d, base.pp("tok"))?,
+            pos: candle_nn::embedding(cfg.max_len, d, base.pp("pos"))?,
+            blocks,
+            ln_f: Norm::new(d, base.pp("ln_f"))?,
+            head: candle_nn::linear(d, cfg.vocab, base.pp("head"))?,
+            retention: layers,
+            sharing,
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// Memories this model reads and writes: one per retention layer, or one
+    /// when the memory is shared.
+    pub fn new_memories(
+        &self,
+        batch: usize,
+        seed: u64,
+        dtype: DType,
+        device: &Device,
+    ) -> retbench_core::Result<Vec<MemoryState>> {
+        let n = match (self.sharing, self.retention.is_empty()) {
+            (_, true) => 0,
+            (Sharing::Shared, false) => 1,
+            (Sharing::PerLayer, false) => self.retention.len(),
+        };
+        (0..n)
+            .map(|i| {
+                self.retention[i]
+                    .1
+                    .new_memory(batch, seed + i as u64, dtype, device)
+            })
+            .collect()
+    }
+
+    fn memory_index(&self, i: usize) -> usize {
+        match self.sharing {
+            Sharing::Shared => 0,
+            Sharing::PerLayer => i,
+        }
+    }
+
+    /// One session: reads memory in every retention block (`memories` as made
+    /// by [`Model::new_memories`]; ignored when the model has no retention).
+    pub fn forward(
+        &self,
+        tokens: &Tensor,
+        memories: &mut [MemoryState],
+    ) -> retbench_core::Result<Forward> {
+        let (_, t) = tokens.dims2()?;
+        if t > self.cfg.max_len {
+            return Err(retbench_core::Error::Usage(format!(
+                "sequence of {t} tokens exceeds max_len {}",
+                self.cfg.max_len
+            )));
+        }
+        let dev = tokens.device();
+        let positions = Tensor::arange(0u32, t as u32, dev)?;
+        let mut x = self
+            .tok
+            .forward(tokens)?
+            .broadcast_add(&self.pos.forward(&positions)?)?;
+        let mask: Vec<f32> = (0..t * t)
+            .map(|i| if i % t > i / t { -1e9 } else { 0.0 })
+            .collect();
+        let mask = Tensor::from_vec(mask, (t, t), dev)?.to_dtype(x.dtype())?;
+        let mut hidden = Vec::with_capacity(self.retention.len());
+        for (l, block) in self.blocks.iter().enumerate() {
+            let z = block.attn.forward(&block.ln1.forward(&x)?, &mask)?;
+            let mixed = match self.retention.iter().position(|(at, _)| *at == l) {
+                Some(i) => {
+                    let m = self.memory_index(i);
+                    let out = self.retention[i].1.forward(&x, &z, &mut memories[m])?;
+                    hidden.push(out.clone());
+                    out
+                }
+                None => (&x + z)?,
+            };
+            let ffn = block
+                .fc2
+                .forward(&block.fc1.forward(&block.ln2.forward(&mixed)?)?.gelu_erf()?)?;
+            x = (mixed + ffn)?;
+        }
+        let logits = self.head.forward(&self.ln_f.forward(&x)?)?;
+        Ok(Forward { logits, hidden })
+    }
+
+    /// Writes a session's hidden states into memory (after its forward pass).
+    /// `feedback` is passed to feedback gates.
+    pub fn write(
+        &self,
+        fwd: &Forward,
+        memories: &mut [MemoryState],
+        feedback: Option<&[f32]>,
+    ) -> retbench_core::Result<()> {
+        for (i, ((_, layer), h)) in self.retention.iter().zip(&fwd.hidden).enumerate() {
+            let m = self.memory_index(i);
+            layer.write(h, &mut memories[m], feedback)?;
+        }
+        Ok(())
+    }
+
+    /// Whether this model has retention layers.
+    pub fn has_retention(&self) -> bool {
+        !self.retention.is_empty()
+    }
+}

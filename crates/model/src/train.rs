@@ -1,0 +1,202 @@
+//! Multi-session training: an episode is S sessions of the same batch of
+//! independent samples; the context is cleared between sessions and memory
+//! carries over. The loss is masked cross-entropy over target positions,
+//! summed over sessions and divided by their count; gradients flow back
+//! through every memory write of the episode (or stop at session boundaries
+//! with `detach_between_sessions`). AdamW with linear warm-up then cosine
+//! decay, and global gradient-norm clipping. A non-finite loss stops
+//! training with an error.
+
+use candle_core::{D, DType, Tensor, Var};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use serde::{Deserialize, Serialize};
+
+use crate::model::Model;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    pub steps: usize,
+    #[serde(default = "batch_default")]
+    pub batch: usize,
+    pub lr: f64,
+    /// Linear warm-up steps (default: 5% of `steps`).
+    #[serde(default)]
+    pub warmup: Option<usize>,
+    #[serde(default = "weight_decay_default")]
+    pub weight_decay: f64,
+    /// Global gradient-norm bound.
+    #[serde(default = "clip_default")]
+    pub clip: f64,
+    /// Cut the graph between sessions (truncated backpropagation).
+    #[serde(default)]
+    pub detach_between_sessions: bool,
+    /// Train only the retention parameters (the base is frozen).
+    #[serde(default)]
+    pub frozen_base: bool,
+}
+
+fn batch_default() -> usize {
+    32
+}
+fn weight_decay_default() -> f64 {
+    0.01
+}
+fn clip_default() -> f64 {
+    1.0
+}
+
+/// One session of a batch: tokens and targets [B, T] (u32), and a 0/1 loss
+/// mask [B, T] (f32) marking the positions that count.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub tokens: Tensor,
+    pub targets: Tensor,
+    pub mask: Tensor,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error(transparent)]
+    Core(#[from] retbench_core::Error),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error("loss is {loss} at step {step}: training diverged (lower lr, or check the data)")]
+    NonFinite { step: usize, loss: f64 },
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Masked mean cross-entropy of `logits` [B, T, V] against `targets` [B, T].
+pub fn masked_cross_entropy(
+    logits: &Tensor,
+    targets: &Tensor,
+    mask: &Tensor,
+) -> candle_core::Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = logp
+        .gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
+        .squeeze(D::Minus1)?;
+    let mask = mask.to_dtype(picked.dtype())?;
+    let total = mask.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64;
+    (picked * mask)?.sum_all()?.neg()? / total
+}
+
+/// The parameters training updates: everything, or only retention's.
+pub fn trainable_vars(varmap: &VarMap, frozen_base: bool) -> Vec<Var> {
+    let data = varmap.data().lock().expect("varmap lock");
+    let mut named: Vec<(&String, &Var)> = data
+        .iter()
+        .filter(|(name, _)| !frozen_base || name.starts_with("retention."))
+        .collect();
+    named.sort_by(|a, b| a.0.cmp(b.0)); // a stable order for the optimizer
+    named.into_iter().map(|(_, v)| v.clone()).collect()
+}
+
+pub struct Trainer {
+    cfg: TrainConfig,
+    opt: AdamW,
+    vars: Vec<Var>,
+    step: usize,
+}
+
+impl Trainer {
+    pub fn new(cfg: &TrainConfig, varmap: &VarMap) -> Result<Self, TrainError> {
+        let vars = trainable_vars(varmap, cfg.frozen_base);
+        if vars.is_empty() {
+            return Err(TrainError::Usage(
+                "no trainable parameters (frozen base without retention?)".into(),
+            ));
+        }
+        let opt = AdamW::new(
+            vars.clone(),
+            ParamsAdamW {
+                lr: cfg.lr,
+                weight_decay: cfg.weight_decay,
+                ..Default::default()
+            },
+        )?;
+        Ok(Trainer {
+            cfg: cfg.clone(),
+            opt,
+            vars,
+            step: 0,
+        })
+    }
+
+    pub fn trainable_params(&self) -> usize {
+        self.vars.iter().map(|v| v.elem_count()).sum()
+    }
+
+    /// Learning rate at `step`: linear warm-up, then cosine decay to 10%.
+    pub fn lr_at(&self, step: usize) -> f64 {
+        let warmup = self.cfg.warmup.unwrap_or(self.cfg.steps / 20).max(1);
+        if step < warmup {
+            return self.cfg.lr * (step + 1) as f64 / warmup as f64;
+        }
+        let span = (self.cfg.steps.saturating_sub(warmup)).max(1) as f64;
+        let progress = ((step - warmup) as f64 / span).min(1.0);
+        self.cfg.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
+    }
+
+    /// One optimisation step on one episode; returns the loss.
+    pub fn step(
+        &mut self,
+        model: &Model,
+        episode: &[Session],
+        seed: u64,
+    ) -> Result<f64, TrainError> {
+        let batch = episode
+            .first()
+            .ok_or_else(|| TrainError::Usage("an episode needs at least one session".into()))?
+            .tokens
+            .dim(0)?;
+        let dev = episode[0].tokens.device().clone();
+        let mut memories = model.new_memories(batch, seed, DType::F32, &dev)?;
+        memories.iter_mut().for_each(|m| m.track());
+        let mut total: Option<Tensor> = None;
+        for session in episode {
+            let fwd = model.forward(&session.tokens, &mut memories)?;
+            let loss = masked_cross_entropy(&fwd.logits, &session.targets, &session.mask)?;
+            total = Some(match total {
+                Some(t) => (t + loss)?,
+                None => loss,
+            });
+            model.write(&fwd, &mut memories, None)?;
+            if self.cfg.detach_between_sessions {
+                for m in &mut memories {
+                    m.detach()?;
+                    m.track();
+                }
+            }
+        }
+        let loss = (total.expect("one session at least") / episode.len() as f64)?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        if !value.is_finite() {
+            return Err(TrainError::NonFinite {
+                step: self.step,
+                loss: value,
+            });
+        }
+        let mut grads = loss.backward()?;
+        let mut sq = 0.0f64;
+        for v in &self.vars {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+            }
+        }
+        let norm = sq.sqrt();
+        if norm > self.cfg.clip {
+            let scale = self.cfg.clip / norm;
+            for v in &self.vars {
+                if let Some(g) = grads.remove(v.as_tensor()) {
+                    grads.insert(v.as_tensor(), (g * scale)?);
+                }
+            }
+        }
+        self.opt.set_learning_rate(self.lr_at(self.step));
+        self.opt.step(&grads)?;
+        self.step += 1;
+        Ok(value)
+    }
+}
