@@ -1,0 +1,91 @@
+//! Training throughput (tokens/s, median over steps) of the tiny model at
+//! d_model 64 and 128: 2 layers, 4 heads, sequence 64, batch 32, one session
+//! per step; without retention and with a dense/append/token retention layer
+//! (128 slots) after self-attention in block 1.
+//!
+//! `cargo run --release -p retbench-model --example throughput [STEPS]`
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarMap;
+use rand::Rng;
+use retbench_core::rng::stream;
+use retbench_core::{Evict, RetentionConfig, SeededVarMap, WriteConfig, WriteSource};
+use retbench_model::{Model, ModelConfig, Session, TrainConfig, Trainer};
+
+fn main() -> anyhow::Result<()> {
+    let steps: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(20);
+    let (batch, seq) = (32, 64);
+    let dev = Device::Cpu;
+    let mut rng = stream("throughput", 0, "data");
+    let tokens: Vec<u32> = (0..batch * (seq + 1))
+        .map(|_| rng.random_range(0..32))
+        .collect();
+    let take = |off: usize| -> Vec<u32> {
+        (0..batch)
+            .flat_map(|b| tokens[b * (seq + 1) + off..b * (seq + 1) + off + seq].to_vec())
+            .collect()
+    };
+    let session = Session {
+        tokens: Tensor::from_vec(take(0), (batch, seq), &dev)?,
+        targets: Tensor::from_vec(take(1), (batch, seq), &dev)?,
+        mask: Tensor::ones((batch, seq), DType::F32, &dev)?,
+    };
+    let mut retention = RetentionConfig::new(128);
+    retention.write = WriteConfig::Append {
+        evict: Evict::Fifo,
+        source: WriteSource::Token {},
+    };
+    println!("| d_model | retention | tokens/s (median of {steps} steps) |\n|---|---|---|");
+    for d in [64, 128] {
+        for with_memory in [false, true] {
+            let cfg = ModelConfig {
+                d_model: d,
+                layers: 2,
+                heads: 4,
+                ffn_mult: 4,
+                vocab: 32,
+                max_len: seq,
+            };
+            let map = SeededVarMap::new(VarMap::new(), "throughput", 0);
+            let ret = with_memory.then_some((&retention, &[1usize][..]));
+            let model = Model::new(&cfg, ret, map.var_builder(DType::F32, &dev))?;
+            let train = TrainConfig {
+                steps,
+                batch,
+                lr: 1e-3,
+                warmup: None,
+                weight_decay: 0.01,
+                clip: 1.0,
+                detach_between_sessions: false,
+                frozen_base: false,
+            };
+            let mut trainer = Trainer::new(&train, map.varmap())?;
+            trainer.step(&model, std::slice::from_ref(&session), 0)?; // warm-up
+            let mut rates: Vec<f64> = (0..steps)
+                .map(|_| {
+                    let t = Instant::now();
+                    trainer
+                        .step(&model, std::slice::from_ref(&session), 0)
+                        .map(|_| (batch * seq) as f64 / t.elapsed().as_secs_f64())
+                })
+                .collect::<Result<_, _>>()?;
+            rates.sort_by(f64::total_cmp);
+            println!(
+                "| {d} | {} | {:.0} |",
+                if with_memory {
+                    "block 1, 128 slots"
+                } else {
+                    "none"
+                },
+                rates[rates.len() / 2]
+            );
+        }
+    }
+    Ok(())
+}
