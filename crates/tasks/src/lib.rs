@@ -7,6 +7,7 @@
 
 pub mod metric;
 pub mod probe;
+pub mod recall;
 pub mod scaling;
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,204 @@
+//! Cross-session associative recall (the data of suites/recall.yaml, issue 4).
+//!
+//! ```text
+//! session 1:  k1 v1 k2 v2 … k8 v8 | Q ka va  Q kb vb …      (facts, then gap=0 queries)
+//! session 2:  Q kc vc  Q kd vd …                             (fresh context: gap=1 queries)
+//!                ^^ target: the value bound to the key in session 1
+//! ```
+//!
+//! Keys and values are disjoint symbol ranges; the keys of one episode are
+//! distinct. The loss mask is 1 exactly at the positions whose next token is
+//! a queried value, and `gap` says in which session the fact was stated
+//! relative to the query (0: same session, 1: the one before). Sequences are
+//! padded with `PAD` to a fixed length. Plain vectors, no tensors: the model
+//! crate turns them into batches.
+
+use rand::Rng;
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecallConfig {
+    #[serde(default = "sixteen")]
+    pub keys: usize,
+    #[serde(default = "sixteen")]
+    pub values: usize,
+    /// Facts stated in session 1.
+    #[serde(default = "eight")]
+    pub pairs: usize,
+    /// Queries in session 1 about its own facts (gap 0).
+    #[serde(default = "four")]
+    pub queries_same: usize,
+    /// Queries in session 2 about session 1's facts (gap 1).
+    #[serde(default = "eight")]
+    pub queries_next: usize,
+}
+
+fn sixteen() -> usize {
+    16
+}
+fn eight() -> usize {
+    8
+}
+fn four() -> usize {
+    4
+}
+
+/// One session of a batch, row-major [B, T].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionData {
+    pub tokens: Vec<u32>,
+    pub targets: Vec<u32>,
+    pub mask: Vec<f32>,
+    /// Gap of each masked position (0 or 1); 0 elsewhere.
+    pub gap: Vec<u8>,
+    pub len: usize,
+}
+
+impl RecallConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.pairs == 0 || self.pairs > self.keys {
+            return Err(format!("task.pairs: must be in 1..={} (keys)", self.keys));
+        }
+        if self.values == 0 {
+            return Err("task.values: must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The query marker.
+    pub fn query_token(&self) -> u32 {
+        (self.keys + self.values) as u32
+    }
+
+    /// Padding (never a target).
+    pub fn pad_token(&self) -> u32 {
+        self.query_token() + 1
+    }
+
+    pub fn vocab(&self) -> usize {
+        self.keys + self.values + 2
+    }
+
+    /// Session lengths: facts plus same-session queries; next-session queries.
+    pub fn lengths(&self) -> [usize; 2] {
+        [
+            2 * self.pairs + 3 * self.queries_same,
+            (3 * self.queries_next).max(1),
+        ]
+    }
+
+    /// A batch of `batch` independent episodes (two sessions each).
+    pub fn generate<R: Rng>(&self, rng: &mut R, batch: usize) -> [SessionData; 2] {
+        let lens = self.lengths();
+        let mut out = lens.map(|len| SessionData {
+            tokens: Vec::with_capacity(batch * len),
+            targets: Vec::with_capacity(batch * len),
+            mask: Vec::with_capacity(batch * len),
+            gap: Vec::with_capacity(batch * len),
+            len,
+        });
+        let (q, pad) = (self.query_token(), self.pad_token());
+        for _ in 0..batch {
+            let mut keys: Vec<u32> = (0..self.keys as u32).collect();
+            keys.shuffle(rng);
+            keys.truncate(self.pairs);
+            let values: Vec<u32> = (0..self.pairs)
+                .map(|_| (self.keys + rng.random_range(0..self.values)) as u32)
+                .collect();
+            let mut s1: Vec<u32> = keys
+                .iter()
+                .zip(&values)
+                .flat_map(|(k, v)| [*k, *v])
+                .collect();
+            let mut queried = |n: usize, seq: &mut Vec<u32>| {
+                for _ in 0..n {
+                    let i = rng.random_range(0..self.pairs);
+                    seq.extend([q, keys[i], values[i]]);
+                }
+            };
+            queried(self.queries_same, &mut s1);
+            let mut s2 = Vec::new();
+            queried(self.queries_next, &mut s2);
+            for (session, (seq, gap)) in out.iter_mut().zip([(s1, 0u8), (s2, 1u8)]) {
+                let facts = if gap == 0 { 2 * self.pairs } else { 0 };
+                let mut seq = seq;
+                seq.resize(session.len, pad);
+                for t in 0..session.len {
+                    let next = seq.get(t + 1).copied().unwrap_or(pad);
+                    // A target is the value after "Q key": position t holds the key.
+                    let is_query =
+                        t >= facts + 1 && (t - facts) % 3 == 1 && seq[t - 1] == q && next != pad;
+                    session.tokens.push(seq[t]);
+                    session.targets.push(if is_query { next } else { pad });
+                    session.mask.push(if is_query { 1.0 } else { 0.0 });
+                    session.gap.push(if is_query { gap } else { 0 });
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use retbench_core::rng::stream;
+
+    #[test]
+    fn every_target_is_the_value_stated_in_session_one() {
+        let cfg = RecallConfig {
+            keys: 16,
+            values: 16,
+            pairs: 8,
+            queries_same: 4,
+            queries_next: 8,
+        };
+        let [s1, s2] = cfg.generate(&mut stream("recall", 0, "data"), 5);
+        assert_eq!((s1.len, s2.len), (28, 24));
+        for b in 0..5 {
+            let row = |s: &SessionData, v: &Vec<u32>| v[b * s.len..(b + 1) * s.len].to_vec();
+            let facts: std::collections::HashMap<u32, u32> = row(&s1, &s1.tokens)[..16]
+                .chunks(2)
+                .map(|p| (p[0], p[1]))
+                .collect();
+            assert_eq!(facts.len(), 8, "keys distinct within an episode");
+            for (s, gap, expect) in [(&s1, 0u8, 4), (&s2, 1u8, 8)] {
+                let (tok, tgt, mask, gaps) = (
+                    row(s, &s.tokens),
+                    row(s, &s.targets),
+                    &s.mask[b * s.len..(b + 1) * s.len],
+                    &s.gap[b * s.len..(b + 1) * s.len],
+                );
+                let masked: Vec<usize> = (0..s.len).filter(|&t| mask[t] == 1.0).collect();
+                assert_eq!(masked.len(), expect);
+                for t in masked {
+                    assert_eq!(tok[t - 1], cfg.query_token());
+                    assert_eq!(tgt[t], facts[&tok[t]], "target is the bound value");
+                    assert!(tgt[t] >= 16 && tgt[t] < 32);
+                    assert_eq!(gaps[t], gap);
+                }
+            }
+        }
+        assert_eq!(
+            cfg.generate(&mut stream("recall", 0, "data"), 5),
+            [s1, s2],
+            "deterministic"
+        );
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let mut cfg = RecallConfig {
+            keys: 4,
+            values: 4,
+            pairs: 5,
+            queries_same: 0,
+            queries_next: 1,
+        };
+        assert!(cfg.validate().unwrap_err().starts_with("task.pairs"));
+        cfg.pairs = 4;
+        assert!(cfg.validate().is_ok());
+    }
+}
