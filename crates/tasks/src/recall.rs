@@ -129,7 +129,7 @@ impl RecallConfig {
                     let next = seq.get(t + 1).copied().unwrap_or(pad);
                     // A target is the value after "Q key": position t holds the key.
                     let is_query =
-                        t >= facts + 1 && (t - facts) % 3 == 1 && seq[t - 1] == q && next != pad;
+                        t > facts && (t - facts) % 3 == 1 && seq[t - 1] == q && next != pad;
                     session.tokens.push(seq[t]);
                     session.targets.push(if is_query { next } else { pad });
                     session.mask.push(if is_query { 1.0 } else { 0.0 });
