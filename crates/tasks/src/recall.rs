@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Keys and values are disjoint symbol ranges; the keys of one episode are
-//! distinct. The loss mask is 1 exactly at the positions whose next token is
+//! distinct, and a session queries each fact at most once. The loss mask is 1 exactly at the positions whose next token is
 //! a queried value, and `gap` says in which session the fact was stated
 //! relative to the query (0: same session, 1: the one before). Sequences are
 //! padded with `PAD` to a fixed length. Plain vectors, no tensors: the model
@@ -61,6 +61,12 @@ impl RecallConfig {
         if self.pairs == 0 || self.pairs > self.keys {
             return Err(format!("task.pairs: must be in 1..={} (keys)", self.keys));
         }
+        if self.queries_same > self.pairs || self.queries_next > self.pairs {
+            return Err(format!(
+                "task.queries_same, task.queries_next: at most {} (pairs), each fact is queried once per session",
+                self.pairs
+            ));
+        }
         if self.values == 0 {
             return Err("task.values: must be at least 1".into());
         }
@@ -112,9 +118,13 @@ impl RecallConfig {
                 .zip(&values)
                 .flat_map(|(k, v)| [*k, *v])
                 .collect();
+            // Each fact is queried at most once per session: a repeated query
+            // could be answered from the earlier one in the same context, and
+            // a memory-cleared control would then not fall to chance.
             let mut queried = |n: usize, seq: &mut Vec<u32>| {
-                for _ in 0..n {
-                    let i = rng.random_range(0..self.pairs);
+                let mut order: Vec<usize> = (0..self.pairs).collect();
+                order.shuffle(rng);
+                for &i in &order[..n] {
                     seq.extend([q, keys[i], values[i]]);
                 }
             };
@@ -173,6 +183,9 @@ mod tests {
                 );
                 let masked: Vec<usize> = (0..s.len).filter(|&t| mask[t] == 1.0).collect();
                 assert_eq!(masked.len(), expect);
+                let asked: std::collections::HashSet<u32> =
+                    masked.iter().map(|&t| tok[t]).collect();
+                assert_eq!(asked.len(), expect, "no fact queried twice in a session");
                 for t in masked {
                     assert_eq!(tok[t - 1], cfg.query_token());
                     assert_eq!(tgt[t], facts[&tok[t]], "target is the bound value");
@@ -200,5 +213,7 @@ mod tests {
         assert!(cfg.validate().unwrap_err().starts_with("task.pairs"));
         cfg.pairs = 4;
         assert!(cfg.validate().is_ok());
+        cfg.queries_next = 5;
+        assert!(cfg.validate().unwrap_err().contains("queries_next"));
     }
 }
