@@ -39,11 +39,11 @@ fn evaluate(
         let session = to_session(s, batch, &dev)?;
         let fwd = model.forward(&session.tokens, &mut memories)?;
         let pred: Vec<u32> = fwd.logits.argmax(D::Minus1)?.flatten_all()?.to_vec1()?;
-        for p in 0..pred.len() {
+        for (p, predicted) in pred.iter().enumerate() {
             if s.mask[p] == 1.0 {
                 let g = s.gap[p] as usize;
                 total[g] += 1;
-                hits[g] += (pred[p] == s.targets[p]) as usize;
+                hits[g] += (*predicted == s.targets[p]) as usize;
             }
         }
         model.write(&fwd, &mut memories, None)?;
