@@ -460,7 +460,7 @@ impl RetentionLayer {
         evict: Evict,
         report: &mut WriteReport,
     ) -> Result<()> {
-        let (b, n, d) = v.dims3()?;
+        let (b, n, _) = v.dims3()?;
         let m = mem.slots();
         // Target flat slot -> source flat candidate; a later candidate that
         // lands on the same slot (more candidates than slots) wins.
@@ -483,16 +483,29 @@ impl RetentionLayer {
             }
         }
         let (dst, src): (Vec<u32>, Vec<u32>) = targets.into_iter().unzip();
+        self.put_rows(mem, v, &dst, src, 1.0)
+    }
+
+    /// Writes candidates `src` (flat indices into v [B, n, d]), scaled, into
+    /// flat slots `dst`, with their cached keys when the memory keeps them.
+    fn put_rows(
+        &self,
+        mem: &mut MemoryState,
+        v: &Tensor,
+        dst: &[u32],
+        src: Vec<u32>,
+        scale: f64,
+    ) -> Result<()> {
         if dst.is_empty() {
             return Ok(());
         }
-        let dev = mem.device().clone();
-        let src_idx = Tensor::new(src, &dev)?;
-        let rows = v.reshape((b * n, d))?.index_select(&src_idx, 0)?;
-        mem.content = scatter_rows(&mem.content, &dst, &rows, mem.tracked)?;
+        let (b, n, d) = v.dims3()?;
+        let src = Tensor::new(src, mem.device())?;
+        let rows = (v.reshape((b * n, d))?.index_select(&src, 0)? * scale)?;
+        mem.content = scatter_rows(&mem.content, dst, &rows, mem.tracked)?;
         if let Some(keys) = &mem.keys {
             let key_rows = self.w_k.forward(&rows)?;
-            mem.keys = Some(scatter_rows(keys, &dst, &key_rows, mem.tracked)?);
+            mem.keys = Some(scatter_rows(keys, dst, &key_rows, mem.tracked)?);
         }
         Ok(())
     }
@@ -516,7 +529,7 @@ impl RetentionLayer {
         if rate == 0.0 || !pass.iter().any(|&p| p) {
             return Ok(()); // a write of strength zero writes nothing
         }
-        let (b, n, d) = v.dims3()?;
+        let (b, n, _) = v.dims3()?;
         let m = mem.slots();
         let occupied_before = mem.meta.occupied.clone();
         let occ_count: Vec<usize> = (0..b).map(|bi| mem.occupied(bi)).collect();
@@ -553,17 +566,8 @@ impl RetentionLayer {
         }
         // A fill has w one-hot on a free (zero) slot, so with or without erase
         // M' = rate·v there: a row scatter, O(d) per fill instead of O(m·d).
-        if !fills.is_empty() {
-            let (dst, src): (Vec<u32>, Vec<u32>) = fills.into_iter().unzip();
-            let src = Tensor::new(src, mem.device())?;
-            let rows = (v.reshape((b * n, d))?.index_select(&src, 0)? * rate)?;
-            mem.content = scatter_rows(&mem.content, &dst, &rows, mem.tracked)?;
-            if let Some(keys) = &mem.keys {
-                let key_rows = self.w_k.forward(&rows)?;
-                mem.keys = Some(scatter_rows(keys, &dst, &key_rows, mem.tracked)?);
-            }
-        }
-        Ok(())
+        let (dst, src): (Vec<u32>, Vec<u32>) = fills.into_iter().unzip();
+        self.put_rows(mem, v, &dst, src, rate)
     }
 
     /// The content-addressed part of an attention write, over the slots that

@@ -174,34 +174,13 @@ pub fn render_all(
                 name: name.clone(),
                 message: e,
             };
-            {
-                let root = SVGBackend::new(&svg, (900, 600)).into_drawing_area();
-                draw(
-                    &root,
-                    &title,
-                    y_label,
-                    log_y,
-                    BOUNDED.contains(&metric),
-                    &series,
-                    &colour,
-                )
+            let bounded = BOUNDED.contains(&metric);
+            let svg_root = SVGBackend::new(&svg, (900, 600)).into_drawing_area();
+            present(svg_root, &title, y_label, log_y, bounded, &series, &colour)
                 .map_err(plot_err)?;
-                root.present().map_err(|e| plot_err(e.to_string()))?;
-            }
-            {
-                let root = BitMapBackend::new(&png, (900, 600)).into_drawing_area();
-                draw(
-                    &root,
-                    &title,
-                    y_label,
-                    log_y,
-                    BOUNDED.contains(&metric),
-                    &series,
-                    &colour,
-                )
+            let png_root = BitMapBackend::new(&png, (900, 600)).into_drawing_area();
+            present(png_root, &title, y_label, log_y, bounded, &series, &colour)
                 .map_err(plot_err)?;
-                root.present().map_err(|e| plot_err(e.to_string()))?;
-            }
             written.push(svg);
             written.push(png);
         }
@@ -217,6 +196,20 @@ fn decade_label(x: f64) -> String {
     } else {
         String::new()
     }
+}
+
+/// Draws one figure on `root` and writes it out.
+fn present<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    y_label: &str,
+    log_y: bool,
+    bounded: bool,
+    series: &BTreeMap<String, Vec<Point>>,
+    colour: &BTreeMap<String, RGBColor>,
+) -> Result<(), String> {
+    draw(&root, title, y_label, log_y, bounded, series, colour)?;
+    root.present().map_err(|e| e.to_string())
 }
 
 fn draw<DB: DrawingBackend>(

@@ -176,19 +176,42 @@ pub fn write_csv(path: &Path, params: &[String], rows: &[SummaryRow]) -> Result<
     write_atomic(path, &w.into_inner().expect("in-memory csv"))
 }
 
-/// (metric, slice, title) of each table, in order of first appearance.
-fn sections(rows: &[SummaryRow]) -> Vec<(String, String, String)> {
-    let mut out: Vec<(String, String, String)> = Vec::new();
+/// One table per (metric, slice), in order of first appearance: its title
+/// and rows of cells (config, step, n, mean, 95% CI), shared by the Markdown
+/// and HTML summaries.
+fn tables(params: &[String], rows: &[SummaryRow]) -> Vec<(String, Vec<[String; 5]>)> {
+    let mut keys: Vec<(&str, &str)> = Vec::new();
     for r in rows {
-        if !out.iter().any(|(m, s, _)| *m == r.metric && *s == r.slice) {
-            let title = match r.slice.is_empty() {
-                true => r.metric.clone(),
-                false => format!("{} ({})", r.metric, r.slice),
-            };
-            out.push((r.metric.clone(), r.slice.clone(), title));
+        if !keys.contains(&(r.metric.as_str(), r.slice.as_str())) {
+            keys.push((&r.metric, &r.slice));
         }
     }
-    out
+    keys.into_iter()
+        .map(|(metric, slice)| {
+            let title = match slice.is_empty() {
+                true => metric.to_string(),
+                false => format!("{metric} ({slice})"),
+            };
+            let cells = rows
+                .iter()
+                .filter(|r| r.metric == metric && r.slice == slice)
+                .map(|r| {
+                    let ci = r
+                        .ci95
+                        .map(|(lo, hi)| format!("[{}, {}]", fmt_num(lo), fmt_num(hi)))
+                        .unwrap_or_else(|| "–".into());
+                    [
+                        label(params, r),
+                        r.step.clone(),
+                        r.n.to_string(),
+                        fmt_num(r.mean),
+                        ci,
+                    ]
+                })
+                .collect();
+            (title, cells)
+        })
+        .collect()
 }
 
 /// Compact, human-readable number.
@@ -259,26 +282,12 @@ pub fn write_markdown(
     let mut md = format!(
         "# {suite}: summary\n\nMean over seeds; 95% Student-t interval where n ≥ 2. Regenerate with `retbench report DIR`.\n"
     );
-    for (metric, slice, title) in sections(rows) {
+    for (title, cells) in tables(params, rows) {
         md.push_str(&format!(
             "\n## {title}\n\n| config | step | n | mean | 95% CI |\n|---|---|---|---|---|\n"
         ));
-        for r in rows
-            .iter()
-            .filter(|r| r.metric == metric && r.slice == slice)
-        {
-            let ci = r
-                .ci95
-                .map(|(lo, hi)| format!("[{}, {}]", fmt_num(lo), fmt_num(hi)))
-                .unwrap_or_else(|| "–".into());
-            md.push_str(&format!(
-                "| {} | {} | {} | {} | {} |\n",
-                label(params, r),
-                r.step,
-                r.n,
-                fmt_num(r.mean),
-                ci
-            ));
+        for row in cells {
+            md.push_str(&format!("| {} |\n", row.join(" | ")));
         }
     }
     write_atomic(path, md.as_bytes())
@@ -317,24 +326,14 @@ pub fn write_html(
             html_escape(&name)
         ));
     }
-    for (metric, slice, title) in sections(rows) {
+    for (title, cells) in tables(params, rows) {
         h.push_str(&format!("<h2>{}</h2>\n<table><tr><th>config</th><th>step</th><th>n</th><th>mean</th><th>95% CI</th></tr>\n", html_escape(&title)));
-        for r in rows
-            .iter()
-            .filter(|r| r.metric == metric && r.slice == slice)
-        {
-            let ci = r
-                .ci95
-                .map(|(lo, hi)| format!("[{}, {}]", fmt_num(lo), fmt_num(hi)))
-                .unwrap_or_else(|| "–".into());
-            h.push_str(&format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-                html_escape(&label(params, r)),
-                r.step,
-                r.n,
-                fmt_num(r.mean),
-                ci
-            ));
+        for row in cells {
+            let tds: Vec<String> = row
+                .iter()
+                .map(|c| format!("<td>{}</td>", html_escape(c)))
+                .collect();
+            h.push_str(&format!("<tr>{}</tr>\n", tds.concat()));
         }
         h.push_str("</table>\n");
     }
