@@ -37,6 +37,10 @@ pub struct RetentionConfig {
     pub sharing: Sharing,
     #[serde(default)]
     pub persistence: Persistence,
+    /// Which transformer blocks get a retention layer (models only; the
+    /// scaling probes use one free-standing layer).
+    #[serde(default, skip_serializing_if = "Layers::is_all")]
+    pub layers: Layers,
 }
 
 fn default_heads() -> usize {
@@ -181,6 +185,81 @@ pub enum Sharing {
     Shared,
 }
 
+/// The blocks of a model that carry a retention layer: `all`, or a list of
+/// block indices (`[1]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Layers {
+    #[default]
+    All,
+    List(Vec<usize>),
+}
+
+impl Layers {
+    pub fn is_all(&self) -> bool {
+        matches!(self, Layers::All)
+    }
+
+    /// The block indices for a model of `blocks` blocks, sorted, without
+    /// duplicates; an index past the model is an error naming it.
+    pub fn resolve(&self, blocks: usize) -> Result<Vec<usize>, ConfigError> {
+        match self {
+            Layers::All => Ok((0..blocks).collect()),
+            Layers::List(list) => {
+                let mut out = list.clone();
+                out.sort_unstable();
+                out.dedup();
+                if let Some(&bad) = out.iter().find(|&&l| l >= blocks) {
+                    return Err(ConfigError::Invalid {
+                        field: "layers".into(),
+                        message: format!(
+                            "block {bad} does not exist: the model has blocks 0..{blocks}"
+                        ),
+                    });
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
+impl Serialize for Layers {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Layers::All => s.serialize_str("all"),
+            Layers::List(l) => l.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Layers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> de::Visitor<'de> for V {
+            type Value = Layers;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("`all` or a list of block indices such as [1]")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Layers, E> {
+                match v {
+                    "all" => Ok(Layers::All),
+                    other => Err(E::invalid_value(de::Unexpected::Str(other), &self)),
+                }
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Layers, A::Error> {
+                let mut out = Vec::new();
+                while let Some(l) = seq.next_element::<usize>()? {
+                    out.push(l);
+                }
+                if out.is_empty() {
+                    return Err(de::Error::invalid_length(0, &"at least one block index"));
+                }
+                Ok(Layers::List(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 /// How memory survives between sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -206,6 +285,7 @@ impl RetentionConfig {
             slot_age: SlotAge::None {},
             sharing: Sharing::PerLayer,
             persistence: Persistence::Process,
+            layers: Layers::All,
         }
     }
 
@@ -481,6 +561,16 @@ pub const CATALOG: &[CatalogEntry] = &[
         axis: "persistence",
         yaml: "disk",
         about: "snapshot written and reloaded between sessions",
+    },
+    CatalogEntry {
+        axis: "layers",
+        yaml: "all",
+        about: "a retention layer in every transformer block (models only)",
+    },
+    CatalogEntry {
+        axis: "layers",
+        yaml: "[1]",
+        about: "retention only in the listed blocks",
     },
     CatalogEntry {
         axis: "heads",

@@ -20,7 +20,7 @@ pub mod snapshot;
 pub mod telemetry;
 
 pub use config::{
-    Evict, GateConfig, KeyMode, Persistence, ReadConfig, RetentionConfig, Sharing, SlotAge,
+    Evict, GateConfig, KeyMode, Layers, Persistence, ReadConfig, RetentionConfig, Sharing, SlotAge,
     WriteConfig, WriteSource,
 };
 pub use error::{ConfigError, Error, Result, SnapshotError};

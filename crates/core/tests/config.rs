@@ -108,3 +108,32 @@ fn every_catalog_entry_parses_and_validates() {
         c.validate().unwrap_or_else(|err| panic!("{yaml}: {err}"));
     }
 }
+
+#[test]
+fn layers_are_all_or_a_list_and_resolve_against_the_model() {
+    assert_eq!(parse("slots: 4\n").unwrap().layers, Layers::All);
+    let c = parse("slots: 4\nlayers: [1, 0, 1]\n").unwrap();
+    assert_eq!(c.layers.resolve(2).unwrap(), vec![0, 1]);
+    assert_eq!(
+        parse("slots: 4\nlayers: all\n")
+            .unwrap()
+            .layers
+            .resolve(3)
+            .unwrap(),
+        vec![0, 1, 2]
+    );
+    let err = c.layers.resolve(1).unwrap_err().to_string();
+    assert!(err.contains("layers") && err.contains("block 1"), "{err}");
+    for bad in ["layers: some", "layers: []", "layers: [-1]"] {
+        let err = parse(&format!("slots: 4\n{bad}\n")).unwrap_err();
+        assert!(err.contains("line 2") || err.contains('2'), "{bad}: {err}");
+    }
+    // The default is not serialized, so configs written before the field
+    // existed keep their hash.
+    assert_eq!(
+        parse("slots: 4\n").unwrap().hash(),
+        parse("slots: 4\nlayers: all\n").unwrap().hash()
+    );
+    let yaml = serde_saphyr::to_string(&c).unwrap();
+    assert_eq!(parse(&yaml).unwrap(), c);
+}

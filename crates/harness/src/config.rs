@@ -4,7 +4,8 @@
 //! the types reject never reaches a run.
 
 use retbench_core::RetentionConfig;
-use retbench_tasks::{TaskConfig, TaskError};
+use retbench_model::{EvalConfig, ModelConfig, TrainConfig};
+use retbench_tasks::{RunSpec, TaskConfig, TaskError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,6 +15,15 @@ pub struct RunConfig {
     /// The retention layer under test; `null` for runs without memory.
     #[serde(default)]
     pub retention: Option<RetentionConfig>,
+    /// The transformer, for tasks that train one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelConfig>,
+    /// Training, for tasks that train a model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train: Option<TrainConfig>,
+    /// Held-out evaluation, for tasks that train a model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval: Option<EvalConfig>,
 }
 
 impl RunConfig {
@@ -24,13 +34,31 @@ impl RunConfig {
             r.validate().map_err(|e| format!("retention.{e}"))?;
         }
         self.task
-            .validate(self.retention.as_ref())
+            .validate(&self.spec())
             .map_err(|e: TaskError| e.to_string())
     }
 
+    /// The blocks a task reads besides its own.
+    pub fn spec(&self) -> RunSpec<'_> {
+        RunSpec {
+            retention: self.retention.as_ref(),
+            model: self.model.as_ref(),
+            train: self.train.as_ref(),
+            eval: self.eval.as_ref(),
+        }
+    }
+
     /// Hash of the canonical JSON form: the root of the run's random streams.
+    /// Persistence is hashed as `process`: where memory waits between
+    /// sessions must not change a result, so it must not change a draw
+    /// either (a `disk` run is the `process` run, through snapshots). The
+    /// run id still tells them apart.
     pub fn hash(&self) -> String {
-        let json = serde_json::to_vec(self).expect("run config serializes");
+        let mut canonical = self.clone();
+        if let Some(r) = &mut canonical.retention {
+            r.persistence = retbench_core::Persistence::Process;
+        }
+        let json = serde_json::to_vec(&canonical).expect("run config serializes");
         blake3::hash(&json).to_hex()[..16].to_string()
     }
 }

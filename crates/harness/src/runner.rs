@@ -152,7 +152,7 @@ pub fn run_plan(plan: &Plan, opts: &RunOptions) -> Result<RunSummary, RunError> 
     run_plan_with(plan, opts, &|run, ctx| {
         run.config
             .task
-            .run(run.config.retention.as_ref(), ctx)
+            .run(&run.config.spec(), ctx)
             .map_err(|e| e.to_string())
     })
 }
@@ -216,6 +216,7 @@ pub fn run_plan_with(
             config_hash: run.config_hash.clone(),
             seed: run.seed,
             bandwidth_gbps: summary.bandwidth_gbps,
+            artifacts: Some(store.artifacts_dir(&run.run_id)),
         };
         let start = Instant::now();
         let outcome = kernels.install(|| {

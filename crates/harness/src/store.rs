@@ -98,6 +98,12 @@ impl Store {
         self.runs_dir().join(format!("{run_id}.json"))
     }
 
+    /// Files a run keeps besides its record (model checkpoints): not part
+    /// of the results, so not merged or committed.
+    pub fn artifacts_dir(&self, run_id: &str) -> PathBuf {
+        self.dir.join("artifacts").join(run_id)
+    }
+
     pub fn is_done(&self, run_id: &str) -> bool {
         self.run_path(run_id).is_file()
     }

@@ -4,7 +4,8 @@
 //! A suite (DESIGN.md) is a typed `base` run config plus axes over dotted
 //! paths: `grid` (cartesian product, first axis outermost, in the order
 //! written), `zip` (lock-step groups of equal length), `variants` (named
-//! extra points beside the grid), `exclude` (points to drop, matched on the
+//! extra points beside the grid; with no grid or zip axes, the only points),
+//! `exclude` (points to drop, matched on the
 //! resolved config) and `profiles` (overrides applied before expansion: base
 //! paths, `seeds`, or `grid.<path>` to replace an axis's values). Every
 //! mistake is reported as `file:line:column: message`: YAML syntax, unknown
@@ -365,11 +366,14 @@ pub fn parse(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan, Sui
         excludes.push((Loc::from(ex), conds));
     }
 
-    // Points: the grid × zip product, then the variants.
+    // Points: the grid × zip product, then the variants. Without grid or
+    // zip axes but with variants, the base is only their template (a suite
+    // of named baselines names every point, `retention: {}` included).
     let mut points: Vec<(String, Loc, Vec<Override>)> = Vec::new();
-    let product = cartesian(&axes);
-    for combo in product {
-        points.push(("grid".to_string(), base_loc, combo));
+    if !axes.is_empty() || file.variants.0.is_empty() {
+        for combo in cartesian(&axes) {
+            points.push(("grid".to_string(), base_loc, combo));
+        }
     }
     for (name, overrides) in &file.variants.0 {
         let mut ovs = Vec::new();

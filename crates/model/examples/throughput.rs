@@ -41,30 +41,15 @@ fn main() -> anyhow::Result<()> {
         evict: Evict::Fifo,
         source: WriteSource::Token {},
     };
+    retention.layers = retbench_core::Layers::List(vec![1]);
     println!("| d_model | retention | tokens/s (median of {steps} steps) |\n|---|---|---|");
     for d in [64, 128] {
         for with_memory in [false, true] {
-            let cfg = ModelConfig {
-                d_model: d,
-                layers: 2,
-                heads: 4,
-                ffn_mult: 4,
-                vocab: 32,
-                max_len: seq,
-            };
+            let cfg = ModelConfig::new(d, 2, 4, 32, seq);
             let map = SeededVarMap::new(VarMap::new(), "throughput", 0);
-            let ret = with_memory.then_some((&retention, &[1usize][..]));
+            let ret = with_memory.then_some(&retention);
             let model = Model::new(&cfg, ret, map.var_builder(DType::F32, &dev))?;
-            let train = TrainConfig {
-                steps,
-                batch,
-                lr: 1e-3,
-                warmup: None,
-                weight_decay: 0.01,
-                clip: 1.0,
-                detach_between_sessions: false,
-                frozen_base: false,
-            };
+            let train = TrainConfig::new(steps, batch, 1e-3);
             let mut trainer = Trainer::new(&train, map.varmap())?;
             trainer.step(&model, std::slice::from_ref(&session), 0)?; // warm-up
             let mut rates: Vec<f64> = (0..steps)

@@ -17,7 +17,9 @@ use retbench_core::layer::Norm;
 use retbench_core::{MemoryState, RetentionConfig, RetentionLayer, Sharing};
 use serde::{Deserialize, Serialize};
 
-/// The transformer's shape.
+/// The transformer's shape. `vocab` and `max_len` may be left out of a suite
+/// (`None`): the task fills them with what its data needs
+/// ([`ModelConfig::fit`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
@@ -26,8 +28,10 @@ pub struct ModelConfig {
     pub heads: usize,
     #[serde(default = "ffn_mult_default")]
     pub ffn_mult: usize,
-    pub vocab: usize,
-    pub max_len: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_len: Option<usize>,
 }
 
 fn ffn_mult_default() -> usize {
@@ -35,16 +39,49 @@ fn ffn_mult_default() -> usize {
 }
 
 impl ModelConfig {
+    /// A config with every field set.
+    pub fn new(d_model: usize, layers: usize, heads: usize, vocab: usize, max_len: usize) -> Self {
+        ModelConfig {
+            d_model,
+            layers,
+            heads,
+            ffn_mult: 4,
+            vocab: Some(vocab),
+            max_len: Some(max_len),
+        }
+    }
+
+    /// This config for data of `vocab` symbols and sequences up to `max_len`:
+    /// unset fields take those values; set ones must be large enough.
+    pub fn fit(&self, vocab: usize, max_len: usize) -> Result<ModelConfig, String> {
+        let mut out = self.clone();
+        for (name, field, need) in [
+            ("vocab", &mut out.vocab, vocab),
+            ("max_len", &mut out.max_len, max_len),
+        ] {
+            match *field {
+                Some(v) if v < need => {
+                    return Err(format!(
+                        "model.{name}: {v} is too small, the task needs {need} (or leave it out)"
+                    ));
+                }
+                Some(_) => {}
+                None => *field = Some(need),
+            }
+        }
+        Ok(out)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         for (name, v) in [
-            ("d_model", self.d_model),
-            ("layers", self.layers),
-            ("heads", self.heads),
-            ("ffn_mult", self.ffn_mult),
+            ("d_model", Some(self.d_model)),
+            ("layers", Some(self.layers)),
+            ("heads", Some(self.heads)),
+            ("ffn_mult", Some(self.ffn_mult)),
             ("vocab", self.vocab),
             ("max_len", self.max_len),
         ] {
-            if v == 0 {
+            if v == Some(0) {
                 return Err(format!("model.{name}: must be at least 1"));
             }
         }
@@ -132,10 +169,17 @@ impl Model {
     /// or freeze either set by name.
     pub fn new(
         cfg: &ModelConfig,
-        retention: Option<(&RetentionConfig, &[usize])>,
+        retention: Option<&RetentionConfig>,
         vb: VarBuilder,
     ) -> retbench_core::Result<Self> {
         cfg.validate().map_err(retbench_core::Error::Usage)?;
+        let unset = |name: &str| {
+            retbench_core::Error::Usage(format!(
+                "model.{name} is unset (ModelConfig::fit fills it from the task)"
+            ))
+        };
+        let vocab = cfg.vocab.ok_or_else(|| unset("vocab"))?;
+        let max_len = cfg.max_len.ok_or_else(|| unset("max_len"))?;
         let d = cfg.d_model;
         let base = vb.pp("base");
         let mut blocks = Vec::with_capacity(cfg.layers);
@@ -150,15 +194,13 @@ impl Model {
             });
         }
         let (mut layers, mut sharing) = (Vec::new(), Sharing::PerLayer);
-        if let Some((rcfg, at)) = retention {
+        if let Some(rcfg) = retention {
             sharing = rcfg.sharing;
-            for &l in at {
-                if l >= cfg.layers {
-                    return Err(retbench_core::Error::Usage(format!(
-                        "retention layer {l} is past the model's {} blocks",
-                        cfg.layers
-                    )));
-                }
+            let at = rcfg
+                .layers
+                .resolve(cfg.layers)
+                .map_err(|e| retbench_core::Error::Usage(format!("retention.{e}")))?;
+            for l in at {
                 // A shared memory is read and written through one set of
                 // retention parameters.
                 let name = match sharing {
@@ -170,11 +212,11 @@ impl Model {
         }
         Ok(Model {
             cfg: cfg.clone(),
-            tok: candle_nn::embedding(cfg.vocab, d, base.pp("tok"))?,
-            pos: candle_nn::embedding(cfg.max_len, d, base.pp("pos"))?,
+            tok: candle_nn::embedding(vocab, d, base.pp("tok"))?,
+            pos: candle_nn::embedding(max_len, d, base.pp("pos"))?,
             blocks,
             ln_f: Norm::new(d, base.pp("ln_f"))?,
-            head: candle_nn::linear(d, cfg.vocab, base.pp("head"))?,
+            head: candle_nn::linear(d, vocab, base.pp("head"))?,
             retention: layers,
             sharing,
         })
@@ -222,10 +264,10 @@ impl Model {
         memories: &mut [MemoryState],
     ) -> retbench_core::Result<Forward> {
         let (_, t) = tokens.dims2()?;
-        if t > self.cfg.max_len {
+        let max_len = self.cfg.max_len.unwrap_or(0);
+        if t > max_len {
             return Err(retbench_core::Error::Usage(format!(
-                "sequence of {t} tokens exceeds max_len {}",
-                self.cfg.max_len
+                "sequence of {t} tokens exceeds max_len {max_len}"
             )));
         }
         let dev = tokens.device();

@@ -34,6 +34,72 @@ pub struct TrainConfig {
     /// Train only the retention parameters (the base is frozen).
     #[serde(default)]
     pub frozen_base: bool,
+    /// With `frozen_base`: steps that first train the base alone, without
+    /// retention (a stand-in for a pretrained model), before it is frozen;
+    /// `steps` when left out (and no `base_init` is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_steps: Option<usize>,
+    /// With `frozen_base`: a checkpoint whose `base.*` weights are loaded
+    /// instead of training them (e.g. a `no_memory` run's model.safetensors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_init: Option<std::path::PathBuf>,
+}
+
+impl TrainConfig {
+    /// `steps` of batch `batch` at peak learning rate `lr`, other fields at
+    /// their defaults.
+    pub fn new(steps: usize, batch: usize, lr: f64) -> Self {
+        TrainConfig {
+            steps,
+            batch,
+            lr,
+            warmup: None,
+            weight_decay: weight_decay_default(),
+            clip: clip_default(),
+            detach_between_sessions: false,
+            frozen_base: false,
+            base_steps: None,
+            base_init: None,
+        }
+    }
+
+    /// Checks values serde cannot. Errors start with the dotted path.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.steps == 0 {
+            return Err("train.steps: must be at least 1".into());
+        }
+        if self.batch == 0 {
+            return Err("train.batch: must be at least 1".into());
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!("train.lr: must be positive, got {}", self.lr));
+        }
+        if !(self.clip.is_finite() && self.clip > 0.0) {
+            return Err(format!("train.clip: must be positive, got {}", self.clip));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(format!(
+                "train.weight_decay: must be at least 0, got {}",
+                self.weight_decay
+            ));
+        }
+        if !self.frozen_base && (self.base_steps.is_some() || self.base_init.is_some()) {
+            return Err(
+                "train.base_steps, train.base_init: only mean something with train.frozen_base: true"
+                    .into(),
+            );
+        }
+        if self.base_steps.is_some() && self.base_init.is_some() {
+            return Err(
+                "train.base_steps, train.base_init: give one (train the base first, or load it), not both"
+                    .into(),
+            );
+        }
+        if self.base_steps == Some(0) {
+            return Err("train.base_steps: must be at least 1".into());
+        }
+        Ok(())
+    }
 }
 
 fn batch_default() -> usize {

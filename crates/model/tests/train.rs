@@ -10,25 +10,17 @@ use retbench_model::{Model, ModelConfig, Session, TrainConfig, Trainer};
 
 fn cfg() -> ModelConfig {
     ModelConfig {
-        d_model: 32,
-        layers: 2,
-        heads: 2,
         ffn_mult: 2,
-        vocab: 16,
-        max_len: 16,
+        ..ModelConfig::new(32, 2, 2, 16, 16)
     }
 }
 
 fn train_cfg(steps: usize, frozen: bool) -> TrainConfig {
     TrainConfig {
-        steps,
-        batch: 4,
-        lr: 1e-2,
         warmup: Some(5),
         weight_decay: 0.0,
-        clip: 1.0,
-        detach_between_sessions: false,
         frozen_base: frozen,
+        ..TrainConfig::new(steps, 4, 1e-2)
     }
 }
 
@@ -52,6 +44,7 @@ fn session(seed: &str, b: usize, t: usize) -> Session {
 
 fn retention() -> RetentionConfig {
     let mut r = RetentionConfig::new(16);
+    r.layers = retbench_core::Layers::List(vec![1]);
     r.write = WriteConfig::Append {
         evict: retbench_core::Evict::Fifo,
         source: WriteSource::Token {},
@@ -79,7 +72,7 @@ fn a_frozen_base_stays_bit_identical_while_retention_trains() {
     let map = SeededVarMap::new(VarMap::new(), "frozen", 0);
     let model = Model::new(
         &cfg(),
-        Some((&retention(), &[1])),
+        Some(&retention()),
         map.var_builder(DType::F32, &Device::Cpu),
     )
     .unwrap();
@@ -122,7 +115,7 @@ fn gradients_cross_sessions_through_memory_writes() {
     let map = SeededVarMap::new(VarMap::new(), "cross", 0);
     let model = Model::new(
         &cfg(),
-        Some((&retention(), &[1])),
+        Some(&retention()),
         map.var_builder(DType::F32, &Device::Cpu),
     )
     .unwrap();

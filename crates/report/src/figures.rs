@@ -1,7 +1,14 @@
-//! Figures (plotters, SVG and PNG): one line per backend against the x
-//! parameter (memory size), with a shaded 95% interval where there are
-//! several seeds. Backends keep one colour, in one order, across every
-//! figure of a report.
+//! Figures (plotters, SVG and PNG), three kinds, each drawn when the data
+//! has what it needs:
+//!
+//! - **sweeps**: one line per backend against memory size (`retention.slots`
+//!   varied), with a shaded 95% interval where there are several seeds;
+//! - **curves**: metrics recorded during training against the step, one
+//!   line per config, shaded interval over seeds;
+//! - **comparisons**: a final metric per config (baselines side by side)
+//!   as a point with 95% error bars, when the suite varies no memory size.
+//!
+//! Configs keep one colour, in one order, across every figure of a report.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,12 +20,12 @@ use plotters::prelude::*;
 use crate::ReportError;
 use crate::summary::{SummaryRow, short_value};
 
-/// The x axis every figure uses, when the suite varies it.
+/// The x axis of sweeps, when the suite varies it.
 const X_PARAM: &str = "retention.slots";
 
-/// (metric, log-scaled y, y label). One figure per slice of each metric.
+/// (metric, log-scaled y, y label). Sweeps: one figure per slice of each.
 /// Metrics in [0, 1] (see `BOUNDED`) have their axis and bands clipped there.
-const FIGURES: &[(&str, bool, &str)] = &[
+const SWEEPS: &[(&str, bool, &str)] = &[
     ("read_us_p50", true, "read latency per query, p50 (µs)"),
     ("read_us_p99", true, "read latency per query, p99 (µs)"),
     ("write_us_p50", true, "write latency, p50 (µs)"),
@@ -42,9 +49,34 @@ const FIGURES: &[(&str, bool, &str)] = &[
     ("assoc_accuracy", false, "associative recall accuracy"),
 ];
 
+/// Training curves: metrics with a `step`.
+const CURVES: &[(&str, bool, &str)] = &[
+    ("accuracy", false, "held-out accuracy"),
+    ("eval_loss", false, "held-out loss"),
+    ("train_loss", false, "training loss"),
+];
+
+/// Final metrics compared across configs (no memory-size axis).
+const COMPARISONS: &[(&str, bool, &str)] = &[
+    ("accuracy", false, "held-out accuracy"),
+    (
+        "accuracy_memory_cleared",
+        false,
+        "accuracy, memory cleared before the session",
+    ),
+    ("final_loss", false, "held-out loss at the end"),
+    ("train_tokens_per_s", false, "training tokens per second"),
+];
+
 /// Metrics that are shares: a t interval over few seeds can leave [0, 1],
 /// the metric cannot.
-const BOUNDED: &[&str] = &["recall_at_k", "attention_mass_recall", "assoc_accuracy"];
+const BOUNDED: &[&str] = &[
+    "recall_at_k",
+    "attention_mass_recall",
+    "assoc_accuracy",
+    "accuracy",
+    "accuracy_memory_cleared",
+];
 
 /// Tableau 10: distinguishable, colour-blind aware.
 const PALETTE: [RGBColor; 10] = [
@@ -79,14 +111,26 @@ struct Point {
     ci: Option<(f64, f64)>,
 }
 
-/// Series label of a row: every parameter but x, shortened.
-fn series_label(params: &[String], row: &SummaryRow, x_col: usize) -> String {
+/// What the x axis of a figure is.
+#[derive(Debug, Clone)]
+enum XAxis {
+    /// Memory size, log-scaled.
+    Slots,
+    /// Training step, linear.
+    Step,
+    /// One position per config (x = its index), labelled by name.
+    Configs(Vec<String>),
+}
+
+/// Series label of a row: its variant and every varied parameter but x,
+/// shortened.
+fn full_label(params: &[String], row: &SummaryRow, x_col: Option<usize>) -> String {
     let mut parts = Vec::new();
     if row.variant != "grid" {
         parts.push(row.variant.clone());
     }
     for (i, (name, value)) in params.iter().zip(&row.params).enumerate() {
-        if i != x_col && !value.is_empty() {
+        if Some(i) != x_col && !value.is_empty() {
             let leaf = name.rsplit('.').next().unwrap_or(name);
             parts.push(format!("{leaf}={}", short_value(value)));
         }
@@ -98,94 +142,206 @@ fn series_label(params: &[String], row: &SummaryRow, x_col: usize) -> String {
     }
 }
 
+/// Labels per row: the variant's name alone where it names one config (a
+/// suite of named baselines), the full label otherwise.
+fn labeller(
+    params: &[String],
+    rows: &[SummaryRow],
+    x_col: Option<usize>,
+) -> BTreeMap<String, String> {
+    let mut per_variant: BTreeMap<&str, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for r in rows {
+        per_variant
+            .entry(r.variant.as_str())
+            .or_default()
+            .insert(full_label(params, r, x_col));
+    }
+    let mut out = BTreeMap::new();
+    for r in rows {
+        let full = full_label(params, r, x_col);
+        let short = r.variant != "grid" && per_variant[r.variant.as_str()].len() == 1;
+        out.insert(full.clone(), if short { r.variant.clone() } else { full });
+    }
+    out
+}
+
 pub fn render_all(
     dir: &Path,
     suite: &str,
     params: &[String],
     rows: &[SummaryRow],
 ) -> Result<Vec<PathBuf>, ReportError> {
-    let Some(x_col) = params.iter().position(|p| p == X_PARAM) else {
-        return Ok(Vec::new());
-    };
     register_font();
-    // One colour per series, fixed across figures: sorted label order.
-    let mut labels: Vec<String> = rows
-        .iter()
-        .map(|r| series_label(params, r, x_col))
-        .collect();
-    labels.sort();
-    labels.dedup();
-    let colour: BTreeMap<String, RGBColor> = labels
+    let x_col = params.iter().position(|p| p == X_PARAM);
+    let names = labeller(params, rows, x_col);
+    let label = |r: &SummaryRow| names[&full_label(params, r, x_col)].clone();
+    // One colour per series, fixed across figures, in order of first
+    // appearance (the plan's order).
+    let mut order: Vec<String> = Vec::new();
+    for r in rows {
+        let l = label(r);
+        if !order.contains(&l) {
+            order.push(l);
+        }
+    }
+    let colour: BTreeMap<String, RGBColor> = order
         .iter()
         .enumerate()
         .map(|(i, l)| (l.clone(), PALETTE[i % PALETTE.len()]))
         .collect();
-    let mut written = Vec::new();
-    for &(metric, log_y, y_label) in FIGURES {
+    let mut fig = Figures {
+        dir,
+        suite,
+        colour: &colour,
+        written: Vec::new(),
+    };
+    let slices_of = |metric: &str, with_step: bool| {
         let mut slices: Vec<&str> = rows
             .iter()
-            .filter(|r| r.metric == metric)
+            .filter(|r| r.metric == metric && r.step.is_empty() != with_step)
             .map(|r| r.slice.as_str())
             .collect();
         slices.sort();
         slices.dedup();
-        for slice in slices {
-            let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
-            for r in rows
-                .iter()
-                .filter(|r| r.metric == metric && r.slice == slice && r.step.is_empty())
-            {
-                let Ok(x) = r.params[x_col].parse::<f64>() else {
-                    continue;
-                };
-                series
-                    .entry(series_label(params, r, x_col))
-                    .or_default()
-                    .push(Point {
+        slices
+    };
+    if let Some(x_col) = x_col {
+        for &(metric, log_y, y_label) in SWEEPS {
+            for slice in slices_of(metric, false) {
+                let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+                for r in rows
+                    .iter()
+                    .filter(|r| r.metric == metric && r.slice == slice && r.step.is_empty())
+                {
+                    let Ok(x) = r.params[x_col].parse::<f64>() else {
+                        continue;
+                    };
+                    series.entry(label(r)).or_default().push(Point {
                         x,
                         mean: r.mean,
                         ci: r.ci95,
                     });
+                }
+                fig.emit(metric, slice, "", y_label, log_y, XAxis::Slots, series)?;
             }
-            series
-                .values_mut()
-                .for_each(|pts| pts.sort_by(|a, b| a.x.total_cmp(&b.x)));
-            series.retain(|_, pts| pts.iter().all(|p| p.mean.is_finite()) && !pts.is_empty());
-            if series.is_empty() {
-                continue;
+        }
+    } else {
+        for &(metric, log_y, y_label) in COMPARISONS {
+            for slice in slices_of(metric, false) {
+                let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+                for r in rows
+                    .iter()
+                    .filter(|r| r.metric == metric && r.slice == slice && r.step.is_empty())
+                {
+                    let l = label(r);
+                    let x = order.iter().position(|o| *o == l).unwrap_or(0) as f64;
+                    series.entry(l).or_default().push(Point {
+                        x,
+                        mean: r.mean,
+                        ci: r.ci95,
+                    });
+                }
+                fig.emit(
+                    metric,
+                    slice,
+                    "",
+                    y_label,
+                    log_y,
+                    XAxis::Configs(order.clone()),
+                    series,
+                )?;
             }
-            let name = if slice.is_empty() {
-                metric.to_string()
-            } else {
-                format!("{metric}_{}", slice.replace('=', ""))
-            };
-            let title = if slice.is_empty() {
-                format!("{suite}: {metric}")
-            } else {
-                format!("{suite}: {metric} ({slice})")
-            };
-            let svg = dir.join(format!("{name}.svg"));
-            let png = dir.join(format!("{name}.png"));
-            std::fs::create_dir_all(dir).map_err(|source| ReportError::Io {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-            let plot_err = |e: String| ReportError::Plot {
-                name: name.clone(),
-                message: e,
-            };
-            let bounded = BOUNDED.contains(&metric);
-            let svg_root = SVGBackend::new(&svg, (900, 600)).into_drawing_area();
-            present(svg_root, &title, y_label, log_y, bounded, &series, &colour)
-                .map_err(plot_err)?;
-            let png_root = BitMapBackend::new(&png, (900, 600)).into_drawing_area();
-            present(png_root, &title, y_label, log_y, bounded, &series, &colour)
-                .map_err(plot_err)?;
-            written.push(svg);
-            written.push(png);
         }
     }
-    Ok(written)
+    for &(metric, log_y, y_label) in CURVES {
+        for slice in slices_of(metric, true) {
+            let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+            for r in rows
+                .iter()
+                .filter(|r| r.metric == metric && r.slice == slice && !r.step.is_empty())
+            {
+                let Ok(x) = r.step.parse::<f64>() else {
+                    continue;
+                };
+                series.entry(label(r)).or_default().push(Point {
+                    x,
+                    mean: r.mean,
+                    ci: r.ci95,
+                });
+            }
+            fig.emit(metric, slice, "curve_", y_label, log_y, XAxis::Step, series)?;
+        }
+    }
+    Ok(fig.written)
+}
+
+struct Figures<'a> {
+    dir: &'a Path,
+    suite: &'a str,
+    colour: &'a BTreeMap<String, RGBColor>,
+    written: Vec<PathBuf>,
+}
+
+impl Figures<'_> {
+    /// Writes one figure (SVG and PNG) unless it would be empty.
+    #[allow(clippy::too_many_arguments)]
+    fn emit(
+        &mut self,
+        metric: &str,
+        slice: &str,
+        prefix: &str,
+        y_label: &str,
+        log_y: bool,
+        x: XAxis,
+        mut series: BTreeMap<String, Vec<Point>>,
+    ) -> Result<(), ReportError> {
+        series
+            .values_mut()
+            .for_each(|pts| pts.sort_by(|a, b| a.x.total_cmp(&b.x)));
+        series.retain(|_, pts| pts.iter().all(|p| p.mean.is_finite()) && !pts.is_empty());
+        if series.is_empty() {
+            return Ok(());
+        }
+        let name = if slice.is_empty() {
+            format!("{prefix}{metric}")
+        } else {
+            format!("{prefix}{metric}_{}", slice.replace('=', ""))
+        };
+        let what = if prefix.is_empty() {
+            ""
+        } else {
+            ", training curve"
+        };
+        let title = if slice.is_empty() {
+            format!("{}: {metric}{what}", self.suite)
+        } else {
+            format!("{}: {metric} ({slice}){what}", self.suite)
+        };
+        let svg = self.dir.join(format!("{name}.svg"));
+        let png = self.dir.join(format!("{name}.png"));
+        std::fs::create_dir_all(self.dir).map_err(|source| ReportError::Io {
+            path: self.dir.to_path_buf(),
+            source,
+        })?;
+        let plot_err = |e: String| ReportError::Plot {
+            name: name.clone(),
+            message: e,
+        };
+        let look = Look {
+            title: &title,
+            y_label,
+            log_y,
+            bounded: BOUNDED.contains(&metric),
+            x: &x,
+        };
+        let svg_root = SVGBackend::new(&svg, (900, 600)).into_drawing_area();
+        present(svg_root, &look, &series, self.colour).map_err(plot_err)?;
+        let png_root = BitMapBackend::new(&png, (900, 600)).into_drawing_area();
+        present(png_root, &look, &series, self.colour).map_err(plot_err)?;
+        self.written.push(svg);
+        self.written.push(png);
+        Ok(())
+    }
 }
 
 /// "1e3" at powers of ten, nothing in between (log axes label every tick).
@@ -198,29 +354,32 @@ fn decade_label(x: f64) -> String {
     }
 }
 
+struct Look<'a> {
+    title: &'a str,
+    y_label: &'a str,
+    log_y: bool,
+    bounded: bool,
+    x: &'a XAxis,
+}
+
 /// Draws one figure on `root` and writes it out.
 fn present<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
-    title: &str,
-    y_label: &str,
-    log_y: bool,
-    bounded: bool,
+    look: &Look<'_>,
     series: &BTreeMap<String, Vec<Point>>,
     colour: &BTreeMap<String, RGBColor>,
 ) -> Result<(), String> {
-    draw(&root, title, y_label, log_y, bounded, series, colour)?;
+    draw(&root, look, series, colour)?;
     root.present().map_err(|e| e.to_string())
 }
 
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    title: &str,
-    y_label: &str,
-    log_y: bool,
-    bounded: bool,
+    look: &Look<'_>,
     series: &BTreeMap<String, Vec<Point>>,
     colour: &BTreeMap<String, RGBColor>,
 ) -> Result<(), String> {
+    let (log_y, bounded) = (look.log_y, look.bounded);
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(e)?;
     let xs = series.values().flatten().map(|p| p.x);
@@ -252,11 +411,36 @@ fn draw<DB: DrawingBackend>(
         if bounded {
             (y0, y1) = (y0.max(0.0), y1.min(1.02));
         }
+        if matches!(look.x, XAxis::Configs(_)) && y0 > 0.0 && !bounded {
+            // Side-by-side values read best from zero.
+            y0 = 0.0;
+        }
     }
-    let (x0, x1) = (x0 / 1.3, x1 * 1.3);
+    let (x0, x1, x_desc) = match look.x {
+        XAxis::Slots => (x0 / 1.3, x1 * 1.3, "memory slots"),
+        XAxis::Step => (0.0, x1 * 1.03, "training step"),
+        XAxis::Configs(names) => (-0.6, names.len() as f64 - 0.4, ""),
+    };
+    let x_fmt = |x: &f64| match look.x {
+        XAxis::Slots => decade_label(*x),
+        XAxis::Step => format!("{x:.0}"),
+        XAxis::Configs(names) => {
+            let i = x.round();
+            if (x - i).abs() < 1e-6 && i >= 0.0 {
+                names.get(i as usize).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        }
+    };
+    let configs = matches!(look.x, XAxis::Configs(_));
+    let x_labels = match look.x {
+        XAxis::Configs(names) => names.len().max(1) * 2 + 1,
+        _ => 10,
+    };
     let mut builder = ChartBuilder::on(root);
     builder
-        .caption(title, ("sans-serif", 22))
+        .caption(look.title, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(72);
@@ -265,16 +449,33 @@ fn draw<DB: DrawingBackend>(
             let mut chart = $chart;
             chart
                 .configure_mesh()
-                .x_label_formatter(&|x: &f64| decade_label(*x))
+                .x_labels(x_labels)
+                .x_label_formatter(&x_fmt)
                 .y_label_formatter(&|y: &f64| crate::summary::fmt_num(*y))
-                .x_desc("memory slots")
-                .y_desc(y_label)
+                .x_desc(x_desc)
+                .y_desc(look.y_label)
                 .label_style(("sans-serif", 14))
                 .axis_desc_style(("sans-serif", 16))
                 .draw()
                 .map_err(e)?;
             for (name, pts) in series {
                 let c = colour[name];
+                if configs {
+                    chart
+                        .draw_series(pts.iter().filter_map(|p| {
+                            p.ci.map(|(lo, hi)| {
+                                ErrorBar::new_vertical(p.x, lo, p.mean, hi, c.stroke_width(2), 14)
+                            })
+                        }))
+                        .map_err(e)?;
+                    chart
+                        .draw_series(
+                            pts.iter()
+                                .map(|p| Circle::new((p.x, p.mean), 5, c.filled())),
+                        )
+                        .map_err(e)?;
+                    continue;
+                }
                 let band: Vec<(f64, f64)> = pts
                     .iter()
                     .filter_map(|p| p.ci.map(|(_, hi)| (p.x, hi)))
@@ -309,32 +510,39 @@ fn draw<DB: DrawingBackend>(
                     )
                     .map_err(e)?;
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .label_font(("sans-serif", 13))
-                .position(if bounded {
-                    SeriesLabelPosition::LowerLeft
-                } else {
-                    SeriesLabelPosition::UpperLeft
-                })
-                .draw()
-                .map_err(e)?;
+            if !configs {
+                chart
+                    .configure_series_labels()
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(BLACK.mix(0.3))
+                    .label_font(("sans-serif", 13))
+                    .position(if bounded {
+                        SeriesLabelPosition::UpperLeft
+                    } else {
+                        SeriesLabelPosition::UpperRight
+                    })
+                    .draw()
+                    .map_err(e)?;
+            }
         }};
     }
-    if log_y {
-        plot!(
+    match (look.x, log_y) {
+        (XAxis::Slots, true) => plot!(
             builder
                 .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
                 .map_err(e)?
-        );
-    } else {
-        plot!(
+        ),
+        (XAxis::Slots, false) => plot!(
             builder
                 .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
                 .map_err(e)?
-        );
+        ),
+        (_, true) => plot!(
+            builder
+                .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
+                .map_err(e)?
+        ),
+        (_, false) => plot!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(e)?),
     }
     Ok(())
 }

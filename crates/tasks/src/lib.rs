@@ -5,6 +5,7 @@
 //! (config hash, seed, stream name), so quality metrics never depend on
 //! scheduling. The harness owns files and parallelism; tasks own science.
 
+pub mod learned;
 pub mod metric;
 pub mod probe;
 pub mod recall;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use metric::Metric;
 use retbench_core::RetentionConfig;
+use retbench_model::{EvalConfig, ModelConfig, TrainConfig};
 
 /// Every task kind, as the `task:` block of a run config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -22,6 +24,18 @@ pub enum TaskConfig {
     /// Memory-size scaling probes: read/write latency, top-k fidelity and
     /// associative recall at up to millions of slots (no training).
     Scaling(scaling::ScalingConfig),
+    /// Cross-session associative recall: a model is trained and scored on
+    /// recalling, in a fresh context, facts stated in an earlier session.
+    Recall(recall::RecallConfig),
+}
+
+/// The blocks of a run config a task reads besides its own.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RunSpec<'a> {
+    pub retention: Option<&'a RetentionConfig>,
+    pub model: Option<&'a ModelConfig>,
+    pub train: Option<&'a TrainConfig>,
+    pub eval: Option<&'a EvalConfig>,
 }
 
 /// Why a task could not run or finish.
@@ -43,6 +57,9 @@ pub struct TaskContext {
     pub seed: u64,
     /// Memory bandwidth measured at the start of the suite, if any.
     pub bandwidth_gbps: Option<f64>,
+    /// A folder of the run's own for files it keeps (model checkpoints) or
+    /// needs while running (disk-persistence snapshots).
+    pub artifacts: Option<std::path::PathBuf>,
 }
 
 impl TaskConfig {
@@ -50,25 +67,40 @@ impl TaskConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             TaskConfig::Scaling(_) => "scaling",
+            TaskConfig::Recall(_) => "recall",
         }
     }
 
     /// Checks the task config and its pairing with a retention config.
     /// Errors name the field relative to the run config (`task.…`).
-    pub fn validate(&self, retention: Option<&RetentionConfig>) -> Result<(), TaskError> {
+    pub fn validate(&self, spec: &RunSpec<'_>) -> Result<(), TaskError> {
         match self {
-            TaskConfig::Scaling(c) => c.validate(retention),
+            TaskConfig::Scaling(c) => {
+                for (name, set) in [
+                    ("model", spec.model.is_some()),
+                    ("train", spec.train.is_some()),
+                    ("eval", spec.eval.is_some()),
+                ] {
+                    if set {
+                        return Err(TaskError::Invalid(format!(
+                            "{name}: the scaling task trains no model; remove the `{name}:` block"
+                        )));
+                    }
+                }
+                c.validate(spec.retention)
+            }
+            TaskConfig::Recall(c) => {
+                c.validate().map_err(TaskError::Invalid)?;
+                learned::validate(c, spec)
+            }
         }
     }
 
     /// Runs the task.
-    pub fn run(
-        &self,
-        retention: Option<&RetentionConfig>,
-        ctx: &TaskContext,
-    ) -> Result<Vec<Metric>, TaskError> {
+    pub fn run(&self, spec: &RunSpec<'_>, ctx: &TaskContext) -> Result<Vec<Metric>, TaskError> {
         match self {
-            TaskConfig::Scaling(c) => scaling::run(c, retention, ctx),
+            TaskConfig::Scaling(c) => scaling::run(c, spec.retention, ctx),
+            TaskConfig::Recall(c) => learned::run(c, spec, ctx),
         }
     }
 
@@ -80,8 +112,15 @@ impl TaskConfig {
 }
 
 /// What `retbench list` prints for tasks and their metrics.
-pub const TASKS: &[(&str, &str, &[&str])] = &[(
-    "scaling",
-    "memory-size scaling probes (no training): latency, top-k fidelity, associative recall",
-    scaling::METRICS,
-)];
+pub const TASKS: &[(&str, &str, &[&str])] = &[
+    (
+        "scaling",
+        "memory-size scaling probes (no training): latency, top-k fidelity, associative recall",
+        scaling::METRICS,
+    ),
+    (
+        "recall",
+        "cross-session associative recall (trains a model): accuracy by gap, loss, throughput",
+        learned::METRICS,
+    ),
+];

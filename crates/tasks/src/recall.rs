@@ -10,12 +10,16 @@
 //! distinct, and a session queries each fact at most once. The loss mask is 1 exactly at the positions whose next token is
 //! a queried value, and `gap` says in which session the fact was stated
 //! relative to the query (0: same session, 1: the one before). Sequences are
-//! padded with `PAD` to a fixed length. Plain vectors, no tensors: the model
-//! crate turns them into batches.
+//! padded with `PAD` to a fixed length. Plain vectors, no tensors: the
+//! learned-task driver ([`crate::learned`]) trains and scores the model.
 
 use rand::Rng;
 use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+
+pub use crate::learned::SessionData;
+use crate::learned::{Context, Episodes};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +37,10 @@ pub struct RecallConfig {
     /// Queries in session 2 about session 1's facts (gap 1).
     #[serde(default = "eight")]
     pub queries_next: usize,
+    /// `sessions` (the context is cleared between them) or `full` (both in
+    /// one context: the `full_context` baseline).
+    #[serde(default)]
+    pub context: Context,
 }
 
 fn sixteen() -> usize {
@@ -43,17 +51,6 @@ fn eight() -> usize {
 }
 fn four() -> usize {
     4
-}
-
-/// One session of a batch, row-major [B, T].
-#[derive(Debug, Clone, PartialEq)]
-pub struct SessionData {
-    pub tokens: Vec<u32>,
-    pub targets: Vec<u32>,
-    pub mask: Vec<f32>,
-    /// Gap of each masked position (0 or 1); 0 elsewhere.
-    pub gap: Vec<u8>,
-    pub len: usize,
 }
 
 impl RecallConfig {
@@ -102,7 +99,7 @@ impl RecallConfig {
             tokens: Vec::with_capacity(batch * len),
             targets: Vec::with_capacity(batch * len),
             mask: Vec::with_capacity(batch * len),
-            gap: Vec::with_capacity(batch * len),
+            label: Vec::with_capacity(batch * len),
             len,
         });
         let (q, pad) = (self.query_token(), self.pad_token());
@@ -143,11 +140,29 @@ impl RecallConfig {
                     session.tokens.push(seq[t]);
                     session.targets.push(if is_query { next } else { pad });
                     session.mask.push(if is_query { 1.0 } else { 0.0 });
-                    session.gap.push(if is_query { gap } else { 0 });
+                    session.label.push(if is_query { gap } else { 0 });
                 }
             }
         }
         out
+    }
+}
+
+impl Episodes for RecallConfig {
+    fn vocab(&self) -> usize {
+        RecallConfig::vocab(self)
+    }
+    fn context(&self) -> Context {
+        self.context
+    }
+    fn slice_key(&self) -> &'static str {
+        "gap"
+    }
+    fn generate(&self, rng: &mut ChaCha8Rng, batch: usize) -> Vec<SessionData> {
+        RecallConfig::generate(self, rng, batch).into()
+    }
+    fn lengths(&self) -> Vec<usize> {
+        RecallConfig::lengths(self).to_vec()
     }
 }
 
@@ -164,6 +179,7 @@ mod tests {
             pairs: 8,
             queries_same: 4,
             queries_next: 8,
+            context: Context::Sessions,
         };
         let [s1, s2] = cfg.generate(&mut stream("recall", 0, "data"), 5);
         assert_eq!((s1.len, s2.len), (28, 24));
@@ -179,7 +195,7 @@ mod tests {
                     row(s, &s.tokens),
                     row(s, &s.targets),
                     &s.mask[b * s.len..(b + 1) * s.len],
-                    &s.gap[b * s.len..(b + 1) * s.len],
+                    &s.label[b * s.len..(b + 1) * s.len],
                 );
                 let masked: Vec<usize> = (0..s.len).filter(|&t| mask[t] == 1.0).collect();
                 assert_eq!(masked.len(), expect);
@@ -209,6 +225,7 @@ mod tests {
             pairs: 5,
             queries_same: 0,
             queries_next: 1,
+            context: Context::Sessions,
         };
         assert!(cfg.validate().unwrap_err().starts_with("task.pairs"));
         cfg.pairs = 4;

@@ -471,6 +471,7 @@ mod tests {
         TaskContext {
             config_hash: "test".into(),
             seed: 0,
+            artifacts: None,
             bandwidth_gbps: Some(10.0),
         }
     }

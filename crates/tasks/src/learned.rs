@@ -1,0 +1,430 @@
+//! The driver every learned task shares: build the model a run config
+//! describes, train it on episodes the task generates, evaluate it on
+//! held-out episodes (every `eval.every` steps and at the end), and score
+//! accuracy and loss per slice of the targets. Baselines are configurations,
+//! not code paths: `no_memory` is `retention: null`; `full_context` feeds all
+//! sessions of an episode as one context; the frozen backbone trains (or
+//! loads) the base without retention, freezes it, then trains retention only.
+//!
+//! Every random draw comes from `stream(config hash, seed, name)`: parameter
+//! init per parameter name, training data from "train", held-out data from
+//! "eval", memories from the seed; so a run gives the same loss curve twice.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+use candle_nn::VarMap;
+use rand_chacha::ChaCha8Rng;
+use retbench_core::rng::stream;
+use retbench_core::{Persistence, SeededVarMap};
+use retbench_model::{
+    Between, EvalConfig, Model, ModelConfig, Session, TrainConfig, Trainer, checkpoint,
+    run_episodes,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::metric::Metric;
+use crate::{RunSpec, TaskContext, TaskError};
+
+/// Metric names every learned task reports.
+pub const METRICS: &[&str] = &[
+    "accuracy",
+    "accuracy_memory_cleared",
+    "final_loss",
+    "eval_loss",
+    "train_loss",
+    "train_tokens_per_s",
+    "train_seconds",
+    "trainable_params",
+    "total_params",
+];
+
+/// One session of a batch of episodes, row-major [B, T].
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionData {
+    pub tokens: Vec<u32>,
+    pub targets: Vec<u32>,
+    /// 1 where the loss and the scores count.
+    pub mask: Vec<f32>,
+    /// Slice label of each masked position (for recall, its gap: 0 or 1);
+    /// 0 elsewhere.
+    pub label: Vec<u8>,
+    pub len: usize,
+}
+
+/// How an episode's sessions reach the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Context {
+    /// One context per session, cleared in between (memory carries over).
+    #[default]
+    Sessions,
+    /// All sessions in one context: what a long enough window gives (the
+    /// `full_context` baseline).
+    Full,
+}
+
+/// What a learned task provides to the driver.
+pub trait Episodes {
+    /// Symbols the model must embed.
+    fn vocab(&self) -> usize;
+    /// How sessions reach the model.
+    fn context(&self) -> Context;
+    /// Name of the slice the labels give (`gap`).
+    fn slice_key(&self) -> &'static str;
+    /// A batch of `batch` independent episodes, session by session.
+    fn generate(&self, rng: &mut ChaCha8Rng, batch: usize) -> Vec<SessionData>;
+    /// Session lengths of every episode.
+    fn lengths(&self) -> Vec<usize>;
+}
+
+/// Joins the sessions of a batch into one context per episode.
+pub fn concat(sessions: &[SessionData], batch: usize) -> SessionData {
+    let len: usize = sessions.iter().map(|s| s.len).sum();
+    let mut out = SessionData {
+        tokens: Vec::with_capacity(batch * len),
+        targets: Vec::with_capacity(batch * len),
+        mask: Vec::with_capacity(batch * len),
+        label: Vec::with_capacity(batch * len),
+        len,
+    };
+    for b in 0..batch {
+        for s in sessions {
+            let row = b * s.len..(b + 1) * s.len;
+            out.tokens.extend_from_slice(&s.tokens[row.clone()]);
+            out.targets.extend_from_slice(&s.targets[row.clone()]);
+            out.mask.extend_from_slice(&s.mask[row.clone()]);
+            out.label.extend_from_slice(&s.label[row]);
+        }
+    }
+    out
+}
+
+fn layout(task: &dyn Episodes, sessions: Vec<SessionData>, batch: usize) -> Vec<SessionData> {
+    match task.context() {
+        Context::Sessions => sessions,
+        Context::Full => vec![concat(&sessions, batch)],
+    }
+}
+
+fn tensors(
+    sessions: &[SessionData],
+    batch: usize,
+    dev: &Device,
+) -> candle_core::Result<Vec<Session>> {
+    sessions
+        .iter()
+        .map(|s| {
+            retbench_model::eval::session(
+                s.tokens.clone(),
+                s.targets.clone(),
+                s.mask.clone(),
+                batch,
+                s.len,
+                dev,
+            )
+        })
+        .collect()
+}
+
+/// The model config a task's data needs, with the user's fields kept.
+pub fn fitted_model(task: &dyn Episodes, model: &ModelConfig) -> Result<ModelConfig, String> {
+    let lengths = task.lengths();
+    let max_len = match task.context() {
+        Context::Sessions => lengths.iter().copied().max().unwrap_or(1),
+        Context::Full => lengths.iter().sum(),
+    };
+    model.fit(task.vocab(), max_len)
+}
+
+/// Checks a learned run's blocks together (paths relative to the run).
+pub fn validate(task: &dyn Episodes, spec: &RunSpec<'_>) -> Result<(), TaskError> {
+    let invalid = TaskError::Invalid;
+    let model = spec
+        .model
+        .ok_or_else(|| invalid("model: this task trains a model; add a `model:` block".into()))?;
+    let train = spec
+        .train
+        .ok_or_else(|| invalid("train: this task trains a model; add a `train:` block".into()))?;
+    let model = fitted_model(task, model).map_err(invalid)?;
+    model.validate().map_err(invalid)?;
+    train.validate().map_err(invalid)?;
+    if let Some(e) = spec.eval {
+        e.validate().map_err(invalid)?;
+    }
+    match spec.retention {
+        Some(r) => {
+            r.layers
+                .resolve(model.layers)
+                .map_err(|e| invalid(format!("retention.{e}")))?;
+        }
+        None if train.frozen_base => {
+            return Err(invalid(
+                "train.frozen_base: there is nothing to train without retention (retention is null)"
+                    .into(),
+            ));
+        }
+        None => {}
+    }
+    if let Some(path) = &train.base_init {
+        if !path.is_file() {
+            return Err(invalid(format!(
+                "train.base_init: {}: no such file",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Accuracy and mean loss over masked positions, per slice label.
+#[derive(Debug, Default, Clone)]
+struct Scores {
+    /// label → (hits, count)
+    hits: BTreeMap<u8, (usize, usize)>,
+    nll: f64,
+    n: usize,
+}
+
+impl Scores {
+    fn add(&mut self, data: &SessionData, out: &retbench_model::SessionOutput) {
+        for p in 0..data.mask.len() {
+            if data.mask[p] == 0.0 {
+                continue;
+            }
+            let e = self.hits.entry(data.label[p]).or_default();
+            e.0 += (out.predictions[p] == data.targets[p]) as usize;
+            e.1 += 1;
+            self.nll += out.nll[p] as f64;
+            self.n += 1;
+        }
+    }
+
+    fn accuracy(&self) -> impl Iterator<Item = (u8, f64)> + '_ {
+        self.hits
+            .iter()
+            .map(|(l, (h, n))| (*l, *h as f64 / (*n).max(1) as f64))
+    }
+
+    fn loss(&self) -> f64 {
+        self.nll / self.n.max(1) as f64
+    }
+}
+
+/// The held-out episodes, generated once per run and laid out for the model.
+struct EvalSet {
+    batches: Vec<(Vec<SessionData>, usize)>,
+}
+
+impl EvalSet {
+    fn new(task: &dyn Episodes, eval: &EvalConfig, ctx: &TaskContext) -> Self {
+        let mut rng = stream(&ctx.config_hash, ctx.seed, "eval");
+        let mut left = eval.episodes;
+        let mut batches = Vec::new();
+        while left > 0 {
+            let b = left.min(eval.batch);
+            batches.push((layout(task, task.generate(&mut rng, b), b), b));
+            left -= b;
+        }
+        EvalSet { batches }
+    }
+
+    /// Scores sessions `from..` of every episode.
+    fn score(
+        &self,
+        model: &Model,
+        between: Between<'_>,
+        seed: u64,
+        from: usize,
+    ) -> Result<Scores, TaskError> {
+        let mut scores = Scores::default();
+        let dev = Device::Cpu;
+        for (i, (data, b)) in self.batches.iter().enumerate() {
+            let sessions = tensors(data, *b, &dev)?;
+            let outs = run_episodes(model, &sessions, seed.wrapping_add(i as u64), between)?;
+            for (d, o) in data.iter().zip(&outs).skip(from) {
+                scores.add(d, o);
+            }
+        }
+        Ok(scores)
+    }
+}
+
+/// A folder for disk-persistence snapshots, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(ctx: &TaskContext) -> Result<Self, TaskError> {
+        let dir = match &ctx.artifacts {
+            Some(a) => a.join("memory"),
+            None => std::env::temp_dir().join(format!(
+                "retbench-{}-{}-{}",
+                ctx.config_hash,
+                ctx.seed,
+                std::process::id()
+            )),
+        };
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| TaskError::Invalid(format!("{}: {e}", dir.display())))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn count(varmap: &VarMap) -> usize {
+    varmap.all_vars().iter().map(|v| v.elem_count()).sum()
+}
+
+/// Trains and evaluates one run of a learned task.
+pub fn run(
+    task: &dyn Episodes,
+    spec: &RunSpec<'_>,
+    ctx: &TaskContext,
+) -> Result<Vec<Metric>, TaskError> {
+    validate(task, spec)?;
+    let invalid = TaskError::Invalid;
+    let model_cfg = fitted_model(task, spec.model.expect("validated")).map_err(invalid)?;
+    let train = spec.train.expect("validated");
+    let eval = spec.eval.cloned().unwrap_or_default();
+    let dev = Device::Cpu;
+    let map = SeededVarMap::new(VarMap::new(), ctx.config_hash.clone(), ctx.seed);
+    let vb = || map.var_builder(DType::F32, &dev);
+    let mut train_rng = stream(&ctx.config_hash, ctx.seed, "train");
+    let episode_tokens: usize = task.lengths().iter().sum::<usize>() * train.batch;
+    let mut train_time = 0.0f64;
+    let mut trained_steps = 0usize;
+
+    let mut step_on = |model: &Model,
+                       trainer: &mut Trainer,
+                       rng: &mut ChaCha8Rng,
+                       step: usize|
+     -> Result<f64, TaskError> {
+        let data = layout(task, task.generate(rng, train.batch), train.batch);
+        let sessions = tensors(&data, train.batch, &dev)?;
+        let start = Instant::now();
+        let loss = trainer
+            .step(model, &sessions, step as u64)
+            .map_err(|e| invalid(e.to_string()))?;
+        train_time += start.elapsed().as_secs_f64();
+        trained_steps += 1;
+        Ok(loss)
+    };
+
+    // The frozen backbone: the base alone first, trained here or loaded.
+    if train.frozen_base {
+        let base = Model::new(&model_cfg, None, vb())?;
+        if let Some(path) = &train.base_init {
+            checkpoint::load_into(map.varmap(), path, "base.")
+                .map_err(|e| invalid(format!("train.base_init: {e}")))?;
+        } else {
+            let steps = train.base_steps.unwrap_or(train.steps);
+            let base_cfg = TrainConfig {
+                steps,
+                frozen_base: false,
+                base_steps: None,
+                ..train.clone()
+            };
+            let mut trainer =
+                Trainer::new(&base_cfg, map.varmap()).map_err(|e| invalid(e.to_string()))?;
+            let mut rng = stream(&ctx.config_hash, ctx.seed, "train/base");
+            for step in 0..steps {
+                step_on(&base, &mut trainer, &mut rng, step)?;
+            }
+        }
+    }
+
+    let model = Model::new(&model_cfg, spec.retention, vb())?;
+    let mut trainer = Trainer::new(train, map.varmap()).map_err(|e| invalid(e.to_string()))?;
+    let evals = EvalSet::new(task, &eval, ctx);
+    let key = task.slice_key();
+    let persistence = spec
+        .retention
+        .map(|r| r.persistence)
+        .unwrap_or(Persistence::Process);
+    let scratch = Scratch::new(ctx)?;
+    let between = Between::Persist(persistence, &scratch.0);
+    let mut out = Vec::new();
+    let (mut interval_loss, mut interval_n) = (0.0f64, 0usize);
+    for step in 0..train.steps {
+        interval_loss += step_on(&model, &mut trainer, &mut train_rng, step)?;
+        interval_n += 1;
+        let done = step + 1;
+        if eval.every.is_some_and(|e| done % e == 0) && done < train.steps {
+            let s = evals.score(&model, between, ctx.seed, 0)?;
+            let at = Some(done as u64);
+            for (label, acc) in s.accuracy() {
+                out.push(Metric {
+                    step: at,
+                    ..Metric::sliced("accuracy", key, label, acc)
+                });
+            }
+            out.push(Metric {
+                step: at,
+                ..Metric::new("eval_loss", s.loss())
+            });
+            out.push(Metric {
+                step: at,
+                ..Metric::new("train_loss", interval_loss / interval_n as f64)
+            });
+            (interval_loss, interval_n) = (0.0, 0);
+        }
+    }
+    let last_interval = interval_loss / interval_n.max(1) as f64;
+
+    let scores = evals.score(&model, between, ctx.seed, 0)?;
+    let at_end = Some(train.steps as u64);
+    for (label, acc) in scores.accuracy() {
+        out.push(Metric::sliced("accuracy", key, label, acc));
+        if eval.every.is_some() {
+            out.push(Metric {
+                step: at_end,
+                ..Metric::sliced("accuracy", key, label, acc)
+            });
+        }
+    }
+    if eval.every.is_some() {
+        out.push(Metric {
+            step: at_end,
+            ..Metric::new("eval_loss", scores.loss())
+        });
+        out.push(Metric {
+            step: at_end,
+            ..Metric::new("train_loss", last_interval)
+        });
+    }
+    out.push(Metric::new("final_loss", scores.loss()));
+    // The control: memory cleared before the second session, so what the
+    // model still gets right from there on cannot come from memory.
+    if model.has_retention() && task.context() == Context::Sessions && task.lengths().len() > 1 {
+        let cleared = evals.score(&model, Between::ClearBefore(1), ctx.seed, 1)?;
+        for (label, acc) in cleared.accuracy() {
+            out.push(Metric::sliced("accuracy_memory_cleared", key, label, acc));
+        }
+    }
+    out.push(Metric::new(
+        "train_tokens_per_s",
+        (episode_tokens * trained_steps) as f64 / train_time.max(1e-9),
+    ));
+    out.push(Metric::new("train_seconds", train_time));
+    out.push(Metric::new(
+        "trainable_params",
+        trainer.trainable_params() as f64,
+    ));
+    out.push(Metric::new("total_params", count(map.varmap()) as f64));
+    if let Some(dir) = &ctx.artifacts {
+        save_checkpoint(map.varmap(), dir, &ctx.config_hash)?;
+    }
+    Ok(out)
+}
+
+fn save_checkpoint(varmap: &VarMap, dir: &Path, hash: &str) -> Result<(), TaskError> {
+    checkpoint::save(varmap, &dir.join("model.safetensors"), hash)
+        .map_err(|e| TaskError::Invalid(e.to_string()))
+}

@@ -1,0 +1,241 @@
+//! The recall task end to end through the learned-task driver: a trained
+//! model recalls across sessions and falls to chance when its memory is
+//! cleared; disk and process persistence give identical metrics; a run is
+//! deterministic; the frozen backbone trains only retention; bad blocks are
+//! refused with their path.
+
+use retbench_core::{Layers, Persistence, RetentionConfig, WriteConfig, WriteSource};
+use retbench_model::{EvalConfig, ModelConfig, TrainConfig};
+use retbench_tasks::learned::Context;
+use retbench_tasks::recall::RecallConfig;
+use retbench_tasks::{Metric, RunSpec, TaskConfig, TaskContext};
+
+fn task(context: Context) -> TaskConfig {
+    TaskConfig::Recall(RecallConfig {
+        keys: 8,
+        values: 8,
+        pairs: 4,
+        queries_same: 2,
+        queries_next: 4,
+        context,
+    })
+}
+
+fn retention() -> RetentionConfig {
+    let mut r = RetentionConfig::new(32);
+    r.layers = Layers::List(vec![1]);
+    r.write = WriteConfig::Append {
+        evict: retbench_core::Evict::Fifo,
+        source: WriteSource::Token {},
+    };
+    r
+}
+
+fn model() -> ModelConfig {
+    ModelConfig {
+        d_model: 32,
+        layers: 2,
+        heads: 2,
+        ffn_mult: 2,
+        vocab: None,
+        max_len: None,
+    }
+}
+
+fn ctx(hash: &str) -> TaskContext {
+    TaskContext {
+        config_hash: hash.into(),
+        seed: 0,
+        bandwidth_gbps: None,
+        artifacts: None,
+    }
+}
+
+fn get(ms: &[Metric], name: &str, slice: &str) -> f64 {
+    ms.iter()
+        .find(|m| m.metric == name && m.slice == slice && m.step.is_none())
+        .unwrap_or_else(|| panic!("no {name} {slice}"))
+        .value
+}
+
+/// Everything but wall-clock measurements.
+fn results(ms: &[Metric]) -> Vec<Metric> {
+    ms.iter()
+        .filter(|m| !matches!(m.metric.as_str(), "train_tokens_per_s" | "train_seconds"))
+        .cloned()
+        .collect()
+}
+
+/// Enough training for the small task's cross-session recall to form.
+const RECALL_STEPS: usize = 400;
+
+#[test]
+fn recall_needs_memory_and_falls_to_chance_when_it_is_cleared() {
+    let r = retention();
+    let train = TrainConfig::new(RECALL_STEPS, 32, 3e-3);
+    let eval = EvalConfig {
+        episodes: 512,
+        batch: 128,
+        every: None,
+    };
+    let m = model();
+    let spec = RunSpec {
+        retention: Some(&r),
+        model: Some(&m),
+        train: Some(&train),
+        eval: Some(&eval),
+    };
+    let ms = task(Context::Sessions)
+        .run(&spec, &ctx("recall-test"))
+        .unwrap();
+    let chance: f64 = 1.0 / 8.0;
+    let kept = get(&ms, "accuracy", "gap=1");
+    let cleared = get(&ms, "accuracy_memory_cleared", "gap=1");
+    // 2048 gap=1 queries: the binomial sd at chance is 0.0073.
+    let sd = (chance * (1.0 - chance) / 2048.0).sqrt();
+    eprintln!("gap=1 accuracy: memory kept {kept}, cleared {cleared}, chance {chance}");
+    assert!(
+        (cleared - chance).abs() < 4.0 * sd,
+        "cleared memory leaves chance: {cleared} vs {chance}"
+    );
+    assert!(
+        kept > chance + 0.15,
+        "with memory the model recalls: {kept} (cleared {cleared})"
+    );
+}
+
+#[test]
+fn disk_and_process_persistence_give_identical_metrics_and_runs_repeat() {
+    let m = model();
+    let train = TrainConfig::new(12, 8, 3e-3);
+    let eval = EvalConfig {
+        episodes: 40,
+        batch: 16,
+        every: Some(4),
+    };
+    let run = |p: Persistence| {
+        let mut r = retention();
+        r.persistence = p;
+        let spec = RunSpec {
+            retention: Some(&r),
+            model: Some(&m),
+            train: Some(&train),
+            eval: Some(&eval),
+        };
+        task(Context::Sessions).run(&spec, &ctx("persist")).unwrap()
+    };
+    let process = run(Persistence::Process);
+    let disk = run(Persistence::Disk);
+    assert_eq!(results(&disk), results(&process));
+    // The same run twice: the same loss curve, the same scores.
+    assert_eq!(results(&run(Persistence::Process)), results(&process));
+    let curve: Vec<&Metric> = process
+        .iter()
+        .filter(|m| m.metric == "train_loss")
+        .collect();
+    assert_eq!(
+        curve.iter().map(|m| m.step).collect::<Vec<_>>(),
+        vec![Some(4), Some(8), Some(12)]
+    );
+}
+
+#[test]
+fn baselines_and_the_frozen_backbone_report_their_parameters() {
+    let m = model();
+    let eval = EvalConfig {
+        episodes: 16,
+        batch: 16,
+        every: None,
+    };
+    let train = TrainConfig::new(3, 4, 3e-3);
+    let r = retention();
+    let spec = |retention, train| RunSpec {
+        retention,
+        model: Some(&m),
+        train: Some(train),
+        eval: Some(&eval),
+    };
+    let with = task(Context::Sessions)
+        .run(&spec(Some(&r), &train), &ctx("p"))
+        .unwrap();
+    let without = task(Context::Sessions)
+        .run(&spec(None, &train), &ctx("p"))
+        .unwrap();
+    let full = task(Context::Full)
+        .run(&spec(None, &train), &ctx("p"))
+        .unwrap();
+    let total = get(&with, "total_params", "");
+    assert_eq!(get(&with, "trainable_params", ""), total);
+    assert!(get(&without, "total_params", "") < total);
+    // The full-context model needs positions for both sessions: more of them.
+    assert!(get(&full, "total_params", "") > get(&without, "total_params", ""));
+    assert!(
+        without
+            .iter()
+            .all(|m| m.metric != "accuracy_memory_cleared"),
+        "no memory, no memory control"
+    );
+    let frozen = TrainConfig {
+        frozen_base: true,
+        ..train.clone()
+    };
+    let f = task(Context::Sessions)
+        .run(&spec(Some(&r), &frozen), &ctx("p"))
+        .unwrap();
+    assert_eq!(get(&f, "total_params", ""), total);
+    assert_eq!(
+        get(&f, "trainable_params", ""),
+        total - get(&without, "total_params", ""),
+        "only the retention layer trains"
+    );
+}
+
+#[test]
+fn bad_blocks_are_refused_with_their_path() {
+    let m = model();
+    let train = TrainConfig::new(3, 4, 3e-3);
+    let mut r = retention();
+    r.layers = Layers::List(vec![2]);
+    let err = |spec: RunSpec<'_>| {
+        task(Context::Sessions)
+            .validate(&spec)
+            .unwrap_err()
+            .to_string()
+    };
+    let e = err(RunSpec {
+        retention: Some(&r),
+        model: Some(&m),
+        train: Some(&train),
+        eval: None,
+    });
+    assert!(e.starts_with("retention.layers"), "{e}");
+    let e = err(RunSpec {
+        retention: None,
+        model: None,
+        train: Some(&train),
+        eval: None,
+    });
+    assert!(e.starts_with("model"), "{e}");
+    let small = ModelConfig {
+        max_len: Some(4),
+        ..model()
+    };
+    let e = err(RunSpec {
+        retention: None,
+        model: Some(&small),
+        train: Some(&train),
+        eval: None,
+    });
+    assert!(e.starts_with("model.max_len"), "{e}");
+    let frozen = TrainConfig {
+        frozen_base: true,
+        ..train.clone()
+    };
+    let e = err(RunSpec {
+        retention: None,
+        model: Some(&m),
+        train: Some(&frozen),
+        eval: None,
+    });
+    assert!(e.starts_with("train.frozen_base"), "{e}");
+}
