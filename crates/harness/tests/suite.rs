@@ -270,3 +270,80 @@ fn a_null_retention_cannot_be_reached_into() {
     assert_eq!(line, 15, "{msg}");
     assert!(msg.contains("retention"), "{msg}");
 }
+
+const LEARNED: &str = "\
+name: learned
+base:
+  task: { kind: recall }
+  model: { d_model: 32, layers: 2, heads: 2 }
+  retention: { slots: 32, layers: [1], write: { kind: append, evict: fifo, source: token } }
+  train: { steps: 10, batch: 4, lr: 3.0e-3 }
+  eval: { episodes: 8 }
+seeds: [0, 1]
+variants:
+  retention: {}
+  no_memory: { retention: null }
+  full_context: { retention: null, task.context: full }
+  frozen: { train.frozen_base: true }
+";
+
+#[test]
+fn a_suite_of_named_baselines_runs_only_its_variants() {
+    let p = plan(LEARNED);
+    let variants: Vec<(&str, u64)> = p
+        .runs
+        .iter()
+        .map(|r| (r.variant.as_str(), r.seed))
+        .collect();
+    assert_eq!(
+        variants,
+        vec![
+            ("retention", 0),
+            ("retention", 1),
+            ("no_memory", 0),
+            ("no_memory", 1),
+            ("full_context", 0),
+            ("full_context", 1),
+            ("frozen", 0),
+            ("frozen", 1)
+        ]
+    );
+    // The committed suite expands too, with its smoke profile.
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../suites/recall.yaml"),
+    )
+    .unwrap();
+    let full = parse(Path::new("recall.yaml"), &text, None).unwrap();
+    assert_eq!(full.runs.len(), 12);
+    let smoke = parse(Path::new("recall.yaml"), &text, Some("smoke")).unwrap();
+    assert_eq!(smoke.runs.len(), 4);
+}
+
+#[test]
+fn learned_blocks_are_typed_and_checked_with_locations() {
+    // An unknown key inside train.
+    let (line, _, msg) = mistake(&LEARNED.replace("lr: 3.0e-3", "lr: 3.0e-3, lr_max: 1"));
+    assert_eq!(line, 6, "{msg}");
+    // A retention block in a block the model lacks: blamed on the variant value.
+    let bad = LEARNED.replace(
+        "  frozen: { train.frozen_base: true }",
+        "  deep: { retention.layers: [3] }",
+    );
+    let (line, _, msg) = mistake(&bad);
+    assert_eq!(line, 13, "{msg}");
+    assert!(msg.contains("retention.layers"), "{msg}");
+    // Frozen base without retention has nothing to train.
+    let bad = LEARNED.replace(
+        "  frozen: { train.frozen_base: true }",
+        "  frozen: { train.frozen_base: true, retention: null }",
+    );
+    let (_, _, msg) = mistake(&bad);
+    assert!(msg.contains("train.frozen_base"), "{msg}");
+    // The scaling task refuses a model block.
+    let bad = GOOD.replace(
+        "  retention: { slots: 8,",
+        "  model: { d_model: 8, layers: 1, heads: 1 }\n  retention: { slots: 8,",
+    );
+    let (_, _, msg) = mistake(&bad);
+    assert!(msg.contains("model"), "{msg}");
+}

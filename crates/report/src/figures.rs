@@ -447,9 +447,12 @@ fn draw<DB: DrawingBackend>(
     macro_rules! plot {
         ($chart:expr) => {{
             let mut chart = $chart;
-            chart
-                .configure_mesh()
-                .x_labels(x_labels)
+            let mut mesh = chart.configure_mesh();
+            if configs {
+                // Configs are categories: no grid between them.
+                mesh.disable_x_mesh();
+            }
+            mesh.x_labels(x_labels)
                 .x_label_formatter(&x_fmt)
                 .y_label_formatter(&|y: &f64| crate::summary::fmt_num(*y))
                 .x_desc(x_desc)
