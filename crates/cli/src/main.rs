@@ -41,12 +41,15 @@ enum Command {
         /// Apply this profile's overrides first (e.g. smoke).
         #[arg(long)]
         profile: Option<String>,
+        /// table: one line per run; ids: run ids only; jsonl: each run as JSON.
         #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
         format: PlanFormat,
     },
     /// Run a suite: parallel, resumable; then write the summary and figures.
     Run {
+        /// The suite file (YAML).
         suite: PathBuf,
+        /// Apply this profile's overrides first (e.g. smoke).
         #[arg(long)]
         profile: Option<String>,
         /// Output folder [default: reports/<suite name>[-<profile>]].
@@ -73,18 +76,26 @@ enum Command {
     },
     /// Join shard folders into OUT_DIR; a run present twice with different results is refused.
     Merge {
+        /// Folder to merge into (created if missing).
         out_dir: PathBuf,
+        /// Folders written by `retbench run --shard`.
         #[arg(required = true)]
         shard_dirs: Vec<PathBuf>,
     },
     /// Write summary.csv, summary.md, report.html and figures/ for a run folder.
-    Report { dir: PathBuf },
+    Report {
+        /// A folder written by `retbench run` (holds plan.json and runs/).
+        dir: PathBuf,
+    },
     /// Run every suite in suites/, then report each (what `just bench` runs).
     Bench {
+        /// Apply this profile to every suite (each must define it, e.g. smoke).
         #[arg(long)]
         profile: Option<String>,
+        /// Folder of suite files.
         #[arg(long, default_value = "suites")]
         suites: PathBuf,
+        /// Runs in parallel [default: every core].
         #[arg(long)]
         jobs: Option<usize>,
     },
@@ -390,7 +401,15 @@ fn list(format: Format, suites: &Path) -> anyhow::Result<()> {
         Format::Json => {
             let tasks: Vec<serde_json::Value> = retbench_tasks::TASKS
                 .iter()
-                .map(|(kind, about, metrics)| serde_json::json!({"kind": kind, "about": about, "metrics": metrics}))
+                .map(|(kind, about, metrics)| {
+                    serde_json::json!({
+                        "kind": kind,
+                        "about": about,
+                        "defaults": retbench_tasks::task_defaults(kind),
+                        "trains_a_model": retbench_tasks::trains_a_model(kind),
+                        "metrics": metrics,
+                    })
+                })
                 .collect();
             let doc = serde_json::json!({
                 "backends": CATALOG,
@@ -412,8 +431,19 @@ fn list(format: Format, suites: &Path) -> anyhow::Result<()> {
             println!("\nTasks (the `task:` block) and their metrics:");
             for (kind, about, metrics) in retbench_tasks::TASKS {
                 println!("\n  {{ kind: {kind} }}    {about}");
+                if let Some(defaults) = retbench_tasks::task_defaults(kind) {
+                    println!("    defaults: {defaults}");
+                }
                 println!("    metrics: {}", metrics.join(", "));
             }
+            println!(
+                "\nBlocks of tasks that train a model (recall), with defaults:\n\n\
+                 \x20 model: {{ d_model, layers, heads, ffn_mult: 4 }}   vocab and max_len: from the task\n\
+                 \x20 train: {{ steps, lr, batch: 32, warmup: 5% of steps, weight_decay: 0.01, clip: 1.0,\n\
+                 \x20         detach_between_sessions: false, frozen_base: false, base_steps: steps, base_init: PATH }}\n\
+                 \x20 eval:  {{ episodes: 512, batch: 128, every: STEPS }}\n\
+                 \x20 baselines: `retention: null` (no memory); `task.context: full` (all sessions in one context)"
+            );
             println!("\nSuites in {}/:", suites.display());
             if files.is_empty() {
                 println!("  (none)");

@@ -314,9 +314,9 @@ fn a_suite_of_named_baselines_runs_only_its_variants() {
     )
     .unwrap();
     let full = parse(Path::new("recall.yaml"), &text, None).unwrap();
-    assert_eq!(full.runs.len(), 12);
+    assert_eq!(full.runs.len(), 15);
     let smoke = parse(Path::new("recall.yaml"), &text, Some("smoke")).unwrap();
-    assert_eq!(smoke.runs.len(), 4);
+    assert_eq!(smoke.runs.len(), 5);
 }
 
 #[test]
@@ -346,4 +346,27 @@ fn learned_blocks_are_typed_and_checked_with_locations() {
     );
     let (_, _, msg) = mistake(&bad);
     assert!(msg.contains("model"), "{msg}");
+}
+
+#[test]
+fn every_committed_suite_expands_with_and_without_its_smoke_profile() {
+    // `just smoke` (bench --profile smoke) needs a smoke profile in every
+    // suite, and a suite that no longer parses would only show up when
+    // someone runs it.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../suites");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let full = parse(&path, &text, None).unwrap_or_else(|e| panic!("{e}"));
+        let smoke = parse(&path, &text, Some("smoke")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!smoke.runs.is_empty(), "{}", path.display());
+        assert!(smoke.runs.len() <= full.runs.len(), "{}", path.display());
+        assert_eq!(full.suite, path.file_stem().unwrap().to_str().unwrap());
+        seen += 1;
+    }
+    assert!(seen >= 4, "only {seen} suites in {}", dir.display());
 }

@@ -9,6 +9,9 @@
 //!   as a point with 95% error bars, when the suite varies no memory size.
 //!
 //! Configs keep one colour, in one order, across every figure of a report.
+//! Where there are several seeds, each seed's value is drawn faintly too (a
+//! ring beside a comparison's mean, a thin line under a curve's): a mean and
+//! a t interval over 3 seeds say nothing of a bimodal outcome.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -109,6 +112,28 @@ struct Point {
     x: f64,
     mean: f64,
     ci: Option<(f64, f64)>,
+    /// (seed, value): drawn faintly beside the mean where there are several.
+    seeds: Vec<(u64, f64)>,
+}
+
+impl Point {
+    fn of(x: f64, r: &SummaryRow) -> Self {
+        Self {
+            x,
+            mean: r.mean,
+            ci: r.ci95,
+            seeds: if r.seeds.len() > 1 {
+                r.seeds.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+/// Tick labels without trailing zeros ("0.25", "1", "12000").
+fn tick(y: f64) -> String {
+    crate::summary::trim(&crate::summary::fmt_num(y))
 }
 
 /// What the x axis of a figure is.
@@ -216,11 +241,7 @@ pub fn render_all(
                     let Ok(x) = r.params[x_col].parse::<f64>() else {
                         continue;
                     };
-                    series.entry(label(r)).or_default().push(Point {
-                        x,
-                        mean: r.mean,
-                        ci: r.ci95,
-                    });
+                    series.entry(label(r)).or_default().push(Point::of(x, r));
                 }
                 fig.emit(metric, slice, "", y_label, log_y, XAxis::Slots, series)?;
             }
@@ -235,11 +256,7 @@ pub fn render_all(
                 {
                     let l = label(r);
                     let x = order.iter().position(|o| *o == l).unwrap_or(0) as f64;
-                    series.entry(l).or_default().push(Point {
-                        x,
-                        mean: r.mean,
-                        ci: r.ci95,
-                    });
+                    series.entry(l).or_default().push(Point::of(x, r));
                 }
                 fig.emit(
                     metric,
@@ -263,11 +280,7 @@ pub fn render_all(
                 let Ok(x) = r.step.parse::<f64>() else {
                     continue;
                 };
-                series.entry(label(r)).or_default().push(Point {
-                    x,
-                    mean: r.mean,
-                    ci: r.ci95,
-                });
+                series.entry(label(r)).or_default().push(Point::of(x, r));
             }
             fig.emit(metric, slice, "curve_", y_label, log_y, XAxis::Step, series)?;
         }
@@ -389,6 +402,8 @@ fn draw<DB: DrawingBackend>(
     let ys = series.values().flatten().flat_map(|p| {
         let (lo, hi) = p.ci.unwrap_or((p.mean, p.mean));
         [p.mean, lo, hi]
+            .into_iter()
+            .chain(p.seeds.iter().map(|&(_, v)| v))
     });
     let ys: Vec<f64> = ys
         .filter(|y| y.is_finite() && (!log_y || *y > 0.0))
@@ -454,7 +469,7 @@ fn draw<DB: DrawingBackend>(
             }
             mesh.x_labels(x_labels)
                 .x_label_formatter(&x_fmt)
-                .y_label_formatter(&|y: &f64| crate::summary::fmt_num(*y))
+                .y_label_formatter(&|y: &f64| tick(*y))
                 .x_desc(x_desc)
                 .y_desc(look.y_label)
                 .label_style(("sans-serif", 14))
@@ -477,6 +492,14 @@ fn draw<DB: DrawingBackend>(
                                 .map(|p| Circle::new((p.x, p.mean), 5, c.filled())),
                         )
                         .map_err(e)?;
+                    // Each seed as a ring to the right of its mean.
+                    chart
+                        .draw_series(pts.iter().flat_map(|p| {
+                            p.seeds.iter().map(move |&(_, v)| {
+                                Circle::new((p.x + 0.12, v), 4, c.mix(0.8).stroke_width(1))
+                            })
+                        }))
+                        .map_err(e)?;
                     continue;
                 }
                 let band: Vec<(f64, f64)> = pts
@@ -494,6 +517,23 @@ fn draw<DB: DrawingBackend>(
                         .draw_series(std::iter::once(Polygon::new(band, c.mix(0.18).filled())))
                         .map_err(e)?;
                 }
+                // Each seed as a thin line under the mean's.
+                let mut per_seed: BTreeMap<u64, Vec<(f64, f64)>> = BTreeMap::new();
+                for p in pts {
+                    for &(seed, v) in &p.seeds {
+                        if v.is_finite() && (!log_y || v > 0.0) {
+                            per_seed.entry(seed).or_default().push((p.x, v));
+                        }
+                    }
+                }
+                chart
+                    .draw_series(
+                        per_seed
+                            .into_values()
+                            .filter(|l| l.len() > 1)
+                            .map(|l| PathElement::new(l, c.mix(0.45).stroke_width(1))),
+                    )
+                    .map_err(e)?;
                 let line: Vec<(f64, f64)> = pts
                     .iter()
                     .filter(|p| !log_y || p.mean > 0.0)

@@ -36,6 +36,9 @@ pub struct SummaryRow {
     pub std: f64,
     /// `None` with a single seed: no interval can be claimed.
     pub ci95: Option<(f64, f64)>,
+    /// Each seed's value, in the order of the results: figures mark them,
+    /// because a mean and interval over 3 seeds hide a bimodal outcome.
+    pub seeds: Vec<(u64, f64)>,
 }
 
 const FIXED: [&str; 8] = [
@@ -98,7 +101,7 @@ pub fn read_results(path: &Path) -> Result<(Vec<String>, Vec<Row>), ReportError>
 pub fn summarize(_params: &[String], rows: &[Row]) -> Vec<SummaryRow> {
     type Key = (String, Vec<String>, String, String, String);
     let mut order: Vec<Key> = Vec::new();
-    let mut groups: BTreeMap<Key, Vec<f64>> = BTreeMap::new();
+    let mut groups: BTreeMap<Key, Vec<(u64, f64)>> = BTreeMap::new();
     for r in rows {
         let key = (
             r.variant.clone(),
@@ -111,13 +114,17 @@ pub fn summarize(_params: &[String], rows: &[Row]) -> Vec<SummaryRow> {
             order.push(key.clone());
             Vec::new()
         });
-        groups.get_mut(&key).expect("inserted").push(r.value);
+        groups
+            .get_mut(&key)
+            .expect("inserted")
+            .push((r.seed, r.value));
     }
     order
         .into_iter()
         .map(|key| {
-            let xs = &groups[&key];
-            let (n, mean, std, ci95) = stats(xs);
+            let seeds = groups.remove(&key).expect("grouped");
+            let xs: Vec<f64> = seeds.iter().map(|&(_, v)| v).collect();
+            let (n, mean, std, ci95) = stats(&xs);
             let (variant, params, metric, slice, step) = key;
             SummaryRow {
                 variant,
@@ -129,6 +136,7 @@ pub fn summarize(_params: &[String], rows: &[Row]) -> Vec<SummaryRow> {
                 mean,
                 std,
                 ci95,
+                seeds,
             }
         })
         .collect()
@@ -177,9 +185,9 @@ pub fn write_csv(path: &Path, params: &[String], rows: &[SummaryRow]) -> Result<
 }
 
 /// One table per (metric, slice), in order of first appearance: its title
-/// and rows of cells (config, step, n, mean, 95% CI), shared by the Markdown
-/// and HTML summaries.
-fn tables(params: &[String], rows: &[SummaryRow]) -> Vec<(String, Vec<[String; 5]>)> {
+/// and rows of cells (config, step, n, mean, 95% CI, per seed), shared by
+/// the Markdown and HTML summaries.
+fn tables(params: &[String], rows: &[SummaryRow]) -> Vec<(String, Vec<[String; 6]>)> {
     let mut keys: Vec<(&str, &str)> = Vec::new();
     for r in rows {
         if !keys.contains(&(r.metric.as_str(), r.slice.as_str())) {
@@ -206,12 +214,35 @@ fn tables(params: &[String], rows: &[SummaryRow]) -> Vec<(String, Vec<[String; 5
                         r.n.to_string(),
                         fmt_num(r.mean),
                         ci,
+                        per_seed(r),
                     ]
                 })
                 .collect();
             (title, cells)
         })
         .collect()
+}
+
+/// "s0 0.416, s1 0.422, s2 1" for a handful of seeds: the values behind a
+/// mean, which an interval over 3 seeds can misrepresent (a bimodal outcome).
+fn per_seed(r: &SummaryRow) -> String {
+    if r.seeds.len() < 2 || r.seeds.len() > 10 {
+        return "–".into();
+    }
+    r.seeds
+        .iter()
+        .map(|(seed, v)| format!("s{seed} {}", trim(&fmt_num(*v))))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// "1.0000" → "1", "0.4160" → "0.416"; exponents untouched.
+pub(crate) fn trim(s: &str) -> String {
+    if s.contains('.') && !s.contains('e') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s.to_string()
+    }
 }
 
 /// Compact, human-readable number.
@@ -280,11 +311,11 @@ pub fn write_markdown(
     rows: &[SummaryRow],
 ) -> Result<(), ReportError> {
     let mut md = format!(
-        "# {suite}: summary\n\nMean over seeds; 95% Student-t interval where n ≥ 2. Regenerate with `retbench report DIR`.\n"
+        "# {suite}: summary\n\nMean over seeds; 95% Student-t interval where n ≥ 2; each seed's value where there are 2 to 10. Regenerate with `retbench report DIR`.\n"
     );
     for (title, cells) in tables(params, rows) {
         md.push_str(&format!(
-            "\n## {title}\n\n| config | step | n | mean | 95% CI |\n|---|---|---|---|---|\n"
+            "\n## {title}\n\n| config | step | n | mean | 95% CI | per seed |\n|---|---|---|---|---|---|\n"
         ));
         for row in cells {
             md.push_str(&format!("| {} |\n", row.join(" | ")));
@@ -310,7 +341,7 @@ pub fn write_html(
     figures: &[std::path::PathBuf],
 ) -> Result<(), ReportError> {
     let mut h = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{0}</title>\n<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;margin-bottom:1.5em}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>\n<h1>{0}</h1>\n<p>Mean over seeds; 95% Student-t interval where n &ge; 2. Regenerate with <code>retbench report DIR</code>.</p>\n",
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{0}</title>\n<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;margin-bottom:1.5em}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>\n<h1>{0}</h1>\n<p>Mean over seeds; 95% Student-t interval where n &ge; 2; each seed's value where there are 2 to 10. Regenerate with <code>retbench report DIR</code>.</p>\n",
         html_escape(suite)
     );
     for f in figures
@@ -327,7 +358,7 @@ pub fn write_html(
         ));
     }
     for (title, cells) in tables(params, rows) {
-        h.push_str(&format!("<h2>{}</h2>\n<table><tr><th>config</th><th>step</th><th>n</th><th>mean</th><th>95% CI</th></tr>\n", html_escape(&title)));
+        h.push_str(&format!("<h2>{}</h2>\n<table><tr><th>config</th><th>step</th><th>n</th><th>mean</th><th>95% CI</th><th>per seed</th></tr>\n", html_escape(&title)));
         for row in cells {
             let tds: Vec<String> = row
                 .iter()
@@ -374,6 +405,9 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!((s[0].n, s[0].mean), (2, 2.0));
         assert_eq!((s[1].n, s[1].mean), (1, 5.0));
+        assert_eq!(s[0].seeds, vec![(0, 1.0), (1, 3.0)]);
+        assert_eq!(per_seed(&s[0]), "s0 1, s1 3");
+        assert_eq!(per_seed(&s[1]), "–");
         assert_eq!(short_value(r#"{"kind":"topk","k":32}"#), "topk(k=32)");
     }
 }

@@ -111,6 +111,19 @@ impl TaskConfig {
     }
 }
 
+/// A task's options with their defaults, as the `task:` block of a suite
+/// would spell them out (derived from the types, so it cannot go stale).
+pub fn task_defaults(kind: &str) -> Option<serde_json::Value> {
+    let cfg: TaskConfig = serde_json::from_value(serde_json::json!({ "kind": kind })).ok()?;
+    serde_json::to_value(cfg).ok()
+}
+
+/// Whether a task kind trains a model (and so reads `model:`, `train:`,
+/// `eval:`).
+pub fn trains_a_model(kind: &str) -> bool {
+    kind == "recall"
+}
+
 /// What `retbench list` prints for tasks and their metrics.
 pub const TASKS: &[(&str, &str, &[&str])] = &[
     (
