@@ -148,6 +148,76 @@ impl RecallConfig {
     }
 }
 
+/// What a predictor scores that knows which values session 1 stated but not
+/// which key each belongs to: the level a model reaches with memory that
+/// carries the facts' values without binding them to their keys. Mean
+/// accuracy per query, each guess the most frequent candidate (ties shared).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Unbound {
+    /// Candidates: every value stated in session 1.
+    pub values: f64,
+    /// Candidates: the values of facts not yet queried in this session (what
+    /// the context shows: each fact is queried at most once per session).
+    pub values_not_yet_asked: f64,
+}
+
+impl RecallConfig {
+    /// [`Unbound`] levels per gap (`[gap=0, gap=1]`) over a batch of
+    /// episodes from [`RecallConfig::generate`].
+    pub fn unbound_accuracy(&self, sessions: &[SessionData; 2], batch: usize) -> [Unbound; 2] {
+        let [s1, _] = sessions;
+        let mut out = [(0.0, 0.0, 0usize); 2];
+        for b in 0..batch {
+            let facts: Vec<u32> = (0..self.pairs)
+                .map(|i| s1.tokens[b * s1.len + 2 * i + 1])
+                .collect();
+            for (gap, s) in sessions.iter().enumerate() {
+                let asked: Vec<u32> = (b * s.len..(b + 1) * s.len)
+                    .filter(|&t| s.mask[t] == 1.0)
+                    .map(|t| s.targets[t])
+                    .collect();
+                let (v, va) = unbound(&facts, &asked);
+                out[gap].0 += v;
+                out[gap].1 += va;
+                out[gap].2 += asked.len();
+            }
+        }
+        out.map(|(v, va, n)| Unbound {
+            values: v / n.max(1) as f64,
+            values_not_yet_asked: va / n.max(1) as f64,
+        })
+    }
+}
+
+/// Summed expected hits over `asked` (targets, in query order) of the two
+/// unbound predictors, given the facts' values.
+fn unbound(facts: &[u32], asked: &[u32]) -> (f64, f64) {
+    use std::collections::BTreeMap;
+    let hit = |counts: &BTreeMap<u32, usize>, target: u32| {
+        let max = counts.values().copied().max().unwrap_or(0);
+        let ties = counts.values().filter(|&&c| c == max).count();
+        if max > 0 && counts.get(&target) == Some(&max) {
+            1.0 / ties as f64
+        } else {
+            0.0
+        }
+    };
+    let mut all = BTreeMap::new();
+    for &v in facts {
+        *all.entry(v).or_insert(0usize) += 1;
+    }
+    let mut left = all.clone();
+    let (mut values, mut not_yet) = (0.0, 0.0);
+    for &target in asked {
+        values += hit(&all, target);
+        not_yet += hit(&left, target);
+        if let Some(c) = left.get_mut(&target) {
+            *c -= 1;
+        }
+    }
+    (values, not_yet)
+}
+
 impl Episodes for RecallConfig {
     fn vocab(&self) -> usize {
         RecallConfig::vocab(self)
@@ -215,6 +285,31 @@ mod tests {
             [s1, s2],
             "deterministic"
         );
+    }
+
+    #[test]
+    fn unbound_levels_match_a_hand_count() {
+        // Values A A B C, asked in the order A B A C.
+        let (a, b, c) = (20, 21, 22);
+        let (v, va) = unbound(&[a, a, b, c], &[a, b, a, c]);
+        // Always guessing A (the mode): hits the two A queries.
+        assert!((v - 2.0).abs() < 1e-12);
+        // {A2 B1 C1} → A: 1; {A1 B1 C1} → B: 1/3; {A1 C1} → A: 1/2; {C1} → 1.
+        assert!((va - (1.0 + 1.0 / 3.0 + 0.5 + 1.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn unbound_level_of_the_recall_suite_is_far_above_chance() {
+        let cfg: RecallConfig = serde_json::from_str("{}").unwrap();
+        let batch = 4096;
+        let data = cfg.generate(&mut stream("recall", 0, "levels"), batch);
+        let [g0, g1] = cfg.unbound_accuracy(&data, batch);
+        // 8 values of 16 symbols: about 6 distinct, the mode often repeated.
+        assert!((0.24..0.28).contains(&g1.values), "{g1:?}");
+        assert!((0.40..0.45).contains(&g1.values_not_yet_asked), "{g1:?}");
+        // Session 1 asks 4 of 8 facts: less left to eliminate.
+        assert!(g0.values_not_yet_asked < g1.values_not_yet_asked, "{g0:?}");
+        assert!((g0.values - g1.values).abs() < 0.02, "{g0:?} {g1:?}");
     }
 
     #[test]
