@@ -406,7 +406,8 @@ fn list(format: Format, suites: &Path) -> anyhow::Result<()> {
                         "kind": kind,
                         "about": about,
                         "defaults": retbench_tasks::task_defaults(kind),
-                        "trains_a_model": retbench_tasks::trains_a_model(kind),
+                        "trains_a_model": retbench_tasks::TaskConfig::with_defaults(kind)
+                            .is_some_and(|t| t.trains_a_model()),
                         "metrics": metrics,
                     })
                 })

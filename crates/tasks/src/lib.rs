@@ -104,6 +104,21 @@ impl TaskConfig {
         }
     }
 
+    /// The task `kind` with every option at its default (`None`: no such
+    /// kind).
+    pub fn with_defaults(kind: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::json!({ "kind": kind })).ok()
+    }
+
+    /// Whether the task trains a model (and so reads `model:`, `train:`,
+    /// `eval:`).
+    pub fn trains_a_model(&self) -> bool {
+        match self {
+            TaskConfig::Scaling(_) => false,
+            TaskConfig::Recall(_) => true,
+        }
+    }
+
     /// Whether the task's metrics include wall-clock timings (such tasks
     /// should run with one job at a time for clean numbers).
     pub fn is_timing(&self) -> bool {
@@ -114,14 +129,7 @@ impl TaskConfig {
 /// A task's options with their defaults, as the `task:` block of a suite
 /// would spell them out (derived from the types, so it cannot go stale).
 pub fn task_defaults(kind: &str) -> Option<serde_json::Value> {
-    let cfg: TaskConfig = serde_json::from_value(serde_json::json!({ "kind": kind })).ok()?;
-    serde_json::to_value(cfg).ok()
-}
-
-/// Whether a task kind trains a model (and so reads `model:`, `train:`,
-/// `eval:`).
-pub fn trains_a_model(kind: &str) -> bool {
-    kind == "recall"
+    serde_json::to_value(TaskConfig::with_defaults(kind)?).ok()
 }
 
 /// What `retbench list` prints for tasks and their metrics.
