@@ -9,18 +9,26 @@
 //! Discrete decisions — which slots a top-k read selects, which slot an append
 //! evicts, whether a gate opens — are made on the host and enter the graph as
 //! constant masks and indices.
+//!
+//! Which slots a read attends to, how a write enters memory, which slot an
+//! append evicts and whether a write happens are delegated to the backends
+//! of [`crate::backends`]; the layer owns the parameters and the tensor
+//! algebra around them.
+
+use std::sync::Arc;
 
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
-use rand::Rng;
 
-use crate::config::{
-    Evict, GateConfig, KeyMode, ReadConfig, RetentionConfig, SlotAge, WriteConfig, WriteSource,
-};
+use crate::backends::{self, Backends};
+use crate::config::{GateConfig, KeyMode, RetentionConfig, SlotAge, WriteSource};
 use crate::error::{Error, Result};
+use crate::gate::{Gate, GateInput};
 use crate::kernels;
 use crate::memory::MemoryState;
+use crate::read::{ReadBackend, ReadQuery, Selection};
 use crate::rng::stream_seed;
+use crate::write::{Candidates, WriteBackend};
 
 /// Layer normalisation from primitive ops, so that it has a backward pass.
 #[derive(Debug, Clone)]
@@ -50,11 +58,20 @@ impl Norm {
     }
 }
 
-/// What a read returns: the readout R [B, T, d]; and over slots
-/// [B, H, T, m]: the attention weights (zero on unselected and empty slots),
-/// the scaled scores before masking, and the 0/1 selection mask.
+/// What a read returns: the readout R [B, T, d] and the slots each query
+/// attended to. Weights over every slot are not part of a read (they cost
+/// O(m) per query); [`RetentionLayer::inspect_read`] computes them on demand.
 #[derive(Debug, Clone)]
 pub struct ReadOutput {
+    pub r: Tensor,
+    pub selection: Selection,
+}
+
+/// A read's weights over every slot, [B, H, T, m]: the attention weights
+/// (zero on unselected and empty slots), the scaled scores before masking,
+/// and the 0/1 selection mask. For fidelity metrics and tests.
+#[derive(Debug, Clone)]
+pub struct DenseRead {
     pub r: Tensor,
     pub weights: Tensor,
     pub scores: Tensor,
@@ -90,8 +107,10 @@ pub struct RetentionLayer {
     w_o: Linear,
     w_u: Linear,
     pool_query: Option<Tensor>,
-    gate: Option<Linear>,
     age_emb: Option<Tensor>,
+    read: Arc<dyn ReadBackend>,
+    write_backend: Arc<dyn WriteBackend>,
+    gate: Arc<dyn Gate>,
 }
 
 impl RetentionLayer {
@@ -112,10 +131,7 @@ impl RetentionLayer {
             )?),
             _ => None,
         };
-        let gate = match cfg.gate {
-            GateConfig::Learned {} => Some(candle_nn::linear(d_model, 1, vb.pp("gate"))?),
-            _ => None,
-        };
+        let Backends { read, write, gate } = backends::build(cfg, d_model, &vb)?;
         let age_emb = match cfg.slot_age {
             SlotAge::Learned { buckets } => Some(vb.get_with_hints(
                 (buckets, inner),
@@ -141,9 +157,29 @@ impl RetentionLayer {
             w_o: candle_nn::linear_no_bias(inner, d_model, vb.pp("w_o"))?,
             w_u: candle_nn::linear_no_bias(d_model, d_model, vb.pp("w_u"))?,
             pool_query,
-            gate,
             age_emb,
+            read: Arc::from(read),
+            write_backend: Arc::from(write),
+            gate: Arc::from(gate),
         })
+    }
+
+    /// The same layer with another read backend: how a backend that no
+    /// config names yet (a test's, an experiment's) is plugged in. Memories
+    /// made afterwards get its index.
+    pub fn with_read_backend(mut self, read: Box<dyn ReadBackend>) -> Self {
+        self.read = Arc::from(read);
+        self
+    }
+
+    /// The read backend's name (`dense`, `topk`, ...).
+    pub fn read_backend(&self) -> &dyn ReadBackend {
+        self.read.as_ref()
+    }
+
+    /// Whether writes need a feedback signal from the caller.
+    pub fn needs_feedback(&self) -> bool {
+        self.gate.needs_feedback()
     }
 
     pub fn config(&self) -> &RetentionConfig {
@@ -172,7 +208,7 @@ impl RetentionLayer {
             KeyMode::Cached => self.heads * self.head_dim,
             KeyMode::Recompute => 0,
         };
-        MemoryState::empty(
+        let mut mem = MemoryState::empty(
             batch,
             self.cfg.slots,
             self.d_model,
@@ -181,7 +217,22 @@ impl RetentionLayer {
             stream_seed(&self.hash, seed, "memory/evict"),
             dtype,
             device,
-        )
+        )?;
+        self.ensure_index(&mut mem)?;
+        Ok(mem)
+    }
+
+    /// Gives `mem` the read backend's index if it keeps one and the memory
+    /// has none (a new memory, or one loaded from a snapshot, which stores
+    /// no index): built from the current contents.
+    fn ensure_index(&self, mem: &mut MemoryState) -> Result<()> {
+        if mem.index.is_none() {
+            if let Some(mut index) = self.read.new_index(mem) {
+                index.refresh(&mem.content)?;
+                mem.index = Some(index);
+            }
+        }
+        Ok(())
     }
 
     /// A memory fits this layer when its shapes do: the read mode, rates and
@@ -255,8 +306,46 @@ impl RetentionLayer {
     }
 
     /// Memory-attention read for hidden states `h` [B, T, d]: queries
-    /// LN(h)·W_Q, keys and values from the slots. Updates read telemetry.
+    /// LN(h)·W_Q, keys and values from the slots the read backend selects.
+    /// Updates the memory's read clock, and its usage statistics when they
+    /// are recorded.
     pub fn read(&self, h: &Tensor, mem: &mut MemoryState) -> Result<ReadOutput> {
+        self.ensure_index(mem)?;
+        let (r, selection, usage) = self.read_core(h, mem, false)?;
+        match usage {
+            Some(usage) => mem.record_read(usage.into_iter(), |occ| self.read.attended(occ)),
+            None => mem.clocks.events += 1,
+        }
+        Ok(ReadOutput { r: r.r, selection })
+    }
+
+    /// The same read with its weights over every slot, computed on demand
+    /// (an O(m) pass per query) and without touching the memory's
+    /// statistics: for fidelity metrics, telemetry and tests.
+    pub fn inspect_read(&self, h: &Tensor, mem: &MemoryState) -> Result<DenseRead> {
+        let (r, _, _) = self.read_core(h, mem, true)?;
+        Ok(r)
+    }
+
+    /// Whether reads of `mem` must record usage statistics.
+    fn usage_wanted(&self, mem: &MemoryState) -> bool {
+        mem.usage
+            || self
+                .write_backend
+                .eviction()
+                .is_some_and(|e| e.needs_usage())
+    }
+
+    /// The read; with `inspect`, also weights over every slot. Returns the
+    /// read's usage per touched slot (flat index, total weight over queries
+    /// averaged over heads, peak weight) when the memory wants it.
+    #[allow(clippy::type_complexity)]
+    fn read_core(
+        &self,
+        h: &Tensor,
+        mem: &MemoryState,
+        inspect: bool,
+    ) -> Result<(DenseRead, Selection, Option<Vec<(usize, f32, f32)>>)> {
         let (b, t, d) = h.dims3()?;
         self.check_memory(mem, b)?;
         if d != self.d_model {
@@ -276,28 +365,65 @@ impl RetentionLayer {
         // product; only the order of float additions differs.
         let few = t < dk;
         let content = mem.content();
-        let scores = if few && self.cfg.keys == KeyMode::Recompute {
-            let w_k = self.w_k.weight().reshape((nh, dk, d))?;
-            let qk = per_head(&q, &w_k)?.reshape((b, nh * t, d))?;
-            let s = kernels::rows_dot(&qk, content)?.reshape((b, nh, t, m))?;
-            match self.age_keys(mem)? {
-                Some(ages) => (s + q.matmul(&split(ages, m)?.t()?)?)?,
-                None => s,
-            }
-        } else {
-            q.matmul(&split(self.slot_keys(mem)?, m)?.t()?)?
+        let scorer = || -> Result<Tensor> {
+            let scores = if few && self.cfg.keys == KeyMode::Recompute {
+                let w_k = self.w_k.weight().reshape((nh, dk, d))?;
+                let qk = per_head(&q, &w_k)?.reshape((b, nh * t, d))?;
+                let s = kernels::rows_dot(&qk, content)?.reshape((b, nh, t, m))?;
+                match self.age_keys(mem)? {
+                    Some(ages) => (s + q.matmul(&split(ages, m)?.t()?)?)?,
+                    None => s,
+                }
+            } else {
+                q.matmul(&split(self.slot_keys(mem)?, m)?.t()?)?
+            };
+            Ok((scores / (dk as f64).sqrt())?) // [B, H, T, m]
         };
-        let scores = (scores / (dk as f64).sqrt())?; // [B, H, T, m]
-        let select = match self.cfg.read {
-            ReadConfig::Dense {} => mem
+        let mut query = ReadQuery {
+            mem,
+            q: &q,
+            scorer: &scorer,
+            scores: None,
+        };
+        let selection = self.read.select(&mut query)?;
+        let scores = query.scores.take();
+        let want_usage = self.usage_wanted(mem);
+        if let (Selection::Rows { k, slots }, None, false) = (&selection, &scores, inspect) {
+            let (r, usage) = self.gathered_read(&q, mem, *k, slots, want_usage)?;
+            let (dtype, dev) = (r.dtype(), r.device().clone());
+            let none = || Tensor::zeros(0, dtype, &dev);
+            let dense = DenseRead {
+                r,
+                weights: none()?,
+                scores: none()?,
+                selected: none()?,
+            };
+            return Ok((dense, selection, usage));
+        }
+        // Every score is at hand (or inspection wants them): one masked
+        // softmax over all slots, zero outside the selection, and an
+        // all-zero row when nothing is selected, so that an empty memory
+        // contributes exactly zero.
+        let scores = match scores {
+            Some(s) => s,
+            None => scorer()?,
+        };
+        let select = match &selection {
+            Selection::Occupied => mem
                 .occupancy_mask()?
                 .reshape((b, 1, 1, m))?
                 .broadcast_as((b, nh, t, m))?
                 .contiguous()?,
-            ReadConfig::Topk { k } => topk_mask(&scores, &mem.meta.occupied, k)?,
+            Selection::Rows { k, slots } => {
+                let mut mask = vec![0f32; b * nh * t * m];
+                for (row, chosen) in slots.chunks(*k).enumerate() {
+                    for &i in chosen.iter().filter(|&&i| i != Selection::PAD) {
+                        mask[row * m + i as usize] = 1.0;
+                    }
+                }
+                Tensor::from_vec(mask, (b, nh, t, m), scores.device())?.to_dtype(scores.dtype())?
+            }
         };
-        // Zero outside the selection, and an all-zero row when nothing is
-        // selected, so that an empty memory contributes exactly zero.
         let weights = kernels::masked_softmax(&scores, &select)?;
         let out = if few {
             let w_v = self.w_v.weight().reshape((nh, dk, d))?.transpose(1, 2)?;
@@ -308,13 +434,144 @@ impl RetentionLayer {
         };
         let out = out.transpose(1, 2)?.reshape((b, t, nh * dk))?;
         let r = self.w_o.forward(&out)?;
-        record_read(mem, &weights, self.cfg.read)?;
-        Ok(ReadOutput {
-            r,
-            weights,
-            scores,
-            selected: select,
-        })
+        let usage = if want_usage && !inspect {
+            let w = weights.detach().to_dtype(DType::F32)?;
+            let total: Vec<f32> = (w.sum(2)?.sum(1)? / nh as f64)?.flatten_all()?.to_vec1()?;
+            let peak: Vec<f32> = w.max(2)?.max(1)?.flatten_all()?.to_vec1()?;
+            Some(
+                total
+                    .into_iter()
+                    .zip(peak)
+                    .enumerate()
+                    .map(|(f, (t, p))| (f, t, p))
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        Ok((
+            DenseRead {
+                r,
+                weights,
+                scores,
+                selected: select,
+            },
+            selection,
+            usage,
+        ))
+    }
+
+    /// A read over the selected rows only: gathers k slots per query row,
+    /// scores them, softmax over the k, mixes their values. Costs O(k·d) per
+    /// query, whatever the memory's size.
+    #[allow(clippy::type_complexity)]
+    fn gathered_read(
+        &self,
+        q: &Tensor,
+        mem: &MemoryState,
+        k: usize,
+        slots: &[u32],
+        want_usage: bool,
+    ) -> Result<(Tensor, Option<Vec<(usize, f32, f32)>>)> {
+        let (b, nh, t, dk) = q.dims4()?;
+        let (m, d) = (mem.slots(), self.d_model);
+        let rows_n = b * nh * t;
+        if slots.len() != rows_n * k {
+            return Err(Error::Usage(format!(
+                "read backend {} selected {} slots, expected {rows_n} rows of {k}",
+                self.read.name(),
+                slots.len()
+            )));
+        }
+        let mut flat = Vec::with_capacity(rows_n * k);
+        let mut head_flat = Vec::with_capacity(rows_n * k);
+        let mut sel = vec![0f32; rows_n * k];
+        for (row, chosen) in slots.chunks(k).enumerate() {
+            let (bi, hi) = (row / (nh * t), (row / t) % nh);
+            for (j, &i) in chosen.iter().enumerate() {
+                let i = if i == Selection::PAD {
+                    0
+                } else if (i as usize) < m && mem.meta.occupied[bi * m + i as usize] {
+                    sel[row * k + j] = 1.0;
+                    i as usize
+                } else {
+                    return Err(Error::Usage(format!(
+                        "read backend {} selected slot {i}, which is empty or past {m}",
+                        self.read.name()
+                    )));
+                };
+                flat.push((bi * m + i) as u32);
+                head_flat.push(((bi * m + i) * nh + hi) as u32);
+            }
+        }
+        let dev = mem.device();
+        let idx = Tensor::from_vec(flat.clone(), rows_n * k, dev)?;
+        let rows = mem
+            .content()
+            .reshape((b * m, d))?
+            .index_select(&idx, 0)?
+            .reshape((b, nh, t, k, d))?;
+        let dot = |a: &Tensor, x: &Tensor| -> Result<Tensor> {
+            Ok(a.broadcast_mul(&x.unsqueeze(3)?)?.sum(D::Minus1)?)
+        };
+        let mut scores = match mem.keys() {
+            Some(keys) if self.cfg.keys == KeyMode::Cached => {
+                let hidx = Tensor::from_vec(head_flat, rows_n * k, dev)?;
+                let gk = keys
+                    .reshape((b * m * nh, dk))?
+                    .index_select(&hidx, 0)?
+                    .reshape((b, nh, t, k, dk))?;
+                dot(&gk, q)?
+            }
+            _ => {
+                let w_k = self.w_k.weight().reshape((nh, dk, d))?;
+                dot(&rows, &per_head(q, &w_k)?)?
+            }
+        };
+        if let (Some(emb), SlotAge::Learned { buckets }) = (&self.age_emb, self.cfg.slot_age) {
+            let writes = mem.clocks.writes;
+            let aidx: Vec<u32> = flat
+                .iter()
+                .enumerate()
+                .map(|(n, &f)| {
+                    let age = writes.saturating_sub(mem.meta.written_at[f as usize]);
+                    let hi = (n / k / t) % nh;
+                    (age_bucket(age, buckets) * nh + hi) as u32
+                })
+                .collect();
+            let aidx = Tensor::from_vec(aidx, rows_n * k, dev)?;
+            let ga = emb
+                .reshape((buckets * nh, dk))?
+                .index_select(&aidx, 0)?
+                .reshape((b, nh, t, k, dk))?;
+            scores = (scores + dot(&ga, q)?)?;
+        }
+        let scores = (scores / (dk as f64).sqrt())?;
+        let sel = Tensor::from_vec(sel, (b, nh, t, k), dev)?.to_dtype(scores.dtype())?;
+        let weights = kernels::masked_softmax(&scores, &sel)?; // [B, H, T, k]
+        let wm = weights.unsqueeze(D::Minus1)?.broadcast_mul(&rows)?.sum(3)?; // [B, H, T, d]
+        let w_v = self.w_v.weight().reshape((nh, dk, d))?.transpose(1, 2)?;
+        let out = per_head(&wm, &w_v)?
+            .transpose(1, 2)?
+            .reshape((b, t, nh * dk))?;
+        let r = self.w_o.forward(&out)?;
+        let usage = if want_usage {
+            let w: Vec<f32> = weights
+                .detach()
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1()?;
+            let mut per_slot: std::collections::BTreeMap<usize, (f32, f32)> = Default::default();
+            for (n, &f) in flat.iter().enumerate() {
+                let e = per_slot.entry(f as usize).or_default();
+                e.0 += w[n] / nh as f32;
+                e.1 = e.1.max(w[n]);
+            }
+            Some(per_slot.into_iter().map(|(f, (a, p))| (f, a, p)).collect())
+        } else {
+            None
+        };
+        Ok((r, usage))
     }
 
     /// The write vectors u [B, n, d] that the configured source derives from
@@ -356,319 +613,72 @@ impl RetentionLayer {
         let u = self.write_source(hidden)?;
         let (b, n, _) = u.dims3()?;
         self.check_memory(mem, b)?;
+        self.ensure_index(mem)?;
         let v = self.w_u.forward(&u)?;
-        let (v, scores, pass) = self.gate(&u, v, mem, feedback)?;
+        let stored_keys = || -> Result<Tensor> {
+            match mem.keys() {
+                Some(k) => Ok(k.clone()),
+                None => Ok(self.w_k.forward(mem.content())?),
+            }
+        };
+        let key_of = |x: &Tensor| self.key_rows(x);
+        let decision = self.gate.decide(GateInput {
+            u: &u,
+            v,
+            stored_keys: &stored_keys,
+            key_of: &key_of,
+            occupied: &mem.meta.occupied,
+            feedback,
+        })?;
         mem.clocks.writes += 1;
         mem.clocks.events += 1;
         let mut report = WriteReport {
             candidates: b * n,
-            gate_scores: scores.clone(),
+            gate_scores: decision.scores.clone(),
             ..Default::default()
         };
-        match self.cfg.write {
-            WriteConfig::Append { evict, .. } => {
-                self.append(&v, mem, &scores, &pass, evict, &mut report)?
-            }
-            WriteConfig::Attention { rate, erase, .. } => {
-                self.blend(&u, &v, mem, &scores, &pass, rate, erase, &mut report)?
-            }
+        let cand = Candidates {
+            u: &u,
+            v: &decision.v,
+            scores: &decision.scores,
+            pass: &decision.pass,
+        };
+        self.write_backend.write(self, mem, &cand, &mut report)?;
+        if let Some(index) = &mut mem.index {
+            index.refresh(&mem.content)?;
         }
         Ok(report)
     }
 
-    /// Gate decisions: returns the (possibly re-wired) write content, a score
-    /// per candidate and whether each candidate is written.
-    fn gate(
-        &self,
-        u: &Tensor,
-        v: Tensor,
-        mem: &MemoryState,
-        feedback: Option<&[f32]>,
-    ) -> Result<(Tensor, Vec<f32>, Vec<bool>)> {
-        let (b, n, _) = v.dims3()?;
-        match self.cfg.gate {
-            GateConfig::None {} => Ok((v, vec![1.0; b * n], vec![true; b * n])),
-            GateConfig::Feedback { threshold } => {
-                let signal = feedback.ok_or_else(|| {
-                    Error::Usage("a feedback gate needs a feedback signal per sample".into())
-                })?;
-                if signal.len() != b || signal.iter().any(|s| !(0.0..=1.0).contains(s)) {
-                    return Err(Error::Usage(format!(
-                        "feedback must hold {b} values in [0, 1], got {signal:?}"
-                    )));
-                }
-                let scores: Vec<f32> = (0..b * n).map(|i| signal[i / n]).collect();
-                let pass = scores.iter().map(|&s| s as f64 >= threshold).collect();
-                Ok((v, scores, pass))
-            }
-            GateConfig::Learned {} => {
-                let lin = self.gate.as_ref().expect("built with the learned gate");
-                let g = candle_nn::ops::sigmoid(&lin.forward(u)?)?; // [B, n, 1]
-                let scores: Vec<f32> = g.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
-                let pass = scores.iter().map(|&s| s >= 0.5).collect();
-                // Straight-through: the forward value stays v, the gradient of
-                // the written content reaches the gate's parameters.
-                let st = ((&g - g.detach())? + 1.0)?;
-                Ok((v.broadcast_mul(&st)?, scores, pass))
-            }
-            GateConfig::Surprise { threshold } => {
-                let cand = self
-                    .w_k
-                    .forward(&v)?
-                    .to_dtype(DType::F32)?
-                    .to_vec3::<f32>()?;
-                let stored = match (&self.cfg.keys, mem.keys()) {
-                    (KeyMode::Cached, Some(k)) => k.clone(),
-                    _ => self.w_k.forward(mem.content())?,
-                }
-                .to_dtype(DType::F32)?
-                .to_vec3::<f32>()?;
-                let m = mem.slots();
-                let mut scores = Vec::with_capacity(b * n);
-                let mut pass = Vec::with_capacity(b * n);
-                for (bi, cands) in cand.iter().enumerate() {
-                    // Candidates accepted earlier in this call count as stored.
-                    let mut accepted: Vec<&[f32]> = Vec::new();
-                    for c in cands {
-                        let best = (0..m)
-                            .filter(|&i| mem.meta.occupied[bi * m + i])
-                            .map(|i| stored[bi][i].as_slice())
-                            .chain(accepted.iter().copied())
-                            .map(|s| cosine(c, s))
-                            .fold(f32::NEG_INFINITY, f32::max);
-                        let novelty = if best.is_finite() { 1.0 - best } else { 1.0 };
-                        let ok = novelty as f64 >= threshold;
-                        if ok {
-                            accepted.push(c);
-                        }
-                        scores.push(novelty);
-                        pass.push(ok);
-                    }
-                }
-                Ok((v, scores, pass))
-            }
-        }
+    /// Keys of content rows, x·W_Kᵀ [.., H·d_k].
+    pub(crate) fn key_rows(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(self.w_k.forward(x)?)
     }
 
-    /// Option A: each passing candidate takes a free slot, or evicts one.
-    fn append(
-        &self,
-        v: &Tensor,
-        mem: &mut MemoryState,
-        scores: &[f32],
-        pass: &[bool],
-        evict: Evict,
-        report: &mut WriteReport,
-    ) -> Result<()> {
-        let (b, n, _) = v.dims3()?;
-        let m = mem.slots();
-        // Target flat slot -> source flat candidate; a later candidate that
-        // lands on the same slot (more candidates than slots) wins.
-        let mut targets: std::collections::BTreeMap<u32, u32> = Default::default();
-        for bi in 0..b {
-            for j in 0..n {
-                let c = bi * n + j;
-                if !pass[c] {
-                    continue;
-                }
-                let slot = choose_slot(mem, bi, evict);
-                let f = bi * m + slot;
-                if mem.meta.occupied[f] {
-                    mem.evictions[bi] += 1;
-                    report.evicted += 1;
-                }
-                fill_slot(mem, f, scores[c]);
-                targets.insert(f as u32, c as u32);
-                report.written += 1;
-            }
-        }
-        let (dst, src): (Vec<u32>, Vec<u32>) = targets.into_iter().unzip();
-        self.put_rows(mem, v, &dst, src, 1.0)
+    /// H·d_k, the width of keys and queries.
+    pub(crate) fn inner_dim(&self) -> usize {
+        self.heads * self.head_dim
     }
 
-    /// Writes candidates `src` (flat indices into v [B, n, d]), scaled, into
-    /// flat slots `dst`, with their cached keys when the memory keeps them.
-    fn put_rows(
-        &self,
-        mem: &mut MemoryState,
-        v: &Tensor,
-        dst: &[u32],
-        src: Vec<u32>,
-        scale: f64,
-    ) -> Result<()> {
-        if dst.is_empty() {
-            return Ok(());
-        }
-        let (b, n, d) = v.dims3()?;
-        let src = Tensor::new(src, mem.device())?;
-        let rows = (v.reshape((b * n, d))?.index_select(&src, 0)? * scale)?;
-        mem.content = scatter_rows(&mem.content, dst, &rows, mem.tracked)?;
-        if let Some(keys) = &mem.keys {
-            let key_rows = self.w_k.forward(&rows)?;
-            mem.keys = Some(scatter_rows(keys, dst, &key_rows, mem.tracked)?);
-        }
-        Ok(())
-    }
-
-    /// Option B: M' = M + rate·w ⊙ (v − M) (erase) or M + rate·w ⊙ v, with
-    /// w = softmax over occupied slots of K·(u·W_Q); free slots are filled
-    /// first. Candidates of one call are applied simultaneously, and each
-    /// slot's total blend weight is capped at 1 so memory stays a convex mix.
-    #[allow(clippy::too_many_arguments)]
-    fn blend(
-        &self,
-        u: &Tensor,
-        v: &Tensor,
-        mem: &mut MemoryState,
-        scores: &[f32],
-        pass: &[bool],
-        rate: f64,
-        erase: bool,
-        report: &mut WriteReport,
-    ) -> Result<()> {
-        if rate == 0.0 || !pass.iter().any(|&p| p) {
-            return Ok(()); // a write of strength zero writes nothing
-        }
-        let (b, n, _) = v.dims3()?;
-        let m = mem.slots();
-        let occupied_before = mem.meta.occupied.clone();
-        let occ_count: Vec<usize> = (0..b).map(|bi| mem.occupied(bi)).collect();
-        // Host plan: which candidates fill a free slot, which address content.
-        let mut fills: Vec<(u32, u32)> = Vec::new(); // (flat slot, flat candidate)
-        let mut addressed = vec![0f32; b * n];
-        for bi in 0..b {
-            for j in 0..n {
-                let c = bi * n + j;
-                if !pass[c] {
-                    continue;
-                }
-                report.written += 1;
-                match mem.first_free(bi) {
-                    Some(i) => {
-                        fill_slot(mem, bi * m + i, scores[c]);
-                        fills.push(((bi * m + i) as u32, c as u32));
-                    }
-                    None => addressed[c] = 1.0,
-                }
-            }
-        }
-        if addressed.iter().any(|&a| a > 0.0) {
-            self.blend_content(
-                u,
-                v,
-                mem,
-                &occupied_before,
-                &occ_count,
-                addressed,
-                rate,
-                erase,
-            )?;
-        }
-        // A fill has w one-hot on a free (zero) slot, so with or without erase
-        // M' = rate·v there: a row scatter, O(d) per fill instead of O(m·d).
-        let (dst, src): (Vec<u32>, Vec<u32>) = fills.into_iter().unzip();
-        self.put_rows(mem, v, &dst, src, rate)
-    }
-
-    /// The content-addressed part of an attention write, over the slots that
-    /// were occupied before the call. `addressed` [B·n] marks the candidates
-    /// that take part.
-    #[allow(clippy::too_many_arguments)]
-    fn blend_content(
-        &self,
-        u: &Tensor,
-        v: &Tensor,
-        mem: &mut MemoryState,
-        occupied_before: &[bool],
-        occ_count: &[usize],
-        addressed: Vec<f32>,
-        rate: f64,
-        erase: bool,
-    ) -> Result<()> {
-        let (b, n, _) = v.dims3()?;
-        let m = mem.slots();
-        let dev = mem.device().clone();
-        let dtype = mem.dtype();
-        let host = |data: Vec<f32>, shape: (usize, usize, usize)| -> Result<Tensor> {
-            Ok(Tensor::from_vec(data, shape, &dev)?.to_dtype(dtype)?)
-        };
-        let addressed = host(addressed, (b, n, 1))?;
-        let occ: Vec<f32> = occupied_before.iter().map(|&o| o as u8 as f32).collect();
-        let occ = host(occ, (b, 1, m))?;
-        let inner = (self.heads * self.head_dim) as f64;
+    /// Unscaled content-addressing logits (u·W_Q)·Kᵀ [B, n, m] of an
+    /// attention write.
+    pub(crate) fn address_logits(&self, u: &Tensor, mem: &MemoryState) -> Result<Tensor> {
+        let n = u.dim(1)?;
         let q = self.w_q.forward(u)?; // [B, n, H·d_k]
         // As in reads: with few candidates, q(M·W_K)ᵀ = (q·W_K)Mᵀ avoids
         // projecting every slot.
-        let logits = if self.cfg.keys == KeyMode::Recompute && n < self.heads * self.head_dim {
-            let qk = q.broadcast_matmul(&self.w_k.weight().unsqueeze(0)?)?; // [B, n, d]
-            let s = kernels::rows_dot(&qk, &mem.content)?;
-            match self.age_keys(mem)? {
-                Some(ages) => (s + q.matmul(&ages.t()?)?)?,
-                None => s,
-            }
-        } else {
-            q.matmul(&self.slot_keys(mem)?.t()?)?
-        };
-        let logits = (logits / inner.sqrt())?; // [B, n, m]
-        let occ = occ.broadcast_as(logits.shape())?.contiguous()?;
-        let address = kernels::masked_softmax(&logits, &occ)?.broadcast_mul(&addressed)?;
-        let w = (address * rate)?.transpose(1, 2)?.contiguous()?; // [B, m, n]
-        let w = if erase {
-            // Cap each slot's total weight at 1: a convex combination.
-            w.broadcast_div(&w.sum_keepdim(2)?.maximum(1.0)?)?
-        } else {
-            w
-        };
-        let update = |old: &Tensor, new: &Tensor| -> Result<Tensor> {
-            // One candidate: an outer product, far cheaper as a broadcast
-            // than as a matmul with inner dimension 1.
-            let add = if n == 1 {
-                w.broadcast_mul(new)?
-            } else {
-                w.matmul(new)?
-            };
-            let out = if erase {
-                let keep = (1.0 - w.sum_keepdim(2)?)?;
-                (old.broadcast_mul(&keep)? + add)?
-            } else {
-                (old + add)?
-            };
-            Ok(if mem.tracked { out } else { out.detach() })
-        };
-        let new_keys = match &mem.keys {
-            Some(_) => Some(self.w_k.forward(v)?),
-            None => None,
-        };
-        // A detached memory is updated in place, touching only rows with weight.
-        if !mem.tracked && kernels::blend_rows_in_place(&mem.content, &w, v, erase)? {
-            if let (Some(keys), Some(k)) = (&mem.keys, &new_keys) {
-                kernels::blend_rows_in_place(keys, &w, k, erase)?;
-            }
-        } else {
-            mem.content = update(&mem.content, v)?;
-            if let (Some(keys), Some(k)) = (&mem.keys, &new_keys) {
-                mem.keys = Some(update(keys, k)?);
-            }
-        }
-        // Telemetry: a slot counts as written when it got more than a uniform
-        // share of the write weight.
-        let share: Vec<f32> = w.sum(2)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        for (bi, &count) in occ_count.iter().enumerate() {
-            if count == 0 {
-                continue;
-            }
-            let uniform = (rate as f32) / count as f32;
-            for i in 0..m {
-                let f = bi * m + i;
-                if occupied_before[f] && share[f] > uniform {
-                    mem.meta.write_count[f] += 1;
-                    if share[f] >= 0.5 * rate as f32 {
-                        mem.meta.written_at[f] = mem.clocks.writes;
-                    }
+        Ok(
+            if self.cfg.keys == KeyMode::Recompute && n < self.inner_dim() {
+                let qk = q.broadcast_matmul(&self.w_k.weight().unsqueeze(0)?)?; // [B, n, d]
+                let s = kernels::rows_dot(&qk, &mem.content)?;
+                match self.age_keys(mem)? {
+                    Some(ages) => (s + q.matmul(&ages.t()?)?)?,
+                    None => s,
                 }
-            }
-        }
-        Ok(())
+            } else {
+                q.matmul(&self.slot_keys(mem)?.t()?)?
+            },
+        )
     }
 
     /// Number of scalar parameters.
@@ -679,10 +689,9 @@ impl RetentionLayer {
         }
         n += 4 * self.d_model; // two norms, weight and bias
         n += self.pool_query.as_ref().map_or(0, |t| t.elem_count());
-        n += self
-            .gate
-            .as_ref()
-            .map_or(0, |g| g.weight().elem_count() + 1);
+        if matches!(self.cfg.gate, GateConfig::Learned {}) {
+            n += self.d_model + 1;
+        }
         n += self.age_emb.as_ref().map_or(0, |t| t.elem_count());
         n
     }
@@ -700,137 +709,4 @@ fn per_head(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// ⌊log2(age + 1)⌋, capped at `buckets − 1`.
 pub fn age_bucket(age: u64, buckets: usize) -> usize {
     ((64 - (age + 1).leading_zeros() - 1) as usize).min(buckets - 1)
-}
-
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let (mut ab, mut aa, mut bb) = (0f32, 0f32, 0f32);
-    for (x, y) in a.iter().zip(b) {
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    let denom = (aa * bb).sqrt();
-    if denom > 0.0 { ab / denom } else { 0.0 }
-}
-
-/// Marks flat slot `f` as freshly written.
-fn fill_slot(mem: &mut MemoryState, f: usize, score: f32) {
-    let meta = &mut mem.meta;
-    meta.occupied[f] = true;
-    meta.seq[f] = mem.clocks.next_seq;
-    mem.clocks.next_seq += 1;
-    meta.written_at[f] = mem.clocks.writes;
-    meta.write_count[f] = 1;
-    meta.last_read[f] = mem.clocks.events;
-    meta.read_weight[f] = 0.0;
-    meta.gate_score[f] = score;
-}
-
-/// The slot memory `b` writes next: a free one, else the eviction victim.
-/// Ties fall to the oldest insertion, so every policy is deterministic.
-fn choose_slot(mem: &mut MemoryState, b: usize, evict: Evict) -> usize {
-    let m = mem.slots();
-    let base = b * m;
-    if let Some(i) = mem.first_free(b) {
-        return i;
-    }
-    let meta = &mem.meta;
-    let by = |key: &dyn Fn(usize) -> (f64, u64)| -> usize {
-        (0..m)
-            .min_by(|&i, &j| {
-                let (a, b) = (key(base + i), key(base + j));
-                a.0.total_cmp(&b.0).then(a.1.cmp(&b.1))
-            })
-            .expect("slots ≥ 1")
-    };
-    match evict {
-        Evict::Fifo => by(&|f| (0.0, meta.seq[f])),
-        Evict::Lru => by(&|f| (meta.last_read[f] as f64, meta.seq[f])),
-        Evict::Lfu => by(&|f| (meta.read_weight[f] as f64, meta.seq[f])),
-        Evict::LowestScore => by(&|f| (meta.gate_score[f] as f64, meta.seq[f])),
-        Evict::Random => mem.rng.random_range(0..m),
-    }
-}
-
-/// Replaces rows `dst` of `table` [B, m, w] (flat row index b·m + i) by `rows`
-/// [A, w]: in place for detached memory (O(A·w)), as a graph op otherwise.
-fn scatter_rows(table: &Tensor, dst: &[u32], rows: &Tensor, tracked: bool) -> Result<Tensor> {
-    let (b, m, w) = table.dims3()?;
-    let a = dst.len();
-    let flat = table.reshape((b * m, w))?;
-    if tracked {
-        // M·keep + index_add(0, dst, rows). Not `scatter`: its backward in
-        // candle 0.11 passes the gradient to the overwritten rows as well
-        // (caught by the finite-difference conformance test).
-        let mut keep = vec![1f32; b * m];
-        for &f in dst {
-            keep[f as usize] = 0.0;
-        }
-        let keep = Tensor::from_vec(keep, (b * m, 1), table.device())?.to_dtype(table.dtype())?;
-        let idx = Tensor::new(dst, table.device())?;
-        let added = flat.zeros_like()?.index_add(&idx, rows, 0)?;
-        Ok((flat.broadcast_mul(&keep)? + added)?.reshape((b, m, w))?)
-    } else {
-        let idx = Tensor::new(dst, table.device())?
-            .reshape((a, 1))?
-            .broadcast_as((a, w))?
-            .contiguous()?;
-        flat.scatter_set(&idx, &rows.detach().contiguous()?, 0)?;
-        Ok(table.clone())
-    }
-}
-
-/// Selection mask [B, H, T, m] of the k best-scoring occupied slots per query.
-/// Selection runs on the host in O(m) per query (select_nth_unstable).
-fn topk_mask(scores: &Tensor, occupied: &[bool], k: usize) -> Result<Tensor> {
-    let (b, nh, t, m) = scores.dims4()?;
-    let flat: Vec<f32> = scores.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-    let mut mask = vec![0f32; flat.len()];
-    let mut cand: Vec<usize> = Vec::with_capacity(m);
-    for row in 0..b * nh * t {
-        let bi = row / (nh * t);
-        let occ = &occupied[bi * m..(bi + 1) * m];
-        let s = &flat[row * m..(row + 1) * m];
-        cand.clear();
-        cand.extend((0..m).filter(|&i| occ[i]));
-        if cand.len() > k {
-            cand.select_nth_unstable_by(k - 1, |&i, &j| s[j].total_cmp(&s[i]).then(i.cmp(&j)));
-            cand.truncate(k);
-        }
-        for &i in &cand {
-            mask[row * m + i] = 1.0;
-        }
-    }
-    Ok(Tensor::from_vec(mask, (b, nh, t, m), scores.device())?.to_dtype(scores.dtype())?)
-}
-
-/// Read telemetry: cumulative weight per slot (summed over queries, averaged
-/// over heads), and the LRU clock for slots that got more than a uniform share
-/// of the slots the read attended to.
-fn record_read(mem: &mut MemoryState, weights: &Tensor, read: ReadConfig) -> Result<()> {
-    let (b, nh, _, m) = weights.dims4()?;
-    let w = weights.detach().to_dtype(DType::F32)?;
-    let total: Vec<f32> = (w.sum(2)?.sum(1)? / nh as f64)?.flatten_all()?.to_vec1()?;
-    let peak: Vec<f32> = w.max(2)?.max(1)?.flatten_all()?.to_vec1()?;
-    mem.clocks.events += 1;
-    let now = mem.clocks.events;
-    for bi in 0..b {
-        let occ = mem.occupied(bi);
-        let attended = match read {
-            ReadConfig::Dense {} => occ,
-            ReadConfig::Topk { k } => occ.min(k),
-        };
-        if attended == 0 {
-            continue;
-        }
-        let uniform = 1.0 / attended as f32;
-        for i in 0..m {
-            let f = bi * m + i;
-            mem.meta.read_weight[f] += total[f];
-            if mem.meta.occupied[f] && peak[f] >= uniform {
-                mem.meta.last_read[f] = now;
-            }
-        }
-    }
-    Ok(())
 }

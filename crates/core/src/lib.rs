@@ -9,22 +9,28 @@
 //! The memory is owned by the caller and passed by `&mut`, so persistence,
 //! resets and saving are the caller's decisions (see [`memory`]).
 
+pub mod backends;
 pub mod config;
 pub mod error;
+pub mod evict;
 pub mod fsutil;
+pub mod gate;
 pub mod kernels;
 pub mod layer;
 pub mod memory;
+pub mod read;
 pub mod rng;
 pub mod snapshot;
 pub mod telemetry;
+pub mod write;
 
 pub use config::{
     Evict, GateConfig, KeyMode, Layers, Persistence, ReadConfig, RetentionConfig, Sharing, SlotAge,
     WriteConfig, WriteSource,
 };
 pub use error::{ConfigError, Error, Result, SnapshotError};
-pub use layer::{ReadOutput, RetentionLayer, WriteReport};
-pub use memory::{MemoryBank, MemoryState, SlotMeta};
+pub use layer::{DenseRead, ReadOutput, RetentionLayer, WriteReport};
+pub use memory::{MemoryBank, MemoryState, SlotIndex, SlotMeta};
+pub use read::{ReadBackend, ReadQuery, Selection};
 pub use rng::SeededVarMap;
 pub use telemetry::Telemetry;

@@ -8,6 +8,12 @@
 //! sequential and cheap. A *tracked* state keeps writes in the autograd graph
 //! (training within an episode); a detached state updates in place, so a
 //! write costs O(d) per slot written instead of O(m·d).
+//!
+//! Slot bookkeeping is the state's own: [`MemoryState::take_slot`] picks and
+//! fills a slot through an [`EvictionPolicy`], [`MemoryState::record_read`]
+//! updates usage statistics, and a read backend's [`SlotIndex`], if it keeps
+//! one, is told of every fill, eviction and clear here, so no caller can
+//! leave the metadata and an index out of step.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +22,28 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
+use crate::evict::EvictionPolicy;
+
+/// State a read backend keeps beside the slots (an inverted-file index, a
+/// product-key table). The memory calls these hooks as slots change; an
+/// index is rebuilt from the contents, not stored, when a snapshot loads
+/// (see `docs/ARCHITECTURE.md`).
+pub trait SlotIndex: Send + Sync + std::fmt::Debug {
+    /// Flat slot `b·m + i` was (re)filled. Its content is in the memory
+    /// after the write call completes; `refresh` then follows.
+    fn on_fill(&mut self, flat_slot: usize);
+    /// Flat slot `b·m + i` lost its content to an eviction (a fill follows).
+    fn on_evict(&mut self, flat_slot: usize);
+    /// Every slot was emptied.
+    fn on_clear(&mut self);
+    /// Called once per write call, after contents changed, with the memory.
+    fn refresh(&mut self, _content: &Tensor) -> Result<()> {
+        Ok(())
+    }
+    fn box_clone(&self) -> Box<dyn SlotIndex>;
+    /// The concrete index, so that its backend can downcast it.
+    fn as_any(&self) -> &dyn std::any::Any;
+}
 
 /// Per-slot metadata, flattened over (memory, slot): index `b * slots + i`.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +107,15 @@ pub struct MemoryState {
     /// freed by `clear`, which resets it, so filling m slots costs O(m), not
     /// O(m²).
     pub(crate) free_hint: Vec<usize>,
+    /// Whether reads update `read_weight` and `last_read` (an O(m) pass per
+    /// read). On by default for telemetry; eviction policies that rank by
+    /// usage need it regardless (see [`MemoryState::record_usage`]).
+    pub(crate) usage: bool,
+    /// Occupied slots per memory, kept by fills and clears so that asking
+    /// costs O(1), not a scan.
+    pub(crate) occupied_count: Vec<usize>,
+    /// A read backend's index over the slots, if it keeps one.
+    pub(crate) index: Option<Box<dyn SlotIndex>>,
 }
 
 /// Host metadata bytes per slot: occupied (1), seq, written_at and last_read
@@ -124,6 +161,9 @@ impl MemoryState {
             tracked: false,
             config_hash: config_hash.to_string(),
             free_hint: vec![0; batch],
+            usage: true,
+            occupied_count: vec![0; batch],
+            index: None,
         })
     }
 
@@ -169,10 +209,7 @@ impl MemoryState {
     }
     /// Occupied slots of memory `b`.
     pub fn occupied(&self, b: usize) -> usize {
-        self.meta.occupied[b * self.slots..(b + 1) * self.slots]
-            .iter()
-            .filter(|&&o| o)
-            .count()
+        self.occupied_count[b]
     }
     /// Bytes of memory state per slot: contents, cached keys and metadata.
     pub fn bytes_per_slot(&self) -> usize {
@@ -186,6 +223,141 @@ impl MemoryState {
         let found = (self.free_hint[b]..m).find(|&i| !occupied[i]);
         self.free_hint[b] = found.unwrap_or(m);
         found
+    }
+
+    /// Turns usage statistics of reads on or off. Off, a read skips its
+    /// O(m) bookkeeping pass (timing probes); policies that evict by usage
+    /// (LRU, LFU) keep it on whatever this says.
+    pub fn record_usage(&mut self, on: bool) {
+        self.usage = on;
+    }
+
+    /// The read backend's index, if one is attached.
+    pub fn index(&self) -> Option<&dyn SlotIndex> {
+        self.index.as_deref()
+    }
+
+    /// Attaches a read backend's index (replacing any other).
+    pub fn set_index(&mut self, index: Option<Box<dyn SlotIndex>>) {
+        self.index = index;
+    }
+
+    /// Marks flat slot `f` as freshly written with gate score `score`.
+    pub(crate) fn fill_slot(&mut self, f: usize, score: f32) {
+        let meta = &mut self.meta;
+        if !meta.occupied[f] {
+            self.occupied_count[f / self.slots] += 1;
+        }
+        meta.occupied[f] = true;
+        meta.seq[f] = self.clocks.next_seq;
+        self.clocks.next_seq += 1;
+        meta.written_at[f] = self.clocks.writes;
+        meta.write_count[f] = 1;
+        meta.last_read[f] = self.clocks.events;
+        meta.read_weight[f] = 0.0;
+        meta.gate_score[f] = score;
+        if let Some(index) = &mut self.index {
+            index.on_fill(f);
+        }
+    }
+
+    /// Picks the slot memory `b` writes next (a free one, else `policy`'s
+    /// victim, counted as an eviction), fills it, and returns its flat index
+    /// and whether an occupied slot was overwritten.
+    pub(crate) fn take_slot(
+        &mut self,
+        b: usize,
+        policy: &dyn EvictionPolicy,
+        score: f32,
+    ) -> (usize, bool) {
+        let i = match self.first_free(b) {
+            Some(i) => i,
+            None => policy.victim(self, b),
+        };
+        let f = b * self.slots + i;
+        let evicted = self.meta.occupied[f];
+        if evicted {
+            self.evictions[b] += 1;
+            if let Some(index) = &mut self.index {
+                index.on_evict(f);
+            }
+        }
+        self.fill_slot(f, score);
+        (f, evicted)
+    }
+
+    /// The occupied slot of memory `b` with the smallest `key`, ties to the
+    /// oldest insertion: what every deterministic eviction policy ranks by.
+    /// `key` takes the flat slot index.
+    pub fn min_slot_by(&self, b: usize, key: impl Fn(usize) -> f64) -> usize {
+        let base = b * self.slots;
+        (0..self.slots)
+            .min_by(|&i, &j| {
+                key(base + i)
+                    .total_cmp(&key(base + j))
+                    .then(self.meta.seq[base + i].cmp(&self.meta.seq[base + j]))
+            })
+            .expect("slots ≥ 1")
+    }
+
+    /// The memory's seeded generator (random eviction).
+    pub(crate) fn rng(&mut self) -> &mut ChaCha8Rng {
+        &mut self.rng
+    }
+
+    /// Read bookkeeping over the slots a read touched, as (flat slot, read
+    /// weight summed over queries and averaged over heads, peak weight):
+    /// adds the weight and moves the LRU clock of slots whose peak reached a
+    /// uniform share of the `attended(occupied)` slots the read covered.
+    pub(crate) fn record_read(
+        &mut self,
+        usage: impl Iterator<Item = (usize, f32, f32)>,
+        attended: impl Fn(usize) -> usize,
+    ) {
+        self.clocks.events += 1;
+        let now = self.clocks.events;
+        let m = self.slots;
+        let uniform: Vec<Option<f32>> = (0..self.batch)
+            .map(|bi| match attended(self.occupied(bi)) {
+                0 => None,
+                n => Some(1.0 / n as f32),
+            })
+            .collect();
+        for (f, total, peak) in usage {
+            let Some(uniform) = uniform[f / m] else {
+                continue;
+            };
+            self.meta.read_weight[f] += total;
+            if self.meta.occupied[f] && peak >= uniform {
+                self.meta.last_read[f] = now;
+            }
+        }
+    }
+
+    /// Telemetry of an attention write's content blend: a slot counts as
+    /// written when it got more than a uniform share `rate/occupied` of the
+    /// write weight (`share` [B·m]), and its age restarts at half the rate.
+    pub(crate) fn record_blend(&mut self, share: &[f32], occupied_before: &[bool], rate: f32) {
+        let m = self.slots;
+        for bi in 0..self.batch {
+            let count = occupied_before[bi * m..(bi + 1) * m]
+                .iter()
+                .filter(|&&o| o)
+                .count();
+            if count == 0 {
+                continue;
+            }
+            let uniform = rate / count as f32;
+            for i in 0..m {
+                let f = bi * m + i;
+                if occupied_before[f] && share[f] > uniform {
+                    self.meta.write_count[f] += 1;
+                    if share[f] >= 0.5 * rate {
+                        self.meta.written_at[f] = self.clocks.writes;
+                    }
+                }
+            }
+        }
     }
 
     pub fn is_tracked(&self) -> bool {
@@ -218,6 +390,10 @@ impl MemoryState {
         self.meta = SlotMeta::new(self.batch * self.slots);
         self.evictions = vec![0; self.batch];
         self.free_hint = vec![0; self.batch];
+        self.occupied_count = vec![0; self.batch];
+        if let Some(index) = &mut self.index {
+            index.on_clear();
+        }
         Ok(())
     }
 
@@ -237,6 +413,9 @@ impl MemoryState {
             tracked: self.tracked,
             config_hash: self.config_hash.clone(),
             free_hint: self.free_hint.clone(),
+            usage: self.usage,
+            occupied_count: self.occupied_count.clone(),
+            index: self.index.as_ref().map(|i| i.box_clone()),
         })
     }
 

@@ -400,6 +400,11 @@ fn decode_state(
         read_weight: decode(sized("read_weight", Dtype::F32, n)?, f32::from_le_bytes),
         gate_score: decode(sized("gate_score", Dtype::F32, n)?, f32::from_le_bytes),
     };
+    let occupied_count = meta
+        .occupied
+        .chunks(m.max(1))
+        .map(|c| c.iter().filter(|&&o| o).count())
+        .collect();
     let evictions = decode(sized("evictions", Dtype::U64, b)?, u64::from_le_bytes);
     let clocks = decode(sized("clocks", Dtype::U64, 3)?, u64::from_le_bytes);
     let rng_bytes = sized("rng", Dtype::U8, 56)?;
@@ -428,6 +433,9 @@ fn decode_state(
         tracked: false,
         config_hash: config_hash.to_string(),
         free_hint: vec![0; b],
+        usage: true,
+        occupied_count,
+        index: None,
     })
 }
 

@@ -28,7 +28,15 @@ fn output_shapes_and_capacity_hold_for_every_backend_and_source() {
                 for bi in 0..b {
                     assert!(mem.occupied(bi) <= slots, "{}", label(&cfg));
                 }
+                let inspected = l.inspect_read(&h, &mem).unwrap();
                 let read = l.read(&h, &mut mem).unwrap();
+                assert_eq!(
+                    flat(&inspected.r),
+                    flat(&read.r),
+                    "inspection reads what a read reads: {}",
+                    label(&cfg)
+                );
+                let read = inspected;
                 assert_eq!(read.r.dims(), &[b, t, d], "{}", label(&cfg));
                 assert_eq!(read.weights.dims(), &[b, 2, t, slots], "{}", label(&cfg));
                 for row in flat(&read.weights.sum(3).unwrap()) {
@@ -54,10 +62,10 @@ fn an_empty_memory_reads_exactly_zero() {
     for cfg in combos(4, 2, WriteSource::Token {}) {
         let (l, _) = layer(&cfg, 8, DType::F32);
         let mut mem = l.new_memory(2, 0, DType::F32, &DEV).unwrap();
-        let read = l
-            .read(&randn("q", &[2, 3, 8], DType::F32), &mut mem)
-            .unwrap();
+        let q = randn("q", &[2, 3, 8], DType::F32);
+        let read = l.read(&q, &mut mem).unwrap();
         assert!(flat(&read.r).iter().all(|&x| x == 0.0), "{}", label(&cfg));
+        let read = l.inspect_read(&q, &mem).unwrap();
         assert!(
             flat(&read.weights).iter().all(|&x| x == 0.0),
             "{}",
@@ -133,10 +141,13 @@ fn topk_reads_only_k_slots() {
     let (l, _) = layer(&cfg, 8, DType::F32);
     let mut mem = l.new_memory(1, 0, DType::F32, &DEV).unwrap();
     write(&l, &randn("w", &[1, 6, 8], DType::F32), &mut mem);
-    let read = l
-        .read(&randn("q", &[1, 4, 8], DType::F32), &mut mem)
-        .unwrap();
-    let w = flat(&read.weights);
+    let q = randn("q", &[1, 4, 8], DType::F32);
+    let read = l.read(&q, &mut mem).unwrap();
+    for row in 0..4 {
+        let chosen = read.selection.row(row).unwrap();
+        assert_eq!(chosen.len(), 2, "{chosen:?}");
+    }
+    let w = flat(&l.inspect_read(&q, &mem).unwrap().weights);
     for row in w.chunks(6) {
         assert_eq!(row.iter().filter(|&&x| x > 0.0).count(), 2, "{row:?}");
         assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-5);
@@ -401,7 +412,7 @@ fn a_read_by_its_own_key_dominates_the_readout() {
         }
         assert_eq!(mem.occupied(0), n, "{}", label(&cfg));
         for i in 0..n {
-            let read = l.read(&basis(i, d, 3.0), &mut mem).unwrap();
+            let read = l.inspect_read(&basis(i, d, 3.0), &mem).unwrap();
             let r = flat(&read.r);
             let best = (0..d).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap();
             assert_eq!(best, i, "{}: readout {r:?}", label(&cfg));

@@ -357,8 +357,8 @@ pub fn run(
         let chunk = &targets[..targets.len().min(PROBE_CHUNK)];
         let rows: Vec<Vec<f32>> = chunk.iter().map(|&i| key(i).to_vec()).collect();
         let q = queries(&rows, d, &dev)?;
-        let exact = dense.read(&q, &mut mem)?;
-        let approx = layer.read(&q, &mut mem)?;
+        let exact = dense.inspect_read(&q, &mem)?;
+        let approx = layer.inspect_read(&q, &mem)?;
         let rows2 = |t: &Tensor| -> Result<Vec<Vec<f32>>, TaskError> {
             Ok(t.squeeze(0)?.squeeze(0)?.to_vec2()?)
         };
@@ -390,7 +390,10 @@ pub fn run(
         out.push(Metric::new("relative_output_error", rel));
     }
 
-    // Read latency per query, per batch size.
+    // Read latency per query, per batch size. Usage statistics are
+    // telemetry, not part of a read: timed reads skip them (policies that
+    // evict by usage keep them regardless).
+    mem.record_usage(false);
     let mut time_rng = stream(&ctx.config_hash, ctx.seed, "scaling/timing");
     for &batch in &cfg.batches {
         let pool: Vec<Tensor> = (0..4)

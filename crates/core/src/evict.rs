@@ -1,0 +1,97 @@
+//! Eviction policies: which occupied slot an append overwrites when memory is
+//! full. Each policy is a small [`EvictionPolicy`]; the memory calls it only
+//! when no slot is free, and ties fall to the oldest insertion so that every
+//! policy but `random` is deterministic.
+
+use rand::Rng;
+
+use crate::memory::MemoryState;
+
+/// Picks the victim slot of a full memory.
+pub trait EvictionPolicy: Send + Sync + std::fmt::Debug {
+    /// The name as written in YAML (`fifo`).
+    fn name(&self) -> &'static str;
+    /// The slot index (within memory `b`, not flat) to overwrite.
+    fn victim(&self, mem: &mut MemoryState, b: usize) -> usize;
+    /// Whether the policy ranks slots by read statistics, so that reads must
+    /// keep them whatever [`MemoryState::record_usage`] says.
+    fn needs_usage(&self) -> bool {
+        false
+    }
+}
+
+/// The slot written longest ago.
+#[derive(Debug)]
+pub struct Fifo;
+
+impl EvictionPolicy for Fifo {
+    fn name(&self) -> &'static str {
+        "fifo"
+    }
+    fn victim(&self, mem: &mut MemoryState, b: usize) -> usize {
+        mem.min_slot_by(b, |_| 0.0)
+    }
+}
+
+/// The slot read (or written) longest ago.
+#[derive(Debug)]
+pub struct Lru;
+
+impl EvictionPolicy for Lru {
+    fn name(&self) -> &'static str {
+        "lru"
+    }
+    fn victim(&self, mem: &mut MemoryState, b: usize) -> usize {
+        let meta = mem.meta();
+        mem.min_slot_by(b, |f| meta.last_read[f] as f64)
+    }
+    fn needs_usage(&self) -> bool {
+        true
+    }
+}
+
+/// The slot with the least cumulative read weight.
+#[derive(Debug)]
+pub struct Lfu;
+
+impl EvictionPolicy for Lfu {
+    fn name(&self) -> &'static str {
+        "lfu"
+    }
+    fn victim(&self, mem: &mut MemoryState, b: usize) -> usize {
+        let meta = mem.meta();
+        mem.min_slot_by(b, |f| meta.read_weight[f] as f64)
+    }
+    fn needs_usage(&self) -> bool {
+        true
+    }
+}
+
+/// The slot whose write had the lowest gate score.
+#[derive(Debug)]
+pub struct LowestScore;
+
+impl EvictionPolicy for LowestScore {
+    fn name(&self) -> &'static str {
+        "lowest_score"
+    }
+    fn victim(&self, mem: &mut MemoryState, b: usize) -> usize {
+        let meta = mem.meta();
+        mem.min_slot_by(b, |f| meta.gate_score[f] as f64)
+    }
+}
+
+/// A uniformly random slot, from the memory's own seeded generator (so it
+/// is saved and restored with snapshots).
+#[derive(Debug)]
+pub struct Random;
+
+impl EvictionPolicy for Random {
+    fn name(&self) -> &'static str {
+        "random"
+    }
+    fn victim(&self, mem: &mut MemoryState, _b: usize) -> usize {
+        let m = mem.slots();
+        mem.rng().random_range(0..m)
+    }
+}

@@ -1,0 +1,100 @@
+//! The read seam: a [`ReadBackend`] decides which slots each query attends
+//! to and returns that as a [`Selection`]; the layer then computes the
+//! softmax over the selected slots only and gathers only their rows.
+//!
+//! A backend sees the read through a [`ReadQuery`]: the per-head queries, the
+//! memory, and scores over every slot *on demand* (exact backends ask for
+//! them, indexed ones never do, so they can cost less than O(slots)). When a
+//! backend asked for every score anyway, the layer uses them with a mask (one
+//! streaming pass); otherwise it gathers the selected rows. A backend that
+//! keeps state beside the slots returns a [`SlotIndex`] from
+//! [`ReadBackend::new_index`], and the memory keeps it in step with writes.
+//! `docs/ARCHITECTURE.md` shows how to add one.
+
+mod dense;
+mod topk;
+
+pub use dense::Dense;
+pub use topk::TopK;
+
+use candle_core::Tensor;
+
+use crate::error::Result;
+use crate::memory::{MemoryState, SlotIndex};
+
+/// Which slots each query row attends to. Rows are (memory, head, position)
+/// in that order: B·H·T of them.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Selection {
+    /// Every occupied slot (the paper's dense read).
+    Occupied,
+    /// `k` slot indices (within the row's memory) per row; [`Selection::PAD`]
+    /// fills rows with fewer than `k` candidates.
+    Rows { k: usize, slots: Vec<u32> },
+}
+
+impl Selection {
+    /// Padding in [`Selection::Rows`].
+    pub const PAD: u32 = u32::MAX;
+
+    /// The slots of query row `row` (padding included).
+    pub fn row(&self, row: usize) -> Option<&[u32]> {
+        match self {
+            Selection::Occupied => None,
+            Selection::Rows { k, slots } => Some(&slots[row * k..(row + 1) * k]),
+        }
+    }
+}
+
+/// A read as a backend sees it.
+pub struct ReadQuery<'a> {
+    pub(crate) mem: &'a MemoryState,
+    /// Per-head queries [B, H, T, d_k].
+    pub(crate) q: &'a Tensor,
+    pub(crate) scorer: &'a dyn Fn() -> Result<Tensor>,
+    pub(crate) scores: Option<Tensor>,
+}
+
+impl<'a> ReadQuery<'a> {
+    /// The memory being read.
+    pub fn memory(&self) -> &'a MemoryState {
+        self.mem
+    }
+
+    /// Per-head queries [B, H, T, d_k], in the space of the slot keys.
+    pub fn queries(&self) -> &Tensor {
+        self.q
+    }
+
+    /// (B, H, T, m).
+    pub fn dims(&self) -> Result<(usize, usize, usize, usize)> {
+        let (b, h, t, _) = self.q.dims4()?;
+        Ok((b, h, t, self.mem.slots()))
+    }
+
+    /// Scaled scores Q·Kᵀ/√d_k over every slot [B, H, T, m], computed once
+    /// on first use: an O(m) pass that sublinear backends avoid.
+    pub fn all_scores(&mut self) -> Result<&Tensor> {
+        if self.scores.is_none() {
+            self.scores = Some((self.scorer)()?);
+        }
+        Ok(self.scores.as_ref().expect("just set"))
+    }
+}
+
+/// A way of choosing the slots a read attends to.
+pub trait ReadBackend: Send + Sync + std::fmt::Debug {
+    /// The name as written in YAML (`dense`, `topk`).
+    fn name(&self) -> &'static str;
+    /// The slots every query row attends to.
+    fn select(&self, query: &mut ReadQuery<'_>) -> Result<Selection>;
+    /// How many slots a read attends to in a memory with `occupied` slots:
+    /// a slot that gets a uniform share of those counts as used (LRU).
+    fn attended(&self, occupied: usize) -> usize {
+        occupied
+    }
+    /// A fresh index for a new memory, for backends that keep one.
+    fn new_index(&self, _mem: &MemoryState) -> Option<Box<dyn SlotIndex>> {
+        None
+    }
+}

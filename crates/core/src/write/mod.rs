@@ -1,0 +1,99 @@
+//! The write seam: a [`WriteBackend`] puts the candidates a gate let through
+//! into memory. `append` (option A) takes a slot per candidate through an
+//! eviction policy; `attention` (option B) blends into content-addressed
+//! slots. Shared here: writing whole rows (a fill), in place for a detached
+//! memory and as a graph op for a tracked one.
+
+mod append;
+mod attention;
+
+pub use append::Append;
+pub use attention::Attention;
+
+use candle_core::Tensor;
+
+use crate::error::Result;
+use crate::evict::EvictionPolicy;
+use crate::layer::{RetentionLayer, WriteReport};
+use crate::memory::MemoryState;
+
+/// The candidates of one write call.
+pub struct Candidates<'a> {
+    /// Source vectors u [B, n, d].
+    pub u: &'a Tensor,
+    /// Content to write, u·W_u [B, n, d].
+    pub v: &'a Tensor,
+    /// Gate score per candidate, (memory, candidate) order.
+    pub scores: &'a [f32],
+    /// Whether the gate let each candidate through.
+    pub pass: &'a [bool],
+}
+
+/// A way of putting candidates into memory.
+pub trait WriteBackend: Send + Sync + std::fmt::Debug {
+    /// The name as written in YAML (`append`, `attention`).
+    fn name(&self) -> &'static str;
+    fn write(
+        &self,
+        layer: &RetentionLayer,
+        mem: &mut MemoryState,
+        cand: &Candidates<'_>,
+        report: &mut WriteReport,
+    ) -> Result<()>;
+    /// The eviction policy, for backends that evict.
+    fn eviction(&self) -> Option<&dyn EvictionPolicy> {
+        None
+    }
+}
+
+/// Writes candidates `src` (flat indices into v [B, n, d]), scaled, into flat
+/// slots `dst`, with their cached keys when the memory keeps them.
+pub(crate) fn put_rows(
+    layer: &RetentionLayer,
+    mem: &mut MemoryState,
+    v: &Tensor,
+    dst: &[u32],
+    src: Vec<u32>,
+    scale: f64,
+) -> Result<()> {
+    if dst.is_empty() {
+        return Ok(());
+    }
+    let (b, n, d) = v.dims3()?;
+    let src = Tensor::new(src, mem.device())?;
+    let rows = (v.reshape((b * n, d))?.index_select(&src, 0)? * scale)?;
+    mem.content = scatter_rows(&mem.content, dst, &rows, mem.tracked)?;
+    if let Some(keys) = &mem.keys {
+        let key_rows = layer.key_rows(&rows)?;
+        mem.keys = Some(scatter_rows(keys, dst, &key_rows, mem.tracked)?);
+    }
+    Ok(())
+}
+
+/// Replaces rows `dst` of `table` [B, m, w] (flat row index b·m + i) by `rows`
+/// [A, w]: in place for detached memory (O(A·w)), as a graph op otherwise.
+fn scatter_rows(table: &Tensor, dst: &[u32], rows: &Tensor, tracked: bool) -> Result<Tensor> {
+    let (b, m, w) = table.dims3()?;
+    let a = dst.len();
+    let flat = table.reshape((b * m, w))?;
+    if tracked {
+        // M·keep + index_add(0, dst, rows). Not `scatter`: its backward in
+        // candle 0.11 passes the gradient to the overwritten rows as well
+        // (caught by the finite-difference conformance test).
+        let mut keep = vec![1f32; b * m];
+        for &f in dst {
+            keep[f as usize] = 0.0;
+        }
+        let keep = Tensor::from_vec(keep, (b * m, 1), table.device())?.to_dtype(table.dtype())?;
+        let idx = Tensor::new(dst, table.device())?;
+        let added = flat.zeros_like()?.index_add(&idx, rows, 0)?;
+        Ok((flat.broadcast_mul(&keep)? + added)?.reshape((b, m, w))?)
+    } else {
+        let idx = Tensor::new(dst, table.device())?
+            .reshape((a, 1))?
+            .broadcast_as((a, w))?
+            .contiguous()?;
+        flat.scatter_set(&idx, &rows.detach().contiguous()?, 0)?;
+        Ok(table.clone())
+    }
+}
