@@ -201,6 +201,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             Ok(Outcome::Ok)
         }
         Command::Report { dir } => {
+            retbench_harness::refresh(&dir)?;
             let out = retbench_report::report(&dir)?;
             eprintln!(
                 "{}: {} summary rows, {} figure files",
@@ -399,16 +400,17 @@ fn list(format: Format, suites: &Path) -> anyhow::Result<()> {
     let files = suite_files(suites)?;
     match format {
         Format::Json => {
-            let tasks: Vec<serde_json::Value> = retbench_tasks::TASKS
+            let tasks: Vec<serde_json::Value> = retbench_tasks::TaskConfig::KINDS
                 .iter()
-                .map(|(kind, about, metrics)| {
+                .filter_map(|kind| retbench_tasks::TaskConfig::with_defaults(kind))
+                .map(|cfg| {
+                    let task = cfg.task();
                     serde_json::json!({
-                        "kind": kind,
-                        "about": about,
-                        "defaults": retbench_tasks::task_defaults(kind),
-                        "trains_a_model": retbench_tasks::TaskConfig::with_defaults(kind)
-                            .is_some_and(|t| t.trains_a_model()),
-                        "metrics": metrics,
+                        "kind": task.kind(),
+                        "about": task.about(),
+                        "defaults": retbench_tasks::task_defaults(task.kind()),
+                        "trains_a_model": task.trains_a_model(),
+                        "metrics": task.metrics(),
                     })
                 })
                 .collect();
@@ -430,12 +432,24 @@ fn list(format: Format, suites: &Path) -> anyhow::Result<()> {
                 println!("    {:<46} {}", e.yaml, e.about);
             }
             println!("\nTasks (the `task:` block) and their metrics:");
-            for (kind, about, metrics) in retbench_tasks::TASKS {
-                println!("\n  {{ kind: {kind} }}    {about}");
+            for kind in retbench_tasks::TaskConfig::KINDS {
+                let Some(cfg) = retbench_tasks::TaskConfig::with_defaults(kind) else {
+                    continue;
+                };
+                let task = cfg.task();
+                println!("\n  {{ kind: {kind} }}    {}", task.about());
                 if let Some(defaults) = retbench_tasks::task_defaults(kind) {
                     println!("    defaults: {defaults}");
                 }
-                println!("    metrics: {}", metrics.join(", "));
+                println!("    metrics:");
+                for m in task.metrics() {
+                    let slices = if m.slices.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" [by {}]", m.slices.join(", "))
+                    };
+                    println!("      {:<26} {}{slices}", m.name, m.label());
+                }
             }
             println!(
                 "\nBlocks of tasks that train a model (recall), with defaults:\n\n\

@@ -359,11 +359,11 @@ impl RetentionConfig {
         }
     }
 
-    /// A stable hash of the canonical configuration (hex, 16 digits): part of
+    /// A stable hash of the canonical configuration (hex, 16 digits; fields
+    /// at their defaults left out, see [`crate::canonical`]): part of
     /// snapshot headers, so that a memory is never loaded under another config.
     pub fn hash(&self) -> String {
-        let canonical = serde_json::to_vec(self).expect("config serializes");
-        blake3::hash(&canonical).to_hex()[..16].to_string()
+        crate::canonical::canonical_hash(self)
     }
 }
 

@@ -10,6 +10,7 @@
 //! resets and saving are the caller's decisions (see [`memory`]).
 
 pub mod backends;
+pub mod canonical;
 pub mod config;
 pub mod error;
 pub mod evict;

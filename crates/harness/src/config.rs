@@ -48,7 +48,9 @@ impl RunConfig {
         }
     }
 
-    /// Hash of the canonical JSON form: the root of the run's random streams.
+    /// Hash of the canonical JSON form (fields at their defaults left out, so
+    /// a new defaulted option renames nothing): the root of the run's random
+    /// streams.
     /// Persistence is hashed as `process`: where memory waits between
     /// sessions must not change a result, so it must not change a draw
     /// either (a `disk` run is the `process` run, through snapshots). The
@@ -58,7 +60,6 @@ impl RunConfig {
         if let Some(r) = &mut canonical.retention {
             r.persistence = retbench_core::Persistence::Process;
         }
-        let json = serde_json::to_vec(&canonical).expect("run config serializes");
-        blake3::hash(&json).to_hex()[..16].to_string()
+        retbench_core::canonical::canonical_hash(&canonical)
     }
 }

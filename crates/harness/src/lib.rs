@@ -8,6 +8,8 @@ pub mod store;
 pub mod suite;
 
 pub use config::RunConfig;
-pub use runner::{Progress, RunOptions, RunSummary, merge, parse_shard, run_plan, run_plan_with};
+pub use runner::{
+    Progress, RunOptions, RunSummary, merge, parse_shard, refresh, run_plan, run_plan_with,
+};
 pub use store::Store;
 pub use suite::{Plan, PlannedRun, SuiteError};

@@ -5,6 +5,7 @@
 //! goes on; killing the process loses at most the runs in flight, and
 //! running again does only what is missing.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use retbench_tasks::{Metric, TaskContext};
 
-use crate::store::{FailureRecord, Provenance, RunRecord, Store, StoreError};
+use crate::store::{FailureRecord, Provenance, RunRecord, Store, StoreError, plan_hashes};
 use crate::suite::{Plan, PlannedRun};
 
 #[derive(Debug, thiserror::Error)]
@@ -122,7 +123,7 @@ pub fn schedule(plan: &Plan, opts: &RunOptions) -> (usize, usize) {
     let store = Store::new(&opts.out);
     let todo = select(plan, opts)
         .into_iter()
-        .filter(|r| opts.force || !store.is_done(&r.run_id))
+        .filter(|r| opts.force || store.is_done(&r.run_id, &r.config_hash) != Ok(true))
         .count();
     let jobs = opts.jobs.unwrap_or(cores).clamp(1, todo.max(1));
     (jobs, (cores / jobs).max(1))
@@ -177,11 +178,28 @@ pub fn run_plan_with(
     store.remove_stale_temp_files();
     store.write_plan(plan)?;
     let total = selected.len();
+    let mut redone = Vec::new();
     let todo: Vec<&PlannedRun> = selected
         .iter()
         .copied()
-        .filter(|r| opts.force || !store.is_done(&r.run_id))
+        .filter(|r| {
+            if opts.force {
+                return true;
+            }
+            match store.is_done(&r.run_id, &r.config_hash) {
+                Ok(done) => !done,
+                Err(why) => {
+                    redone.push(format!("{}: {why}", store.run_path(&r.run_id).display()));
+                    true
+                }
+            }
+        })
         .collect();
+    if opts.progress != Progress::Quiet {
+        for line in &redone {
+            eprintln!("redoing {line}");
+        }
+    }
     let (jobs, threads) = schedule(plan, opts);
     let mut summary = RunSummary {
         planned: plan.runs.len(),
@@ -295,7 +313,7 @@ pub fn run_plan_with(
     summary.failed = failed.into_inner();
     summary.succeeded = todo.len() - summary.failed;
     let order: Vec<String> = plan.runs.iter().map(|r| r.run_id.clone()).collect();
-    let (rows, _) = store.rebuild_csvs(&order, &plan.param_columns)?;
+    let (rows, _) = store.rebuild_csvs(&order, &plan.param_columns, Some(&plan_hashes(plan)))?;
     summary.rows = rows;
     Ok(summary)
 }
@@ -323,11 +341,15 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// Joins shard folders into `out`: copies every run file, refusing a run id
-/// present twice with different contents (same contents are fine).
+/// present twice with different contents (same contents are fine). Every
+/// shard's run files are read and checked before anything is written, so a
+/// refused merge leaves `out` as it was.
 pub fn merge(out: &std::path::Path, shards: &[PathBuf]) -> Result<usize, RunError> {
     let target = Store::new(out);
-    let mut copied = 0;
     let mut plan: Option<serde_json::Value> = None;
+    let mut specs: Option<Vec<u8>> = None;
+    let mut incoming: BTreeMap<String, (PathBuf, RunRecord)> = BTreeMap::new();
+    let mut failures = Vec::new();
     for dir in shards {
         let shard = Store::new(dir);
         if !shard.runs_dir().is_dir() {
@@ -339,40 +361,67 @@ pub fn merge(out: &std::path::Path, shards: &[PathBuf]) -> Result<usize, RunErro
         if plan.is_none() {
             let p = dir.join("plan.json");
             if let Ok(bytes) = std::fs::read(&p) {
-                plan = serde_json::from_slice(&bytes).ok();
+                plan = Some(serde_json::from_slice(&bytes).map_err(|e| StoreError::Bad {
+                    path: p.clone(),
+                    message: format!("not a readable plan: {e}"),
+                })?);
             }
         }
-        for record in shard.runs()? {
-            let path = target.run_path(&record.run_id);
-            if path.exists() {
-                let existing: RunRecord =
-                    serde_json::from_slice(&std::fs::read(&path).map_err(|source| {
-                        StoreError::Io {
-                            path: path.clone(),
-                            source,
-                        }
-                    })?)
-                    .map_err(|e| StoreError::Bad {
-                        path: path.clone(),
-                        message: e.to_string(),
-                    })?;
-                if existing.config != record.config || existing.metrics != record.metrics {
+        if specs.is_none() {
+            specs = std::fs::read(dir.join("metrics.json")).ok();
+        }
+        let expected = plan.as_ref().map(hashes_of);
+        for record in shard.runs(expected.as_ref())? {
+            match incoming.get(&record.run_id) {
+                Some((other, prev))
+                    if prev.config != record.config || prev.metrics != record.metrics =>
+                {
                     return Err(RunError::Usage(format!(
-                        "run {} is in {} and in another shard with different results: refusing to merge",
+                        "run {} is in {} and in {} with different results: refusing to merge",
                         record.run_id,
+                        other.display(),
                         dir.display()
                     )));
                 }
-                continue;
+                Some(_) => {}
+                None => {
+                    incoming.insert(record.run_id.clone(), (dir.clone(), record));
+                }
             }
-            target.write_run(&record)?;
+        }
+        failures.extend(shard.failures()?);
+    }
+    let expected = plan.as_ref().map(hashes_of);
+    let existing: BTreeMap<String, RunRecord> = target
+        .runs(expected.as_ref())?
+        .into_iter()
+        .map(|r| (r.run_id.clone(), r))
+        .collect();
+    for (id, (dir, record)) in &incoming {
+        if let Some(prev) = existing.get(id) {
+            if prev.config != record.config || prev.metrics != record.metrics {
+                return Err(RunError::Usage(format!(
+                    "run {id} is in {} and in {} with different results: refusing to merge",
+                    out.display(),
+                    dir.display()
+                )));
+            }
+        }
+    }
+    let mut copied = 0;
+    for (id, (_, record)) in &incoming {
+        if !existing.contains_key(id) {
+            target.write_run(record)?;
             copied += 1;
         }
-        for failure in shard.failures()? {
-            if !target.is_done(&failure.run_id) {
-                target.write_failure(&failure)?;
-            }
+    }
+    for failure in failures {
+        if !target.has_record(&failure.run_id) {
+            target.write_failure(&failure)?;
         }
+    }
+    if let Some(bytes) = &specs {
+        crate::store::write_atomic(&out.join("metrics.json"), bytes)?;
     }
     let (order, columns) = match &plan {
         Some(p) => {
@@ -400,6 +449,84 @@ pub fn merge(out: &std::path::Path, shards: &[PathBuf]) -> Result<usize, RunErro
         }
         None => (Vec::new(), Vec::new()),
     };
-    target.rebuild_csvs(&order, &columns)?;
+    target.rebuild_csvs(&order, &columns, expected.as_ref())?;
     Ok(copied)
+}
+
+/// Re-derives a run folder's tables from its run files before a report:
+/// verifies every `runs/<id>.json` against `plan.json`, rebuilds
+/// `results.csv` and `failures.csv`, and writes `metrics.json` from the
+/// plan's configs when it is missing (folders from before it existed).
+/// Returns the number of result rows.
+pub fn refresh(out: &std::path::Path) -> Result<usize, RunError> {
+    let store = Store::new(out);
+    if !store.runs_dir().is_dir() {
+        return Err(RunError::Usage(format!(
+            "{}: not a run folder (no runs/)",
+            out.display()
+        )));
+    }
+    let path = out.join("plan.json");
+    let plan: Option<serde_json::Value> = match std::fs::read(&path) {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| StoreError::Bad {
+            path: path.clone(),
+            message: format!("not a readable plan: {e}"),
+        })?),
+        Err(_) => None,
+    };
+    let expected = plan.as_ref().map(hashes_of);
+    // Verify every run file before writing anything.
+    store.runs(expected.as_ref())?;
+    let strings = |key: &str, field: Option<&str>| -> Vec<String> {
+        plan.as_ref()
+            .and_then(|p| p[key].as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|v| match field {
+                Some(f) => v[f].as_str().map(String::from),
+                None => v.as_str().map(String::from),
+            })
+            .collect()
+    };
+    let order = strings("runs", Some("run_id"));
+    let columns = strings("param_columns", None);
+    if !out.join("metrics.json").is_file() {
+        let configs = plan
+            .as_ref()
+            .and_then(|p| p["runs"].as_array().cloned())
+            .unwrap_or_default();
+        let mut specs: Vec<retbench_tasks::MetricSpec> = Vec::new();
+        for r in &configs {
+            let config: crate::RunConfig =
+                serde_json::from_value(r["config"].clone()).map_err(|e| StoreError::Bad {
+                    path: path.clone(),
+                    message: format!("run {}: {e}", r["run_id"]),
+                })?;
+            for spec in config.task.task().metrics() {
+                if !specs.iter().any(|s| s.name == spec.name) {
+                    specs.push(spec);
+                }
+            }
+        }
+        store.write_metric_specs(&specs)?;
+    }
+    let (rows, _) = store.rebuild_csvs(&order, &columns, expected.as_ref())?;
+    Ok(rows)
+}
+
+/// Run id → config hash from a `plan.json` document.
+pub fn hashes_of(plan: &serde_json::Value) -> BTreeMap<String, String> {
+    plan["runs"]
+        .as_array()
+        .map(|rs| {
+            rs.iter()
+                .filter_map(|r| {
+                    Some((
+                        r["run_id"].as_str()?.to_string(),
+                        r["config_hash"].as_str()?.to_string(),
+                    ))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -3,12 +3,18 @@
 //! so a crash or `kill -9` never leaves a half-written file. A finished run
 //! is `runs/<run_id>.json`; a failed one is `failures/<run_id>.json` until it
 //! succeeds; `results.csv` and `failures.csv` are rebuilt from those files,
-//! never appended to.
+//! never appended to. `metrics.json` holds the specs of every metric the
+//! plan's tasks report, for the report and the regression check.
+//!
+//! Run files are verified whenever they are read: one that does not parse,
+//! holds another run's id, or was made from another config than the plan's
+//! is redone by `run` and refused by `report` and `merge`, so a truncated or
+//! misplaced file can never drop or duplicate rows.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use retbench_tasks::Metric;
+use retbench_tasks::{Metric, MetricSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -104,7 +110,24 @@ impl Store {
         self.dir.join("artifacts").join(run_id)
     }
 
-    pub fn is_done(&self, run_id: &str) -> bool {
+    /// Whether `run_id` has a valid record made from the config hashed
+    /// `config_hash`; `Err` says why an existing file is not one (the run
+    /// must be redone).
+    pub fn is_done(&self, run_id: &str, config_hash: &str) -> Result<bool, String> {
+        let path = self.run_path(run_id);
+        if !path.is_file() {
+            return Ok(false);
+        }
+        let expected = BTreeMap::from([(run_id.to_string(), config_hash.to_string())]);
+        match verify_run(&path, Some(&expected)) {
+            Ok(_) => Ok(true),
+            Err(StoreError::Bad { message, .. }) => Err(message),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Whether any record of `run_id` exists (valid or not).
+    pub fn has_record(&self, run_id: &str) -> bool {
         self.run_path(run_id).is_file()
     }
 
@@ -135,7 +158,9 @@ impl Store {
         }
     }
 
+    /// Writes `plan.json` and `metrics.json`.
     pub fn write_plan(&self, plan: &Plan) -> Result<(), StoreError> {
+        self.write_metric_specs(&plan_metric_specs(plan))?;
         let doc = serde_json::json!({
             "suite": plan.suite,
             "description": plan.description,
@@ -146,6 +171,11 @@ impl Store {
         });
         let path = self.dir.join("plan.json");
         write_atomic(&path, &serde_json::to_vec_pretty(&doc).expect("json"))
+    }
+
+    pub fn write_metric_specs(&self, specs: &[MetricSpec]) -> Result<(), StoreError> {
+        let path = self.dir.join("metrics.json");
+        write_atomic(&path, &serde_json::to_vec_pretty(specs).expect("json"))
     }
 
     /// Records a finished run and clears any earlier failure of it.
@@ -194,12 +224,29 @@ impl Store {
             .collect()
     }
 
-    /// Every finished run, sorted by file name.
-    pub fn runs(&self) -> Result<Vec<RunRecord>, StoreError> {
-        Ok(Self::read_dir_json(&self.runs_dir())?
-            .into_iter()
-            .map(|(_, r)| r)
-            .collect())
+    /// Every finished run, sorted by file name, each verified: it parses,
+    /// its id is its file name, and where `expected` (run id → config hash,
+    /// from the plan) names it, its config hash matches.
+    pub fn runs(
+        &self,
+        expected: Option<&BTreeMap<String, String>>,
+    ) -> Result<Vec<RunRecord>, StoreError> {
+        let dir = self.runs_dir();
+        if !dir.exists() {
+            return Ok(Vec::new());
+        }
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.extension().is_some_and(|e| e == "json")
+                    && !p
+                        .file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+            })
+            .collect();
+        paths.sort();
+        paths.iter().map(|p| verify_run(p, expected)).collect()
     }
 
     pub fn failures(&self) -> Result<Vec<FailureRecord>, StoreError> {
@@ -215,8 +262,9 @@ impl Store {
         &self,
         order: &[String],
         param_columns: &[String],
+        expected: Option<&BTreeMap<String, String>>,
     ) -> Result<(usize, usize), StoreError> {
-        let mut runs = self.runs()?;
+        let mut runs = self.runs(expected)?;
         let rank: BTreeMap<&str, usize> = order
             .iter()
             .enumerate()
@@ -280,6 +328,69 @@ impl Store {
         )?;
         Ok((rows, failures.len()))
     }
+}
+
+/// Reads and checks one run file (see the module docs).
+pub fn verify_run(
+    path: &Path,
+    expected: Option<&BTreeMap<String, String>>,
+) -> Result<RunRecord, StoreError> {
+    let bad = |message: String| StoreError::Bad {
+        path: path.to_path_buf(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    let record: RunRecord = serde_json::from_slice(&bytes).map_err(|e| {
+        bad(format!(
+            "not a readable run record (truncated or corrupted?): {e}"
+        ))
+    })?;
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if record.run_id != stem {
+        return Err(bad(format!(
+            "holds run {}, not {stem}: a record copied under another run's name",
+            record.run_id
+        )));
+    }
+    if let Some(hash) = expected.and_then(|e| e.get(&record.run_id)) {
+        if *hash != record.config_hash {
+            return Err(bad(format!(
+                "was made from config {}, but the plan's config for {stem} hashes to {hash}",
+                record.config_hash
+            )));
+        }
+    }
+    if let Some(m) = record.metrics.iter().find(|m| m.value.is_infinite()) {
+        return Err(bad(format!("metric {} is {}", m.metric, m.value)));
+    }
+    Ok(record)
+}
+
+/// Run id → config hash of every run of `plan`.
+pub fn plan_hashes(plan: &Plan) -> BTreeMap<String, String> {
+    plan.runs
+        .iter()
+        .map(|r| (r.run_id.clone(), r.config_hash.clone()))
+        .collect()
+}
+
+/// The specs of every metric the plan's tasks report, by name. Two tasks
+/// that give one metric different chance levels leave it without one.
+pub fn plan_metric_specs(plan: &Plan) -> Vec<MetricSpec> {
+    let mut out: Vec<MetricSpec> = Vec::new();
+    for run in &plan.runs {
+        for spec in run.config.task.task().metrics() {
+            match out.iter_mut().find(|s| s.name == spec.name) {
+                Some(s) if s.chance != spec.chance => s.chance = None,
+                Some(_) => {}
+                None => out.push(spec),
+            }
+        }
+    }
+    out
 }
 
 /// A parameter value as a CSV cell: scalars plain, structures as compact JSON.

@@ -626,7 +626,8 @@ fn run_id(variant: &str, params: &[(String, Value)], seed: u64, config: &RunConf
         .collect();
     prefix.truncate(72);
     let mut h = blake3::Hasher::new();
-    h.update(&serde_json::to_vec(config).expect("serializes"));
+    let canonical = retbench_core::canonical::canonical_json(config);
+    h.update(&serde_json::to_vec(&canonical).expect("serializes"));
     h.update(&seed.to_le_bytes());
     let hash = &h.finalize().to_hex()[..10];
     if prefix.is_empty() {

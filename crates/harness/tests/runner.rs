@@ -45,7 +45,7 @@ fn opts(out: &Path) -> RunOptions {
 /// run_id → assoc_accuracy values (the quality metric of the scaling task).
 fn quality(dir: &Path) -> BTreeMap<String, Vec<(String, u64)>> {
     Store::new(dir)
-        .runs()
+        .runs(None)
         .unwrap()
         .into_iter()
         .map(|r| {
@@ -168,7 +168,10 @@ fn one_id_runs_alone_and_an_unknown_id_is_refused() {
     )
     .unwrap();
     assert_eq!((s.selected, s.succeeded), (1, 1));
-    assert!(Store::new(&out).is_done(&id));
+    assert_eq!(
+        Store::new(&out).is_done(&id, &p.runs[5].config_hash),
+        Ok(true)
+    );
     assert!(
         run_plan(
             &p,
@@ -218,7 +221,7 @@ fn quality_metrics_do_not_depend_on_jobs_or_shards() {
     // Merging the same shard twice is fine; conflicting results are refused.
     merge(&merged, std::slice::from_ref(&a)).unwrap();
     let store = Store::new(&a);
-    let mut record = store.runs().unwrap().remove(0);
+    let mut record = store.runs(None).unwrap().remove(0);
     record.metrics[0].value += 1.0;
     store.write_run(&record).unwrap();
     let err = merge(&merged, std::slice::from_ref(&a))

@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         tokens: Tensor::from_vec(take(0), (batch, seq), &dev)?,
         targets: Tensor::from_vec(take(1), (batch, seq), &dev)?,
         mask: Tensor::ones((batch, seq), DType::F32, &dev)?,
+        feedback: None,
     };
     let mut retention = RetentionConfig::new(128);
     retention.write = WriteConfig::Append {

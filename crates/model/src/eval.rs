@@ -90,6 +90,18 @@ pub fn run_episodes(
     seed: u64,
     between: Between<'_>,
 ) -> retbench_core::Result<Vec<SessionOutput>> {
+    run_episodes_observed(model, sessions, seed, between, &mut |_, _| {})
+}
+
+/// [`run_episodes`], calling `observe(session, memories)` after each
+/// session's write: how a task reads slot telemetry over an episode.
+pub fn run_episodes_observed(
+    model: &Model,
+    sessions: &[Session],
+    seed: u64,
+    between: Between<'_>,
+    observe: &mut dyn FnMut(usize, &[MemoryState]),
+) -> retbench_core::Result<Vec<SessionOutput>> {
     let Some(first) = sessions.first() else {
         return Ok(Vec::new());
     };
@@ -119,8 +131,9 @@ pub fn run_episodes(
             .flatten_all()?
             .to_vec1()?;
         out.push(SessionOutput { predictions, nll });
-        model.write(&fwd, &mut memories, None)?;
+        model.write(&fwd, &mut memories, s.feedback.as_deref())?;
         memories.iter_mut().try_for_each(|m| m.detach())?;
+        observe(i, &memories);
     }
     Ok(out)
 }
@@ -171,5 +184,6 @@ pub fn session(
         tokens: Tensor::from_vec(tokens, (batch, len), device)?,
         targets: Tensor::from_vec(targets, (batch, len), device)?,
         mask: Tensor::from_vec(mask, (batch, len), device)?,
+        feedback: None,
     })
 }

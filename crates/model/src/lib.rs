@@ -10,6 +10,6 @@ pub mod eval;
 pub mod model;
 pub mod train;
 
-pub use eval::{Between, EvalConfig, SessionOutput, run_episodes};
+pub use eval::{Between, EvalConfig, SessionOutput, run_episodes, run_episodes_observed};
 pub use model::{Forward, Model, ModelConfig};
 pub use train::{Session, TrainConfig, TrainError, Trainer, masked_cross_entropy, trainable_vars};

@@ -316,6 +316,11 @@ impl Model {
         Ok(())
     }
 
+    /// Whether writes need a per-sample feedback signal (a feedback gate).
+    pub fn needs_feedback(&self) -> bool {
+        self.retention.iter().any(|(_, l)| l.needs_feedback())
+    }
+
     /// Whether this model has retention layers.
     pub fn has_retention(&self) -> bool {
         !self.retention.is_empty()

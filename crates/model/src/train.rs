@@ -112,13 +112,15 @@ fn clip_default() -> f64 {
     1.0
 }
 
-/// One session of a batch: tokens and targets [B, T] (u32), and a 0/1 loss
-/// mask [B, T] (f32) marking the positions that count.
+/// One session of a batch: tokens and targets [B, T] (u32), a 0/1 loss
+/// mask [B, T] (f32) marking the positions that count, and the task's
+/// per-sample feedback signal in [0, 1] for feedback gates, if it has one.
 #[derive(Debug, Clone)]
 pub struct Session {
     pub tokens: Tensor,
     pub targets: Tensor,
     pub mask: Tensor,
+    pub feedback: Option<Vec<f32>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -228,7 +230,7 @@ impl Trainer {
                 Some(t) => (t + loss)?,
                 None => loss,
             });
-            model.write(&fwd, &mut memories, None)?;
+            model.write(&fwd, &mut memories, session.feedback.as_deref())?;
             if self.cfg.detach_between_sessions {
                 for m in &mut memories {
                     m.detach()?;

@@ -43,6 +43,7 @@ fn sessions(n: usize, b: usize, t: usize) -> Vec<Session> {
                 tokens: Tensor::from_vec(tok, (b, t), &dev).unwrap(),
                 targets: Tensor::from_vec(tgt, (b, t), &dev).unwrap(),
                 mask: Tensor::ones((b, t), DType::F32, &dev).unwrap(),
+                feedback: None,
             }
         })
         .collect()

@@ -39,6 +39,7 @@ fn session(seed: &str, b: usize, t: usize) -> Session {
         tokens: Tensor::from_vec(tokens, (b, t), &dev).unwrap(),
         targets: Tensor::from_vec(targets, (b, t), &dev).unwrap(),
         mask: Tensor::ones((b, t), DType::F32, &dev).unwrap(),
+        feedback: None,
     }
 }
 

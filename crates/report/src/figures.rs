@@ -8,6 +8,12 @@
 //! - **comparisons**: a final metric per config (baselines side by side)
 //!   as a point with 95% error bars, when the suite varies no memory size.
 //!
+//! What each figure shows comes from the metric specs of `metrics.json`:
+//! the axis label and unit, a log axis for metrics that span decades, the
+//! bounds that clip axes and confidence bands (no band below 0 for a loss),
+//! and a chance line where the metric has one. Specs marked `plot: false`
+//! get no figure.
+//!
 //! Configs keep one colour, in one order, across every figure of a report.
 //! Where there are several seeds, each seed's value is drawn faintly too (a
 //! ring beside a comparison's mean, a thin line under a curve's): a mean and
@@ -20,66 +26,13 @@ use std::sync::Once;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use retbench_tasks::MetricSpec;
+
 use crate::ReportError;
 use crate::summary::{SummaryRow, short_value};
 
 /// The x axis of sweeps, when the suite varies it.
 const X_PARAM: &str = "retention.slots";
-
-/// (metric, log-scaled y, y label). Sweeps: one figure per slice of each.
-/// Metrics in [0, 1] (see `BOUNDED`) have their axis and bands clipped there.
-const SWEEPS: &[(&str, bool, &str)] = &[
-    ("read_us_p50", true, "read latency per query, p50 (µs)"),
-    ("read_us_p99", true, "read latency per query, p99 (µs)"),
-    ("write_us_p50", true, "write latency, p50 (µs)"),
-    ("queries_per_s", true, "queries per second"),
-    (
-        "read_roofline_fraction",
-        true,
-        "fraction of the bandwidth roofline",
-    ),
-    ("recall_at_k", false, "recall@k vs exact dense"),
-    (
-        "attention_mass_recall",
-        false,
-        "share of dense attention mass selected",
-    ),
-    (
-        "relative_output_error",
-        true,
-        "relative output error vs dense",
-    ),
-    ("assoc_accuracy", false, "associative recall accuracy"),
-];
-
-/// Training curves: metrics with a `step`.
-const CURVES: &[(&str, bool, &str)] = &[
-    ("accuracy", false, "held-out accuracy"),
-    ("eval_loss", false, "held-out loss"),
-    ("train_loss", false, "training loss"),
-];
-
-/// Final metrics compared across configs (no memory-size axis).
-const COMPARISONS: &[(&str, bool, &str)] = &[
-    ("accuracy", false, "held-out accuracy"),
-    (
-        "accuracy_memory_cleared",
-        false,
-        "accuracy, memory cleared before the session",
-    ),
-    ("final_loss", false, "held-out loss at the end"),
-    ("train_tokens_per_s", false, "training tokens per second"),
-];
-
-/// Metrics that are shares: a t interval over few seeds can leave [0, 1],
-/// the metric cannot.
-const BOUNDED: &[&str] = &[
-    "recall_at_k",
-    "attention_mass_recall",
-    "assoc_accuracy",
-    "accuracy",
-    "accuracy_memory_cleared",
-];
 
 /// Tableau 10: distinguishable, colour-blind aware.
 const PALETTE: [RGBColor; 10] = [
@@ -195,6 +148,7 @@ pub fn render_all(
     suite: &str,
     params: &[String],
     rows: &[SummaryRow],
+    specs: &[MetricSpec],
 ) -> Result<Vec<PathBuf>, ReportError> {
     register_font();
     let x_col = params.iter().position(|p| p == X_PARAM);
@@ -230,8 +184,10 @@ pub fn render_all(
         slices.dedup();
         slices
     };
+    let plotted = || specs.iter().filter(|s| s.plot);
     if let Some(x_col) = x_col {
-        for &(metric, log_y, y_label) in SWEEPS {
+        for spec in plotted() {
+            let metric = spec.name.as_str();
             for slice in slices_of(metric, false) {
                 let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
                 for r in rows
@@ -243,11 +199,12 @@ pub fn render_all(
                     };
                     series.entry(label(r)).or_default().push(Point::of(x, r));
                 }
-                fig.emit(metric, slice, "", y_label, log_y, XAxis::Slots, series)?;
+                fig.emit(spec, slice, "", XAxis::Slots, series)?;
             }
         }
     } else {
-        for &(metric, log_y, y_label) in COMPARISONS {
+        for spec in plotted() {
+            let metric = spec.name.as_str();
             for slice in slices_of(metric, false) {
                 let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
                 for r in rows
@@ -258,19 +215,12 @@ pub fn render_all(
                     let x = order.iter().position(|o| *o == l).unwrap_or(0) as f64;
                     series.entry(l).or_default().push(Point::of(x, r));
                 }
-                fig.emit(
-                    metric,
-                    slice,
-                    "",
-                    y_label,
-                    log_y,
-                    XAxis::Configs(order.clone()),
-                    series,
-                )?;
+                fig.emit(spec, slice, "", XAxis::Configs(order.clone()), series)?;
             }
         }
     }
-    for &(metric, log_y, y_label) in CURVES {
+    for spec in plotted() {
+        let metric = spec.name.as_str();
         for slice in slices_of(metric, true) {
             let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
             for r in rows
@@ -282,7 +232,7 @@ pub fn render_all(
                 };
                 series.entry(label(r)).or_default().push(Point::of(x, r));
             }
-            fig.emit(metric, slice, "curve_", y_label, log_y, XAxis::Step, series)?;
+            fig.emit(spec, slice, "curve_", XAxis::Step, series)?;
         }
     }
     Ok(fig.written)
@@ -297,20 +247,27 @@ struct Figures<'a> {
 
 impl Figures<'_> {
     /// Writes one figure (SVG and PNG) unless it would be empty.
-    #[allow(clippy::too_many_arguments)]
     fn emit(
         &mut self,
-        metric: &str,
+        spec: &MetricSpec,
         slice: &str,
         prefix: &str,
-        y_label: &str,
-        log_y: bool,
         x: XAxis,
         mut series: BTreeMap<String, Vec<Point>>,
     ) -> Result<(), ReportError> {
-        series
-            .values_mut()
-            .for_each(|pts| pts.sort_by(|a, b| a.x.total_cmp(&b.x)));
+        let metric = spec.name.as_str();
+        let (lo, hi) = (
+            spec.lower.unwrap_or(f64::NEG_INFINITY),
+            spec.upper.unwrap_or(f64::INFINITY),
+        );
+        series.values_mut().for_each(|pts| {
+            pts.sort_by(|a, b| a.x.total_cmp(&b.x));
+            // A t interval over few seeds can leave the metric's range; the
+            // metric cannot.
+            for p in pts.iter_mut() {
+                p.ci = p.ci.map(|(a, b)| (a.clamp(lo, hi), b.clamp(lo, hi)));
+            }
+        });
         series.retain(|_, pts| pts.iter().all(|p| p.mean.is_finite()) && !pts.is_empty());
         if series.is_empty() {
             return Ok(());
@@ -340,11 +297,14 @@ impl Figures<'_> {
             name: name.clone(),
             message: e,
         };
+        let y_label = spec.label();
         let look = Look {
             title: &title,
-            y_label,
-            log_y,
-            bounded: BOUNDED.contains(&metric),
+            y_label: &y_label,
+            log_y: spec.log_axis,
+            lower: spec.lower,
+            upper: spec.upper,
+            chance: spec.chance,
             x: &x,
         };
         let svg_root = SVGBackend::new(&svg, (900, 600)).into_drawing_area();
@@ -371,7 +331,9 @@ struct Look<'a> {
     title: &'a str,
     y_label: &'a str,
     log_y: bool,
-    bounded: bool,
+    lower: Option<f64>,
+    upper: Option<f64>,
+    chance: Option<f64>,
     x: &'a XAxis,
 }
 
@@ -392,7 +354,8 @@ fn draw<DB: DrawingBackend>(
     series: &BTreeMap<String, Vec<Point>>,
     colour: &BTreeMap<String, RGBColor>,
 ) -> Result<(), String> {
-    let (log_y, bounded) = (look.log_y, look.bounded);
+    let log_y = look.log_y;
+    let bounded = look.upper.is_some();
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(e)?;
     let xs = series.values().flatten().map(|p| p.x);
@@ -406,6 +369,7 @@ fn draw<DB: DrawingBackend>(
             .chain(p.seeds.iter().map(|&(_, v)| v))
     });
     let ys: Vec<f64> = ys
+        .chain(look.chance)
         .filter(|y| y.is_finite() && (!log_y || *y > 0.0))
         .collect();
     let (mut y0, mut y1) = ys
@@ -423,8 +387,12 @@ fn draw<DB: DrawingBackend>(
         let pad = ((y1 - y0) * 0.08).max(0.02);
         y0 -= pad;
         y1 += pad;
-        if bounded {
-            (y0, y1) = (y0.max(0.0), y1.min(1.02));
+        if let Some(lo) = look.lower {
+            y0 = y0.max(lo);
+        }
+        if let Some(hi) = look.upper {
+            let span = hi - look.lower.unwrap_or(0.0);
+            y1 = y1.min(hi + 0.02 * span.abs().max(f64::MIN_POSITIVE));
         }
         if matches!(look.x, XAxis::Configs(_)) && y0 > 0.0 && !bounded {
             // Side-by-side values read best from zero.
@@ -553,7 +521,21 @@ fn draw<DB: DrawingBackend>(
                     )
                     .map_err(e)?;
             }
-            if !configs {
+            if let Some(c) = look.chance {
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        vec![(x0, c), (x1, c)],
+                        6,
+                        4,
+                        BLACK.mix(0.55).stroke_width(1),
+                    ))
+                    .map_err(e)?
+                    .label(format!("chance ({})", tick(c)))
+                    .legend(|(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.55).stroke_width(1))
+                    });
+            }
+            if !configs || look.chance.is_some() {
                 chart
                     .configure_series_labels()
                     .background_style(WHITE.mix(0.85))

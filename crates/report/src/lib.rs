@@ -42,7 +42,19 @@ pub fn report(dir: &Path) -> Result<ReportOutput, ReportError> {
     let suite = rows.first().map(|r| r.suite.clone()).unwrap_or_default();
     summary::write_csv(&dir.join("summary.csv"), &params, &summary)?;
     summary::write_markdown(&dir.join("summary.md"), &suite, &params, &summary)?;
-    let figures = figures::render_all(&dir.join("figures"), &suite, &params, &summary)?;
+    let specs = read_specs(&dir.join("metrics.json"))?;
+    for row in &rows {
+        if !specs.iter().any(|s| s.name == row.metric) {
+            return Err(ReportError::Bad {
+                path: dir.join("metrics.json"),
+                message: format!(
+                    "metric {} (run {}) has no spec: every metric a task reports must be declared",
+                    row.metric, row.run_id
+                ),
+            });
+        }
+    }
+    let figures = figures::render_all(&dir.join("figures"), &suite, &params, &summary, &specs)?;
     summary::write_html(
         &dir.join("report.html"),
         &suite,
@@ -53,6 +65,18 @@ pub fn report(dir: &Path) -> Result<ReportOutput, ReportError> {
     Ok(ReportOutput {
         summary_rows: summary.len(),
         figures,
+    })
+}
+
+/// The metric specs `run` wrote beside the plan.
+pub fn read_specs(path: &Path) -> Result<Vec<retbench_tasks::MetricSpec>, ReportError> {
+    let bytes = std::fs::read(path).map_err(|source| ReportError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ReportError::Bad {
+        path: path.to_path_buf(),
+        message: format!("not a list of metric specs: {e}"),
     })
 }
 

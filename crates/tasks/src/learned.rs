@@ -18,28 +18,89 @@ use candle_core::{DType, Device};
 use candle_nn::VarMap;
 use rand_chacha::ChaCha8Rng;
 use retbench_core::rng::stream;
-use retbench_core::{Persistence, SeededVarMap};
+use retbench_core::{Persistence, SeededVarMap, Telemetry};
 use retbench_model::{
     Between, EvalConfig, Model, ModelConfig, Session, TrainConfig, Trainer, checkpoint,
-    run_episodes,
+    run_episodes_observed,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::metric::Metric;
+use crate::metric::{Metric, MetricSpec};
 use crate::{RunSpec, TaskContext, TaskError};
 
-/// Metric names every learned task reports.
-pub const METRICS: &[&str] = &[
-    "accuracy",
-    "accuracy_memory_cleared",
-    "final_loss",
-    "eval_loss",
-    "train_loss",
-    "train_tokens_per_s",
-    "train_seconds",
-    "trainable_params",
-    "total_params",
-];
+/// The metrics of a learned task: accuracy per slice (with its chance
+/// level), one per control, losses, throughput and sizes, and slot
+/// telemetry per session when the task asks for it.
+pub fn metric_specs(task: &dyn Episodes) -> Vec<MetricSpec> {
+    let key = task.slice_key();
+    let with_chance = |s: MetricSpec| match task.chance() {
+        Some(c) => s.chance(c),
+        None => s,
+    };
+    let mut out = vec![with_chance(
+        MetricSpec::share("accuracy", "held-out accuracy").sliced(key),
+    )];
+    for c in task.controls() {
+        out.push(with_chance(
+            MetricSpec::share(c.metric, c.about).sliced(key),
+        ));
+    }
+    let loss = |name: &str, about: &str| {
+        MetricSpec::new(name, about)
+            .unit("nats")
+            .lower()
+            .at_least(0.0)
+    };
+    out.extend([
+        loss("final_loss", "held-out loss at the end"),
+        loss("eval_loss", "held-out loss"),
+        loss("train_loss", "training loss"),
+        MetricSpec::new("train_tokens_per_s", "training throughput")
+            .unit("tokens/s")
+            .at_least(0.0)
+            .timing(),
+        MetricSpec::new("train_seconds", "training time")
+            .unit("s")
+            .lower()
+            .at_least(0.0)
+            .timing()
+            .no_plot(),
+        MetricSpec::new("trainable_params", "trainable parameters")
+            .neither()
+            .at_least(0.0)
+            .no_plot(),
+        MetricSpec::new("total_params", "parameters")
+            .neither()
+            .at_least(0.0)
+            .no_plot(),
+    ]);
+    if task.telemetry() {
+        let t = |name: &str, about: &str| {
+            MetricSpec::new(name, about)
+                .neither()
+                .at_least(0.0)
+                .sliced("session")
+        };
+        out.extend([
+            t("slot_occupancy", "occupied share of slots").bounds(0.0, 1.0),
+            t("slot_usage_kl", "KL of read usage from uniform").unit("nats"),
+            t("slot_usage_gini", "Gini coefficient of read usage").bounds(0.0, 1.0),
+            t("slot_dead", "occupied slots never read").unit("slots"),
+            t("slot_evictions", "evictions").unit("slots"),
+        ]);
+    }
+    out
+}
+
+/// An evaluation under a changed memory: the memory is cleared before
+/// session `clear_before`, and sessions from there on are scored, so what
+/// the model still gets right cannot come from memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Control {
+    pub metric: &'static str,
+    pub about: &'static str,
+    pub clear_before: usize,
+}
 
 /// One session of a batch of episodes, row-major [B, T].
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +113,9 @@ pub struct SessionData {
     /// 0 elsewhere.
     pub label: Vec<u8>,
     pub len: usize,
+    /// Per-sample feedback signal in [0, 1] (B values), for tasks that give
+    /// one to feedback gates.
+    pub feedback: Option<Vec<f32>>,
 }
 
 /// How an episode's sessions reach the model.
@@ -78,6 +142,27 @@ pub trait Episodes {
     fn generate(&self, rng: &mut ChaCha8Rng, batch: usize) -> Vec<SessionData>;
     /// Session lengths of every episode.
     fn lengths(&self) -> Vec<usize>;
+    /// Accuracy of a model that guesses, where there is one.
+    fn chance(&self) -> Option<f64> {
+        None
+    }
+    /// The controls to evaluate besides the plain run; by default, memory
+    /// cleared before the second session of a multi-session episode.
+    fn controls(&self) -> Vec<Control> {
+        if self.context() == Context::Sessions && self.lengths().len() > 1 {
+            vec![Control {
+                metric: "accuracy_memory_cleared",
+                about: "accuracy, memory cleared before the session",
+                clear_before: 1,
+            }]
+        } else {
+            Vec::new()
+        }
+    }
+    /// Whether the final evaluation reports slot telemetry per session.
+    fn telemetry(&self) -> bool {
+        false
+    }
 }
 
 /// Joins the sessions of a batch into one context per episode.
@@ -89,6 +174,7 @@ pub fn concat(sessions: &[SessionData], batch: usize) -> SessionData {
         mask: Vec::with_capacity(batch * len),
         label: Vec::with_capacity(batch * len),
         len,
+        feedback: sessions.iter().find_map(|s| s.feedback.clone()),
     };
     for b in 0..batch {
         for s in sessions {
@@ -117,14 +203,16 @@ fn tensors(
     sessions
         .iter()
         .map(|s| {
-            retbench_model::eval::session(
+            let mut out = retbench_model::eval::session(
                 s.tokens.clone(),
                 s.targets.clone(),
                 s.mask.clone(),
                 batch,
                 s.len,
                 dev,
-            )
+            )?;
+            out.feedback = s.feedback.clone();
+            Ok(out)
         })
         .collect()
 }
@@ -179,13 +267,16 @@ pub fn validate(task: &dyn Episodes, spec: &RunSpec<'_>) -> Result<(), TaskError
     Ok(())
 }
 
-/// Accuracy and mean loss over masked positions, per slice label.
+/// Accuracy and mean loss over masked positions, per slice label; and the
+/// slot telemetry per session, summed over batches, when asked for.
 #[derive(Debug, Default, Clone)]
 struct Scores {
     /// label → (hits, count)
     hits: BTreeMap<u8, (usize, usize)>,
     nll: f64,
     n: usize,
+    /// session → (sum of per-batch mean telemetry of the first memory, batches)
+    telemetry: BTreeMap<usize, (Telemetry, usize)>,
 }
 
 impl Scores {
@@ -210,6 +301,23 @@ impl Scores {
 
     fn loss(&self) -> f64 {
         self.nll / self.n.max(1) as f64
+    }
+
+    fn telemetry_metrics(&self) -> Vec<Metric> {
+        let mut out = Vec::new();
+        for (session, (sum, n)) in &self.telemetry {
+            let n = *n as f64;
+            for (name, v) in [
+                ("slot_occupancy", sum.occupancy),
+                ("slot_usage_kl", sum.usage_kl),
+                ("slot_usage_gini", sum.usage_gini),
+                ("slot_dead", sum.dead_slots),
+                ("slot_evictions", sum.evictions),
+            ] {
+                out.push(Metric::sliced(name, "session", session, v / n));
+            }
+        }
+        out
     }
 }
 
@@ -238,12 +346,43 @@ impl EvalSet {
         between: Between<'_>,
         seed: u64,
         from: usize,
+        telemetry: bool,
     ) -> Result<Scores, TaskError> {
         let mut scores = Scores::default();
         let dev = Device::Cpu;
         for (i, (data, b)) in self.batches.iter().enumerate() {
             let sessions = tensors(data, *b, &dev)?;
-            let outs = run_episodes(model, &sessions, seed.wrapping_add(i as u64), between)?;
+            let mut observe = |session: usize, memories: &[retbench_core::MemoryState]| {
+                if !telemetry {
+                    return;
+                }
+                if let Some(m) = memories.first() {
+                    let t = Telemetry::mean(m);
+                    let e = scores.telemetry.entry(session).or_insert((
+                        Telemetry {
+                            occupancy: 0.0,
+                            usage_kl: 0.0,
+                            usage_gini: 0.0,
+                            dead_slots: 0.0,
+                            evictions: 0.0,
+                        },
+                        0,
+                    ));
+                    e.0.occupancy += t.occupancy;
+                    e.0.usage_kl += t.usage_kl;
+                    e.0.usage_gini += t.usage_gini;
+                    e.0.dead_slots += t.dead_slots;
+                    e.0.evictions += t.evictions;
+                    e.1 += 1;
+                }
+            };
+            let outs = run_episodes_observed(
+                model,
+                &sessions,
+                seed.wrapping_add(i as u64),
+                between,
+                &mut observe,
+            )?;
             for (d, o) in data.iter().zip(&outs).skip(from) {
                 scores.add(d, o);
             }
@@ -357,7 +496,7 @@ pub fn run(
         interval_n += 1;
         let done = step + 1;
         if eval.every.is_some_and(|e| done % e == 0) && done < train.steps {
-            let s = evals.score(&model, between, ctx.seed, 0)?;
+            let s = evals.score(&model, between, ctx.seed, 0, false)?;
             let at = Some(done as u64);
             for (label, acc) in s.accuracy() {
                 out.push(Metric {
@@ -378,7 +517,8 @@ pub fn run(
     }
     let last_interval = interval_loss / interval_n.max(1) as f64;
 
-    let scores = evals.score(&model, between, ctx.seed, 0)?;
+    let scores = evals.score(&model, between, ctx.seed, 0, task.telemetry())?;
+    out.extend(scores.telemetry_metrics());
     let at_end = Some(train.steps as u64);
     for (label, acc) in scores.accuracy() {
         out.push(Metric::sliced("accuracy", key, label, acc));
@@ -400,12 +540,20 @@ pub fn run(
         });
     }
     out.push(Metric::new("final_loss", scores.loss()));
-    // The control: memory cleared before the second session, so what the
+    // The controls: memory changed (cleared) before a session, so what the
     // model still gets right from there on cannot come from memory.
-    if model.has_retention() && task.context() == Context::Sessions && task.lengths().len() > 1 {
-        let cleared = evals.score(&model, Between::ClearBefore(1), ctx.seed, 1)?;
-        for (label, acc) in cleared.accuracy() {
-            out.push(Metric::sliced("accuracy_memory_cleared", key, label, acc));
+    if model.has_retention() {
+        for c in task.controls() {
+            let s = evals.score(
+                &model,
+                Between::ClearBefore(c.clear_before),
+                ctx.seed,
+                c.clear_before,
+                false,
+            )?;
+            for (label, acc) in s.accuracy() {
+                out.push(Metric::sliced(c.metric, key, label, acc));
+            }
         }
     }
     out.push(Metric::new(

@@ -13,7 +13,7 @@ pub mod scaling;
 
 use serde::{Deserialize, Serialize};
 
-pub use metric::Metric;
+pub use metric::{Direction, Metric, MetricSpec};
 use retbench_core::RetentionConfig;
 use retbench_model::{EvalConfig, ModelConfig, TrainConfig};
 
@@ -62,46 +62,87 @@ pub struct TaskContext {
     pub artifacts: Option<std::path::PathBuf>,
 }
 
+/// What every task provides to the harness. A task is one file: a config
+/// type that implements this, and one variant of [`TaskConfig`] (see
+/// `docs/ARCHITECTURE.md`).
+pub trait Task: Send + Sync {
+    /// The `kind` in YAML.
+    fn kind(&self) -> &'static str;
+    /// One line for `retbench list`.
+    fn about(&self) -> &'static str;
+    /// Whether the task trains a model (and so reads `model:`, `train:`,
+    /// `eval:`).
+    fn trains_a_model(&self) -> bool;
+    /// Checks the task config against the run's other blocks. Errors start
+    /// with the dotted path of the offending field (`task.pairs: …`).
+    fn validate(&self, spec: &RunSpec<'_>) -> Result<(), TaskError>;
+    /// Runs the task.
+    fn run(&self, spec: &RunSpec<'_>, ctx: &TaskContext) -> Result<Vec<Metric>, TaskError>;
+    /// Every metric the task can report with this config.
+    fn metrics(&self) -> Vec<MetricSpec>;
+    /// Whether it gives the model a per-sample feedback signal (what a
+    /// feedback gate needs).
+    fn gives_feedback(&self) -> bool {
+        false
+    }
+    /// `retention` options the task does not read, as (dotted path, why):
+    /// set to anything but their default, the plan refuses them.
+    fn ignores(&self) -> &'static [(&'static str, &'static str)] {
+        &[]
+    }
+}
+
 impl TaskConfig {
-    /// Short name of the task kind.
-    pub fn kind(&self) -> &'static str {
+    /// Every task kind, as `kind:` names it; a test checks it against the
+    /// enum.
+    pub const KINDS: &[&str] = &["scaling", "recall"];
+
+    /// The task behind this config: the only exhaustive match over kinds.
+    pub fn task(&self) -> &dyn Task {
         match self {
-            TaskConfig::Scaling(_) => "scaling",
-            TaskConfig::Recall(_) => "recall",
+            TaskConfig::Scaling(c) => c,
+            TaskConfig::Recall(c) => c,
         }
     }
 
-    /// Checks the task config and its pairing with a retention config.
-    /// Errors name the field relative to the run config (`task.…`).
+    /// Short name of the task kind.
+    pub fn kind(&self) -> &'static str {
+        self.task().kind()
+    }
+
+    /// Checks the task config and its pairing with the other blocks: the
+    /// task's own checks, then what no task can run (a feedback gate
+    /// without a feedback signal, retention options the task ignores).
     pub fn validate(&self, spec: &RunSpec<'_>) -> Result<(), TaskError> {
-        match self {
-            TaskConfig::Scaling(c) => {
-                for (name, set) in [
-                    ("model", spec.model.is_some()),
-                    ("train", spec.train.is_some()),
-                    ("eval", spec.eval.is_some()),
-                ] {
-                    if set {
-                        return Err(TaskError::Invalid(format!(
-                            "{name}: the scaling task trains no model; remove the `{name}:` block"
-                        )));
-                    }
-                }
-                c.validate(spec.retention)
-            }
-            TaskConfig::Recall(c) => {
-                c.validate().map_err(TaskError::Invalid)?;
-                learned::validate(c, spec)
+        let task = self.task();
+        task.validate(spec)?;
+        let Some(ret) = spec.retention else {
+            return Ok(());
+        };
+        if matches!(ret.gate, retbench_core::GateConfig::Feedback { .. }) && !task.gives_feedback()
+        {
+            return Err(TaskError::Invalid(format!(
+                "retention.gate: a feedback gate needs a per-sample feedback signal, and the {} task gives none",
+                task.kind()
+            )));
+        }
+        let set = serde_json::to_value(ret).unwrap_or_default();
+        let default = serde_json::to_value(RetentionConfig::new(ret.slots)).unwrap_or_default();
+        for (path, why) in task.ignores() {
+            let (a, b) = (set.get(path), default.get(path));
+            if a != b {
+                return Err(TaskError::Invalid(format!(
+                    "retention.{path}: the {} task ignores it ({why}); remove it",
+                    task.kind()
+                )));
             }
         }
+        Ok(())
     }
 
     /// Runs the task.
     pub fn run(&self, spec: &RunSpec<'_>, ctx: &TaskContext) -> Result<Vec<Metric>, TaskError> {
-        match self {
-            TaskConfig::Scaling(c) => scaling::run(c, spec.retention, ctx),
-            TaskConfig::Recall(c) => learned::run(c, spec, ctx),
-        }
+        self.task().run(spec, ctx)
     }
 
     /// The task `kind` with every option at its default (`None`: no such
@@ -110,19 +151,14 @@ impl TaskConfig {
         serde_json::from_value(serde_json::json!({ "kind": kind })).ok()
     }
 
-    /// Whether the task trains a model (and so reads `model:`, `train:`,
-    /// `eval:`).
     pub fn trains_a_model(&self) -> bool {
-        match self {
-            TaskConfig::Scaling(_) => false,
-            TaskConfig::Recall(_) => true,
-        }
+        self.task().trains_a_model()
     }
 
     /// Whether the task's metrics include wall-clock timings (such tasks
     /// should run with one job at a time for clean numbers).
     pub fn is_timing(&self) -> bool {
-        matches!(self, TaskConfig::Scaling(_))
+        self.task().metrics().iter().any(|m| m.timing) && !self.trains_a_model()
     }
 }
 
@@ -131,17 +167,3 @@ impl TaskConfig {
 pub fn task_defaults(kind: &str) -> Option<serde_json::Value> {
     serde_json::to_value(TaskConfig::with_defaults(kind)?).ok()
 }
-
-/// What `retbench list` prints for tasks and their metrics.
-pub const TASKS: &[(&str, &str, &[&str])] = &[
-    (
-        "scaling",
-        "memory-size scaling probes (no training): latency, top-k fidelity, associative recall",
-        scaling::METRICS,
-    ),
-    (
-        "recall",
-        "cross-session associative recall (trains a model): accuracy by gap, loss, throughput",
-        learned::METRICS,
-    ),
-];

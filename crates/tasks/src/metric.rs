@@ -2,6 +2,12 @@
 //! run columns. `slice` is empty for whole-run metrics and `name=value`
 //! otherwise (`batch=64`, `eps=0.1`); `step` is set only for values recorded
 //! during training.
+//!
+//! Every metric a task can report has a [`MetricSpec`]: what it measures,
+//! its unit, which direction is better, its bounds, its chance level, the
+//! slices it comes in and whether it is a timing. `run` writes the specs of
+//! a plan to `metrics.json`; the report draws axes, bands and reference
+//! lines from them, and a regression check reads the directions.
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +40,145 @@ impl Metric {
             step: None,
             value,
         }
+    }
+}
+
+/// Which way a metric is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Higher,
+    Lower,
+    /// Descriptive (a size, a parameter count): neither way is better.
+    Neither,
+}
+
+/// What one metric means, for reports and regression checks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricSpec {
+    pub name: String,
+    /// What it measures, as an axis label without the unit.
+    pub about: String,
+    /// Unit as printed on an axis (`µs`, `tokens/s`); empty for a pure number.
+    pub unit: String,
+    pub direction: Direction,
+    /// The smallest and largest values the metric can take, where it has them.
+    pub lower: Option<f64>,
+    pub upper: Option<f64>,
+    /// Whether values span decades (latencies), so a log axis reads best.
+    pub log_axis: bool,
+    /// The value of a model that guesses, where there is one.
+    pub chance: Option<f64>,
+    /// The slice keys it comes in (`batch`, `gap`); empty when whole-run.
+    pub slices: Vec<String>,
+    /// A wall-clock measurement: noisy, compared with a relative tolerance.
+    pub timing: bool,
+    /// Whether the report draws a figure of it.
+    pub plot: bool,
+}
+
+impl MetricSpec {
+    /// A metric where higher is better, plotted, linear axis, no bounds.
+    pub fn new(name: &str, about: &str) -> Self {
+        MetricSpec {
+            name: name.into(),
+            about: about.into(),
+            unit: String::new(),
+            direction: Direction::Higher,
+            lower: None,
+            upper: None,
+            log_axis: false,
+            chance: None,
+            slices: Vec::new(),
+            timing: false,
+            plot: true,
+        }
+    }
+    /// A share in [0, 1] where higher is better.
+    pub fn share(name: &str, about: &str) -> Self {
+        Self::new(name, about).bounds(0.0, 1.0)
+    }
+    /// A latency in µs: lower is better, a timing, on a log axis, ≥ 0.
+    pub fn latency_us(name: &str, about: &str) -> Self {
+        let mut s = Self::new(name, about).unit("µs").lower().log().timing();
+        s.lower = Some(0.0);
+        s
+    }
+    pub fn unit(mut self, unit: &str) -> Self {
+        self.unit = unit.into();
+        self
+    }
+    pub fn lower(mut self) -> Self {
+        self.direction = Direction::Lower;
+        self
+    }
+    pub fn neither(mut self) -> Self {
+        self.direction = Direction::Neither;
+        self
+    }
+    pub fn bounds(mut self, lo: f64, hi: f64) -> Self {
+        (self.lower, self.upper) = (Some(lo), Some(hi));
+        self
+    }
+    pub fn at_least(mut self, lo: f64) -> Self {
+        self.lower = Some(lo);
+        self
+    }
+    pub fn log(mut self) -> Self {
+        self.log_axis = true;
+        self
+    }
+    pub fn timing(mut self) -> Self {
+        self.timing = true;
+        self
+    }
+    pub fn chance(mut self, level: f64) -> Self {
+        self.chance = Some(level);
+        self
+    }
+    pub fn sliced(mut self, key: &str) -> Self {
+        self.slices.push(key.into());
+        self
+    }
+    pub fn no_plot(mut self) -> Self {
+        self.plot = false;
+        self
+    }
+    /// The axis label: what it measures, with its unit.
+    pub fn label(&self) -> String {
+        if self.unit.is_empty() {
+            self.about.clone()
+        } else {
+            format!("{} ({})", self.about, self.unit)
+        }
+    }
+    /// Whether `m` is a value this spec describes: a slice it declares, a
+    /// value inside its bounds (or NaN, which records a failure to measure).
+    pub fn check(&self, m: &Metric) -> Result<(), String> {
+        if m.metric != self.name {
+            return Err(format!("{} is not {}", m.metric, self.name));
+        }
+        if !m.slice.is_empty() {
+            let key = m.slice.split('=').next().unwrap_or_default();
+            if !self.slices.iter().any(|s| s == key) {
+                return Err(format!(
+                    "{}: slice {:?} is not one of {:?}",
+                    self.name, m.slice, self.slices
+                ));
+            }
+        }
+        let v = m.value;
+        if v.is_finite()
+            && (self.lower.is_some_and(|lo| v < lo - 1e-9)
+                || self.upper.is_some_and(|hi| v > hi + 1e-9))
+        {
+            return Err(format!(
+                "{} = {v} lies outside [{:?}, {:?}]",
+                self.name, self.lower, self.upper
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -19,7 +19,8 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub use crate::learned::SessionData;
-use crate::learned::{Context, Episodes};
+use crate::learned::{self, Context, Episodes};
+use crate::{Metric, MetricSpec, RunSpec, Task, TaskContext, TaskError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -101,6 +102,7 @@ impl RecallConfig {
             mask: Vec::with_capacity(batch * len),
             label: Vec::with_capacity(batch * len),
             len,
+            feedback: None,
         });
         let (q, pad) = (self.query_token(), self.pad_token());
         for _ in 0..batch {
@@ -233,6 +235,31 @@ impl Episodes for RecallConfig {
     }
     fn lengths(&self) -> Vec<usize> {
         RecallConfig::lengths(self).to_vec()
+    }
+    fn chance(&self) -> Option<f64> {
+        Some(1.0 / self.values as f64)
+    }
+}
+
+impl Task for RecallConfig {
+    fn kind(&self) -> &'static str {
+        "recall"
+    }
+    fn about(&self) -> &'static str {
+        "cross-session associative recall (trains a model): accuracy by gap, loss, throughput"
+    }
+    fn trains_a_model(&self) -> bool {
+        true
+    }
+    fn validate(&self, spec: &RunSpec<'_>) -> Result<(), TaskError> {
+        RecallConfig::validate(self).map_err(TaskError::Invalid)?;
+        learned::validate(self, spec)
+    }
+    fn run(&self, spec: &RunSpec<'_>, ctx: &TaskContext) -> Result<Vec<Metric>, TaskError> {
+        learned::run(self, spec, ctx)
+    }
+    fn metrics(&self) -> Vec<MetricSpec> {
+        learned::metric_specs(self)
     }
 }
 

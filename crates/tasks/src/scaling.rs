@@ -31,24 +31,8 @@ use retbench_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::metric::{Metric, percentile};
-use crate::{TaskContext, TaskError};
-
-/// Metric names this task reports.
-pub const METRICS: &[&str] = &[
-    "read_us_p50",
-    "read_us_p99",
-    "queries_per_s",
-    "write_us_p50",
-    "write_us_p99",
-    "bytes_per_slot",
-    "bandwidth_gbps",
-    "read_roofline_fraction",
-    "assoc_accuracy",
-    "recall_at_k",
-    "attention_mass_recall",
-    "relative_output_error",
-];
+use crate::metric::{Metric, MetricSpec, percentile};
+use crate::{RunSpec, Task, TaskContext, TaskError};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -126,6 +110,93 @@ fn sharpness_default() -> f64 {
 const FILL_CHUNK: usize = 8192;
 /// Probe queries per read call when scoring accuracy.
 const PROBE_CHUNK: usize = 64;
+
+impl Task for ScalingConfig {
+    fn kind(&self) -> &'static str {
+        "scaling"
+    }
+    fn about(&self) -> &'static str {
+        "memory-size scaling probes (no training): latency, top-k fidelity, associative recall"
+    }
+    fn trains_a_model(&self) -> bool {
+        false
+    }
+    fn validate(&self, spec: &RunSpec<'_>) -> Result<(), TaskError> {
+        for (name, set) in [
+            ("model", spec.model.is_some()),
+            ("train", spec.train.is_some()),
+            ("eval", spec.eval.is_some()),
+        ] {
+            if set {
+                return Err(TaskError::Invalid(format!(
+                    "{name}: the scaling task trains no model; remove the `{name}:` block"
+                )));
+            }
+        }
+        ScalingConfig::validate(self, spec.retention)
+    }
+    fn run(&self, spec: &RunSpec<'_>, ctx: &TaskContext) -> Result<Vec<Metric>, TaskError> {
+        run(self, spec.retention, ctx)
+    }
+    fn ignores(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            (
+                "persistence",
+                "the probe layer's memory never leaves the process",
+            ),
+            ("sharing", "the probe is one free-standing layer"),
+            (
+                "layers",
+                "the probe is one free-standing layer, not a model",
+            ),
+        ]
+    }
+    fn metrics(&self) -> Vec<MetricSpec> {
+        vec![
+            MetricSpec::latency_us("read_us_p50", "read latency per query, p50").sliced("batch"),
+            MetricSpec::latency_us("read_us_p99", "read latency per query, p99").sliced("batch"),
+            MetricSpec::new("queries_per_s", "queries per second")
+                .unit("queries/s")
+                .at_least(0.0)
+                .log()
+                .timing()
+                .sliced("batch"),
+            MetricSpec::latency_us("write_us_p50", "write latency, p50"),
+            MetricSpec::latency_us("write_us_p99", "write latency, p99").no_plot(),
+            MetricSpec::new("bytes_per_slot", "memory state per slot")
+                .unit("bytes")
+                .lower()
+                .at_least(0.0)
+                .no_plot(),
+            MetricSpec::new(
+                "bandwidth_gbps",
+                "STREAM-triad bandwidth at the suite's start",
+            )
+            .unit("GB/s")
+            .neither()
+            .at_least(0.0)
+            .timing()
+            .no_plot(),
+            MetricSpec::new(
+                "read_roofline_fraction",
+                "fraction of the bandwidth roofline",
+            )
+            .at_least(0.0)
+            .log()
+            .timing(),
+            MetricSpec::share("assoc_accuracy", "associative recall accuracy").sliced("eps"),
+            MetricSpec::share("recall_at_k", "recall@k vs exact dense"),
+            MetricSpec::share(
+                "attention_mass_recall",
+                "share of dense attention mass selected",
+            ),
+            MetricSpec::new("relative_output_error", "relative output error vs dense")
+                .lower()
+                .at_least(0.0)
+                .log(),
+        ]
+    }
+}
 
 impl ScalingConfig {
     pub fn validate(&self, retention: Option<&RetentionConfig>) -> Result<(), TaskError> {
@@ -506,6 +577,13 @@ mod tests {
         let mut ret = RetentionConfig::new(64);
         ret.read = ReadConfig::Topk { k: 64 };
         let ms = run(&small(), Some(&ret), &ctx()).unwrap();
+        let specs = small().metrics();
+        for m in &ms {
+            let s = specs.iter().find(|s| s.name == m.metric);
+            s.unwrap_or_else(|| panic!("{} has no spec", m.metric))
+                .check(m)
+                .unwrap();
+        }
         assert_eq!(get(&ms, "recall_at_k", ""), 1.0);
         assert!((get(&ms, "attention_mass_recall", "") - 1.0).abs() < 1e-4);
         assert!(get(&ms, "relative_output_error", "") < 1e-4);

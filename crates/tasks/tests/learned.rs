@@ -85,9 +85,15 @@ fn recall_needs_memory_and_falls_to_chance_when_it_is_cleared() {
         train: Some(&train),
         eval: Some(&eval),
     };
-    let ms = task(Context::Sessions)
-        .run(&spec, &ctx("recall-test"))
-        .unwrap();
+    let t = task(Context::Sessions);
+    let ms = t.run(&spec, &ctx("recall-test")).unwrap();
+    let specs = t.task().metrics();
+    for m in &ms {
+        let s = specs.iter().find(|s| s.name == m.metric);
+        s.unwrap_or_else(|| panic!("{} has no spec", m.metric))
+            .check(m)
+            .unwrap();
+    }
     let chance: f64 = 1.0 / 8.0;
     let kept = get(&ms, "accuracy", "gap=1");
     let cleared = get(&ms, "accuracy_memory_cleared", "gap=1");
