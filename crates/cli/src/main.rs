@@ -44,6 +44,9 @@ enum Command {
         /// table: one line per run; ids: run ids only; jsonl: each run as JSON.
         #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
         format: PlanFormat,
+        /// Refuse runs estimated to need more memory than this (e.g. 8G, 512M) [default: the machine's RAM].
+        #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+        max_memory: Option<u64>,
     },
     /// Run a suite: parallel, resumable; then write the summary and figures.
     Run {
@@ -56,8 +59,11 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Runs in parallel [default: every core]; each run gets cores/jobs kernel threads.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_jobs)]
         jobs: Option<usize>,
+        /// Refuse runs estimated to need more memory than this (e.g. 8G, 512M) [default: the machine's RAM].
+        #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+        max_memory: Option<u64>,
         /// Take share I of N of the plan (0 <= I < N), e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.
         #[arg(long, value_name = "I/N", value_parser = parse_shard)]
         shard: Option<(usize, usize)>,
@@ -96,8 +102,11 @@ enum Command {
         #[arg(long, default_value = "suites")]
         suites: PathBuf,
         /// Runs in parallel [default: every core].
-        #[arg(long)]
+        #[arg(long, value_parser = parse_jobs)]
         jobs: Option<usize>,
+        /// Refuse runs estimated to need more memory than this (e.g. 8G, 512M) [default: the machine's RAM].
+        #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+        max_memory: Option<u64>,
     },
     /// Work with memory snapshots.
     Memory {
@@ -159,7 +168,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             suite,
             profile,
             format,
-        } => plan(&suite, profile.as_deref(), format).map(|_| Outcome::Ok),
+            max_memory,
+        } => plan(&suite, profile.as_deref(), format, &limits(max_memory)).map(|_| Outcome::Ok),
         Command::Run {
             suite,
             profile,
@@ -170,8 +180,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             force,
             no_report,
             quiet,
+            max_memory,
         } => {
-            let plan = suite::load(&suite, profile.as_deref())?;
+            let plan = suite::load_with(&suite, profile.as_deref(), &limits(max_memory))?;
             let out = out.unwrap_or_else(|| default_out(&plan));
             let opts = RunOptions {
                 out,
@@ -215,11 +226,58 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             profile,
             suites,
             jobs,
-        } => bench(&suites, profile.as_deref(), jobs),
+            max_memory,
+        } => bench(&suites, profile.as_deref(), jobs, &limits(max_memory)),
         Command::Memory {
             command: MemoryCommand::Inspect { snapshot, format },
         } => inspect(&snapshot, format).map(|_| Outcome::Ok),
     }
+}
+
+/// The plan limits, with `--max-memory` if given.
+fn limits(max_memory: Option<u64>) -> suite::Limits {
+    let mut l = suite::Limits::default();
+    if let Some(m) = max_memory {
+        l.max_memory = m;
+    }
+    l
+}
+
+/// `--jobs`: at least one.
+fn parse_jobs(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A byte count with an optional binary suffix: 512M, 8G, 1.5T, 1048576.
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let unit = t[i..].to_ascii_uppercase();
+            let m: u64 = match unit.trim_end_matches("IB").trim_end_matches('B') {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1 << 40,
+                _ => return Err(format!("unknown unit {:?} (use K, M, G or T)", &t[i..])),
+            };
+            (&t[..i], m)
+        }
+        None => (t, 1),
+    };
+    let x: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size such as 8G or 512M"))?;
+    if !(x.is_finite() && x > 0.0) {
+        return Err("must be a positive size".into());
+    }
+    Ok((x * mult as f64) as u64)
 }
 
 /// Sizes candle's process-wide pool for elementwise ops to one run's share
@@ -244,8 +302,13 @@ fn default_out(plan: &Plan) -> PathBuf {
     PathBuf::from("reports").join(name)
 }
 
-fn plan(path: &Path, profile: Option<&str>, format: PlanFormat) -> anyhow::Result<()> {
-    let plan = suite::load(path, profile)?;
+fn plan(
+    path: &Path,
+    profile: Option<&str>,
+    format: PlanFormat,
+    limits: &suite::Limits,
+) -> anyhow::Result<()> {
+    let plan = suite::load_with(path, profile, limits)?;
     match format {
         PlanFormat::Ids => plan.runs.iter().for_each(|r| println!("{}", r.run_id)),
         PlanFormat::Jsonl => {
@@ -354,7 +417,12 @@ fn run_suite(plan: &Plan, opts: &RunOptions, with_report: bool) -> anyhow::Resul
     })
 }
 
-fn bench(dir: &Path, profile: Option<&str>, jobs: Option<usize>) -> anyhow::Result<Outcome> {
+fn bench(
+    dir: &Path,
+    profile: Option<&str>,
+    jobs: Option<usize>,
+    limits: &suite::Limits,
+) -> anyhow::Result<Outcome> {
     let files = suite_files(dir)?;
     if files.is_empty() {
         anyhow::bail!("no suite files (*.yaml) in {}", dir.display());
@@ -362,7 +430,7 @@ fn bench(dir: &Path, profile: Option<&str>, jobs: Option<usize>) -> anyhow::Resu
     // Validate every suite before running any.
     let plans = files
         .iter()
-        .map(|f| suite::load(f, profile))
+        .map(|f| suite::load_with(f, profile, limits))
         .collect::<Result<Vec<_>, _>>()?;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     limit_candle_threads((cores / jobs.unwrap_or(cores).max(1)).max(1));

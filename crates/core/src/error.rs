@@ -38,6 +38,12 @@ pub enum SnapshotError {
         expected: String,
         found: String,
     },
+    #[error("{path}: tensor {tensor} holds {what}: one such slot poisons every read; refusing it")]
+    NonFinite {
+        path: PathBuf,
+        tensor: String,
+        what: String,
+    },
     #[error(
         "{path}: checksum mismatch (stored {stored}, computed {computed}): the file is corrupted"
     )]

@@ -2,7 +2,21 @@
 //! so that a crash or `kill -9` never leaves half a file under its name.
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// A file that could not be read or written, or that holds something it
+/// should not: the one file error of the harness and the report, always
+/// naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Bad { path: PathBuf, message: String },
+}
 
 /// Writes `bytes` to `path` through a temporary file in the same folder
 /// (named `.<name>.tmp-<pid>-<thread>`), fsync, then rename. The folder is

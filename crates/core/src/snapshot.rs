@@ -315,6 +315,14 @@ fn parse(path: &Path, bytes: &[u8], device: &Device) -> Result<Snapshot> {
     for ns in namespaces.split(',').filter(|s| !s.is_empty()) {
         validate_namespace(ns).map_err(|e| not(e.to_string()))?;
         let state = decode_state(ns, &view_map, &config_hash, device).map_err(not)?;
+        if let Some((tensor, what)) = non_finite(ns, &state)? {
+            return Err(SnapshotError::NonFinite {
+                path: p(),
+                tensor,
+                what,
+            }
+            .into());
+        }
         bank.insert(ns, state).map_err(|e| not(e.to_string()))?;
     }
     if bank.is_empty() {
@@ -326,6 +334,50 @@ fn parse(path: &Path, bytes: &[u8], device: &Device) -> Result<Snapshot> {
         format_version,
         retbench_version: meta.get("retbench_version").cloned().unwrap_or_default(),
     })
+}
+
+/// The first tensor of a state that holds NaN or infinity, if any, with
+/// where: one such slot poisons every read of the memory.
+fn non_finite(ns: &str, s: &MemoryState) -> Result<Option<(String, String)>> {
+    let check = |name: &str, t: &candle_core::Tensor| -> Result<Option<(String, String)>> {
+        let v: Vec<f64> = t
+            .to_dtype(candle_core::DType::F64)?
+            .flatten_all()?
+            .to_vec1()?;
+        let width = t.dims().last().copied().unwrap_or(1).max(1);
+        let per_memory = width * s.slots;
+        Ok(v.iter().position(|x| !x.is_finite()).map(|i| {
+            (
+                format!("{ns}/{name}"),
+                format!(
+                    "{} in memory {}, slot {}",
+                    v[i],
+                    i / per_memory,
+                    (i % per_memory) / width
+                ),
+            )
+        }))
+    };
+    if let Some(bad) = check("content", &s.content)? {
+        return Ok(Some(bad));
+    }
+    if let Some(keys) = &s.keys {
+        if let Some(bad) = check("keys", keys)? {
+            return Ok(Some(bad));
+        }
+    }
+    for (name, xs) in [
+        ("read_weight", &s.meta.read_weight),
+        ("gate_score", &s.meta.gate_score),
+    ] {
+        if let Some(i) = xs.iter().position(|x| !x.is_finite()) {
+            return Ok(Some((
+                format!("{ns}/{name}"),
+                format!("{} in memory {}, slot {}", xs[i], i / s.slots, i % s.slots),
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// Rebuilds one namespace; errors are plain messages the caller wraps with

@@ -20,16 +20,8 @@ use serde_json::Value;
 
 use crate::suite::Plan;
 
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}: {message}", path.display())]
-    Bad { path: PathBuf, message: String },
-}
+/// The store's errors: a file that cannot be read or written, or a bad one.
+pub use retbench_core::fsutil::FileError as StoreError;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
     move |source| StoreError::Io {

@@ -183,15 +183,89 @@ impl Ctx<'_> {
 
 /// Reads and expands a suite file.
 pub fn load(path: &Path, profile: Option<&str>) -> Result<Plan, SuiteError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SuiteError::Io {
+    load_with(path, profile, &Limits::default())
+}
+
+/// What a plan may ask for; beyond it, the plan is refused where the
+/// offending value is written.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Peak bytes one run may need (estimated from the task's sizes).
+    pub max_memory: u64,
+    /// Runs one plan may hold (points × seeds).
+    pub max_runs: usize,
+}
+
+impl Default for Limits {
+    /// The machine's RAM (16 GiB where it cannot be read), 100 000 runs.
+    fn default() -> Self {
+        Limits {
+            max_memory: machine_ram().unwrap_or(16 << 30),
+            max_runs: 100_000,
+        }
+    }
+}
+
+/// MemTotal from /proc/meminfo, in bytes.
+pub fn machine_ram() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Bytes as a person reads them ("1.5 GiB").
+pub fn human_bytes(b: u128) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
+    let mut x = b as f64;
+    let mut i = 0;
+    while x >= 1024.0 && i + 1 < units.len() {
+        x /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{b} B")
+    } else {
+        format!("{x:.1} {}", units[i])
+    }
+}
+
+/// [`load`] under explicit limits.
+pub fn load_with(path: &Path, profile: Option<&str>, limits: &Limits) -> Result<Plan, SuiteError> {
+    let bytes = std::fs::read(path).map_err(|source| SuiteError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(path, &text, profile)
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let ok = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+        let line = ok.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+        let column =
+            (ok.len() - ok.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)) as u64 + 1;
+        SuiteError::At {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message: format!(
+                "not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
+        }
+    })?;
+    parse_with(path, &text, profile, limits)
 }
 
 /// Expands suite text (`path` names it in errors).
 pub fn parse(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan, SuiteError> {
+    parse_with(path, text, profile, &Limits::default())
+}
+
+/// [`parse`] under explicit limits.
+pub fn parse_with(
+    path: &Path,
+    text: &str,
+    profile: Option<&str>,
+    limits: &Limits,
+) -> Result<Plan, SuiteError> {
     let cx = Ctx { path };
     let file: SuiteFile = serde_saphyr::from_str(text).map_err(|e| {
         let loc = e.location().map_or(Loc { line: 1, column: 1 }, |l| Loc {
@@ -208,14 +282,35 @@ pub fn parse(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan, Sui
             .value
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        || file.name.value.starts_with('.')
     {
         return Err(cx.at(
             name_loc,
-            "name must be non-empty and use only [A-Za-z0-9._-] (it names the output folder)",
+            "name must be non-empty, use only [A-Za-z0-9._-] and not start with a dot (it names the output folder under reports/)",
         ));
     }
     let base_loc = Loc::from(&file.base);
+    let located = Located {
+        text,
+        base_loc,
+        profile: Vec::new(),
+    };
+    if let Err(message) = file.base.value.validate() {
+        let loc = located.find(&message, &[]).unwrap_or(base_loc);
+        return Err(cx.at(loc, format!("base: invalid run config: {message}")));
+    }
     let mut base = serde_json::to_value(&file.base.value).expect("run config serializes");
+    if serde_json::from_value::<RunConfig>(base.clone())
+        .ok()
+        .as_ref()
+        != Some(&file.base.value)
+    {
+        return Err(cx.at(
+            base_loc,
+            "base: a value is not a finite number (NaN or infinity)",
+        ));
+    }
+    let mut located = located;
     let mut seeds = match &file.seeds {
         Some(s) if s.value.is_empty() => {
             return Err(cx.at(Loc::from(s), "seeds must list at least one seed"));
@@ -296,6 +391,7 @@ pub fn parse(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan, Sui
             } else {
                 check_path(&base, &key.value).map_err(|m| cx.at(loc, m))?;
                 set_path(&mut base, &key.value, value.value.clone()).map_err(|m| cx.at(loc, m))?;
+                located.profile.push((key.value.clone(), Loc::from(value)));
                 if let Err(e) = serde_json::from_value::<RunConfig>(base.clone()) {
                     return Err(cx.at(Loc::from(value), format!("{}: {e}", key.value)));
                 }
@@ -369,6 +465,26 @@ pub fn parse(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan, Sui
     // Points: the grid × zip product, then the variants. Without grid or
     // zip axes but with variants, the base is only their template (a suite
     // of named baselines names every point, `retention: {}` included).
+    // Refuse a plan too large to hold before expanding it: 4 axes of 200
+    // values are 1.6e9 points.
+    let variants = file.variants.0.len() as u128;
+    let mut grid_points: u128 = 1;
+    for (i, axis) in axes.iter().enumerate() {
+        grid_points = grid_points.saturating_mul(axis.len() as u128);
+        let runs = (grid_points + variants).saturating_mul(seeds.len() as u128);
+        if runs > limits.max_runs as u128 {
+            let loc = grid
+                .get(i)
+                .map_or_else(|| axis[0].first().map_or(base_loc, |o| o.loc), |g| g.1);
+            return Err(cx.at(
+                loc,
+                format!(
+                    "the plan would hold {runs} runs or more, over the limit of {}: shrink the grid",
+                    limits.max_runs
+                ),
+            ));
+        }
+    }
     let mut points: Vec<(String, Loc, Vec<Override>)> = Vec::new();
     if !axes.is_empty() || file.variants.0.is_empty() {
         for combo in cartesian(&axes) {
@@ -398,7 +514,7 @@ pub fn parse(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan, Sui
     let mut seen: HashMap<String, Loc> = HashMap::new();
     let mut excluded_any = false;
     for (variant, loc, ovs) in &points {
-        let json = resolve(&cx, &base, base_loc, ovs)?;
+        let json = resolve(&cx, &base, &located, ovs)?;
         if excludes.iter().any(|(_, conds)| {
             conds
                 .iter()
@@ -408,6 +524,20 @@ pub fn parse(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan, Sui
             continue;
         }
         let config: RunConfig = serde_json::from_value(json).expect("resolve checked it");
+        let terms = config.task.task().estimate_bytes(&config.spec());
+        let need: u128 = terms.iter().map(|t| t.1).fold(0, u128::saturating_add);
+        if need > limits.max_memory as u128 {
+            let (field, _) = terms.iter().max_by_key(|t| t.1).expect("need > 0");
+            let loc = located.find(field, ovs).unwrap_or(*loc);
+            return Err(cx.at(
+                loc,
+                format!(
+                    "{field}: this run would need about {} at its peak, more than the {} allowed (the machine's RAM; --max-memory to change)",
+                    human_bytes(need),
+                    human_bytes(limits.max_memory as u128)
+                ),
+            ));
+        }
         let config_hash = config.hash();
         let params: Vec<(String, Value)> = ovs
             .iter()
@@ -486,7 +616,13 @@ fn cartesian(axes: &[Vec<Vec<Override>>]) -> Vec<Vec<Override>> {
 
 /// Applies `ovs` to `base` and checks the result as a run config; a failure
 /// is blamed on the first override whose application makes it fail.
-fn resolve(cx: &Ctx, base: &Value, base_loc: Loc, ovs: &[Override]) -> Result<Value, SuiteError> {
+fn resolve(
+    cx: &Ctx,
+    base: &Value,
+    located: &Located<'_>,
+    ovs: &[Override],
+) -> Result<Value, SuiteError> {
+    let base_loc = located.base_loc;
     let apply = |n: usize| -> Result<Value, (Loc, String)> {
         let mut json = base.clone();
         for o in &ovs[..n] {
@@ -506,13 +642,109 @@ fn resolve(cx: &Ctx, base: &Value, base_loc: Loc, ovs: &[Override]) -> Result<Va
         let json = apply(n).map_err(|(loc, m)| cx.at(loc, m))?;
         if check(&json).is_err() {
             let (loc, what) = match n {
-                0 => (base_loc, "base".to_string()),
+                0 => (
+                    located.find(&message, &[]).unwrap_or(base_loc),
+                    "base".to_string(),
+                ),
                 n => (ovs[n - 1].loc, ovs[n - 1].path.clone()),
             };
             return Err(cx.at(loc, format!("{what}: invalid run config: {message}")));
         }
     }
     Err(cx.at(base_loc, format!("invalid run config: {message}")))
+}
+
+/// Finds where a dotted path was written: in this point's overrides, in
+/// the profile, or in the base's text.
+struct Located<'a> {
+    text: &'a str,
+    base_loc: Loc,
+    /// Profile overrides of base paths, with where their values are.
+    profile: Vec<(String, Loc)>,
+}
+
+impl Located<'_> {
+    /// The location of the field an error message (or a bare path) starts
+    /// with, e.g. `retention.read.k: must be …`.
+    fn find(&self, message: &str, ovs: &[Override]) -> Option<Loc> {
+        let head = message.split([':', ',', ' ']).next()?;
+        let ok = !head.is_empty()
+            && head
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+        if !ok {
+            return None;
+        }
+        let covers = |p: &str| head == p || head.starts_with(&format!("{p}."));
+        if let Some(o) = ovs.iter().rev().find(|o| covers(&o.path)) {
+            return Some(o.loc);
+        }
+        if let Some((_, loc)) = self.profile.iter().rev().find(|(p, _)| covers(p)) {
+            return Some(*loc);
+        }
+        // Deepest prefix of the path written in the base.
+        let segs: Vec<&str> = head.split('.').collect();
+        (1..=segs.len())
+            .rev()
+            .find_map(|n| find_in_base(self.text, self.base_loc, &segs[..n]))
+    }
+}
+
+/// The position of the key `segs` (a path below `base:`) in the suite
+/// text, for block mappings (`key:` on its own line, deeper indented) and
+/// flow mappings (`{ kind: topk, k: 32 }`).
+fn find_in_base(text: &str, base_loc: Loc, segs: &[&str]) -> Option<Loc> {
+    let lines: Vec<&str> = text.lines().collect();
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let start = (0..(base_loc.line as usize).min(lines.len()))
+        .rev()
+        .find(|&i| lines[i].trim_start().starts_with("base:"))?;
+    let (mut line, mut col, mut parent_indent) = (start, 0usize, indent(lines[start]));
+    for seg in segs {
+        let key = format!("{seg}:");
+        // Inside a flow mapping on the parent's line.
+        if let Some(rest) = lines[line].get(col..) {
+            if let Some(brace) = rest.find('{') {
+                let flow = &rest[brace..];
+                if let Some(at) = find_key(flow, &key) {
+                    col = col + brace + at;
+                    continue;
+                }
+            }
+        }
+        let mut found = None;
+        for (i, l) in lines.iter().enumerate().skip(line + 1) {
+            let t = l.trim_start();
+            if t.is_empty() || t.starts_with('#') {
+                continue;
+            }
+            if indent(l) <= parent_indent {
+                break;
+            }
+            if t.starts_with(&key) {
+                found = Some(i);
+                break;
+            }
+        }
+        line = found?;
+        col = indent(lines[line]);
+        parent_indent = col;
+    }
+    Some(Loc {
+        line: line as u64 + 1,
+        column: col as u64 + 1,
+    })
+}
+
+/// Byte offset of `key` (`name:`) in a flow mapping, at a word start.
+fn find_key(flow: &str, key: &str) -> Option<usize> {
+    flow.match_indices(key).map(|(i, _)| i).find(|&i| {
+        i == 0
+            || flow[..i]
+                .chars()
+                .next_back()
+                .is_some_and(|c| c == '{' || c == ',' || c == ' ')
+    })
 }
 
 /// Numbers compare by value (1 == 1.0); everything else structurally.

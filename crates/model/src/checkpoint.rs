@@ -56,6 +56,25 @@ pub fn save(varmap: &VarMap, path: &Path, config_hash: &str) -> Result<(), Check
 /// lacks, or holds with another shape, is an error naming the file and the
 /// parameter (nothing is set then).
 pub fn load_into(varmap: &VarMap, path: &Path, prefix: &str) -> Result<usize, CheckpointError> {
+    let updates = matching(varmap, path, prefix)?;
+    for (var, t) in &updates {
+        var.set(t)?;
+    }
+    Ok(updates.len())
+}
+
+/// Checks that the checkpoint at `path` could set every parameter of
+/// `varmap` under `prefix` (what [`load_into`] would refuse), setting none.
+pub fn check(varmap: &VarMap, path: &Path, prefix: &str) -> Result<usize, CheckpointError> {
+    Ok(matching(varmap, path, prefix)?.len())
+}
+
+/// The (parameter, stored value) pairs a load would set.
+fn matching(
+    varmap: &VarMap,
+    path: &Path,
+    prefix: &str,
+) -> Result<Vec<(candle_core::Var, candle_core::Tensor)>, CheckpointError> {
     let bytes = std::fs::read(path).map_err(|e| file_error(path, e))?;
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes)
         .map_err(|e| file_error(path, format!("not a safetensors file: {e}")))?;
@@ -86,8 +105,5 @@ pub fn load_into(varmap: &VarMap, path: &Path, prefix: &str) -> Result<usize, Ch
         }
         updates.push((var.clone(), t.to_dtype(var.dtype())?));
     }
-    for (var, t) in &updates {
-        var.set(t)?;
-    }
-    Ok(updates.len())
+    Ok(updates)
 }

@@ -28,6 +28,8 @@ use plotters::prelude::*;
 
 use retbench_tasks::MetricSpec;
 
+use retbench_core::fsutil::FileError;
+
 use crate::ReportError;
 use crate::summary::{SummaryRow, short_value};
 
@@ -194,7 +196,12 @@ pub fn render_all(
                     .iter()
                     .filter(|r| r.metric == metric && r.slice == slice && r.step.is_empty())
                 {
-                    let Ok(x) = r.params[x_col].parse::<f64>() else {
+                    // A log axis has no place for 0, negatives, inf or NaN.
+                    let Some(x) = r.params[x_col]
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|x| x.is_finite() && *x > 0.0)
+                    else {
                         continue;
                     };
                     series.entry(label(r)).or_default().push(Point::of(x, r));
@@ -227,7 +234,7 @@ pub fn render_all(
                 .iter()
                 .filter(|r| r.metric == metric && r.slice == slice && !r.step.is_empty())
             {
-                let Ok(x) = r.step.parse::<f64>() else {
+                let Some(x) = r.step.parse::<f64>().ok().filter(|x| x.is_finite()) else {
                     continue;
                 };
                 series.entry(label(r)).or_default().push(Point::of(x, r));
@@ -265,7 +272,10 @@ impl Figures<'_> {
             // A t interval over few seeds can leave the metric's range; the
             // metric cannot.
             for p in pts.iter_mut() {
-                p.ci = p.ci.map(|(a, b)| (a.clamp(lo, hi), b.clamp(lo, hi)));
+                p.ci =
+                    p.ci.filter(|(a, b)| a.is_finite() && b.is_finite())
+                        .map(|(a, b)| (a.clamp(lo, hi), b.clamp(lo, hi)));
+                p.seeds.retain(|(_, v)| v.is_finite());
             }
         });
         series.retain(|_, pts| pts.iter().all(|p| p.mean.is_finite()) && !pts.is_empty());
@@ -289,7 +299,7 @@ impl Figures<'_> {
         };
         let svg = self.dir.join(format!("{name}.svg"));
         let png = self.dir.join(format!("{name}.png"));
-        std::fs::create_dir_all(self.dir).map_err(|source| ReportError::Io {
+        std::fs::create_dir_all(self.dir).map_err(|source| FileError::Io {
             path: self.dir.to_path_buf(),
             source,
         })?;

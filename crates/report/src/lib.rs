@@ -12,17 +12,14 @@ mod summary;
 
 use std::path::{Path, PathBuf};
 
+use retbench_core::fsutil::FileError;
+
 pub use summary::{Row, SummaryRow, read_results, summarize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{}: {message}", path.display())]
-    Bad { path: PathBuf, message: String },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("figure {name}: {message}")]
     Plot { name: String, message: String },
 }
@@ -45,13 +42,14 @@ pub fn report(dir: &Path) -> Result<ReportOutput, ReportError> {
     let specs = read_specs(&dir.join("metrics.json"))?;
     for row in &rows {
         if !specs.iter().any(|s| s.name == row.metric) {
-            return Err(ReportError::Bad {
+            return Err(FileError::Bad {
                 path: dir.join("metrics.json"),
                 message: format!(
                     "metric {} (run {}) has no spec: every metric a task reports must be declared",
                     row.metric, row.run_id
                 ),
-            });
+            }
+            .into());
         }
     }
     let figures = figures::render_all(&dir.join("figures"), &suite, &params, &summary, &specs)?;
@@ -70,26 +68,25 @@ pub fn report(dir: &Path) -> Result<ReportOutput, ReportError> {
 
 /// The metric specs `run` wrote beside the plan.
 pub fn read_specs(path: &Path) -> Result<Vec<retbench_tasks::MetricSpec>, ReportError> {
-    let bytes = std::fs::read(path).map_err(|source| ReportError::Io {
+    let bytes = std::fs::read(path).map_err(|source| FileError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| ReportError::Bad {
-        path: path.to_path_buf(),
-        message: format!("not a list of metric specs: {e}"),
-    })
+    serde_json::from_slice(&bytes)
+        .map_err(|e| FileError::Bad {
+            path: path.to_path_buf(),
+            message: format!("not a list of metric specs: {e}"),
+        })
+        .map_err(Into::into)
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename.
+/// Writes `bytes` to `path` atomically, as every retbench output is
+/// written (see `retbench_core::fsutil`).
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let io = |source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)
+    retbench_core::fsutil::write_atomic(path, bytes)
+        .map_err(|source| FileError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+        .map_err(Into::into)
 }

@@ -6,6 +6,8 @@ use std::path::Path;
 
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
+use retbench_core::fsutil::FileError;
+
 use crate::{ReportError, write_atomic};
 
 /// One row of `results.csv`.
@@ -47,12 +49,12 @@ const FIXED: [&str; 8] = [
 
 /// Reads `results.csv`: the parameter column names and every row.
 pub fn read_results(path: &Path) -> Result<(Vec<String>, Vec<Row>), ReportError> {
-    let bad = |message: String| ReportError::Bad {
+    let bad = |message: String| FileError::Bad {
         path: path.to_path_buf(),
         message,
     };
     let mut reader = csv::Reader::from_path(path).map_err(|e| match e.kind() {
-        csv::ErrorKind::Io(_) => ReportError::Io {
+        csv::ErrorKind::Io(_) => FileError::Io {
             path: path.to_path_buf(),
             source: std::io::Error::other(e.to_string()),
         },
@@ -69,7 +71,8 @@ pub fn read_results(path: &Path) -> Result<(Vec<String>, Vec<Row>), ReportError>
             "expected columns {} first, found {}",
             FIXED.join(","),
             header.join(",")
-        )));
+        ))
+        .into());
     }
     let params = header[FIXED.len()..].to_vec();
     let mut rows = Vec::new();

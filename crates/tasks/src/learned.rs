@@ -227,6 +227,71 @@ pub fn fitted_model(task: &dyn Episodes, model: &ModelConfig) -> Result<ModelCon
     model.fit(task.vocab(), max_len)
 }
 
+/// The peak bytes of a learned run, by the field that drives each term:
+/// parameters with their gradients and AdamW moments and the activations of
+/// a training step (`model.d_model`), the logits over the vocabulary
+/// (`vocab_field`), and the memories a batch keeps (`retention.slots`).
+/// Takes the larger of training and evaluation batches.
+pub fn estimate_bytes(
+    task: &dyn Episodes,
+    spec: &RunSpec<'_>,
+    vocab_field: &'static str,
+) -> Vec<(&'static str, u128)> {
+    let (Some(model), Some(train)) = (spec.model, spec.train) else {
+        return Vec::new();
+    };
+    let u = |x: usize| x as u128;
+    let lengths = task.lengths();
+    let tokens_per_episode: u128 = lengths.iter().map(|&l| u(l)).sum();
+    let t_max = match task.context() {
+        Context::Sessions => lengths.iter().map(|&l| u(l)).max().unwrap_or(1),
+        Context::Full => tokens_per_episode,
+    };
+    let (d, l, v, ffn) = (
+        u(model.d_model),
+        u(model.layers),
+        u(model.vocab.unwrap_or(task.vocab()).max(task.vocab())),
+        u(model.ffn_mult),
+    );
+    let batch = u(train.batch).max(u(spec.eval.map_or(0, |e| e.batch)));
+    let tokens = batch.saturating_mul(tokens_per_episode);
+    let sq = |x: u128| x.saturating_mul(x);
+    let params = l
+        .saturating_mul(sq(d).saturating_mul(4 + 2 * ffn))
+        .saturating_add(sq(d).saturating_mul(6 * l))
+        .saturating_add(t_max.saturating_mul(d));
+    let model_bytes = params
+        .saturating_mul(16)
+        .saturating_add(
+            tokens
+                .saturating_mul(d)
+                .saturating_mul(l)
+                .saturating_mul(4 * (12 + 2 * ffn)),
+        )
+        .saturating_add(
+            batch
+                .saturating_mul(u(model.heads))
+                .saturating_mul(sq(t_max))
+                .saturating_mul(l * 16),
+        );
+    let vocab_bytes = v
+        .saturating_mul(d)
+        .saturating_mul(2 * 16)
+        .saturating_add(tokens.saturating_mul(v).saturating_mul(12));
+    let mut out = vec![("model.d_model", model_bytes), (vocab_field, vocab_bytes)];
+    if let Some(r) = spec.retention {
+        let sessions = u(lengths.len()) + 1;
+        let memories = batch
+            .saturating_mul(u(r.slots))
+            .saturating_mul(d)
+            .saturating_mul(l)
+            .saturating_mul(sessions)
+            .saturating_mul(8);
+        out.push(("retention.slots", memories));
+    }
+    out
+}
+
 /// Checks a learned run's blocks together (paths relative to the run).
 pub fn validate(task: &dyn Episodes, spec: &RunSpec<'_>) -> Result<(), TaskError> {
     let invalid = TaskError::Invalid;
@@ -247,6 +312,8 @@ pub fn validate(task: &dyn Episodes, spec: &RunSpec<'_>) -> Result<(), TaskError
             r.layers
                 .resolve(model.layers)
                 .map_err(|e| invalid(format!("retention.{e}")))?;
+            r.head_dim(model.d_model)
+                .map_err(|e| invalid(format!("retention.{e}")))?;
         }
         None if train.frozen_base => {
             return Err(invalid(
@@ -263,6 +330,13 @@ pub fn validate(task: &dyn Episodes, spec: &RunSpec<'_>) -> Result<(), TaskError
                 path.display()
             )));
         }
+        // The checkpoint must hold every base parameter, in this model's
+        // shapes: found now, not after a run has started.
+        let map = VarMap::new();
+        let vb = candle_nn::VarBuilder::from_varmap(&map, DType::F32, &Device::Cpu);
+        Model::new(&model, None, vb)?;
+        checkpoint::check(&map, path, "base.")
+            .map_err(|e| invalid(format!("train.base_init: {e}")))?;
     }
     Ok(())
 }

@@ -85,6 +85,13 @@ pub trait Task: Send + Sync {
     fn gives_feedback(&self) -> bool {
         false
     }
+    /// The bytes a run would need at its peak, as terms blamed on the
+    /// dotted path that drives each (`retention.slots`, `model.d_model`),
+    /// so that a plan can refuse what would not fit before any run starts.
+    /// A rough upper estimate: its purpose is to catch absurd values.
+    fn estimate_bytes(&self, _spec: &RunSpec<'_>) -> Vec<(&'static str, u128)> {
+        Vec::new()
+    }
     /// `retention` options the task does not read, as (dotted path, why):
     /// set to anything but their default, the plan refuses them.
     fn ignores(&self) -> &'static [(&'static str, &'static str)] {

@@ -261,6 +261,14 @@ impl Task for RecallConfig {
     fn metrics(&self) -> Vec<MetricSpec> {
         learned::metric_specs(self)
     }
+    fn estimate_bytes(&self, spec: &RunSpec<'_>) -> Vec<(&'static str, u128)> {
+        let vocab_field = if self.keys >= self.values {
+            "task.keys"
+        } else {
+            "task.values"
+        };
+        learned::estimate_bytes(self, spec, vocab_field)
+    }
 }
 
 #[cfg(test)]

@@ -138,6 +138,18 @@ impl Task for ScalingConfig {
     fn run(&self, spec: &RunSpec<'_>, ctx: &TaskContext) -> Result<Vec<Metric>, TaskError> {
         run(self, spec.retention, ctx)
     }
+    fn estimate_bytes(&self, spec: &RunSpec<'_>) -> Vec<(&'static str, u128)> {
+        let Some(ret) = spec.retention else {
+            return Vec::new();
+        };
+        let (m, d) = (ret.slots as u128, self.d as u128);
+        let batch = self.batches.iter().copied().max().unwrap_or(1) as u128;
+        // Contents, cached keys and projections (3 d-wide f32 arrays), host
+        // keys and values, metadata; scores, weights and masks of a read of
+        // `batch` (and of the 64-query fidelity probe) over every slot.
+        let per_slot = 12 * d + 8 * d + 40 + 12 * batch.max(64);
+        vec![("retention.slots", m.saturating_mul(per_slot))]
+    }
     fn ignores(&self) -> &'static [(&'static str, &'static str)] {
         &[
             (
