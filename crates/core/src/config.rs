@@ -1,5 +1,5 @@
 //! The retention layer's configuration: one strictly typed struct with an enum
-//! per axis of DESIGN.md (read, write, write source, gate, keys, slot age,
+//! per axis of the design (read, write, write source, gate, keys, slot age,
 //! sharing, persistence). These types are what a suite YAML's `retention:`
 //! block deserializes into, so every field rejects unknown keys, and every
 //! `kind`-tagged axis also accepts its bare name (`read: dense`) as shorthand

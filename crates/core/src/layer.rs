@@ -1,7 +1,7 @@
 //! The retention layer: parameters, the memory-attention read with its
 //! residual integration X̃ = LN(X + Z + R), and the write path (source →
-//! projection → gate → append-with-eviction or attention blend), following
-//! the component map in DESIGN.md.
+//! projection → gate → append-with-eviction or attention blend); see
+//! docs/ARCHITECTURE.md.
 //!
 //! Every operation on the tensor path is built from differentiable candle
 //! primitives (candle's fused softmax and layer-norm kernels have no backward

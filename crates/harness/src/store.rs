@@ -1,4 +1,4 @@
-//! The run store: the on-disk layout of DESIGN.md and the only code that
+//! The run store: the on-disk layout of docs/ARCHITECTURE.md and the only code that
 //! writes it. Every file is written whole to a temporary name and renamed,
 //! so a crash or `kill -9` never leaves a half-written file. A finished run
 //! is `runs/<run_id>.json`; a failed one is `failures/<run_id>.json` until it

@@ -1,8 +1,7 @@
 //! The decoder-only transformer with retention hooks: token and learned
 //! position embeddings, pre-LN blocks with causal multi-head self-attention
 //! and a GELU feed-forward block, and a retention layer after self-attention
-//! in the blocks that `retention_layers` names, following the component map
-//! of DESIGN.md:
+//! in the blocks that `retention_layers` names (docs/ARCHITECTURE.md):
 //!
 //! ```text
 //! Z = Attn(LN1(X));  X̃ = LN(X + Z + R) with retention, X + Z without;  X' = X̃ + FFN(LN2(X̃))

@@ -1,4 +1,4 @@
-//! Cross-session associative recall (the data of suites/recall.yaml, issue 4).
+//! Cross-session associative recall (the data of suites/recall.yaml).
 //!
 //! ```text
 //! session 1:  k1 v1 k2 v2 … k8 v8 | Q ka va  Q kb vb …      (facts, then gap=0 queries)
