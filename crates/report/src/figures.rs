@@ -278,7 +278,12 @@ impl Figures<'_> {
                 p.seeds.retain(|(_, v)| v.is_finite());
             }
         });
-        series.retain(|_, pts| pts.iter().all(|p| p.mean.is_finite()) && !pts.is_empty());
+        // A point without a finite mean (a failed measurement) is left out,
+        // not its whole series.
+        series
+            .values_mut()
+            .for_each(|pts| pts.retain(|p| p.mean.is_finite()));
+        series.retain(|_, pts| !pts.is_empty());
         if series.is_empty() {
             return Ok(());
         }
