@@ -223,11 +223,15 @@ impl RetentionLayer {
     }
 
     /// Gives `mem` the read backend's index if it keeps one and the memory
-    /// has none (a new memory, or one loaded from a snapshot, which stores
-    /// no index): built from the current contents.
+    /// has none: restored from what a snapshot saved, else built from the
+    /// current contents.
     fn ensure_index(&self, mem: &mut MemoryState) -> Result<()> {
         if mem.index.is_none() {
-            if let Some(mut index) = self.read.new_index(mem) {
+            let index = match mem.saved_index.take() {
+                Some(bytes) => self.read.load_index(mem, &bytes)?,
+                None => self.read.new_index(mem),
+            };
+            if let Some(mut index) = index {
                 index.refresh(&mem.content)?;
                 mem.index = Some(index);
             }

@@ -25,9 +25,10 @@ use crate::error::{Error, Result};
 use crate::evict::EvictionPolicy;
 
 /// State a read backend keeps beside the slots (an inverted-file index, a
-/// product-key table). The memory calls these hooks as slots change; an
-/// index is rebuilt from the contents, not stored, when a snapshot loads
-/// (see `docs/ARCHITECTURE.md`).
+/// product-key table). The memory calls these hooks as slots change, and
+/// snapshots store what [`SlotIndex::save`] returns; on load, the backend's
+/// `load_index` restores it (by default it rebuilds from the contents; see
+/// `docs/ARCHITECTURE.md`).
 pub trait SlotIndex: Send + Sync + std::fmt::Debug {
     /// Flat slot `b·m + i` was (re)filled. Its content is in the memory
     /// after the write call completes; `refresh` then follows.
@@ -41,6 +42,11 @@ pub trait SlotIndex: Send + Sync + std::fmt::Debug {
         Ok(())
     }
     fn box_clone(&self) -> Box<dyn SlotIndex>;
+    /// The index as bytes for a snapshot; `None` (the default) stores
+    /// nothing, and the index is rebuilt from the contents on load.
+    fn save(&self) -> Option<Vec<u8>> {
+        None
+    }
     /// The concrete index, so that its backend can downcast it.
     fn as_any(&self) -> &dyn std::any::Any;
 }
@@ -116,6 +122,9 @@ pub struct MemoryState {
     pub(crate) occupied_count: Vec<usize>,
     /// A read backend's index over the slots, if it keeps one.
     pub(crate) index: Option<Box<dyn SlotIndex>>,
+    /// A saved index read from a snapshot, until a layer's backend restores
+    /// it.
+    pub(crate) saved_index: Option<Vec<u8>>,
 }
 
 /// Host metadata bytes per slot: occupied (1), seq, written_at and last_read
@@ -164,6 +173,7 @@ impl MemoryState {
             usage: true,
             occupied_count: vec![0; batch],
             index: None,
+            saved_index: None,
         })
     }
 
@@ -416,6 +426,7 @@ impl MemoryState {
             usage: self.usage,
             occupied_count: self.occupied_count.clone(),
             index: self.index.as_ref().map(|i| i.box_clone()),
+            saved_index: self.saved_index.clone(),
         })
     }
 

@@ -101,6 +101,15 @@ fn state_entries(ns: &str, s: &MemoryState) -> Result<Vec<Entry>> {
     if let Some(k) = &s.keys {
         out.push(tensor_entry(format!("{ns}/keys"), k)?);
     }
+    // A read backend's index, when it saves one (else it is rebuilt).
+    let saved = s
+        .index
+        .as_ref()
+        .and_then(|i| i.save())
+        .or(s.saved_index.clone());
+    if let Some(bytes) = saved {
+        out.push(e("index", Dtype::U8, vec![bytes.len()], bytes));
+    }
     let occupied: Vec<u8> = meta.occupied.iter().map(|&o| o as u8).collect();
     out.extend([
         e("occupied", Dtype::U8, vec![b, m], occupied),
@@ -488,6 +497,10 @@ fn decode_state(
         usage: true,
         occupied_count,
         index: None,
+        saved_index: views
+            .get(format!("{ns}/index").as_str())
+            .filter(|v| v.dtype() == Dtype::U8)
+            .map(|v| v.data().to_vec()),
     })
 }
 

@@ -93,8 +93,15 @@ pub trait ReadBackend: Send + Sync + std::fmt::Debug {
     fn attended(&self, occupied: usize) -> usize {
         occupied
     }
-    /// A fresh index for a new memory, for backends that keep one.
+    /// A fresh index for a new memory, for backends that keep one. It is
+    /// built over the memory's current contents (`SlotIndex::refresh`
+    /// follows).
     fn new_index(&self, _mem: &MemoryState) -> Option<Box<dyn SlotIndex>> {
         None
+    }
+    /// The index a snapshot saved (`SlotIndex::save`), restored for `mem`.
+    /// By default it is rebuilt from the contents instead.
+    fn load_index(&self, mem: &MemoryState, _saved: &[u8]) -> Result<Option<Box<dyn SlotIndex>>> {
+        Ok(self.new_index(mem))
     }
 }
