@@ -41,6 +41,91 @@ pub struct RetentionConfig {
     /// scaling probes use one free-standing layer).
     #[serde(default, skip_serializing_if = "Layers::is_all")]
     pub layers: Layers,
+    /// How the retention projections W_Q, W_K, W_V, W_O, W_u are drawn.
+    #[serde(default, deserialize_with = "kind_or_name")]
+    pub init: InitConfig,
+}
+
+/// How a linear layer's parameters are drawn at initialisation. The paper
+/// leaves it open; every choice is an axis.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum InitConfig {
+    /// candle's `linear`: weights Kaiming normal, std √(2/fan_in) (a ReLU
+    /// gain); biases uniform ±1/√fan_in.
+    Candle {},
+    /// PyTorch's `nn.Linear`: weights and biases uniform ±1/√fan_in.
+    Torch {},
+    /// Weights Normal(0, std), biases 0; projections that write into the
+    /// residual stream scaled by 1/√(2·layers) (GPT-2).
+    Normal { std: f64 },
+}
+
+impl Default for InitConfig {
+    fn default() -> Self {
+        InitConfig::Candle {}
+    }
+}
+
+impl InitConfig {
+    pub fn validate(&self, field: &str) -> Result<(), ConfigError> {
+        match self {
+            InitConfig::Normal { std } if !(std.is_finite() && *std > 0.0) => {
+                Err(ConfigError::Invalid {
+                    field: format!("{field}.std"),
+                    message: format!("must be a positive number, got {std}"),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A linear layer `in_dim → out_dim` drawn this way; `out_scale`
+    /// multiplies the std of `normal` (residual projections).
+    pub fn linear(
+        &self,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+        out_scale: f64,
+        vb: candle_nn::VarBuilder,
+    ) -> candle_core::Result<candle_nn::Linear> {
+        use candle_nn::Init;
+        let bound = 1.0 / (in_dim as f64).sqrt();
+        let (w_init, b_init) = match *self {
+            InitConfig::Candle {} => {
+                return if bias {
+                    candle_nn::linear(in_dim, out_dim, vb)
+                } else {
+                    candle_nn::linear_no_bias(in_dim, out_dim, vb)
+                };
+            }
+            InitConfig::Torch {} => (
+                Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+                Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            ),
+            InitConfig::Normal { std } => (
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: std * out_scale,
+                },
+                Init::Const(0.0),
+            ),
+        };
+        let w = vb.get_with_hints((out_dim, in_dim), "weight", w_init)?;
+        let b = if bias {
+            Some(vb.get_with_hints(out_dim, "bias", b_init)?)
+        } else {
+            None
+        };
+        Ok(candle_nn::Linear::new(w, b))
+    }
 }
 
 fn default_heads() -> usize {
@@ -286,6 +371,7 @@ impl RetentionConfig {
             sharing: Sharing::PerLayer,
             persistence: Persistence::Process,
             layers: Layers::All,
+            init: InitConfig::Candle {},
         }
     }
 
@@ -341,7 +427,7 @@ impl RetentionConfig {
         if let SlotAge::Learned { buckets: 0 } = self.slot_age {
             return bad("slot_age.buckets", "must be at least 1".into());
         }
-        Ok(())
+        self.init.validate("init")
     }
 
     /// Per-head width given the model width.
@@ -571,6 +657,21 @@ pub const CATALOG: &[CatalogEntry] = &[
         axis: "layers",
         yaml: "[1]",
         about: "retention only in the listed blocks",
+    },
+    CatalogEntry {
+        axis: "init",
+        yaml: "candle",
+        about: "retention projections: Kaiming normal std sqrt(2/fan_in) (candle's linear)",
+    },
+    CatalogEntry {
+        axis: "init",
+        yaml: "torch",
+        about: "uniform +-1/sqrt(fan_in) (PyTorch's nn.Linear)",
+    },
+    CatalogEntry {
+        axis: "init",
+        yaml: "{ kind: normal, std: 0.02 }",
+        about: "Normal(0, std), output projection scaled 1/sqrt(2 layers) (GPT-2)",
     },
     CatalogEntry {
         axis: "heads",

@@ -132,6 +132,7 @@ impl RetentionLayer {
             _ => None,
         };
         let Backends { read, write, gate } = backends::build(cfg, d_model, &vb)?;
+        let init = cfg.init;
         let age_emb = match cfg.slot_age {
             SlotAge::Learned { buckets } => Some(vb.get_with_hints(
                 (buckets, inner),
@@ -151,11 +152,11 @@ impl RetentionLayer {
             head_dim,
             ln_q: Norm::new(d_model, vb.pp("ln_q"))?,
             ln_out: Norm::new(d_model, vb.pp("ln_out"))?,
-            w_q: candle_nn::linear_no_bias(d_model, inner, vb.pp("w_q"))?,
-            w_k: candle_nn::linear_no_bias(d_model, inner, vb.pp("w_k"))?,
-            w_v: candle_nn::linear_no_bias(d_model, inner, vb.pp("w_v"))?,
-            w_o: candle_nn::linear_no_bias(inner, d_model, vb.pp("w_o"))?,
-            w_u: candle_nn::linear_no_bias(d_model, d_model, vb.pp("w_u"))?,
+            w_q: init.linear(d_model, inner, false, 1.0, vb.pp("w_q"))?,
+            w_k: init.linear(d_model, inner, false, 1.0, vb.pp("w_k"))?,
+            w_v: init.linear(d_model, inner, false, 1.0, vb.pp("w_v"))?,
+            w_o: init.linear(inner, d_model, false, 1.0, vb.pp("w_o"))?,
+            w_u: init.linear(d_model, d_model, false, 1.0, vb.pp("w_u"))?,
             pool_query,
             age_emb,
             read: Arc::from(read),

@@ -26,8 +26,8 @@ pub mod telemetry;
 pub mod write;
 
 pub use config::{
-    Evict, GateConfig, KeyMode, Layers, Persistence, ReadConfig, RetentionConfig, Sharing, SlotAge,
-    WriteConfig, WriteSource,
+    Evict, GateConfig, InitConfig, KeyMode, Layers, Persistence, ReadConfig, RetentionConfig,
+    Sharing, SlotAge, WriteConfig, WriteSource,
 };
 pub use error::{ConfigError, Error, Result, SnapshotError};
 pub use layer::{DenseRead, ReadOutput, RetentionLayer, WriteReport};

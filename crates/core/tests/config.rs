@@ -137,3 +137,49 @@ fn layers_are_all_or_a_list_and_resolve_against_the_model() {
     let yaml = serde_saphyr::to_string(&c).unwrap();
     assert_eq!(parse(&yaml).unwrap(), c);
 }
+
+#[test]
+fn init_options_draw_what_they_name() {
+    use candle_core::{DType, Device};
+    use retbench_core::{InitConfig, RetentionConfig, SeededVarMap};
+    let stats = |init: InitConfig, name: &str| -> (f64, f64, f64) {
+        let map = SeededVarMap::new(candle_nn::VarMap::new(), "init", 0);
+        let vb = map.var_builder(DType::F32, &Device::Cpu);
+        let lin = init.linear(256, 128, true, 0.5, vb.pp(name)).unwrap();
+        let w: Vec<f32> = lin.weight().flatten_all().unwrap().to_vec1().unwrap();
+        let n = w.len() as f64;
+        let mean = w.iter().map(|&x| x as f64).sum::<f64>() / n;
+        let var = w.iter().map(|&x| (x as f64 - mean).powi(2)).sum::<f64>() / n;
+        let max = w.iter().map(|x| x.abs() as f64).fold(0.0, f64::max);
+        (mean, var.sqrt(), max)
+    };
+    let bound = 1.0 / 256f64.sqrt();
+    let (_, sd, max) = stats(InitConfig::Torch {}, "t");
+    assert!(
+        max <= bound,
+        "torch: |w| {max} beyond 1/sqrt(fan_in) {bound}"
+    );
+    assert!(
+        (sd - bound / 3f64.sqrt()).abs() < 0.05 * bound,
+        "torch: sd {sd}"
+    );
+    let (_, sd, _) = stats(InitConfig::Candle {}, "c");
+    assert!(
+        (sd - (2.0f64 / 256.0).sqrt()).abs() < 0.05 * sd,
+        "candle: sd {sd}"
+    );
+    let (mean, sd, _) = stats(InitConfig::Normal { std: 0.02 }, "n");
+    assert!(
+        mean.abs() < 1e-3 && (sd - 0.01).abs() < 5e-4,
+        "normal, scaled 0.5: sd {sd}"
+    );
+    // Bare names parse; the default changes no hash.
+    let cfg: RetentionConfig = serde_saphyr::from_str("slots: 8\ninit: torch\n").unwrap();
+    assert_eq!(cfg.init, InitConfig::Torch {});
+    assert_ne!(cfg.hash(), RetentionConfig::new(8).hash());
+    let plain: RetentionConfig = serde_saphyr::from_str("slots: 8\ninit: candle\n").unwrap();
+    assert_eq!(plain.hash(), RetentionConfig::new(8).hash());
+    let bad: RetentionConfig =
+        serde_saphyr::from_str("slots: 8\ninit: { kind: normal, std: 0 }\n").unwrap();
+    assert!(bad.validate().unwrap_err().to_string().contains("init.std"));
+}

@@ -13,7 +13,7 @@
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use retbench_core::layer::Norm;
-use retbench_core::{MemoryState, RetentionConfig, RetentionLayer, Sharing};
+use retbench_core::{InitConfig, MemoryState, RetentionConfig, RetentionLayer, Sharing};
 use serde::{Deserialize, Serialize};
 
 /// The transformer's shape. `vocab` and `max_len` may be left out of a suite
@@ -31,6 +31,11 @@ pub struct ModelConfig {
     pub vocab: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_len: Option<usize>,
+    /// How the base's linear layers are drawn (`retention.init` draws the
+    /// retention projections). Embeddings are Normal(0, 1), or Normal(0, std)
+    /// under `normal`.
+    #[serde(default, deserialize_with = "retbench_core::config::kind_or_name")]
+    pub init: InitConfig,
 }
 
 fn ffn_mult_default() -> usize {
@@ -47,6 +52,7 @@ impl ModelConfig {
             ffn_mult: 4,
             vocab: Some(vocab),
             max_len: Some(max_len),
+            init: InitConfig::Candle {},
         }
     }
 
@@ -90,7 +96,30 @@ impl ModelConfig {
                 self.d_model, self.heads
             ));
         }
-        Ok(())
+        self.init.validate("model.init").map_err(|e| e.to_string())
+    }
+}
+
+/// An embedding table: candle's (Normal(0, 1)) except under `normal`.
+fn embedding(
+    n: usize,
+    d: usize,
+    init: InitConfig,
+    vb: VarBuilder,
+) -> candle_core::Result<Embedding> {
+    match init {
+        InitConfig::Normal { std } => {
+            let table = vb.get_with_hints(
+                (n, d),
+                "weight",
+                candle_nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: std,
+                },
+            )?;
+            Ok(Embedding::new(table, d))
+        }
+        _ => candle_nn::embedding(n, d, vb),
     }
 }
 
@@ -103,10 +132,16 @@ struct SelfAttention {
 }
 
 impl SelfAttention {
-    fn new(d: usize, heads: usize, vb: VarBuilder) -> candle_core::Result<Self> {
+    fn new(
+        d: usize,
+        heads: usize,
+        init: InitConfig,
+        residual: f64,
+        vb: VarBuilder,
+    ) -> candle_core::Result<Self> {
         Ok(SelfAttention {
-            qkv: candle_nn::linear(d, 3 * d, vb.pp("qkv"))?,
-            proj: candle_nn::linear(d, d, vb.pp("proj"))?,
+            qkv: init.linear(d, 3 * d, true, 1.0, vb.pp("qkv"))?,
+            proj: init.linear(d, d, true, residual, vb.pp("proj"))?,
             heads,
         })
     }
@@ -181,15 +216,18 @@ impl Model {
         let max_len = cfg.max_len.ok_or_else(|| unset("max_len"))?;
         let d = cfg.d_model;
         let base = vb.pp("base");
+        let init = cfg.init;
+        // GPT-2: projections into the residual stream shrink with depth.
+        let residual = 1.0 / (2.0 * cfg.layers as f64).sqrt();
         let mut blocks = Vec::with_capacity(cfg.layers);
         for l in 0..cfg.layers {
             let vb = base.pp(format!("block{l}"));
             blocks.push(Block {
                 ln1: Norm::new(d, vb.pp("ln1"))?,
-                attn: SelfAttention::new(d, cfg.heads, vb.pp("attn"))?,
+                attn: SelfAttention::new(d, cfg.heads, init, residual, vb.pp("attn"))?,
                 ln2: Norm::new(d, vb.pp("ln2"))?,
-                fc1: candle_nn::linear(d, cfg.ffn_mult * d, vb.pp("fc1"))?,
-                fc2: candle_nn::linear(cfg.ffn_mult * d, d, vb.pp("fc2"))?,
+                fc1: init.linear(d, cfg.ffn_mult * d, true, 1.0, vb.pp("fc1"))?,
+                fc2: init.linear(cfg.ffn_mult * d, d, true, residual, vb.pp("fc2"))?,
             });
         }
         let (mut layers, mut sharing) = (Vec::new(), Sharing::PerLayer);
@@ -211,11 +249,11 @@ impl Model {
         }
         Ok(Model {
             cfg: cfg.clone(),
-            tok: candle_nn::embedding(vocab, d, base.pp("tok"))?,
-            pos: candle_nn::embedding(max_len, d, base.pp("pos"))?,
+            tok: embedding(vocab, d, init, base.pp("tok"))?,
+            pos: embedding(max_len, d, init, base.pp("pos"))?,
             blocks,
             ln_f: Norm::new(d, base.pp("ln_f"))?,
-            head: candle_nn::linear(d, vocab, base.pp("head"))?,
+            head: init.linear(d, vocab, true, 1.0, base.pp("head"))?,
             retention: layers,
             sharing,
         })

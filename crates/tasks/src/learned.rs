@@ -45,6 +45,15 @@ pub fn metric_specs(task: &dyn Episodes) -> Vec<MetricSpec> {
             MetricSpec::share(c.metric, c.about).sliced(key),
         ));
     }
+    out.push(
+        MetricSpec::new(
+            "time_to_bind",
+            "first evaluation step with accuracy above 0.9 on the last slice (0: never)",
+        )
+        .unit("steps")
+        .neither()
+        .at_least(0.0),
+    );
     let loss = |name: &str, about: &str| {
         MetricSpec::new(name, about)
             .unit("nats")
@@ -90,6 +99,18 @@ pub fn metric_specs(task: &dyn Episodes) -> Vec<MetricSpec> {
         ]);
     }
     out
+}
+
+/// The accuracy at which a slice counts as bound (`time_to_bind`).
+pub const BIND_THRESHOLD: f64 = 0.9;
+
+/// The first step of `curve` (step, accuracy) whose accuracy exceeds
+/// [`BIND_THRESHOLD`]; 0 when none does.
+pub fn time_to_bind(curve: &[(usize, f64)]) -> usize {
+    curve
+        .iter()
+        .find(|(_, a)| *a > BIND_THRESHOLD)
+        .map_or(0, |(step, _)| *step)
 }
 
 /// An evaluation under a changed memory: the memory is cleared before
@@ -564,6 +585,9 @@ pub fn run(
     let scratch = Scratch::new(ctx)?;
     let between = Between::Persist(persistence, &scratch.0);
     let mut out = Vec::new();
+    // (step, accuracy of the binding slice) at every evaluation.
+    let mut bind_curve: Vec<(usize, f64)> = Vec::new();
+    let bind_of = |s: &Scores| s.accuracy().last().map(|(_, a)| a);
     let (mut interval_loss, mut interval_n) = (0.0f64, 0usize);
     for step in 0..train.steps {
         interval_loss += step_on(&model, &mut trainer, &mut train_rng, step)?;
@@ -571,6 +595,7 @@ pub fn run(
         let done = step + 1;
         if eval.every.is_some_and(|e| done % e == 0) && done < train.steps {
             let s = evals.score(&model, between, ctx.seed, 0, false)?;
+            bind_curve.extend(bind_of(&s).map(|a| (done, a)));
             let at = Some(done as u64);
             for (label, acc) in s.accuracy() {
                 out.push(Metric {
@@ -593,6 +618,12 @@ pub fn run(
 
     let scores = evals.score(&model, between, ctx.seed, 0, task.telemetry())?;
     out.extend(scores.telemetry_metrics());
+    bind_curve.extend(bind_of(&scores).map(|a| (train.steps, a)));
+    // Binding is the cross-session slice (the last label) crossing 0.9.
+    out.push(Metric::new(
+        "time_to_bind",
+        time_to_bind(&bind_curve) as f64,
+    ));
     let at_end = Some(train.steps as u64);
     for (label, acc) in scores.accuracy() {
         out.push(Metric::sliced("accuracy", key, label, acc));
@@ -649,4 +680,23 @@ pub fn run(
 fn save_checkpoint(varmap: &VarMap, dir: &Path, hash: &str) -> Result<(), TaskError> {
     checkpoint::save(varmap, &dir.join("model.safetensors"), hash)
         .map_err(|e| TaskError::Invalid(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_to_bind_is_the_first_step_over_the_threshold() {
+        assert_eq!(
+            time_to_bind(&[(250, 0.4), (500, 0.95), (750, 0.5), (1000, 0.99)]),
+            500
+        );
+        assert_eq!(
+            time_to_bind(&[(250, 0.4), (500, 0.9)]),
+            0,
+            "0.9 itself is not above"
+        );
+        assert_eq!(time_to_bind(&[]), 0);
+    }
 }

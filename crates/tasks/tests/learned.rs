@@ -39,6 +39,7 @@ fn model() -> ModelConfig {
         ffn_mult: 2,
         vocab: None,
         max_len: None,
+        init: Default::default(),
     }
 }
 
@@ -96,6 +97,15 @@ fn recall_needs_memory_and_falls_to_chance_when_it_is_cleared() {
     }
     let chance: f64 = 1.0 / 8.0;
     let kept = get(&ms, "accuracy", "gap=1");
+    let bound_at = get(&ms, "time_to_bind", "");
+    if kept > 0.9 {
+        assert_eq!(
+            bound_at, RECALL_STEPS as f64,
+            "bound by the final evaluation"
+        );
+    } else {
+        assert_eq!(bound_at, 0.0);
+    }
     let cleared = get(&ms, "accuracy_memory_cleared", "gap=1");
     // 2048 gap=1 queries: the binomial sd at chance is 0.0073.
     let sd = (chance * (1.0 - chance) / 2048.0).sqrt();

@@ -121,6 +121,7 @@ fn a_toy_task_runs_through_the_driver_with_its_own_slices_controls_and_feedback(
         ffn_mult: 2,
         vocab: None,
         max_len: None,
+        init: Default::default(),
     };
     let train = TrainConfig::new(3, 8, 1e-3);
     let eval = EvalConfig {
