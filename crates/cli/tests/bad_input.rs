@@ -277,11 +277,8 @@ grid:
   retention.slots: [16, 32]
 ";
 
-/// A finished tiny suite in `dir/out`, its run files sorted.
-fn finished(dir: &Path) -> (PathBuf, PathBuf, Vec<PathBuf>) {
-    let file = dir.join("tiny.yaml");
-    std::fs::write(&file, TINY).unwrap();
-    let out = dir.join("out");
+/// `retbench run FILE --out OUT --quiet`, which must succeed.
+fn run_quietly(file: &Path, out: &Path) {
     let (code, err) = retbench(&[
         "run",
         file.to_str().unwrap(),
@@ -290,6 +287,14 @@ fn finished(dir: &Path) -> (PathBuf, PathBuf, Vec<PathBuf>) {
         "--quiet",
     ]);
     assert_eq!(code, 0, "{err}");
+}
+
+/// A finished tiny suite in `dir/out`, its run files sorted.
+fn finished(dir: &Path) -> (PathBuf, PathBuf, Vec<PathBuf>) {
+    let file = dir.join("tiny.yaml");
+    std::fs::write(&file, TINY).unwrap();
+    let out = dir.join("out");
+    run_quietly(&file, &out);
     let mut runs: Vec<PathBuf> = std::fs::read_dir(out.join("runs"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -345,14 +350,7 @@ fn a_run_record_under_another_name_is_refused_and_makes_no_duplicate_rows() {
         "{err}"
     );
     assert_eq!(snapshot_of(&out), before);
-    let (code, err) = retbench(&[
-        "run",
-        file.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--quiet",
-    ]);
-    assert_eq!(code, 0, "{err}");
+    run_quietly(&file, &out);
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     let ids: std::collections::BTreeSet<&str> = csv
         .lines()

@@ -189,21 +189,7 @@ impl Store {
     fn read_dir_json<T: for<'de> Deserialize<'de>>(
         dir: &Path,
     ) -> Result<Vec<(PathBuf, T)>, StoreError> {
-        if !dir.exists() {
-            return Ok(Vec::new());
-        }
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(io(dir))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension().is_some_and(|e| e == "json")
-                    && !p
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
-            .collect();
-        paths.sort();
-        paths
+        json_files(dir)?
             .into_iter()
             .map(|p| {
                 let bytes = std::fs::read(&p).map_err(io(&p))?;
@@ -223,22 +209,10 @@ impl Store {
         &self,
         expected: Option<&BTreeMap<String, String>>,
     ) -> Result<Vec<RunRecord>, StoreError> {
-        let dir = self.runs_dir();
-        if !dir.exists() {
-            return Ok(Vec::new());
-        }
-        let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-            .map_err(io(&dir))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| {
-                p.extension().is_some_and(|e| e == "json")
-                    && !p
-                        .file_name()
-                        .is_some_and(|n| n.to_string_lossy().starts_with('.'))
-            })
-            .collect();
-        paths.sort();
-        paths.iter().map(|p| verify_run(p, expected)).collect()
+        json_files(&self.runs_dir())?
+            .iter()
+            .map(|p| verify_run(p, expected))
+            .collect()
     }
 
     pub fn failures(&self) -> Result<Vec<FailureRecord>, StoreError> {
@@ -320,6 +294,26 @@ impl Store {
         )?;
         Ok((rows, failures.len()))
     }
+}
+
+/// The `*.json` files of `dir` (none if it is missing), sorted, without
+/// hidden ones (temporary files of writers in flight).
+fn json_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
+        .collect();
+    paths.sort();
+    Ok(paths)
 }
 
 /// Reads and checks one run file (see the module docs).
