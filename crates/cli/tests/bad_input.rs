@@ -2,28 +2,19 @@
 //! file (and for YAML, line and column of the offending key or value), no
 //! panic or abort, and nothing written under --out.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
 use retbench_core::{RetentionConfig, RetentionLayer, SeededVarMap, snapshot};
 
-fn retbench(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_retbench"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::scratch;
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("retbench-bad-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// `retbench ARGS`: (exit code, stderr).
+fn retbench(args: &[&str]) -> (i32, String) {
+    let (code, _, err) = common::retbench(args);
+    (code, err)
 }
 
 /// Every file under `dir`, with its bytes.

@@ -1,29 +1,14 @@
 //! The binary's contract: what `list` and `memory inspect` print, and exit
 //! code 2 with a message naming the file on bad input.
 
-use std::path::PathBuf;
+mod common;
+
 use std::process::Command;
 
 use candle_core::{DType, Device, Tensor};
 use retbench_core::{RetentionConfig, RetentionLayer, SeededVarMap, snapshot};
 
-fn retbench(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_retbench"))
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("retbench-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{retbench, scratch};
 
 #[test]
 fn list_names_every_axis() {

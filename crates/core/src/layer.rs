@@ -78,6 +78,19 @@ pub struct DenseRead {
     pub selected: Tensor,
 }
 
+/// Usage of one read per touched slot: (flat slot, weight summed over
+/// queries and averaged over heads, peak weight).
+type Usage = Vec<(usize, f32, f32)>;
+
+/// What `read_core` computed: the readout, the selection, usage when the
+/// memory records it, and the weights over every slot when inspecting.
+struct ReadParts {
+    r: Tensor,
+    selection: Selection,
+    usage: Option<Usage>,
+    dense: Option<DenseRead>,
+}
+
 /// What a write did, per call.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct WriteReport {
@@ -316,20 +329,25 @@ impl RetentionLayer {
     /// are recorded.
     pub fn read(&self, h: &Tensor, mem: &mut MemoryState) -> Result<ReadOutput> {
         self.ensure_index(mem)?;
-        let (r, selection, usage) = self.read_core(h, mem, false)?;
-        match usage {
+        let parts = self.read_core(h, mem, false)?;
+        match parts.usage {
             Some(usage) => mem.record_read(usage.into_iter(), |occ| self.read.attended(occ)),
             None => mem.clocks.events += 1,
         }
-        Ok(ReadOutput { r: r.r, selection })
+        Ok(ReadOutput {
+            r: parts.r,
+            selection: parts.selection,
+        })
     }
 
     /// The same read with its weights over every slot, computed on demand
     /// (an O(m) pass per query) and without touching the memory's
     /// statistics: for fidelity metrics, telemetry and tests.
     pub fn inspect_read(&self, h: &Tensor, mem: &MemoryState) -> Result<DenseRead> {
-        let (r, _, _) = self.read_core(h, mem, true)?;
-        Ok(r)
+        Ok(self
+            .read_core(h, mem, true)?
+            .dense
+            .expect("inspection computes every weight"))
     }
 
     /// Whether reads of `mem` must record usage statistics.
@@ -341,16 +359,9 @@ impl RetentionLayer {
                 .is_some_and(|e| e.needs_usage())
     }
 
-    /// The read; with `inspect`, also weights over every slot. Returns the
-    /// read's usage per touched slot (flat index, total weight over queries
-    /// averaged over heads, peak weight) when the memory wants it.
-    #[allow(clippy::type_complexity)]
-    fn read_core(
-        &self,
-        h: &Tensor,
-        mem: &MemoryState,
-        inspect: bool,
-    ) -> Result<(DenseRead, Selection, Option<Vec<(usize, f32, f32)>>)> {
+    /// The read; with `inspect`, also weights over every slot (and no
+    /// usage, which inspection never records).
+    fn read_core(&self, h: &Tensor, mem: &MemoryState, inspect: bool) -> Result<ReadParts> {
         let (b, t, d) = h.dims3()?;
         self.check_memory(mem, b)?;
         if d != self.d_model {
@@ -395,15 +406,12 @@ impl RetentionLayer {
         let want_usage = self.usage_wanted(mem);
         if let (Selection::Rows { k, slots }, None, false) = (&selection, &scores, inspect) {
             let (r, usage) = self.gathered_read(&q, mem, *k, slots, want_usage)?;
-            let (dtype, dev) = (r.dtype(), r.device().clone());
-            let none = || Tensor::zeros(0, dtype, &dev);
-            let dense = DenseRead {
+            return Ok(ReadParts {
                 r,
-                weights: none()?,
-                scores: none()?,
-                selected: none()?,
-            };
-            return Ok((dense, selection, usage));
+                selection,
+                usage,
+                dense: None,
+            });
         }
         // Every score is at hand (or inspection wants them): one masked
         // softmax over all slots, zero outside the selection, and an
@@ -454,22 +462,23 @@ impl RetentionLayer {
         } else {
             None
         };
-        Ok((
-            DenseRead {
-                r,
-                weights,
-                scores,
-                selected: select,
-            },
+        let dense = inspect.then(|| DenseRead {
+            r: r.clone(),
+            weights,
+            scores,
+            selected: select,
+        });
+        Ok(ReadParts {
+            r,
             selection,
             usage,
-        ))
+            dense,
+        })
     }
 
     /// A read over the selected rows only: gathers k slots per query row,
     /// scores them, softmax over the k, mixes their values. Costs O(k·d) per
     /// query, whatever the memory's size.
-    #[allow(clippy::type_complexity)]
     fn gathered_read(
         &self,
         q: &Tensor,
@@ -477,7 +486,7 @@ impl RetentionLayer {
         k: usize,
         slots: &[u32],
         want_usage: bool,
-    ) -> Result<(Tensor, Option<Vec<(usize, f32, f32)>>)> {
+    ) -> Result<(Tensor, Option<Usage>)> {
         let (b, nh, t, dk) = q.dims4()?;
         let (m, d) = (mem.slots(), self.d_model);
         let rows_n = b * nh * t;

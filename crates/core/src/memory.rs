@@ -280,20 +280,24 @@ impl MemoryState {
         policy: &dyn EvictionPolicy,
         score: f32,
     ) -> (usize, bool) {
-        let i = match self.first_free(b) {
-            Some(i) => i,
-            None => policy.victim(self, b),
-        };
-        let f = b * self.slots + i;
-        let evicted = self.meta.occupied[f];
-        if evicted {
-            self.evictions[b] += 1;
-            if let Some(index) = &mut self.index {
-                index.on_evict(f);
-            }
+        if let Some(f) = self.fill_free(b, score) {
+            return (f, false);
+        }
+        let f = b * self.slots + policy.victim(self, b);
+        self.evictions[b] += 1;
+        if let Some(index) = &mut self.index {
+            index.on_evict(f);
         }
         self.fill_slot(f, score);
-        (f, evicted)
+        (f, true)
+    }
+
+    /// Fills the lowest free slot of memory `b`, if there is one, and
+    /// returns its flat index.
+    pub(crate) fn fill_free(&mut self, b: usize, score: f32) -> Option<usize> {
+        let f = b * self.slots + self.first_free(b)?;
+        self.fill_slot(f, score);
+        Some(f)
     }
 
     /// The occupied slot of memory `b` with the smallest `key`, ties to the

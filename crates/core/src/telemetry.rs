@@ -67,8 +67,13 @@ impl Telemetry {
 
     /// The mean over every memory of the batch.
     pub fn mean(mem: &MemoryState) -> Telemetry {
-        let n = mem.batch() as f64;
         let all: Vec<Telemetry> = (0..mem.batch()).map(|b| Telemetry::of(mem, b)).collect();
+        Telemetry::average(&all)
+    }
+
+    /// The field-wise mean of `all` (all zeros when empty).
+    pub fn average(all: &[Telemetry]) -> Telemetry {
+        let n = all.len().max(1) as f64;
         let avg = |f: fn(&Telemetry) -> f64| all.iter().map(f).sum::<f64>() / n;
         Telemetry {
             occupancy: avg(|t| t.occupancy),

@@ -16,7 +16,9 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use retbench_tasks::{Metric, TaskContext};
 
-use crate::store::{FailureRecord, Provenance, RunRecord, Store, StoreError, plan_hashes};
+use crate::store::{
+    FailureRecord, Provenance, RunRecord, Store, StoreError, metric_specs, plan_hashes,
+};
 use crate::suite::{Plan, PlannedRun};
 
 #[derive(Debug, thiserror::Error)]
@@ -359,13 +361,7 @@ pub fn merge(out: &std::path::Path, shards: &[PathBuf]) -> Result<usize, RunErro
             )));
         }
         if plan.is_none() {
-            let p = dir.join("plan.json");
-            if let Ok(bytes) = std::fs::read(&p) {
-                plan = Some(serde_json::from_slice(&bytes).map_err(|e| StoreError::Bad {
-                    path: p.clone(),
-                    message: format!("not a readable plan: {e}"),
-                })?);
-            }
+            plan = read_plan(dir)?;
         }
         if specs.is_none() {
             specs = std::fs::read(dir.join("metrics.json")).ok();
@@ -423,32 +419,13 @@ pub fn merge(out: &std::path::Path, shards: &[PathBuf]) -> Result<usize, RunErro
     if let Some(bytes) = &specs {
         crate::store::write_atomic(&out.join("metrics.json"), bytes)?;
     }
-    let (order, columns) = match &plan {
-        Some(p) => {
-            crate::store::write_atomic(
-                &out.join("plan.json"),
-                &serde_json::to_vec_pretty(p).expect("json"),
-            )?;
-            let ids = p["runs"]
-                .as_array()
-                .map(|rs| {
-                    rs.iter()
-                        .filter_map(|r| r["run_id"].as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let cols = p["param_columns"]
-                .as_array()
-                .map(|cs| {
-                    cs.iter()
-                        .filter_map(|c| c.as_str().map(String::from))
-                        .collect()
-                })
-                .unwrap_or_default();
-            (ids, cols)
-        }
-        None => (Vec::new(), Vec::new()),
-    };
+    if let Some(p) = &plan {
+        crate::store::write_atomic(
+            &out.join("plan.json"),
+            &serde_json::to_vec_pretty(p).expect("json"),
+        )?;
+    }
+    let (order, columns) = layout_of(plan.as_ref());
     target.rebuild_csvs(&order, &columns, expected.as_ref())?;
     Ok(copied)
 }
@@ -466,52 +443,66 @@ pub fn refresh(out: &std::path::Path) -> Result<usize, RunError> {
             out.display()
         )));
     }
-    let path = out.join("plan.json");
-    let plan: Option<serde_json::Value> = match std::fs::read(&path) {
-        Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| StoreError::Bad {
-            path: path.clone(),
-            message: format!("not a readable plan: {e}"),
-        })?),
-        Err(_) => None,
-    };
+    let plan = read_plan(out)?;
     let expected = plan.as_ref().map(hashes_of);
     // Verify every run file before writing anything.
     store.runs(expected.as_ref())?;
-    let strings = |key: &str, field: Option<&str>| -> Vec<String> {
-        plan.as_ref()
-            .and_then(|p| p[key].as_array().cloned())
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|v| match field {
-                Some(f) => v[f].as_str().map(String::from),
-                None => v.as_str().map(String::from),
-            })
-            .collect()
-    };
-    let order = strings("runs", Some("run_id"));
-    let columns = strings("param_columns", None);
+    let (order, columns) = layout_of(plan.as_ref());
     if !out.join("metrics.json").is_file() {
-        let configs = plan
+        let runs = plan
             .as_ref()
             .and_then(|p| p["runs"].as_array().cloned())
             .unwrap_or_default();
-        let mut specs: Vec<retbench_tasks::MetricSpec> = Vec::new();
-        for r in &configs {
-            let config: crate::RunConfig =
-                serde_json::from_value(r["config"].clone()).map_err(|e| StoreError::Bad {
-                    path: path.clone(),
-                    message: format!("run {}: {e}", r["run_id"]),
-                })?;
-            for spec in config.task.task().metrics() {
-                if !specs.iter().any(|s| s.name == spec.name) {
-                    specs.push(spec);
-                }
-            }
-        }
-        store.write_metric_specs(&specs)?;
+        let configs = runs
+            .iter()
+            .map(|r| {
+                serde_json::from_value::<crate::RunConfig>(r["config"].clone()).map_err(|e| {
+                    StoreError::Bad {
+                        path: out.join("plan.json"),
+                        message: format!("run {}: {e}", r["run_id"]),
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        store.write_metric_specs(&metric_specs(configs.iter()))?;
     }
     let (rows, _) = store.rebuild_csvs(&order, &columns, expected.as_ref())?;
     Ok(rows)
+}
+
+/// The `plan.json` of a run folder, if it has one.
+fn read_plan(dir: &std::path::Path) -> Result<Option<serde_json::Value>, StoreError> {
+    let path = dir.join("plan.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Bad {
+                path,
+                message: format!("not a readable plan: {e}"),
+            }),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Run ids in plan order and the parameter columns of a `plan.json`
+/// document (both empty without one).
+fn layout_of(plan: Option<&serde_json::Value>) -> (Vec<String>, Vec<String>) {
+    let strings = |list: &serde_json::Value, field: Option<&str>| -> Vec<String> {
+        list.as_array()
+            .map(|xs| {
+                xs.iter()
+                    .filter_map(|x| field.map_or(x, |f| &x[f]).as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    match plan {
+        Some(p) => (
+            strings(&p["runs"], Some("run_id")),
+            strings(&p["param_columns"], None),
+        ),
+        None => (Vec::new(), Vec::new()),
+    }
 }
 
 /// Run id → config hash from a `plan.json` document.

@@ -363,12 +363,17 @@ pub fn plan_hashes(plan: &Plan) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The specs of every metric the plan's tasks report, by name. Two tasks
-/// that give one metric different chance levels leave it without one.
+/// The specs of every metric the plan's tasks report, by name.
 pub fn plan_metric_specs(plan: &Plan) -> Vec<MetricSpec> {
+    metric_specs(plan.runs.iter().map(|r| &r.config))
+}
+
+/// The specs of every metric the tasks of `configs` report, by name. Two
+/// tasks that give one metric different chance levels leave it without one.
+pub fn metric_specs<'a>(configs: impl Iterator<Item = &'a crate::RunConfig>) -> Vec<MetricSpec> {
     let mut out: Vec<MetricSpec> = Vec::new();
-    for run in &plan.runs {
-        for spec in run.config.task.task().metrics() {
+    for config in configs {
+        for spec in config.task.task().metrics() {
             match out.iter_mut().find(|s| s.name == spec.name) {
                 Some(s) if s.chance != spec.chance => s.chance = None,
                 Some(_) => {}

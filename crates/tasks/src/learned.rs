@@ -370,8 +370,8 @@ struct Scores {
     hits: BTreeMap<u8, (usize, usize)>,
     nll: f64,
     n: usize,
-    /// session → (sum of per-batch mean telemetry of the first memory, batches)
-    telemetry: BTreeMap<usize, (Telemetry, usize)>,
+    /// session → per batch, the mean telemetry of the first memory
+    telemetry: BTreeMap<usize, Vec<Telemetry>>,
 }
 
 impl Scores {
@@ -400,16 +400,16 @@ impl Scores {
 
     fn telemetry_metrics(&self) -> Vec<Metric> {
         let mut out = Vec::new();
-        for (session, (sum, n)) in &self.telemetry {
-            let n = *n as f64;
+        for (session, batches) in &self.telemetry {
+            let t = Telemetry::average(batches);
             for (name, v) in [
-                ("slot_occupancy", sum.occupancy),
-                ("slot_usage_kl", sum.usage_kl),
-                ("slot_usage_gini", sum.usage_gini),
-                ("slot_dead", sum.dead_slots),
-                ("slot_evictions", sum.evictions),
+                ("slot_occupancy", t.occupancy),
+                ("slot_usage_kl", t.usage_kl),
+                ("slot_usage_gini", t.usage_gini),
+                ("slot_dead", t.dead_slots),
+                ("slot_evictions", t.evictions),
             ] {
-                out.push(Metric::sliced(name, "session", session, v / n));
+                out.push(Metric::sliced(name, "session", session, v));
             }
         }
         out
@@ -453,22 +453,7 @@ impl EvalSet {
                 }
                 if let Some(m) = memories.first() {
                     let t = Telemetry::mean(m);
-                    let e = scores.telemetry.entry(session).or_insert((
-                        Telemetry {
-                            occupancy: 0.0,
-                            usage_kl: 0.0,
-                            usage_gini: 0.0,
-                            dead_slots: 0.0,
-                            evictions: 0.0,
-                        },
-                        0,
-                    ));
-                    e.0.occupancy += t.occupancy;
-                    e.0.usage_kl += t.usage_kl;
-                    e.0.usage_gini += t.usage_gini;
-                    e.0.dead_slots += t.dead_slots;
-                    e.0.evictions += t.evictions;
-                    e.1 += 1;
+                    scores.telemetry.entry(session).or_default().push(t);
                 }
             };
             let outs = run_episodes_observed(

@@ -19,20 +19,6 @@ pub struct Attention {
     pub erase: bool,
 }
 
-/// Slot fills never evict; this stands in for the policy `take_slot` asks
-/// for, which it only consults when no slot is free.
-#[derive(Debug)]
-struct NeverFull;
-
-impl crate::evict::EvictionPolicy for NeverFull {
-    fn name(&self) -> &'static str {
-        "none"
-    }
-    fn victim(&self, _mem: &mut MemoryState, _b: usize) -> usize {
-        unreachable!("attention writes fill free slots only")
-    }
-}
-
 impl WriteBackend for Attention {
     fn name(&self) -> &'static str {
         "attention"
@@ -60,11 +46,9 @@ impl WriteBackend for Attention {
                     continue;
                 }
                 report.written += 1;
-                if mem.occupied(bi) < mem.slots() {
-                    let (f, _) = mem.take_slot(bi, &NeverFull, c.scores[k]);
-                    fills.push((f as u32, k as u32));
-                } else {
-                    addressed[k] = 1.0;
+                match mem.fill_free(bi, c.scores[k]) {
+                    Some(f) => fills.push((f as u32, k as u32)),
+                    None => addressed[k] = 1.0,
                 }
             }
         }
