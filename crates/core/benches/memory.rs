@@ -26,10 +26,7 @@ fn setup(cfg: &RetentionConfig) -> (RetentionLayer, MemoryState) {
     let map = SeededVarMap::new(VarMap::new(), "bench", 0);
     let layer = RetentionLayer::new(cfg, D, map.var_builder(DType::F32, &dev)).unwrap();
     let mut fill_cfg = cfg.clone();
-    fill_cfg.write = WriteConfig::Append {
-        evict: Evict::Fifo,
-        source: WriteSource::Token {},
-    };
+    fill_cfg.write = WriteConfig::append(Evict::Fifo, WriteSource::Token {});
     let filler = RetentionLayer::new(&fill_cfg, D, map.var_builder(DType::F32, &dev)).unwrap();
     let mut mem = layer.new_memory(1, 0, DType::F32, &dev).unwrap();
     let mut rng = stream("bench", 0, "fill");
@@ -46,24 +43,17 @@ fn setup(cfg: &RetentionConfig) -> (RetentionLayer, MemoryState) {
 fn bench_read(c: &mut Criterion) {
     let mut group = c.benchmark_group("read");
     group.sample_size(10);
-    let append = WriteConfig::Append {
-        evict: Evict::Fifo,
-        source: WriteSource::Last {},
-    };
+    let append = WriteConfig::append(Evict::Fifo, WriteSource::Last {});
     let variants = [
-        ("dense/recompute", ReadConfig::Dense {}, KeyMode::Recompute),
-        ("dense/cached", ReadConfig::Dense {}, KeyMode::Cached),
-        (
-            "topk32/recompute",
-            ReadConfig::Topk { k: 32 },
-            KeyMode::Recompute,
-        ),
-        ("topk32/cached", ReadConfig::Topk { k: 32 }, KeyMode::Cached),
+        ("dense/recompute", ReadConfig::dense(), KeyMode::Recompute),
+        ("dense/cached", ReadConfig::dense(), KeyMode::Cached),
+        ("topk32/recompute", ReadConfig::topk(32), KeyMode::Recompute),
+        ("topk32/cached", ReadConfig::topk(32), KeyMode::Cached),
     ];
     for (name, read, keys) in variants {
         for slots in SIZES {
             let read = match read {
-                ReadConfig::Topk { k } => ReadConfig::Topk { k: k.min(slots) },
+                ReadConfig::Topk { k, .. } => ReadConfig::topk(k.min(slots)),
                 r => r,
             };
             let (layer, mut mem) = setup(&config(slots, read, append, keys));
@@ -83,32 +73,22 @@ fn bench_write(c: &mut Criterion) {
     let variants = [
         (
             "append_fifo",
-            WriteConfig::Append {
-                evict: Evict::Fifo,
-                source: WriteSource::Last {},
-            },
+            WriteConfig::append(Evict::Fifo, WriteSource::Last {}),
         ),
         (
             "append_lru",
-            WriteConfig::Append {
-                evict: Evict::Lru,
-                source: WriteSource::Last {},
-            },
+            WriteConfig::append(Evict::Lru, WriteSource::Last {}),
         ),
         (
             "attention",
-            WriteConfig::Attention {
-                rate: 0.5,
-                erase: true,
-                source: WriteSource::Last {},
-            },
+            WriteConfig::attention(0.5, true, WriteSource::Last {}),
         ),
     ];
     for (name, write) in variants {
         for slots in SIZES {
             let (layer, mut mem) = setup(&config(
                 slots,
-                ReadConfig::Dense {},
+                ReadConfig::dense(),
                 write,
                 KeyMode::Recompute,
             ));

@@ -24,8 +24,8 @@ pub struct Backends {
 /// are created through `vb`, scoped as the layer's own.
 pub fn build(cfg: &RetentionConfig, d_model: usize, vb: &VarBuilder) -> Result<Backends> {
     let read: Box<dyn ReadBackend> = match cfg.read {
-        ReadConfig::Dense {} => Box::new(read::Dense),
-        ReadConfig::Topk { k } => Box::new(read::TopK { k }),
+        ReadConfig::Dense { .. } => Box::new(read::Dense),
+        ReadConfig::Topk { k, .. } => Box::new(read::TopK { k }),
     };
     let write: Box<dyn WriteBackend> = match cfg.write {
         WriteConfig::Append { evict, .. } => Box::new(write::Append {

@@ -136,7 +136,7 @@ mod tests {
         let cfg = crate::RetentionConfig::new(64);
         assert_eq!(canonical_json(&cfg), serde_json::json!({ "slots": 64 }));
         let mut topk = cfg.clone();
-        topk.read = crate::ReadConfig::Topk { k: 4 };
+        topk.read = crate::ReadConfig::topk(4);
         assert_eq!(
             canonical_json(&topk),
             serde_json::json!({ "slots": 64, "read": { "kind": "topk", "k": 4 } })

@@ -41,7 +41,8 @@ pub struct RetentionConfig {
     /// scaling probes use one free-standing layer).
     #[serde(default, skip_serializing_if = "Layers::is_all")]
     pub layers: Layers,
-    /// How the retention projections W_Q, W_K, W_V, W_O, W_u are drawn.
+    /// How the retention projections W_Q, W_K, W_V, W_O, W_u are drawn
+    /// (default `candle`).
     #[serde(default, deserialize_with = "kind_or_name")]
     pub init: InitConfig,
 }
@@ -61,6 +62,10 @@ pub enum InitConfig {
     Normal { std: f64 },
 }
 
+/// The retention layer's default is candle's draw, the model's PyTorch's
+/// ([`InitConfig::model_default`]): of the combinations measured in
+/// `reports/recall-ablation`, that one binds keys to values in the recall
+/// suite on every seed (README).
 impl Default for InitConfig {
     fn default() -> Self {
         InitConfig::Candle {}
@@ -68,6 +73,11 @@ impl Default for InitConfig {
 }
 
 impl InitConfig {
+    /// The default of `model.init`: PyTorch's `nn.Linear` draw.
+    pub fn model_default() -> Self {
+        InitConfig::Torch {}
+    }
+
     pub fn validate(&self, field: &str) -> Result<(), ConfigError> {
         match self {
             InitConfig::Normal { std } if !(std.is_finite() && *std > 0.0) => {
@@ -137,9 +147,75 @@ fn default_heads() -> usize {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ReadConfig {
     /// Softmax over every occupied slot: O(m) per query (the paper).
-    Dense {},
+    Dense {
+        #[serde(default)]
+        integrate: Integrate,
+        #[serde(default)]
+        bias: bool,
+    },
     /// Softmax over the k highest-scoring occupied slots, selected exactly.
-    Topk { k: usize },
+    Topk {
+        k: usize,
+        #[serde(default)]
+        integrate: Integrate,
+        #[serde(default)]
+        bias: bool,
+    },
+}
+
+/// How the readout R joins the residual stream of its block. Every read
+/// backend takes `integrate` and `bias` (biases on W_Q, W_K and W_V; the
+/// paper is silent, the default has none). W_O never has one, so that an
+/// empty memory still reads exactly zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Integrate {
+    /// X̃ = LN(X + Z + R): the paper's form; the block's residual stream
+    /// leaves it normalised.
+    #[default]
+    PostNorm,
+    /// X̃ = X + Z + R: a plain pre-norm residual, as the blocks without
+    /// retention have.
+    Add,
+}
+
+impl ReadConfig {
+    /// Dense reads with the default integration and no biases.
+    pub fn dense() -> Self {
+        ReadConfig::Dense {
+            integrate: Integrate::default(),
+            bias: false,
+        }
+    }
+
+    /// Exact top-k reads with the default integration and no biases.
+    pub fn topk(k: usize) -> Self {
+        ReadConfig::Topk {
+            k,
+            integrate: Integrate::default(),
+            bias: false,
+        }
+    }
+
+    pub fn integrate(&self) -> Integrate {
+        match self {
+            ReadConfig::Dense { integrate, .. } | ReadConfig::Topk { integrate, .. } => *integrate,
+        }
+    }
+
+    pub fn bias(&self) -> bool {
+        match self {
+            ReadConfig::Dense { bias, .. } | ReadConfig::Topk { bias, .. } => *bias,
+        }
+    }
+
+    /// The same read with `integrate` and `bias` set.
+    pub fn with_params(self, integrate: Integrate, bias: bool) -> Self {
+        match self {
+            ReadConfig::Dense { .. } => ReadConfig::Dense { integrate, bias },
+            ReadConfig::Topk { k, .. } => ReadConfig::Topk { k, integrate, bias },
+        }
+    }
 }
 
 /// How a write vector enters memory.
@@ -152,6 +228,10 @@ pub enum WriteConfig {
         evict: Evict,
         #[serde(default, deserialize_with = "kind_or_name")]
         source: WriteSource,
+        #[serde(default = "default_project")]
+        project: bool,
+        #[serde(default)]
+        from: WriteFrom,
     },
     /// Option B: blend into content-addressed slots,
     /// M' = M + rate·w ⊙ (v − M) with `erase`, M' = M + rate·w ⊙ v without.
@@ -162,6 +242,10 @@ pub enum WriteConfig {
         erase: bool,
         #[serde(default, deserialize_with = "kind_or_name")]
         source: WriteSource,
+        #[serde(default = "default_project")]
+        project: bool,
+        #[serde(default)]
+        from: WriteFrom,
     },
 }
 
@@ -169,19 +253,71 @@ fn default_erase() -> bool {
     true
 }
 
+/// No W_u by default: with per-token writes and keys recomputed at read
+/// time W_u only duplicates W_K and W_V, and it slows binding in the recall
+/// suite (`reports/recall-ablation`). `project: true` is the paper's form.
+fn default_project() -> bool {
+    false
+}
+
+/// Which hidden states of its block a retention layer writes from. Every
+/// write backend takes `from` and `project` (whether u passes through a
+/// learned W_u before it is stored; without it the stored content is u).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WriteFrom {
+    /// The block's input X⁽ˡ⁾ (the residual stream before self-attention).
+    Input,
+    /// The block's output X̃ after the read joined it.
+    #[default]
+    Output,
+}
+
 impl Default for WriteConfig {
     fn default() -> Self {
-        WriteConfig::Append {
-            evict: Evict::Fifo,
-            source: WriteSource::Mean {},
-        }
+        WriteConfig::append(Evict::Fifo, WriteSource::Mean {})
     }
 }
 
 impl WriteConfig {
+    /// Appends with the default projection and write point.
+    pub fn append(evict: Evict, source: WriteSource) -> Self {
+        WriteConfig::Append {
+            evict,
+            source,
+            project: default_project(),
+            from: WriteFrom::default(),
+        }
+    }
+
+    /// Attention writes with the default projection and write point.
+    pub fn attention(rate: f64, erase: bool, source: WriteSource) -> Self {
+        WriteConfig::Attention {
+            rate,
+            erase,
+            source,
+            project: default_project(),
+            from: WriteFrom::default(),
+        }
+    }
+
     pub fn source(&self) -> WriteSource {
         match self {
             WriteConfig::Append { source, .. } | WriteConfig::Attention { source, .. } => *source,
+        }
+    }
+
+    pub fn project(&self) -> bool {
+        match self {
+            WriteConfig::Append { project, .. } | WriteConfig::Attention { project, .. } => {
+                *project
+            }
+        }
+    }
+
+    pub fn from(&self) -> WriteFrom {
+        match self {
+            WriteConfig::Append { from, .. } | WriteConfig::Attention { from, .. } => *from,
         }
     }
 }
@@ -363,7 +499,7 @@ impl RetentionConfig {
             slots,
             heads: 1,
             head_dim: None,
-            read: ReadConfig::Dense {},
+            read: ReadConfig::dense(),
             write: WriteConfig::default(),
             gate: GateConfig::None {},
             keys: KeyMode::Recompute,
@@ -371,7 +507,7 @@ impl RetentionConfig {
             sharing: Sharing::PerLayer,
             persistence: Persistence::Process,
             layers: Layers::All,
-            init: InitConfig::Candle {},
+            init: InitConfig::default(),
         }
     }
 
@@ -393,7 +529,7 @@ impl RetentionConfig {
         if self.head_dim == Some(0) {
             return bad("head_dim", "must be at least 1".into());
         }
-        if let ReadConfig::Topk { k } = self.read {
+        if let ReadConfig::Topk { k, .. } = self.read {
             if k == 0 || k > self.slots {
                 return bad(
                     "read.k",
@@ -483,7 +619,7 @@ where
 
 impl Default for ReadConfig {
     fn default() -> Self {
-        ReadConfig::Dense {}
+        ReadConfig::dense()
     }
 }
 
@@ -529,6 +665,16 @@ pub const CATALOG: &[CatalogEntry] = &[
         about: "exact top-k slots by score, softmax over those; 1 <= k <= slots",
     },
     CatalogEntry {
+        axis: "read",
+        yaml: "{ kind: dense, integrate: add }",
+        about: "X~ = X + Z + R, a pre-norm residual (default post_norm: LN(X + Z + R))",
+    },
+    CatalogEntry {
+        axis: "read",
+        yaml: "{ kind: dense, bias: true }",
+        about: "biases on W_Q, W_K, W_V (any read kind; default none)",
+    },
+    CatalogEntry {
         axis: "write",
         yaml: "{ kind: append, evict: fifo, source: mean }",
         about: "option A: new slot per write; evict the oldest write when full",
@@ -562,6 +708,16 @@ pub const CATALOG: &[CatalogEntry] = &[
         axis: "write",
         yaml: "{ kind: attention, rate: 0.5, erase: false }",
         about: "additive blend M' = M + rate*w*v (no erase)",
+    },
+    CatalogEntry {
+        axis: "write",
+        yaml: "{ kind: append, project: false }",
+        about: "store u itself, no learned W_u (any write kind)",
+    },
+    CatalogEntry {
+        axis: "write",
+        yaml: "{ kind: append, from: input }",
+        about: "write from the block's input X, not its output X~ (any write kind)",
     },
     CatalogEntry {
         axis: "write.source",

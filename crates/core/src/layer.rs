@@ -1,5 +1,5 @@
 //! The retention layer: parameters, the memory-attention read with its
-//! residual integration X̃ = LN(X + Z + R), and the write path (source →
+//! residual integration X̃ = LN(X + Z + R) or X + Z + R, and the write path (source →
 //! projection → gate → append-with-eviction or attention blend); see
 //! docs/ARCHITECTURE.md.
 //!
@@ -21,7 +21,7 @@ use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 
 use crate::backends::{self, Backends};
-use crate::config::{GateConfig, KeyMode, RetentionConfig, SlotAge, WriteSource};
+use crate::config::{GateConfig, Integrate, KeyMode, RetentionConfig, SlotAge, WriteSource};
 use crate::error::{Error, Result};
 use crate::gate::{Gate, GateInput};
 use crate::kernels;
@@ -113,12 +113,14 @@ pub struct RetentionLayer {
     heads: usize,
     head_dim: usize,
     ln_q: Norm,
-    ln_out: Norm,
+    /// The norm of `LN(X + Z + R)`; absent when the read is added plainly.
+    ln_out: Option<Norm>,
     w_q: Linear,
     w_k: Linear,
     w_v: Linear,
     w_o: Linear,
-    w_u: Linear,
+    /// W_u; absent when writes store u unprojected.
+    w_u: Option<Linear>,
     pool_query: Option<Tensor>,
     age_emb: Option<Tensor>,
     read: Arc<dyn ReadBackend>,
@@ -146,6 +148,7 @@ impl RetentionLayer {
         };
         let Backends { read, write, gate } = backends::build(cfg, d_model, &vb)?;
         let init = cfg.init;
+        let bias = cfg.read.bias();
         let age_emb = match cfg.slot_age {
             SlotAge::Learned { buckets } => Some(vb.get_with_hints(
                 (buckets, inner),
@@ -164,12 +167,21 @@ impl RetentionLayer {
             heads,
             head_dim,
             ln_q: Norm::new(d_model, vb.pp("ln_q"))?,
-            ln_out: Norm::new(d_model, vb.pp("ln_out"))?,
-            w_q: init.linear(d_model, inner, false, 1.0, vb.pp("w_q"))?,
-            w_k: init.linear(d_model, inner, false, 1.0, vb.pp("w_k"))?,
-            w_v: init.linear(d_model, inner, false, 1.0, vb.pp("w_v"))?,
+            ln_out: match cfg.read.integrate() {
+                Integrate::PostNorm => Some(Norm::new(d_model, vb.pp("ln_out"))?),
+                Integrate::Add => None,
+            },
+            w_q: init.linear(d_model, inner, bias, 1.0, vb.pp("w_q"))?,
+            w_k: init.linear(d_model, inner, bias, 1.0, vb.pp("w_k"))?,
+            w_v: init.linear(d_model, inner, bias, 1.0, vb.pp("w_v"))?,
+            // W_O stays unbiased: a bias there would be added whether or
+            // not memory holds anything, and an empty memory reads zero.
             w_o: init.linear(inner, d_model, false, 1.0, vb.pp("w_o"))?,
-            w_u: init.linear(d_model, d_model, false, 1.0, vb.pp("w_u"))?,
+            w_u: if cfg.write.project() {
+                Some(init.linear(d_model, d_model, false, 1.0, vb.pp("w_u"))?)
+            } else {
+                None
+            },
             pool_query,
             age_emb,
             read: Arc::from(read),
@@ -281,11 +293,41 @@ impl RetentionLayer {
         Ok(())
     }
 
-    /// The block output X̃ = LN(X + Z + R), with Z the self-attention output.
+    /// The block output X̃ = LN(X + Z + R) (`integrate: post_norm`) or
+    /// X + Z + R (`add`), with Z the self-attention output.
     pub fn forward(&self, x: &Tensor, z: &Tensor, mem: &mut MemoryState) -> Result<Tensor> {
         let h = (x + z)?;
         let read = self.read(&h, mem)?;
-        self.ln_out.forward(&(h + read.r)?)
+        let mixed = (h + read.r)?;
+        match &self.ln_out {
+            Some(ln) => ln.forward(&mixed),
+            None => Ok(mixed),
+        }
+    }
+
+    /// q·b_K per head, [B, H, T, 1], or `None` without biases: the shortcuts
+    /// that contract q with W_K and the raw contents leave this term out.
+    /// It is the same for every slot, so it never changes a softmax; scores
+    /// stay exact for inspection all the same.
+    fn key_bias_term(&self, q: &Tensor) -> Result<Option<Tensor>> {
+        let Some(b) = self.w_k.bias() else {
+            return Ok(None);
+        };
+        let (_, nh, _, dk) = q.dims4()?;
+        let b = b.reshape((1, nh, 1, dk))?;
+        Ok(Some(q.broadcast_mul(&b)?.sum_keepdim(D::Minus1)?))
+    }
+
+    /// Adds b_V·Σw to per-head mixed values `out` [B, H, T, d_k] from
+    /// weights [B, H, T, ·]: what w·(M·W_Vᵀ + b_V) has beyond (w·M)·W_Vᵀ.
+    /// Σw is 1, or 0 for a query that selected nothing.
+    fn add_value_bias(&self, out: Tensor, weights: &Tensor) -> Result<Tensor> {
+        let Some(b) = self.w_v.bias() else {
+            return Ok(out);
+        };
+        let (_, nh, _, dk) = out.dims4()?;
+        let mass = weights.sum_keepdim(D::Minus1)?;
+        Ok((out + mass.broadcast_mul(&b.reshape((1, nh, 1, dk))?)?)?)
     }
 
     /// Slot keys [B, m, H·d_k]: recomputed from contents or cached, plus the
@@ -386,6 +428,10 @@ impl RetentionLayer {
                 let w_k = self.w_k.weight().reshape((nh, dk, d))?;
                 let qk = per_head(&q, &w_k)?.reshape((b, nh * t, d))?;
                 let s = kernels::rows_dot(&qk, content)?.reshape((b, nh, t, m))?;
+                let s = match self.key_bias_term(&q)? {
+                    Some(kb) => s.broadcast_add(&kb)?,
+                    None => s,
+                };
                 match self.age_keys(mem)? {
                     Some(ages) => (s + q.matmul(&split(ages, m)?.t()?)?)?,
                     None => s,
@@ -441,7 +487,7 @@ impl RetentionLayer {
         let out = if few {
             let w_v = self.w_v.weight().reshape((nh, dk, d))?.transpose(1, 2)?;
             let wm = kernels::rows_mix(&weights.reshape((b, nh * t, m))?, content)?;
-            per_head(&wm.reshape((b, nh, t, d))?, &w_v)?
+            self.add_value_bias(per_head(&wm.reshape((b, nh, t, d))?, &w_v)?, &weights)?
         } else {
             weights.matmul(&split(self.w_v.forward(content)?, m)?)?
         };
@@ -539,7 +585,11 @@ impl RetentionLayer {
             }
             _ => {
                 let w_k = self.w_k.weight().reshape((nh, dk, d))?;
-                dot(&rows, &per_head(q, &w_k)?)?
+                let s = dot(&rows, &per_head(q, &w_k)?)?;
+                match self.key_bias_term(q)? {
+                    Some(kb) => s.broadcast_add(&kb)?,
+                    None => s,
+                }
             }
         };
         if let (Some(emb), SlotAge::Learned { buckets }) = (&self.age_emb, self.cfg.slot_age) {
@@ -565,7 +615,8 @@ impl RetentionLayer {
         let weights = kernels::masked_softmax(&scores, &sel)?; // [B, H, T, k]
         let wm = weights.unsqueeze(D::Minus1)?.broadcast_mul(&rows)?.sum(3)?; // [B, H, T, d]
         let w_v = self.w_v.weight().reshape((nh, dk, d))?.transpose(1, 2)?;
-        let out = per_head(&wm, &w_v)?
+        let out = self
+            .add_value_bias(per_head(&wm, &w_v)?, &weights)?
             .transpose(1, 2)?
             .reshape((b, t, nh * dk))?;
         let r = self.w_o.forward(&out)?;
@@ -628,7 +679,10 @@ impl RetentionLayer {
         let (b, n, _) = u.dims3()?;
         self.check_memory(mem, b)?;
         self.ensure_index(mem)?;
-        let v = self.w_u.forward(&u)?;
+        let v = match &self.w_u {
+            Some(w_u) => w_u.forward(&u)?,
+            None => u.clone(),
+        };
         let stored_keys = || -> Result<Tensor> {
             match mem.keys() {
                 Some(k) => Ok(k.clone()),
@@ -685,6 +739,10 @@ impl RetentionLayer {
             if self.cfg.keys == KeyMode::Recompute && n < self.inner_dim() {
                 let qk = q.broadcast_matmul(&self.w_k.weight().unsqueeze(0)?)?; // [B, n, d]
                 let s = kernels::rows_dot(&qk, &mem.content)?;
+                let s = match self.w_k.bias() {
+                    Some(bk) => s.broadcast_add(&q.broadcast_mul(bk)?.sum_keepdim(D::Minus1)?)?,
+                    None => s,
+                };
                 match self.age_keys(mem)? {
                     Some(ages) => (s + q.matmul(&ages.t()?)?)?,
                     None => s,
@@ -698,10 +756,14 @@ impl RetentionLayer {
     /// Number of scalar parameters.
     pub fn param_count(&self) -> usize {
         let mut n = 0;
-        for l in [&self.w_q, &self.w_k, &self.w_v, &self.w_o, &self.w_u] {
-            n += l.weight().elem_count();
+        for l in [&self.w_q, &self.w_k, &self.w_v, &self.w_o]
+            .into_iter()
+            .chain(self.w_u.as_ref())
+        {
+            n += l.weight().elem_count() + l.bias().map_or(0, |b| b.elem_count());
         }
-        n += 4 * self.d_model; // two norms, weight and bias
+        // Two norms (one without post-norm integration), weight and bias.
+        n += 2 * self.d_model * (1 + usize::from(self.ln_out.is_some()));
         n += self.pool_query.as_ref().map_or(0, |t| t.elem_count());
         if matches!(self.cfg.gate, GateConfig::Learned {}) {
             n += self.d_model + 1;

@@ -26,8 +26,8 @@ pub mod telemetry;
 pub mod write;
 
 pub use config::{
-    Evict, GateConfig, InitConfig, KeyMode, Layers, Persistence, ReadConfig, RetentionConfig,
-    Sharing, SlotAge, WriteConfig, WriteSource,
+    Evict, GateConfig, InitConfig, Integrate, KeyMode, Layers, Persistence, ReadConfig,
+    RetentionConfig, Sharing, SlotAge, WriteConfig, WriteFrom, WriteSource,
 };
 pub use error::{ConfigError, Error, Result, SnapshotError};
 pub use layer::{DenseRead, ReadOutput, RetentionLayer, WriteReport};

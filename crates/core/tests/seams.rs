@@ -111,10 +111,7 @@ impl ReadBackend for Even {
 #[test]
 fn a_backend_index_travels_through_a_snapshot() {
     let mut cfg = RetentionConfig::new(6);
-    cfg.write = WriteConfig::Append {
-        evict: Evict::Fifo,
-        source: WriteSource::Token {},
-    };
+    cfg.write = WriteConfig::append(Evict::Fifo, WriteSource::Token {});
     let log: Log = Default::default();
     let (l, _) = layer(&cfg, 8, DType::F32);
     let l = l.with_read_backend(Box::new(Even { log: log.clone() }));
@@ -143,7 +140,7 @@ fn a_backend_index_travels_through_a_snapshot() {
 fn a_backend_outside_the_crate_selects_reads_and_keeps_its_index() {
     let (b, t, d, slots) = (2, 3, 8, 6);
     for cfg in combos(slots, 2, WriteSource::Token {}) {
-        if !matches!(cfg.read, ReadConfig::Dense {})
+        if !matches!(cfg.read, ReadConfig::Dense { .. })
             || !matches!(
                 cfg.write,
                 WriteConfig::Append {
@@ -202,10 +199,7 @@ fn a_backend_outside_the_crate_selects_reads_and_keeps_its_index() {
 #[test]
 fn a_backend_gets_gradients_through_the_gathered_rows() {
     let mut cfg = RetentionConfig::new(4);
-    cfg.write = WriteConfig::Append {
-        evict: Evict::Fifo,
-        source: WriteSource::Token {},
-    };
+    cfg.write = WriteConfig::append(Evict::Fifo, WriteSource::Token {});
     let (l, map) = layer(&cfg, 8, DType::F32);
     let l = l.with_read_backend(Box::new(Even {
         log: Default::default(),

@@ -17,7 +17,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use retbench_tasks::{Metric, TaskContext};
 
 use crate::store::{
-    FailureRecord, Provenance, RunRecord, Store, StoreError, metric_specs, plan_hashes,
+    Expected, ExpectedRuns, FailureRecord, Provenance, RunRecord, Store, StoreError, metric_specs,
+    plan_expectations,
 };
 use crate::suite::{Plan, PlannedRun};
 
@@ -125,7 +126,7 @@ pub fn schedule(plan: &Plan, opts: &RunOptions) -> (usize, usize) {
     let store = Store::new(&opts.out);
     let todo = select(plan, opts)
         .into_iter()
-        .filter(|r| opts.force || store.is_done(&r.run_id, &r.config_hash) != Ok(true))
+        .filter(|r| opts.force || store.is_done(r) != Ok(true))
         .count();
     let jobs = opts.jobs.unwrap_or(cores).clamp(1, todo.max(1));
     (jobs, (cores / jobs).max(1))
@@ -188,7 +189,7 @@ pub fn run_plan_with(
             if opts.force {
                 return true;
             }
-            match store.is_done(&r.run_id, &r.config_hash) {
+            match store.is_done(r) {
                 Ok(done) => !done,
                 Err(why) => {
                     redone.push(format!("{}: {why}", store.run_path(&r.run_id).display()));
@@ -315,7 +316,8 @@ pub fn run_plan_with(
     summary.failed = failed.into_inner();
     summary.succeeded = todo.len() - summary.failed;
     let order: Vec<String> = plan.runs.iter().map(|r| r.run_id.clone()).collect();
-    let (rows, _) = store.rebuild_csvs(&order, &plan.param_columns, Some(&plan_hashes(plan)))?;
+    let (rows, _) =
+        store.rebuild_csvs(&order, &plan.param_columns, Some(&plan_expectations(plan)))?;
     summary.rows = rows;
     Ok(summary)
 }
@@ -366,7 +368,7 @@ pub fn merge(out: &std::path::Path, shards: &[PathBuf]) -> Result<usize, RunErro
         if specs.is_none() {
             specs = std::fs::read(dir.join("metrics.json")).ok();
         }
-        let expected = plan.as_ref().map(hashes_of);
+        let expected = plan.as_ref().map(expectations_of);
         for record in shard.runs(expected.as_ref())? {
             match incoming.get(&record.run_id) {
                 Some((other, prev))
@@ -387,7 +389,7 @@ pub fn merge(out: &std::path::Path, shards: &[PathBuf]) -> Result<usize, RunErro
         }
         failures.extend(shard.failures()?);
     }
-    let expected = plan.as_ref().map(hashes_of);
+    let expected = plan.as_ref().map(expectations_of);
     let existing: BTreeMap<String, RunRecord> = target
         .runs(expected.as_ref())?
         .into_iter()
@@ -444,7 +446,7 @@ pub fn refresh(out: &std::path::Path) -> Result<usize, RunError> {
         )));
     }
     let plan = read_plan(out)?;
-    let expected = plan.as_ref().map(hashes_of);
+    let expected = plan.as_ref().map(expectations_of);
     // Verify every run file before writing anything.
     store.runs(expected.as_ref())?;
     let (order, columns) = layout_of(plan.as_ref());
@@ -505,8 +507,9 @@ fn layout_of(plan: Option<&serde_json::Value>) -> (Vec<String>, Vec<String>) {
     }
 }
 
-/// Run id → config hash from a `plan.json` document.
-pub fn hashes_of(plan: &serde_json::Value) -> BTreeMap<String, String> {
+/// What each run's record must match, from a `plan.json` document: its
+/// config hash, and its config where today's code reads it.
+pub fn expectations_of(plan: &serde_json::Value) -> ExpectedRuns {
     plan["runs"]
         .as_array()
         .map(|rs| {
@@ -514,7 +517,10 @@ pub fn hashes_of(plan: &serde_json::Value) -> BTreeMap<String, String> {
                 .filter_map(|r| {
                     Some((
                         r["run_id"].as_str()?.to_string(),
-                        r["config_hash"].as_str()?.to_string(),
+                        Expected {
+                            config_hash: r["config_hash"].as_str()?.to_string(),
+                            config: serde_json::from_value(r["config"].clone()).ok(),
+                        },
                     ))
                 })
                 .collect()

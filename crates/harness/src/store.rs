@@ -9,7 +9,11 @@
 //! Run files are verified whenever they are read: one that does not parse,
 //! holds another run's id, or was made from another config than the plan's
 //! is redone by `run` and refused by `report` and `merge`, so a truncated or
-//! misplaced file can never drop or duplicate rows.
+//! misplaced file can never drop or duplicate rows. "Another config" is
+//! checked twice: by config hash, and by reading the record's stored config
+//! with today's code and comparing it whole with the plan's. The hash leaves
+//! defaults out (so that a new option renames nothing); the second check
+//! catches a record made before a default changed, whose hash is the same.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -18,7 +22,21 @@ use retbench_tasks::{Metric, MetricSpec};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::suite::Plan;
+use crate::config::RunConfig;
+use crate::suite::{Plan, PlannedRun};
+
+/// What the plan expects of a run's record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expected {
+    /// The config hash: the root of the run's random streams.
+    pub config_hash: String,
+    /// The resolved config, when known: the record's stored config, read by
+    /// today's code, must equal it.
+    pub config: Option<RunConfig>,
+}
+
+/// Run id → what its record must match.
+pub type ExpectedRuns = BTreeMap<String, Expected>;
 
 /// The store's errors: a file that cannot be read or written, or a bad one.
 pub use retbench_core::fsutil::FileError as StoreError;
@@ -102,15 +120,14 @@ impl Store {
         self.dir.join("artifacts").join(run_id)
     }
 
-    /// Whether `run_id` has a valid record made from the config hashed
-    /// `config_hash`; `Err` says why an existing file is not one (the run
-    /// must be redone).
-    pub fn is_done(&self, run_id: &str, config_hash: &str) -> Result<bool, String> {
-        let path = self.run_path(run_id);
+    /// Whether `run` has a valid record made from its config; `Err` says
+    /// why an existing file is not one (the run must be redone).
+    pub fn is_done(&self, run: &PlannedRun) -> Result<bool, String> {
+        let path = self.run_path(&run.run_id);
         if !path.is_file() {
             return Ok(false);
         }
-        let expected = BTreeMap::from([(run_id.to_string(), config_hash.to_string())]);
+        let expected = BTreeMap::from([(run.run_id.clone(), Expected::of(run))]);
         match verify_run(&path, Some(&expected)) {
             Ok(_) => Ok(true),
             Err(StoreError::Bad { message, .. }) => Err(message),
@@ -203,12 +220,9 @@ impl Store {
     }
 
     /// Every finished run, sorted by file name, each verified: it parses,
-    /// its id is its file name, and where `expected` (run id → config hash,
-    /// from the plan) names it, its config hash matches.
-    pub fn runs(
-        &self,
-        expected: Option<&BTreeMap<String, String>>,
-    ) -> Result<Vec<RunRecord>, StoreError> {
+    /// its id is its file name, and where `expected` (from the plan) names
+    /// it, its config matches.
+    pub fn runs(&self, expected: Option<&ExpectedRuns>) -> Result<Vec<RunRecord>, StoreError> {
         json_files(&self.runs_dir())?
             .iter()
             .map(|p| verify_run(p, expected))
@@ -228,7 +242,7 @@ impl Store {
         &self,
         order: &[String],
         param_columns: &[String],
-        expected: Option<&BTreeMap<String, String>>,
+        expected: Option<&ExpectedRuns>,
     ) -> Result<(usize, usize), StoreError> {
         let mut runs = self.runs(expected)?;
         let rank: BTreeMap<&str, usize> = order
@@ -317,10 +331,7 @@ fn json_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
 }
 
 /// Reads and checks one run file (see the module docs).
-pub fn verify_run(
-    path: &Path,
-    expected: Option<&BTreeMap<String, String>>,
-) -> Result<RunRecord, StoreError> {
+pub fn verify_run(path: &Path, expected: Option<&ExpectedRuns>) -> Result<RunRecord, StoreError> {
     let bad = |message: String| StoreError::Bad {
         path: path.to_path_buf(),
         message,
@@ -341,12 +352,30 @@ pub fn verify_run(
             record.run_id
         )));
     }
-    if let Some(hash) = expected.and_then(|e| e.get(&record.run_id)) {
+    if let Some(exp) = expected.and_then(|e| e.get(&record.run_id)) {
+        let hash = &exp.config_hash;
         if *hash != record.config_hash {
             return Err(bad(format!(
                 "was made from config {}, but the plan's config for {stem} hashes to {hash}",
                 record.config_hash
             )));
+        }
+        if let Some(planned) = &exp.config {
+            match serde_json::from_value::<RunConfig>(record.config.clone()) {
+                Ok(stored) if stored == *planned => {}
+                Ok(stored) => {
+                    return Err(bad(format!(
+                        "was made from a config that differs from the plan's for {stem} under the \
+                         same hash (a default changed since it ran): {}",
+                        config_difference(&stored, planned)
+                    )));
+                }
+                Err(e) => {
+                    return Err(bad(format!(
+                        "holds a config that today's retbench cannot read: {e}"
+                    )));
+                }
+            }
         }
     }
     if let Some(m) = record.metrics.iter().find(|m| m.value.is_infinite()) {
@@ -355,12 +384,49 @@ pub fn verify_run(
     Ok(record)
 }
 
-/// Run id → config hash of every run of `plan`.
-pub fn plan_hashes(plan: &Plan) -> BTreeMap<String, String> {
+impl Expected {
+    pub fn of(run: &PlannedRun) -> Self {
+        Expected {
+            config_hash: run.config_hash.clone(),
+            config: Some(run.config.clone()),
+        }
+    }
+}
+
+/// What every run of `plan` must match.
+pub fn plan_expectations(plan: &Plan) -> ExpectedRuns {
     plan.runs
         .iter()
-        .map(|r| (r.run_id.clone(), r.config_hash.clone()))
+        .map(|r| (r.run_id.clone(), Expected::of(r)))
         .collect()
+}
+
+/// The first dotted path at which two configs' JSON forms differ, with both
+/// values: what a stale record is told apart by.
+fn config_difference(stored: &RunConfig, planned: &RunConfig) -> String {
+    fn walk(a: &Value, b: &Value, path: &str) -> Option<String> {
+        match (a, b) {
+            (Value::Object(x), Value::Object(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                keys.into_iter().find_map(|k| {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    walk(
+                        x.get(k).unwrap_or(&Value::Null),
+                        y.get(k).unwrap_or(&Value::Null),
+                        &p,
+                    )
+                })
+            }
+            _ if a == b => None,
+            _ => Some(format!("{path} is {a} in the record, {b} in the plan")),
+        }
+    }
+    let json = |c: &RunConfig| serde_json::to_value(c).expect("configs serialize");
+    walk(&json(stored), &json(planned), "").unwrap_or_else(|| "(no difference in JSON)".into())
 }
 
 /// The specs of every metric the plan's tasks report, by name.

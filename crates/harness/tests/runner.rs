@@ -119,6 +119,33 @@ fn a_deleted_run_file_is_the_only_run_redone() {
 }
 
 #[test]
+fn a_record_made_under_another_default_is_redone_not_reused() {
+    let out = scratch("stale");
+    let p = plan();
+    run_plan(&p, &opts(&out)).unwrap();
+    // What a record from before a default changed looks like: the same hash
+    // (defaults are not hashed) but, written out, the old default's value.
+    let store = Store::new(&out);
+    let victim = &p.runs[2];
+    let path = store.run_path(&victim.run_id);
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    record["config"]["retention"]["init"] = serde_json::json!({ "kind": "candle" });
+    std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
+    let why = store.is_done(victim).unwrap_err();
+    assert!(
+        why.contains("a default changed") && why.contains("retention.init"),
+        "{why}"
+    );
+    // An untouched record is still reused, and the stale one is redone.
+    assert_eq!(store.is_done(&p.runs[3]), Ok(true));
+    let again = run_plan(&p, &opts(&out)).unwrap();
+    assert_eq!((again.skipped, again.succeeded), (7, 1));
+    assert_eq!(store.is_done(victim), Ok(true));
+    std::fs::remove_dir_all(out).unwrap();
+}
+
+#[test]
 fn a_failed_run_never_stops_the_sweep_and_is_retried() {
     let out = scratch("fail");
     let p = plan();
@@ -168,10 +195,7 @@ fn one_id_runs_alone_and_an_unknown_id_is_refused() {
     )
     .unwrap();
     assert_eq!((s.selected, s.succeeded), (1, 1));
-    assert_eq!(
-        Store::new(&out).is_done(&id, &p.runs[5].config_hash),
-        Ok(true)
-    );
+    assert_eq!(Store::new(&out).is_done(&p.runs[5]), Ok(true));
     assert!(
         run_plan(
             &p,

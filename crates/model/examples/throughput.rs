@@ -38,10 +38,7 @@ fn main() -> anyhow::Result<()> {
         feedback: None,
     };
     let mut retention = RetentionConfig::new(128);
-    retention.write = WriteConfig::Append {
-        evict: Evict::Fifo,
-        source: WriteSource::Token {},
-    };
+    retention.write = WriteConfig::append(Evict::Fifo, WriteSource::Token {});
     retention.layers = retbench_core::Layers::List(vec![1]);
     println!("| d_model | retention | tokens/s (median of {steps} steps) |\n|---|---|---|");
     for d in [64, 128] {

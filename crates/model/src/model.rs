@@ -7,13 +7,16 @@
 //! Z = Attn(LN1(X));  X̃ = LN(X + Z + R) with retention, X + Z without;  X' = X̃ + FFN(LN2(X̃))
 //! ```
 //!
+//! (`read.integrate: add` makes the retention block's X̃ = X + Z + R; what
+//! it writes is X̃, or X with `write.from: input`.)
+//!
 //! Memories live outside the model (one per retention layer, or one shared),
 //! so that a caller decides what persists between sessions.
 
 use candle_core::{D, DType, Device, Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use retbench_core::layer::Norm;
-use retbench_core::{InitConfig, MemoryState, RetentionConfig, RetentionLayer, Sharing};
+use retbench_core::{InitConfig, MemoryState, RetentionConfig, RetentionLayer, Sharing, WriteFrom};
 use serde::{Deserialize, Serialize};
 
 /// The transformer's shape. `vocab` and `max_len` may be left out of a suite
@@ -31,10 +34,13 @@ pub struct ModelConfig {
     pub vocab: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_len: Option<usize>,
-    /// How the base's linear layers are drawn (`retention.init` draws the
-    /// retention projections). Embeddings are Normal(0, 1), or Normal(0, std)
-    /// under `normal`.
-    #[serde(default, deserialize_with = "retbench_core::config::kind_or_name")]
+    /// How the base's linear layers are drawn (default `torch`;
+    /// `retention.init` draws the retention projections). Embeddings are
+    /// Normal(0, 1), or Normal(0, std) under `normal`.
+    #[serde(
+        default = "InitConfig::model_default",
+        deserialize_with = "retbench_core::config::kind_or_name"
+    )]
     pub init: InitConfig,
 }
 
@@ -52,7 +58,7 @@ impl ModelConfig {
             ffn_mult: 4,
             vocab: Some(vocab),
             max_len: Some(max_len),
-            init: InitConfig::Candle {},
+            init: InitConfig::model_default(),
         }
     }
 
@@ -178,7 +184,8 @@ struct Block {
 pub struct Forward {
     /// [B, T, vocab]
     pub logits: Tensor,
-    /// Per retention layer, the block output X̃ it writes from.
+    /// Per retention layer, the hidden states it writes from: the block
+    /// output X̃, or its input X (`write.from`).
     pub hidden: Vec<Tensor>,
 }
 
@@ -323,8 +330,12 @@ impl Model {
             let mixed = match self.retention.iter().position(|(at, _)| *at == l) {
                 Some(i) => {
                     let m = self.memory_index(i);
-                    let out = self.retention[i].1.forward(&x, &z, &mut memories[m])?;
-                    hidden.push(out.clone());
+                    let layer = &self.retention[i].1;
+                    let out = layer.forward(&x, &z, &mut memories[m])?;
+                    hidden.push(match layer.config().write.from() {
+                        WriteFrom::Input => x.clone(),
+                        WriteFrom::Output => out.clone(),
+                    });
                     out
                 }
                 None => (&x + z)?,

@@ -25,10 +25,7 @@ fn retention(persistence: Persistence) -> RetentionConfig {
     let mut r = RetentionConfig::new(32);
     r.layers = Layers::All;
     r.persistence = persistence;
-    r.write = WriteConfig::Append {
-        evict: retbench_core::Evict::Random,
-        source: WriteSource::Token {},
-    };
+    r.write = WriteConfig::append(retbench_core::Evict::Random, WriteSource::Token {});
     r
 }
 

@@ -46,10 +46,7 @@ fn session(seed: &str, b: usize, t: usize) -> Session {
 fn retention() -> RetentionConfig {
     let mut r = RetentionConfig::new(16);
     r.layers = retbench_core::Layers::List(vec![1]);
-    r.write = WriteConfig::Append {
-        evict: retbench_core::Evict::Fifo,
-        source: WriteSource::Token {},
-    };
+    r.write = WriteConfig::append(retbench_core::Evict::Fifo, WriteSource::Token {});
     r
 }
 

@@ -341,10 +341,7 @@ fn fill(
     let half = d / 2;
     let m = keys.len() / half;
     let mut filler_cfg = ret.clone();
-    filler_cfg.write = WriteConfig::Append {
-        evict: Evict::Fifo,
-        source: WriteSource::Token {},
-    };
+    filler_cfg.write = WriteConfig::append(Evict::Fifo, WriteSource::Token {});
     filler_cfg.gate = retbench_core::GateConfig::None {};
     let filler = RetentionLayer::new(&filler_cfg, d, map.var_builder(DType::F32, &Device::Cpu))?;
     let mut start = 0;
@@ -433,9 +430,9 @@ pub fn run(
     }
 
     // Top-k fidelity against the exact dense read over the same memory.
-    if let ReadConfig::Topk { k } = ret.read {
+    if let ReadConfig::Topk { k, .. } = ret.read {
         let mut dense_cfg = ret.clone();
-        dense_cfg.read = ReadConfig::Dense {};
+        dense_cfg.read = ReadConfig::dense().with_params(ret.read.integrate(), ret.read.bias());
         let dense = RetentionLayer::new(&dense_cfg, d, map.var_builder(DType::F32, &dev))?;
         let chunk = &targets[..targets.len().min(PROBE_CHUNK)];
         let rows: Vec<Vec<f32>> = chunk.iter().map(|&i| key(i).to_vec()).collect();
@@ -511,7 +508,7 @@ pub fn run(
             percentile(&per_query_us, 99.0),
         ));
         out.push(Metric::sliced("queries_per_s", "batch", batch, 1e6 / p50));
-        if let (1, ReadConfig::Dense {}, Some(bw)) = (batch, ret.read, ctx.bandwidth_gbps) {
+        if let (1, ReadConfig::Dense { .. }, Some(bw)) = (batch, ret.read, ctx.bandwidth_gbps) {
             // Bytes a dense read must stream: keys and values of every slot.
             let bytes = 4.0 * m as f64 * (2 * d) as f64;
             let roofline_us = bytes / (bw * 1e9) * 1e6;
@@ -587,7 +584,7 @@ mod tests {
     #[test]
     fn topk_fidelity_is_exact_when_k_covers_memory() {
         let mut ret = RetentionConfig::new(64);
-        ret.read = ReadConfig::Topk { k: 64 };
+        ret.read = ReadConfig::topk(64);
         let ms = run(&small(), Some(&ret), &ctx()).unwrap();
         let specs = small().metrics();
         for m in &ms {
@@ -599,7 +596,7 @@ mod tests {
         assert_eq!(get(&ms, "recall_at_k", ""), 1.0);
         assert!((get(&ms, "attention_mass_recall", "") - 1.0).abs() < 1e-4);
         assert!(get(&ms, "relative_output_error", "") < 1e-4);
-        ret.read = ReadConfig::Topk { k: 2 };
+        ret.read = ReadConfig::topk(2);
         let ms = run(&small(), Some(&ret), &ctx()).unwrap();
         assert!(get(&ms, "attention_mass_recall", "") < 1.0);
     }

@@ -24,10 +24,7 @@ fn task(context: Context) -> TaskConfig {
 fn retention() -> RetentionConfig {
     let mut r = RetentionConfig::new(32);
     r.layers = Layers::List(vec![1]);
-    r.write = WriteConfig::Append {
-        evict: retbench_core::Evict::Fifo,
-        source: WriteSource::Token {},
-    };
+    r.write = WriteConfig::append(retbench_core::Evict::Fifo, WriteSource::Token {});
     r
 }
 

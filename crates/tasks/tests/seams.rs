@@ -110,10 +110,7 @@ fn a_toy_task_runs_through_the_driver_with_its_own_slices_controls_and_feedback(
     let mut r = RetentionConfig::new(8);
     r.layers = Layers::List(vec![0]);
     r.gate = GateConfig::Feedback { threshold: 0.5 };
-    r.write = WriteConfig::Append {
-        evict: retbench_core::Evict::Fifo,
-        source: WriteSource::Last {},
-    };
+    r.write = WriteConfig::append(retbench_core::Evict::Fifo, WriteSource::Last {});
     let model = ModelConfig {
         d_model: 16,
         layers: 1,

@@ -11,7 +11,14 @@ use retbench_core::*;
 pub const DEV: Device = Device::Cpu;
 
 pub fn reads(slots: usize) -> Vec<ReadConfig> {
-    vec![ReadConfig::Dense {}, ReadConfig::Topk { k: 2.min(slots) }]
+    vec![
+        ReadConfig::dense(),
+        ReadConfig::topk(2.min(slots)),
+        // Biased projections and a plain residual: the reassociated and
+        // gathered paths must add back the bias terms they leave out.
+        ReadConfig::dense().with_params(Integrate::Add, true),
+        ReadConfig::topk(2.min(slots)).with_params(Integrate::Add, true),
+    ]
 }
 
 pub fn writes(source: WriteSource) -> Vec<WriteConfig> {
@@ -23,15 +30,25 @@ pub fn writes(source: WriteSource) -> Vec<WriteConfig> {
         Evict::Random,
     ]
     .into_iter()
-    .map(|evict| WriteConfig::Append { evict, source })
+    .map(|evict| WriteConfig::append(evict, source))
     .collect();
     for erase in [true, false] {
-        w.push(WriteConfig::Attention {
-            rate: 0.5,
-            erase,
-            source,
-        });
+        w.push(WriteConfig::attention(0.5, erase, source));
     }
+    // Without W_u the stored content is u itself.
+    w.push(WriteConfig::Append {
+        evict: Evict::Fifo,
+        source,
+        project: false,
+        from: WriteFrom::Input,
+    });
+    w.push(WriteConfig::Attention {
+        rate: 0.5,
+        erase: true,
+        source,
+        project: false,
+        from: WriteFrom::Output,
+    });
     w
 }
 
