@@ -711,8 +711,8 @@ pub const CATALOG: &[CatalogEntry] = &[
     },
     CatalogEntry {
         axis: "write",
-        yaml: "{ kind: append, project: false }",
-        about: "store u itself, no learned W_u (any write kind)",
+        yaml: "{ kind: append, project: true }",
+        about: "store u W_u, a learned projection (the paper; default false: store u)",
     },
     CatalogEntry {
         axis: "write",
@@ -817,7 +817,7 @@ pub const CATALOG: &[CatalogEntry] = &[
     CatalogEntry {
         axis: "init",
         yaml: "candle",
-        about: "retention projections: Kaiming normal std sqrt(2/fan_in) (candle's linear)",
+        about: "Kaiming normal std sqrt(2/fan_in) (candle's linear; default; model.init defaults to torch)",
     },
     CatalogEntry {
         axis: "init",

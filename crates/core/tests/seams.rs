@@ -199,7 +199,13 @@ fn a_backend_outside_the_crate_selects_reads_and_keeps_its_index() {
 #[test]
 fn a_backend_gets_gradients_through_the_gathered_rows() {
     let mut cfg = RetentionConfig::new(4);
-    cfg.write = WriteConfig::append(Evict::Fifo, WriteSource::Token {});
+    // With W_u, so that the gradient through the written content reaches it.
+    cfg.write = WriteConfig::Append {
+        evict: Evict::Fifo,
+        source: WriteSource::Token {},
+        project: true,
+        from: WriteFrom::Output,
+    };
     let (l, map) = layer(&cfg, 8, DType::F32);
     let l = l.with_read_backend(Box::new(Even {
         log: Default::default(),

@@ -130,7 +130,7 @@ fn a_record_made_under_another_default_is_redone_not_reused() {
     let path = store.run_path(&victim.run_id);
     let mut record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-    record["config"]["retention"]["init"] = serde_json::json!({ "kind": "candle" });
+    record["config"]["retention"]["init"] = serde_json::json!({ "kind": "normal", "std": 0.5 });
     std::fs::write(&path, serde_json::to_vec(&record).unwrap()).unwrap();
     let why = store.is_done(victim).unwrap_err();
     assert!(

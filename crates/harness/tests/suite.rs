@@ -314,7 +314,7 @@ fn a_suite_of_named_baselines_runs_only_its_variants() {
     )
     .unwrap();
     let full = parse(Path::new("recall.yaml"), &text, None).unwrap();
-    assert_eq!(full.runs.len(), 15);
+    assert_eq!(full.runs.len(), 25);
     let smoke = parse(Path::new("recall.yaml"), &text, Some("smoke")).unwrap();
     assert_eq!(smoke.runs.len(), 5);
 }

@@ -111,12 +111,14 @@ fn a_frozen_base_stays_bit_identical_while_retention_trains() {
 #[test]
 fn gradients_cross_sessions_through_memory_writes() {
     let map = SeededVarMap::new(VarMap::new(), "cross", 0);
-    let model = Model::new(
-        &cfg(),
-        Some(&retention()),
-        map.var_builder(DType::F32, &Device::Cpu),
-    )
-    .unwrap();
+    let mut r = retention();
+    r.write = WriteConfig::Append {
+        evict: retbench_core::Evict::Fifo,
+        source: WriteSource::Token {},
+        project: true,
+        from: retbench_core::WriteFrom::Output,
+    };
+    let model = Model::new(&cfg(), Some(&r), map.var_builder(DType::F32, &Device::Cpu)).unwrap();
     // Session 2's loss depends on W_u only through what session 1 wrote.
     let (s1, s2) = (session("a", 2, 6), session("b", 2, 6));
     let mut mems = model.new_memories(2, 0, DType::F32, &Device::Cpu).unwrap();
