@@ -109,10 +109,10 @@ fn full_label(params: &[String], row: &SummaryRow, x_col: Option<usize>) -> Stri
     if row.variant != "grid" {
         parts.push(row.variant.clone());
     }
-    for (i, (name, value)) in params.iter().zip(&row.params).enumerate() {
+    let names = crate::summary::short_names(params);
+    for (i, (name, value)) in names.iter().zip(&row.params).enumerate() {
         if Some(i) != x_col && !value.is_empty() {
-            let leaf = name.rsplit('.').next().unwrap_or(name);
-            parts.push(format!("{leaf}={}", short_value(value)));
+            parts.push(format!("{name}={}", short_value(value)));
         }
     }
     if parts.is_empty() {

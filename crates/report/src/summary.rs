@@ -268,16 +268,38 @@ pub fn label(params: &[String], row: &SummaryRow) -> String {
     if row.variant != "grid" {
         parts.push(row.variant.clone());
     }
-    for (name, value) in params.iter().zip(&row.params) {
+    let names = short_names(params);
+    for (name, value) in names.iter().zip(&row.params) {
         if !value.is_empty() {
-            parts.push(format!("{}={}", short(name), short_value(value)));
+            parts.push(format!("{name}={}", short_value(value)));
         }
     }
     parts.join(" ")
 }
 
-fn short(path: &str) -> &str {
-    path.rsplit('.').next().unwrap_or(path)
+/// Each dotted parameter path shortened to its shortest suffix that no
+/// other path shares: `retention.init` and `model.init` stay apart,
+/// `retention.write.project` becomes `project`.
+pub fn short_names(params: &[String]) -> Vec<String> {
+    let suffix = |path: &str, k: usize| -> String {
+        let parts: Vec<&str> = path.split('.').collect();
+        parts[parts.len().saturating_sub(k)..].join(".")
+    };
+    params
+        .iter()
+        .map(|path| {
+            let depth = path.split('.').count();
+            (1..=depth)
+                .map(|k| suffix(path, k))
+                .find(|s| {
+                    params
+                        .iter()
+                        .filter(|o| *o != path)
+                        .all(|o| o != s && !o.ends_with(&format!(".{s}")))
+                })
+                .unwrap_or_else(|| path.clone())
+        })
+        .collect()
 }
 
 /// `{"kind":"topk","k":32}` → `topk(k=32)`; scalars unchanged.
@@ -378,6 +400,24 @@ pub fn write_html(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parameter_names_shorten_to_a_suffix_no_other_shares() {
+        let p = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            short_names(&p(&[
+                "model.init",
+                "retention.init",
+                "retention.write.project",
+                "retention.slots",
+            ])),
+            p(&["model.init", "retention.init", "project", "slots"])
+        );
+        assert_eq!(
+            short_names(&p(&["a.b.k", "c.b.k", "d"])),
+            p(&["a.b.k", "c.b.k", "d"])
+        );
+    }
 
     #[test]
     fn student_t_interval_matches_a_hand_computed_one() {
