@@ -150,6 +150,7 @@ enum Outcome {
 }
 
 fn main() -> ExitCode {
+    retbench_core::alloc::keep_freed_memory();
     let cli = Cli::parse(); // clap exits 2 on usage errors
     match dispatch(cli) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,

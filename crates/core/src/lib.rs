@@ -9,6 +9,7 @@
 //! The memory is owned by the caller and passed by `&mut`, so persistence,
 //! resets and saving are the caller's decisions (see [`memory`]).
 
+pub mod alloc;
 pub mod backends;
 pub mod canonical;
 pub mod config;

@@ -4,6 +4,8 @@
 //! (128 slots) after self-attention in block 1.
 //!
 //! `cargo run --release -p retbench-model --example throughput [STEPS]`
+//! (`RETBENCH_ALLOCATOR=default` leaves the allocator untuned, see
+//! `retbench_core::alloc`).
 
 use std::time::Instant;
 
@@ -15,6 +17,7 @@ use retbench_core::{Evict, RetentionConfig, SeededVarMap, WriteConfig, WriteSour
 use retbench_model::{Model, ModelConfig, Session, TrainConfig, Trainer};
 
 fn main() -> anyhow::Result<()> {
+    let tuned = retbench_core::alloc::keep_freed_memory();
     let steps: usize = std::env::args()
         .nth(1)
         .map(|s| s.parse())
@@ -40,6 +43,11 @@ fn main() -> anyhow::Result<()> {
     let mut retention = RetentionConfig::new(128);
     retention.write = WriteConfig::append(Evict::Fifo, WriteSource::Token {});
     retention.layers = retbench_core::Layers::List(vec![1]);
+    println!(
+        "allocator: {} ({}=default to compare)\n",
+        if tuned { "freed memory kept" } else { "as is" },
+        retbench_core::alloc::ENV
+    );
     println!("| d_model | retention | tokens/s (median of {steps} steps) |\n|---|---|---|");
     for d in [64, 128] {
         for with_memory in [false, true] {
