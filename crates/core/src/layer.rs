@@ -305,17 +305,19 @@ impl RetentionLayer {
         }
     }
 
-    /// q·b_K per head, [B, H, T, 1], or `None` without biases: the shortcuts
-    /// that contract q with W_K and the raw contents leave this term out.
-    /// It is the same for every slot, so it never changes a softmax; scores
-    /// stay exact for inspection all the same.
-    fn key_bias_term(&self, q: &Tensor) -> Result<Option<Tensor>> {
+    /// Adds q·b_K per head to `scores` [B, H, T, ·] from queries q
+    /// [B, H, T, d_k]: the term the shortcuts that contract q with W_K and
+    /// the raw contents leave out. It is the same for every slot, so it
+    /// never changes a softmax; scores stay exact for inspection all the same.
+    fn add_key_bias(&self, scores: Tensor, q: &Tensor) -> Result<Tensor> {
         let Some(b) = self.w_k.bias() else {
-            return Ok(None);
+            return Ok(scores);
         };
         let (_, nh, _, dk) = q.dims4()?;
-        let b = b.reshape((1, nh, 1, dk))?;
-        Ok(Some(q.broadcast_mul(&b)?.sum_keepdim(D::Minus1)?))
+        let qb = q
+            .broadcast_mul(&b.reshape((1, nh, 1, dk))?)?
+            .sum_keepdim(D::Minus1)?;
+        Ok(scores.broadcast_add(&qb)?)
     }
 
     /// Adds b_V·Σw to per-head mixed values `out` [B, H, T, d_k] from
@@ -428,10 +430,7 @@ impl RetentionLayer {
                 let w_k = self.w_k.weight().reshape((nh, dk, d))?;
                 let qk = per_head(&q, &w_k)?.reshape((b, nh * t, d))?;
                 let s = kernels::rows_dot(&qk, content)?.reshape((b, nh, t, m))?;
-                let s = match self.key_bias_term(&q)? {
-                    Some(kb) => s.broadcast_add(&kb)?,
-                    None => s,
-                };
+                let s = self.add_key_bias(s, &q)?;
                 match self.age_keys(mem)? {
                     Some(ages) => (s + q.matmul(&split(ages, m)?.t()?)?)?,
                     None => s,
@@ -585,11 +584,7 @@ impl RetentionLayer {
             }
             _ => {
                 let w_k = self.w_k.weight().reshape((nh, dk, d))?;
-                let s = dot(&rows, &per_head(q, &w_k)?)?;
-                match self.key_bias_term(q)? {
-                    Some(kb) => s.broadcast_add(&kb)?,
-                    None => s,
-                }
+                self.add_key_bias(dot(&rows, &per_head(q, &w_k)?)?, q)?
             }
         };
         if let (Some(emb), SlotAge::Learned { buckets }) = (&self.age_emb, self.cfg.slot_age) {
