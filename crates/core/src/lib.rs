@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod evict;
 pub mod fsutil;
+pub mod fused;
 pub mod gate;
 pub mod kernels;
 pub mod layer;

@@ -5,6 +5,7 @@
 //! from these; baselines are configurations of them (no retention; all
 //! sessions in one context).
 
+pub mod bench;
 pub mod checkpoint;
 pub mod eval;
 pub mod model;

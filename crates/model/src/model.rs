@@ -13,8 +13,9 @@
 //! Memories live outside the model (one per retention layer, or one shared),
 //! so that a caller decides what persists between sessions.
 
-use candle_core::{D, DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
+use retbench_core::fused;
 use retbench_core::layer::Norm;
 use retbench_core::{InitConfig, MemoryState, RetentionConfig, RetentionLayer, Sharing, WriteFrom};
 use serde::{Deserialize, Serialize};
@@ -152,21 +153,9 @@ impl SelfAttention {
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t, d) = x.dims3()?;
-        let dh = d / self.heads;
-        let qkv = self.qkv.forward(x)?.reshape((b, t, 3, self.heads, dh))?;
-        let part = |i: usize| {
-            qkv.narrow(2, i, 1)?
-                .squeeze(2)?
-                .transpose(1, 2)?
-                .contiguous()
-        };
-        let (q, k, v) = (part(0)?, part(1)?, part(2)?);
-        let scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?.broadcast_add(mask)?;
-        let w = candle_nn::ops::softmax(&scores, D::Minus1)?;
-        let out = w.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))?;
-        self.proj.forward(&out)
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let qkv = fused::linear(x, &self.qkv)?;
+        fused::linear(&fused::causal_attention(&qkv, self.heads)?, &self.proj)
     }
 }
 
@@ -320,13 +309,9 @@ impl Model {
             .tok
             .forward(tokens)?
             .broadcast_add(&self.pos.forward(&positions)?)?;
-        let mask: Vec<f32> = (0..t * t)
-            .map(|i| if i % t > i / t { -1e9 } else { 0.0 })
-            .collect();
-        let mask = Tensor::from_vec(mask, (t, t), dev)?.to_dtype(x.dtype())?;
         let mut hidden = Vec::with_capacity(self.retention.len());
         for (l, block) in self.blocks.iter().enumerate() {
-            let z = block.attn.forward(&block.ln1.forward(&x)?, &mask)?;
+            let z = block.attn.forward(&block.ln1.forward(&x)?)?;
             let mixed = match self.retention.iter().position(|(at, _)| *at == l) {
                 Some(i) => {
                     let m = self.memory_index(i);
@@ -340,12 +325,11 @@ impl Model {
                 }
                 None => (&x + z)?,
             };
-            let ffn = block
-                .fc2
-                .forward(&block.fc1.forward(&block.ln2.forward(&mixed)?)?.gelu_erf()?)?;
+            let h = fused::gelu(&fused::linear(&block.ln2.forward(&mixed)?, &block.fc1)?)?;
+            let ffn = fused::linear(&h, &block.fc2)?;
             x = (mixed + ffn)?;
         }
-        let logits = self.head.forward(&self.ln_f.forward(&x)?)?;
+        let logits = fused::linear(&self.ln_f.forward(&x)?, &self.head)?;
         Ok(Forward { logits, hidden })
     }
 

@@ -7,9 +7,12 @@
 //! decay, and global gradient-norm clipping. A non-finite loss stops
 //! training with an error.
 
-use candle_core::{D, DType, Tensor, Var};
+use candle_core::backprop::GradStore;
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Storage, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
 use serde::{Deserialize, Serialize};
+
+use retbench_core::fused::Kernels;
 
 use crate::model::Model;
 
@@ -141,13 +144,7 @@ pub fn masked_cross_entropy(
     targets: &Tensor,
     mask: &Tensor,
 ) -> candle_core::Result<Tensor> {
-    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
-    let picked = logp
-        .gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
-        .squeeze(D::Minus1)?;
-    let mask = mask.to_dtype(picked.dtype())?;
-    let total = mask.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64;
-    (picked * mask)?.sum_all()?.neg()? / total
+    retbench_core::fused::masked_cross_entropy(logits, targets, mask)
 }
 
 /// The parameters training updates: everything, or only retention's.
@@ -161,9 +158,126 @@ pub fn trainable_vars(varmap: &VarMap, frozen_base: bool) -> Vec<Var> {
     named.into_iter().map(|(_, v)| v.clone()).collect()
 }
 
+/// AdamW as candle's, in one pass per parameter over its data, moments and
+/// gradient (with the clipping scale folded in): no tensor temporaries. The
+/// fused kernels' optimiser; candle's `AdamW` is the unfused one.
+struct FusedAdamW {
+    vars: Vec<Var>,
+    moments: Vec<(Vec<f32>, Vec<f32>)>,
+    params: ParamsAdamW,
+    step_t: i32,
+}
+
+/// θ ← θ(1 − lr·λ) − lr·m̂/(√v̂ + ε) in place, with m and v updated alongside.
+struct AdamUpdate<'a> {
+    grad: &'a [f32],
+    moments: std::sync::Mutex<(&'a mut [f32], &'a mut [f32])>,
+    /// Gradient scale (clipping), β1, β2, m̂ and v̂ bias corrections, lr, lr·λ, ε.
+    k: [f32; 8],
+}
+
+impl InplaceOp1 for AdamUpdate<'_> {
+    fn name(&self) -> &'static str {
+        "retbench-adamw"
+    }
+
+    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
+        let (CpuStorage::F32(theta), Some((a, b))) = (storage, layout.contiguous_offsets()) else {
+            candle_core::bail!("retbench-adamw: needs a contiguous f32 parameter");
+        };
+        let [scale, b1, b2, sm, sv, lr, decay, eps] = self.k;
+        let mut guard = self.moments.lock().expect("moments lock");
+        let (m, v) = &mut *guard;
+        let theta = &mut theta[a..b];
+        if theta.len() != self.grad.len() || m.len() != theta.len() {
+            candle_core::bail!("retbench-adamw: gradient and parameter sizes differ");
+        }
+        for i in 0..theta.len() {
+            let g = self.grad[i] * scale;
+            m[i] = m[i] * b1 + g * (1.0 - b1);
+            v[i] = v[i] * b2 + g * g * (1.0 - b2);
+            let step = (m[i] * sm) / ((v[i] * sv).sqrt() + eps);
+            theta[i] = theta[i] * (1.0 - decay) - step * lr;
+        }
+        Ok(())
+    }
+}
+
+impl FusedAdamW {
+    fn new(vars: Vec<Var>, params: ParamsAdamW) -> Self {
+        let moments = vars
+            .iter()
+            .map(|v| (vec![0f32; v.elem_count()], vec![0f32; v.elem_count()]))
+            .collect();
+        FusedAdamW {
+            vars,
+            moments,
+            params,
+            step_t: 0,
+        }
+    }
+
+    /// The gradients' global L2 norm.
+    fn grad_norm(&self, grads: &GradStore) -> candle_core::Result<f64> {
+        let mut sq = 0f64;
+        for v in &self.vars {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                let g = g.contiguous()?;
+                let (s, l) = g.storage_and_layout();
+                let (Storage::Cpu(CpuStorage::F32(data)), Some((a, b))) =
+                    (&*s, l.contiguous_offsets())
+                else {
+                    candle_core::bail!("retbench-adamw: f32 CPU gradients only");
+                };
+                sq += data[a..b].iter().map(|x| x * x).sum::<f32>() as f64;
+            }
+        }
+        Ok(sq.sqrt())
+    }
+
+    fn step(&mut self, grads: &GradStore, scale: f64) -> candle_core::Result<()> {
+        self.step_t += 1;
+        let p = &self.params;
+        let k = [
+            scale,
+            p.beta1,
+            p.beta2,
+            1.0 / (1.0 - p.beta1.powi(self.step_t)),
+            1.0 / (1.0 - p.beta2.powi(self.step_t)),
+            p.lr,
+            p.lr * p.weight_decay,
+            p.eps,
+        ]
+        .map(|x| x as f32);
+        for (var, (m, v)) in self.vars.iter().zip(&mut self.moments) {
+            let Some(g) = grads.get(var.as_tensor()) else {
+                continue;
+            };
+            let g = g.contiguous()?;
+            let (s, l) = g.storage_and_layout();
+            let (Storage::Cpu(CpuStorage::F32(data)), Some((a, b))) = (&*s, l.contiguous_offsets())
+            else {
+                candle_core::bail!("retbench-adamw: f32 CPU gradients only");
+            };
+            var.as_tensor().inplace_op1(&AdamUpdate {
+                grad: &data[a..b],
+                moments: std::sync::Mutex::new((m, v)),
+                k,
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// The optimiser of the selected kernels.
+enum Optim {
+    Candle(AdamW),
+    Fused(FusedAdamW),
+}
+
 pub struct Trainer {
     cfg: TrainConfig,
-    opt: AdamW,
+    opt: Optim,
     vars: Vec<Var>,
     step: usize,
 }
@@ -176,14 +290,19 @@ impl Trainer {
                 "no trainable parameters (frozen base without retention?)".into(),
             ));
         }
-        let opt = AdamW::new(
-            vars.clone(),
-            ParamsAdamW {
-                lr: cfg.lr,
-                weight_decay: cfg.weight_decay,
-                ..Default::default()
-            },
-        )?;
+        let params = ParamsAdamW {
+            lr: cfg.lr,
+            weight_decay: cfg.weight_decay,
+            ..Default::default()
+        };
+        let fusable = vars
+            .iter()
+            .all(|v| v.device().is_cpu() && v.dtype() == DType::F32 && v.is_contiguous());
+        let opt = if fusable && retbench_core::fused::kernels() == Kernels::Fused {
+            Optim::Fused(FusedAdamW::new(vars.clone(), params))
+        } else {
+            Optim::Candle(AdamW::new(vars.clone(), params)?)
+        };
         Ok(Trainer {
             cfg: cfg.clone(),
             opt,
@@ -247,23 +366,38 @@ impl Trainer {
             });
         }
         let mut grads = loss.backward()?;
-        let mut sq = 0.0f64;
-        for v in &self.vars {
-            if let Some(g) = grads.get(v.as_tensor()) {
-                sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        let lr = self.lr_at(self.step);
+        match &mut self.opt {
+            Optim::Fused(opt) => {
+                let norm = opt.grad_norm(&grads)?;
+                opt.params.lr = lr;
+                let scale = if norm > self.cfg.clip {
+                    self.cfg.clip / norm
+                } else {
+                    1.0
+                };
+                opt.step(&grads, scale)?;
             }
-        }
-        let norm = sq.sqrt();
-        if norm > self.cfg.clip {
-            let scale = self.cfg.clip / norm;
-            for v in &self.vars {
-                if let Some(g) = grads.remove(v.as_tensor()) {
-                    grads.insert(v.as_tensor(), (g * scale)?);
+            Optim::Candle(opt) => {
+                let mut sq = 0.0f64;
+                for v in &self.vars {
+                    if let Some(g) = grads.get(v.as_tensor()) {
+                        sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                    }
                 }
+                let norm = sq.sqrt();
+                if norm > self.cfg.clip {
+                    let scale = self.cfg.clip / norm;
+                    for v in &self.vars {
+                        if let Some(g) = grads.remove(v.as_tensor()) {
+                            grads.insert(v.as_tensor(), (g * scale)?);
+                        }
+                    }
+                }
+                opt.set_learning_rate(lr);
+                opt.step(&grads)?;
             }
         }
-        self.opt.set_learning_rate(self.lr_at(self.step));
-        self.opt.step(&grads)?;
         self.step += 1;
         Ok(value)
     }

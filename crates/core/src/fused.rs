@@ -1,0 +1,859 @@
+//! Fused CPU kernels for training the transformer and its retention layers,
+//! each a candle custom op with its own backward pass, and the switch that
+//! selects them ([`Kernels`]). Candle builds every layer from generic ops:
+//! one allocation and one pass per op, strided loops for broadcasts, and a
+//! backward graph several times longer than the forward one. At the sizes
+//! the suites train (d_model 64–128, sequences of 64) that overhead, not the
+//! arithmetic, is the step (docs/ARCHITECTURE.md, "Kernels"). Here:
+//!
+//! - [`layer_norm`]: one pass per row forward, one backward (dx, dγ, dβ);
+//! - [`linear`]: x·Wᵀ + b as one gemm with the bias folded in, backward as
+//!   two gemms and a column sum, no transposed copies;
+//! - [`gelu`]: the erf GELU and its derivative, one pass each;
+//! - [`causal_attention`]: multi-head causal softmax attention straight from
+//!   the packed [B, T, 3d] projection, no mask tensor, no head transposes;
+//!   backward recomputes the weights (cheaper than keeping [B, H, T, T]);
+//! - [`masked_cross_entropy`]: log-softmax, pick and masked mean in one pass
+//!   over the logits, backward softmax − one-hot scaled by the mask.
+//!
+//! Each takes the unfused candle path when [`Kernels::Unfused`] is selected
+//! (for tests and comparison) or the tensor is not f32 on the CPU. Partial
+//! sums are taken over fixed-size chunks and added in chunk order, so results
+//! do not depend on the number of threads.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Storage, Tensor,
+    bail,
+};
+use rayon::prelude::*;
+
+/// Which implementation of the model's layers runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kernels {
+    /// The custom ops of this module (the default).
+    Fused,
+    /// Candle's generic ops, as the layers are written mathematically.
+    Unfused,
+}
+
+impl std::str::FromStr for Kernels {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "fused" => Ok(Kernels::Fused),
+            "unfused" => Ok(Kernels::Unfused),
+            _ => Err(format!("kernels: expected fused or unfused, got {s:?}")),
+        }
+    }
+}
+
+static UNFUSED_BY_DEFAULT: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    static OVERRIDE: Cell<Option<Kernels>> = const { Cell::new(None) };
+}
+
+/// The kernels this thread uses: its [`with_kernels`] override, else the
+/// process default.
+pub fn kernels() -> Kernels {
+    OVERRIDE.with(|k| k.get()).unwrap_or_else(|| {
+        if UNFUSED_BY_DEFAULT.load(Ordering::Relaxed) {
+            Kernels::Unfused
+        } else {
+            Kernels::Fused
+        }
+    })
+}
+
+/// Sets the process default (the CLI's `--kernels`).
+pub fn set_default(k: Kernels) {
+    UNFUSED_BY_DEFAULT.store(k == Kernels::Unfused, Ordering::Relaxed);
+}
+
+/// Runs `f` with `k` selected on this thread (forward and backward passes run
+/// on the calling thread, so a test can compare both paths side by side).
+pub fn with_kernels<R>(k: Kernels, f: impl FnOnce() -> R) -> R {
+    let before = OVERRIDE.with(|c| c.replace(Some(k)));
+    struct Restore(Option<Kernels>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            OVERRIDE.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
+fn fused_for(t: &Tensor) -> bool {
+    kernels() == Kernels::Fused && t.device().is_cpu() && t.dtype() == DType::F32
+}
+
+/// Rows per parallel task: fixed, so that chunked sums do not depend on the
+/// thread count.
+const ROWS: usize = 64;
+
+fn parallelism() -> gemm::Parallelism {
+    match rayon::current_num_threads() {
+        0 | 1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    }
+}
+
+/// The f32 slice behind a contiguous CPU layout.
+fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    let Some((a, b)) = l.contiguous_offsets() else {
+        bail!("{op}: needs contiguous inputs");
+    };
+    match s {
+        CpuStorage::F32(v) => Ok(&v[a..b]),
+        _ => bail!("{op}: supports f32 only"),
+    }
+}
+
+/// Runs `f` on the f32 data of `t` (made contiguous first) on the CPU.
+fn with_data<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (s, l) = t.storage_and_layout();
+    match &*s {
+        Storage::Cpu(c) => f(slice(c, l, op)?),
+        _ => bail!("{op}: CPU only"),
+    }
+}
+
+fn tensor(v: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
+    Tensor::from_vec(v, shape, &candle_core::Device::Cpu)
+}
+
+/// Σ over fixed chunks of rows of `per_chunk(chunk_index, rows)`, added in
+/// chunk order (deterministic whatever the thread count).
+fn chunked_sum(
+    rows: usize,
+    width: usize,
+    per_chunk: impl Fn(usize, std::ops::Range<usize>, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    let chunks = rows.div_ceil(ROWS);
+    let partial: Vec<Vec<f32>> = (0..chunks)
+        .into_par_iter()
+        .map(|c| {
+            let mut acc = vec![0f32; width];
+            per_chunk(c, c * ROWS..((c + 1) * ROWS).min(rows), &mut acc);
+            acc
+        })
+        .collect();
+    let mut out = vec![0f32; width];
+    for p in partial {
+        out.iter_mut().zip(p).for_each(|(o, x)| *o += x);
+    }
+    out
+}
+
+// ---------------------------------------------------------------- layer norm
+
+struct LayerNorm {
+    eps: f32,
+}
+
+fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = x.iter().sum::<f32>() / n;
+    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "retbench-layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let (x, w, b) = (slice(s1, l1, op)?, slice(s2, l2, op)?, slice(s3, l3, op)?);
+        let d = w.len();
+        if b.len() != d || l1.dims().last() != Some(&d) {
+            bail!(
+                "{op}: x {:?} with weight {d} and bias {}",
+                l1.shape(),
+                b.len()
+            );
+        }
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(ROWS * d)
+            .zip(x.par_chunks(ROWS * d))
+            .for_each(|(o, x)| {
+                for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+                    let (mean, rstd) = row_stats(x, self.eps);
+                    for i in 0..d {
+                        o[i] = (x[i] - mean) * rstd * w[i] + b[i];
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let op = self.name();
+        let d = w.elem_count();
+        let (dx, dwb) = with_data(x, op, |x| {
+            with_data(w, op, |w| {
+                with_data(grad, op, |g| {
+                    let rows = x.len() / d;
+                    let mut dx = vec![0f32; x.len()];
+                    // dγ and dβ side by side in one [2d] partial per chunk.
+                    let dx_ptr = SendPtr(dx.as_mut_ptr());
+                    let dwb = chunked_sum(rows, 2 * d, |_, range, acc| {
+                        let mut gw = vec![0f32; d];
+                        for r in range {
+                            let (x, g) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
+                            // SAFETY: each row r is written by exactly one chunk.
+                            let dx = unsafe { dx_ptr.row(r * d, d) };
+                            let (mean, rstd) = row_stats(x, self.eps);
+                            let (mut sum_gw, mut sum_gwx) = (0f32, 0f32);
+                            for i in 0..d {
+                                let xhat = (x[i] - mean) * rstd;
+                                gw[i] = g[i] * w[i];
+                                sum_gw += gw[i];
+                                sum_gwx += gw[i] * xhat;
+                                acc[i] += g[i] * xhat;
+                                acc[d + i] += g[i];
+                            }
+                            let (m1, m2) = (sum_gw / d as f32, sum_gwx / d as f32);
+                            for i in 0..d {
+                                let xhat = (x[i] - mean) * rstd;
+                                dx[i] = rstd * (gw[i] - m1 - xhat * m2);
+                            }
+                        }
+                    });
+                    Ok((dx, dwb))
+                })
+            })
+        })?;
+        Ok((
+            Some(tensor(dx, x.shape())?),
+            Some(tensor(dwb[..d].to_vec(), d)?),
+            Some(tensor(dwb[d..].to_vec(), d)?),
+        ))
+    }
+}
+
+/// A raw pointer that chunks of a parallel loop write through, each to rows
+/// no other chunk touches.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    /// # Safety
+    /// `[at, at + len)` lies in the buffer and no other thread uses it.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn row(&self, at: usize, len: usize) -> &mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(at), len) }
+    }
+}
+
+/// Layer norm over the last dimension: (x − mean)/√(var + eps)·γ + β.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if fused_for(x) {
+        return x.contiguous()?.apply_op3(
+            &weight.contiguous()?,
+            &bias.contiguous()?,
+            LayerNorm { eps: eps as f32 },
+        );
+    }
+    let mean = x.mean_keepdim(D::Minus1)?;
+    let centred = x.broadcast_sub(&mean)?;
+    let var = centred.sqr()?.mean_keepdim(D::Minus1)?;
+    let normed = centred.broadcast_div(&(var + eps)?.sqrt()?)?;
+    normed.broadcast_mul(weight)?.broadcast_add(bias)
+}
+
+// ---------------------------------------------------------------- linear
+
+struct LinearOp;
+
+/// out [m, n] = x [m, k] · wᵀ (w [n, k]) (+ bias rows).
+fn linear_fwd(x: &[f32], w: &[f32], bias: Option<&[f32]>, n: usize) -> Vec<f32> {
+    let k = w.len() / n;
+    let m = x.len() / k;
+    let mut out = match bias {
+        Some(b) => b.repeat(m),
+        None => vec![0f32; m * n],
+    };
+    // SAFETY: the strides describe x [m, k] and w [n, k] read as wᵀ [k, n],
+    // and out [m, n], all row-major and in bounds.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            1,
+            n as isize,
+            bias.is_some(),
+            x.as_ptr(),
+            1,
+            k as isize,
+            w.as_ptr(),
+            k as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(),
+        )
+    };
+    out
+}
+
+fn linear_shape(x: &Layout, w: &Layout, op: &str) -> Result<(Shape, usize)> {
+    let (n, k) = w.shape().dims2()?;
+    let dims = x.dims();
+    if dims.last() != Some(&k) {
+        bail!(
+            "{op}: x {:?} does not fit weight {:?}",
+            x.shape(),
+            w.shape()
+        );
+    }
+    let mut out = dims.to_vec();
+    *out.last_mut().expect("rank >= 1") = n;
+    Ok((Shape::from(out), n))
+}
+
+/// dx = g·W, dW = gᵀ·x, db = Σ_rows g.
+fn linear_bwd(
+    x: &Tensor,
+    w: &Tensor,
+    grad: &Tensor,
+    with_bias: bool,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    let op = "retbench-linear";
+    let (n, k) = w.dims2()?;
+    let (dx, dw, db) = with_data(x, op, |x| {
+        with_data(w, op, |w| {
+            with_data(grad, op, |g| {
+                let m = x.len() / k;
+                let mut dx = vec![0f32; m * k];
+                let mut dw = vec![0f32; n * k];
+                // SAFETY: g [m, n], w [n, k], dx [m, k]; then gᵀ read as
+                // [n, m] (column stride n, row stride 1), x [m, k], dw [n, k].
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        k,
+                        n,
+                        dx.as_mut_ptr(),
+                        1,
+                        k as isize,
+                        false,
+                        g.as_ptr(),
+                        1,
+                        n as isize,
+                        w.as_ptr(),
+                        1,
+                        k as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        parallelism(),
+                    );
+                    gemm::gemm(
+                        n,
+                        k,
+                        m,
+                        dw.as_mut_ptr(),
+                        1,
+                        k as isize,
+                        false,
+                        g.as_ptr(),
+                        n as isize,
+                        1,
+                        x.as_ptr(),
+                        1,
+                        k as isize,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        parallelism(),
+                    );
+                }
+                let db = with_bias.then(|| {
+                    chunked_sum(m, n, |_, range, acc| {
+                        for r in range {
+                            acc.iter_mut()
+                                .zip(&g[r * n..(r + 1) * n])
+                                .for_each(|(a, g)| *a += g);
+                        }
+                    })
+                });
+                Ok((dx, dw, db))
+            })
+        })
+    })?;
+    Ok((
+        tensor(dx, x.shape())?,
+        tensor(dw, (n, k))?,
+        db.map(|db| tensor(db, n)).transpose()?,
+    ))
+}
+
+impl CustomOp2 for LinearOp {
+    fn name(&self) -> &'static str {
+        "retbench-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = CustomOp2::name(self);
+        let (shape, n) = linear_shape(l1, l2, op)?;
+        let out = linear_fwd(slice(s1, l1, op)?, slice(s2, l2, op)?, None, n);
+        Ok((CpuStorage::F32(out), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = linear_bwd(x, w, grad, false)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "retbench-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = CustomOp3::name(self);
+        let (shape, n) = linear_shape(l1, l2, op)?;
+        let b = slice(s3, l3, op)?;
+        if b.len() != n {
+            bail!("{op}: bias of {} for {n} outputs", b.len());
+        }
+        let out = linear_fwd(slice(s1, l1, op)?, slice(s2, l2, op)?, Some(b), n);
+        Ok((CpuStorage::F32(out), shape))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = linear_bwd(x, w, grad, true)?;
+        Ok((Some(dx), Some(dw), db))
+    }
+}
+
+/// x·Wᵀ + b for a candle `Linear` (weight [out, in]).
+pub fn linear(x: &Tensor, layer: &candle_nn::Linear) -> Result<Tensor> {
+    use candle_core::Module;
+    if !fused_for(x) {
+        return layer.forward(x);
+    }
+    let (x, w) = (x.contiguous()?, layer.weight().contiguous()?);
+    match layer.bias() {
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, LinearOp),
+        None => x.apply_op2(&w, LinearOp),
+    }
+}
+
+// ---------------------------------------------------------------- GELU
+
+struct Gelu;
+
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+
+fn gelu_value(x: f32) -> f32 {
+    0.5 * x * (1.0 + candle_core::cpu::erf::erf_f32(x * FRAC_1_SQRT_2))
+}
+
+fn gelu_slope(x: f32) -> f32 {
+    // d/dx x·Φ(x) = Φ(x) + x·φ(x)
+    let cdf = 0.5 * (1.0 + candle_core::cpu::erf::erf_f32(x * FRAC_1_SQRT_2));
+    let pdf = (-0.5 * x * x).exp() * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * FRAC_1_SQRT_2);
+    cdf + x * pdf
+}
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "retbench-gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, self.name())?;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(4096)
+            .zip(x.par_chunks(4096))
+            .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, x)| *o = gelu_value(*x)));
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let dx = with_data(x, self.name(), |x| {
+            with_data(grad, self.name(), |g| {
+                let mut dx = vec![0f32; x.len()];
+                dx.par_chunks_mut(4096)
+                    .zip(x.par_chunks(4096).zip(g.par_chunks(4096)))
+                    .for_each(|(d, (x, g))| {
+                        for i in 0..d.len() {
+                            d[i] = g[i] * gelu_slope(x[i]);
+                        }
+                    });
+                Ok(dx)
+            })
+        })?;
+        Ok(Some(tensor(dx, x.shape())?))
+    }
+}
+
+/// GELU with the exact (erf) form.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if fused_for(x) {
+        return x.contiguous()?.apply_op1(Gelu);
+    }
+    x.gelu_erf()
+}
+
+// ---------------------------------------------------------------- attention
+
+/// Causal softmax attention over a packed [B, T, 3d] projection (q, k, v
+/// side by side, heads contiguous within each) → [B, T, d].
+struct CausalAttention {
+    heads: usize,
+}
+
+struct AttnShape {
+    t: usize,
+    d: usize,
+    dh: usize,
+    scale: f32,
+}
+
+impl AttnShape {
+    fn q(&self, i: usize, h: usize) -> usize {
+        i * 3 * self.d + h * self.dh
+    }
+    fn k(&self, j: usize, h: usize) -> usize {
+        self.q(j, h) + self.d
+    }
+    fn v(&self, j: usize, h: usize) -> usize {
+        self.q(j, h) + 2 * self.d
+    }
+
+    /// Row i's weights over keys 0..=i of head h into p[..=i].
+    fn weights(&self, qkv: &[f32], i: usize, h: usize, p: &mut [f32]) {
+        let dh = self.dh;
+        let q = &qkv[self.q(i, h)..self.q(i, h) + dh];
+        let mut max = f32::NEG_INFINITY;
+        for (j, pj) in p.iter_mut().enumerate().take(i + 1) {
+            let k = &qkv[self.k(j, h)..self.k(j, h) + dh];
+            *pj = self.scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>();
+            max = max.max(*pj);
+        }
+        let mut sum = 0f32;
+        for pj in &mut p[..=i] {
+            *pj = (*pj - max).exp();
+            sum += *pj;
+        }
+        let inv = 1.0 / sum;
+        p[..=i].iter_mut().for_each(|pj| *pj *= inv);
+    }
+}
+
+impl CausalAttention {
+    fn shape(&self, dims: &[usize]) -> Result<(usize, AttnShape)> {
+        let &[b, t, d3] = dims else {
+            bail!("retbench-causal-attention: expects [B, T, 3d], got {dims:?}");
+        };
+        let d = d3 / 3;
+        if d3 % 3 != 0 || d % self.heads != 0 {
+            bail!(
+                "retbench-causal-attention: width {d3} is not 3 × a multiple of {} heads",
+                self.heads
+            );
+        }
+        let dh = d / self.heads;
+        Ok((
+            b,
+            AttnShape {
+                t,
+                d,
+                dh,
+                scale: 1.0 / (dh as f32).sqrt(),
+            },
+        ))
+    }
+}
+
+impl CustomOp1 for CausalAttention {
+    fn name(&self) -> &'static str {
+        "retbench-causal-attention"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let qkv = slice(s, l, self.name())?;
+        let (b, sh) = self.shape(l.dims())?;
+        let (t, d, dh) = (sh.t, sh.d, sh.dh);
+        let mut out = vec![0f32; b * t * d];
+        out.par_chunks_mut(t * d)
+            .zip(qkv.par_chunks(t * 3 * d))
+            .for_each(|(out, qkv)| {
+                let mut p = vec![0f32; t];
+                for h in 0..self.heads {
+                    for i in 0..t {
+                        sh.weights(qkv, i, h, &mut p);
+                        let o = &mut out[i * d + h * dh..i * d + (h + 1) * dh];
+                        for (j, pj) in p.iter().enumerate().take(i + 1) {
+                            let v = &qkv[sh.v(j, h)..sh.v(j, h) + dh];
+                            o.iter_mut().zip(v).for_each(|(o, v)| *o += pj * v);
+                        }
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, t, d))))
+    }
+
+    fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let (b, sh) = self.shape(qkv.dims())?;
+        let (t, d, dh) = (sh.t, sh.d, sh.dh);
+        let dqkv = with_data(qkv, self.name(), |qkv| {
+            with_data(grad, self.name(), |g| {
+                let mut dqkv = vec![0f32; b * t * 3 * d];
+                dqkv.par_chunks_mut(t * 3 * d)
+                    .zip(qkv.par_chunks(t * 3 * d).zip(g.par_chunks(t * d)))
+                    .for_each(|(dqkv, (qkv, g))| {
+                        let mut p = vec![0f32; t * t];
+                        let mut ds = vec![0f32; t];
+                        for h in 0..self.heads {
+                            for i in 0..t {
+                                sh.weights(qkv, i, h, &mut p[i * t..(i + 1) * t]);
+                            }
+                            for i in 0..t {
+                                let go = &g[i * d + h * dh..i * d + (h + 1) * dh];
+                                let pi = &p[i * t..i * t + i + 1];
+                                // dP_ij = dO_i·v_j; dS_ij = P_ij (dP_ij − Σ_j P_ij dP_ij)
+                                let mut dot = 0f32;
+                                for j in 0..=i {
+                                    let v = &qkv[sh.v(j, h)..sh.v(j, h) + dh];
+                                    ds[j] = go.iter().zip(v).map(|(a, b)| a * b).sum::<f32>();
+                                    dot += pi[j] * ds[j];
+                                }
+                                for j in 0..=i {
+                                    ds[j] = pi[j] * (ds[j] - dot) * sh.scale;
+                                }
+                                for j in 0..=i {
+                                    // dV_j += P_ij dO_i; dK_j += dS_ij q_i; dQ_i += dS_ij k_j
+                                    let (pij, dsij) = (pi[j], ds[j]);
+                                    let dv = sh.v(j, h);
+                                    dqkv[dv..dv + dh]
+                                        .iter_mut()
+                                        .zip(go)
+                                        .for_each(|(a, g)| *a += pij * g);
+                                    let (dk, q) = (sh.k(j, h), sh.q(i, h));
+                                    for e in 0..dh {
+                                        dqkv[dk + e] += dsij * qkv[q + e];
+                                    }
+                                    let (dq, k) = (sh.q(i, h), sh.k(j, h));
+                                    for e in 0..dh {
+                                        dqkv[dq + e] += dsij * qkv[k + e];
+                                    }
+                                }
+                            }
+                        }
+                    });
+                Ok(dqkv)
+            })
+        })?;
+        Ok(Some(tensor(dqkv, qkv.shape())?))
+    }
+}
+
+/// Causal multi-head attention: `qkv` [B, T, 3d] holds q, k and v side by
+/// side (each [heads × d/heads]); returns softmax(q·kᵀ/√dh + causal)·v with
+/// heads joined back to [B, T, d].
+pub fn causal_attention(qkv: &Tensor, heads: usize) -> Result<Tensor> {
+    if fused_for(qkv) {
+        return qkv.contiguous()?.apply_op1(CausalAttention { heads });
+    }
+    let (b, t, d3) = qkv.dims3()?;
+    let (d, dev) = (d3 / 3, qkv.device());
+    let dh = d / heads;
+    let qkv = qkv.reshape((b, t, 3, heads, dh))?;
+    let part = |i: usize| {
+        qkv.narrow(2, i, 1)?
+            .squeeze(2)?
+            .transpose(1, 2)?
+            .contiguous()
+    };
+    let (q, k, v) = (part(0)?, part(1)?, part(2)?);
+    let mask: Vec<f32> = (0..t * t)
+        .map(|i| if i % t > i / t { -1e9 } else { 0.0 })
+        .collect();
+    let mask = Tensor::from_vec(mask, (t, t), dev)?.to_dtype(q.dtype())?;
+    let scores = (q.matmul(&k.t()?)? / (dh as f64).sqrt())?.broadcast_add(&mask)?;
+    let w = candle_nn::ops::softmax(&scores, D::Minus1)?;
+    w.matmul(&v)?.transpose(1, 2)?.reshape((b, t, d))
+}
+
+// ---------------------------------------------------------------- loss
+
+/// Masked mean cross-entropy: Σ_r mask_r·(logsumexp(x_r) − x_r[target_r]) /
+/// max(1, Σ mask).
+struct CrossEntropy;
+
+fn u32s<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [u32]> {
+    let Some((a, b)) = l.contiguous_offsets() else {
+        bail!("{op}: needs contiguous targets");
+    };
+    match s {
+        CpuStorage::U32(v) => Ok(&v[a..b]),
+        _ => bail!("{op}: targets must be u32"),
+    }
+}
+
+fn log_sum_exp(x: &[f32]) -> f32 {
+    let max = x.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    max + x.iter().map(|v| (v - max).exp()).sum::<f32>().ln()
+}
+
+impl CustomOp3 for CrossEntropy {
+    fn name(&self) -> &'static str {
+        "retbench-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let (x, tgt, mask) = (slice(s1, l1, op)?, u32s(s2, l2, op)?, slice(s3, l3, op)?);
+        let v = l1.dims().last().copied().unwrap_or(1);
+        let rows = tgt.len();
+        if x.len() != rows * v || mask.len() != rows {
+            bail!(
+                "{op}: logits {:?}, targets {:?} and mask {:?} do not fit",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        if let Some(t) = tgt.iter().find(|t| **t as usize >= v) {
+            bail!("{op}: target {t} outside a vocabulary of {v}");
+        }
+        let sums = chunked_sum(rows, 2, |_, range, acc| {
+            for r in range {
+                if mask[r] != 0.0 {
+                    let row = &x[r * v..(r + 1) * v];
+                    acc[0] += mask[r] * (log_sum_exp(row) - row[tgt[r] as usize]);
+                }
+                acc[1] += mask[r];
+            }
+        });
+        Ok((
+            CpuStorage::F32(vec![sums[0] / sums[1].max(1.0)]),
+            Shape::from(()),
+        ))
+    }
+
+    fn bwd(
+        &self,
+        logits: &Tensor,
+        targets: &Tensor,
+        mask: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let op = self.name();
+        let v = logits.dim(D::Minus1)?;
+        let g = grad.to_dtype(DType::F32)?.to_scalar::<f32>()?;
+        let tgt = targets.flatten_all()?.to_vec1::<u32>()?;
+        let dx = with_data(logits, op, |x| {
+            with_data(mask, op, |mask| {
+                let total = mask.iter().sum::<f32>().max(1.0);
+                let mut dx = vec![0f32; x.len()];
+                dx.par_chunks_mut(v)
+                    .zip(x.par_chunks(v))
+                    .enumerate()
+                    .for_each(|(r, (d, x))| {
+                        if mask[r] == 0.0 {
+                            return;
+                        }
+                        let lse = log_sum_exp(x);
+                        let s = g * mask[r] / total;
+                        d.iter_mut()
+                            .zip(x)
+                            .for_each(|(d, x)| *d = s * (x - lse).exp());
+                        d[tgt[r] as usize] -= s;
+                    });
+                Ok(dx)
+            })
+        })?;
+        Ok((Some(tensor(dx, logits.shape())?), None, None))
+    }
+}
+
+/// Masked mean cross-entropy of `logits` [B, T, V] against `targets` [B, T]
+/// (u32) with a 0/1 `mask` [B, T]: a scalar.
+pub fn masked_cross_entropy(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    if fused_for(logits) && targets.dtype() == DType::U32 {
+        let mask = mask.to_dtype(DType::F32)?.contiguous()?;
+        return logits
+            .contiguous()?
+            .apply_op3(&targets.contiguous()?, &mask, CrossEntropy);
+    }
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let picked = logp
+        .gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
+        .squeeze(D::Minus1)?;
+    let mask = mask.to_dtype(picked.dtype())?;
+    let total = mask.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64;
+    (picked * mask)?.sum_all()?.neg()? / total
+}
