@@ -22,6 +22,16 @@ use retbench_harness::{Plan, RunOptions, suite};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The model's CPU kernels: fused custom ops, or candle's generic ops
+    /// (the same results to rounding; for testing and comparison).
+    #[arg(long, global = true, value_enum, default_value_t = KernelsArg::Fused)]
+    kernels: KernelsArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum KernelsArg {
+    Fused,
+    Unfused,
 }
 
 #[derive(Subcommand)]
@@ -108,11 +118,36 @@ enum Command {
         #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
         max_memory: Option<u64>,
     },
+    /// Training throughput (tokens/s) of the reference model: 2 layers, 4
+    /// heads, sequence 64, batch 32, AdamW, without and with a retention
+    /// layer (scripts/train_throughput.py runs PyTorch beside it).
+    TrainBench {
+        /// Model widths to measure.
+        #[arg(long, value_delimiter = ',', default_value = "64,128")]
+        d_model: Vec<usize>,
+        /// Timed steps per measurement (after one warm-up step); the median is reported.
+        #[arg(long, default_value_t = 30)]
+        steps: usize,
+        /// Kernel threads per training [default: every core / jobs].
+        #[arg(long, value_parser = parse_jobs)]
+        threads: Option<usize>,
+        /// Trainings side by side (as `run --jobs` schedules them); tokens/s is their sum.
+        #[arg(long, default_value_t = 1, value_parser = parse_jobs)]
+        jobs: usize,
+        #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
+        format: BenchFormat,
+    },
     /// Work with memory snapshots.
     Memory {
         #[command(subcommand)]
         command: MemoryCommand,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum BenchFormat {
+    Table,
+    Jsonl,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -152,6 +187,10 @@ enum Outcome {
 fn main() -> ExitCode {
     retbench_core::alloc::keep_freed_memory();
     let cli = Cli::parse(); // clap exits 2 on usage errors
+    retbench_core::fused::set_default(match cli.kernels {
+        KernelsArg::Fused => retbench_core::fused::Kernels::Fused,
+        KernelsArg::Unfused => retbench_core::fused::Kernels::Unfused,
+    });
     match dispatch(cli) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::SomeFailed) => ExitCode::from(1),
@@ -229,6 +268,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             jobs,
             max_memory,
         } => bench(&suites, profile.as_deref(), jobs, &limits(max_memory)),
+        Command::TrainBench {
+            d_model,
+            steps,
+            threads,
+            jobs,
+            format,
+        } => train_bench(&d_model, steps, threads, jobs, format, cli.kernels).map(|_| Outcome::Ok),
         Command::Memory {
             command: MemoryCommand::Inspect { snapshot, format },
         } => inspect(&snapshot, format).map(|_| Outcome::Ok),
@@ -292,6 +338,86 @@ fn limit_candle_threads(threads: usize) {
         // concurrently.
         unsafe { std::env::set_var("CANDLE_NUM_THREADS", threads.to_string()) };
     }
+}
+
+/// `retbench train-bench`: `jobs` trainings side by side, each on its own
+/// pool of `threads` kernel threads, for every width, without and with
+/// retention.
+fn train_bench(
+    widths: &[usize],
+    steps: usize,
+    threads: Option<usize>,
+    jobs: usize,
+    format: BenchFormat,
+    kernels: KernelsArg,
+) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = threads.unwrap_or((cores / jobs).max(1));
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        // SAFETY: as in limit_candle_threads, before any thread exists.
+        unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+    }
+    limit_candle_threads(threads);
+    let kernels = match kernels {
+        KernelsArg::Fused => "fused",
+        KernelsArg::Unfused => "unfused",
+    };
+    if let BenchFormat::Table = format {
+        println!(
+            "kernels {kernels}, {jobs} job(s) x {threads} thread(s), {cores} cores; median of {steps} steps after one warm-up\n"
+        );
+        println!("| d_model | retention | tokens/s | per job |\n|---|---|---|---|");
+    }
+    for &d in widths {
+        for with_retention in [false, true] {
+            let per_job: Vec<f64> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..jobs)
+                    .map(|_| {
+                        scope.spawn(move || -> anyhow::Result<f64> {
+                            let pool = rayon_pool(threads)?;
+                            let mut rates = pool.install(|| {
+                                retbench_model::bench::train_throughput(d, with_retention, steps)
+                            })?;
+                            rates.sort_by(f64::total_cmp);
+                            Ok(rates[rates.len() / 2])
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("bench thread panicked"))
+                    .collect::<anyhow::Result<_>>()
+            })?;
+            let total: f64 = per_job.iter().sum();
+            let retention = if with_retention { "block 1" } else { "none" };
+            match format {
+                BenchFormat::Table => println!(
+                    "| {d} | {retention} | {total:.0} | {} |",
+                    per_job
+                        .iter()
+                        .map(|r| format!("{r:.0}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
+                BenchFormat::Jsonl => println!(
+                    "{}",
+                    serde_json::json!({
+                        "d_model": d, "retention": retention, "kernels": kernels,
+                        "jobs": jobs, "threads": threads, "steps": steps,
+                        "tokens_per_s": total, "per_job": per_job,
+                    })
+                ),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn rayon_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .context("starting a thread pool")
 }
 
 /// `reports/<suite>` or `reports/<suite>-<profile>`.

@@ -28,6 +28,7 @@ use candle_core::{
     CpuStorage, CustomOp1, CustomOp2, CustomOp3, D, DType, Layout, Result, Shape, Storage, Tensor,
     bail,
 };
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 /// Which implementation of the model's layers runs.
@@ -156,11 +157,76 @@ struct LayerNorm {
     eps: f32,
 }
 
+/// Σ x with eight partial sums (vectorises; one accumulator is a serial chain).
+#[inline(always)]
+fn sum8(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] += c[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
 fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
-    let mean = x.iter().sum::<f32>() / n;
-    let var = x.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
-    (mean, 1.0 / (var + eps).sqrt())
+    let mean = sum8(x) / n;
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let mut var: f32 = chunks
+        .remainder()
+        .iter()
+        .map(|v| (v - mean) * (v - mean))
+        .sum();
+    for c in chunks {
+        for l in 0..8 {
+            acc[l] += (c[l] - mean) * (c[l] - mean);
+        }
+    }
+    var += acc.iter().sum::<f32>();
+    (mean, 1.0 / (var / n + eps).sqrt())
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn ln_fwd_rows(o: &mut [f32], x: &[f32], w: &[f32], b: &[f32], eps: f32) {
+    let d = w.len();
+    for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+        let (mean, rstd) = row_stats(x, eps);
+        for i in 0..d {
+            o[i] = (x[i] - mean) * rstd * w[i] + b[i];
+        }
+    }
+}
+
+/// dx for rows of x and g; dγ and dβ added into acc[..d] and acc[d..].
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn ln_bwd_rows(dx: &mut [f32], x: &[f32], g: &[f32], w: &[f32], eps: f32, acc: &mut [f32]) {
+    let d = w.len();
+    let (dw, db) = acc.split_at_mut(d);
+    let mut gw = vec![0f32; d];
+    let mut xhat = vec![0f32; d];
+    for ((dx, x), g) in dx
+        .chunks_exact_mut(d)
+        .zip(x.chunks_exact(d))
+        .zip(g.chunks_exact(d))
+    {
+        let (mean, rstd) = row_stats(x, eps);
+        for i in 0..d {
+            xhat[i] = (x[i] - mean) * rstd;
+            gw[i] = g[i] * w[i];
+            dw[i] += g[i] * xhat[i];
+            db[i] += g[i];
+        }
+        let m1 = sum8(&gw) / d as f32;
+        let m2 = dot(&gw, &xhat) / d as f32;
+        for i in 0..d {
+            dx[i] = rstd * (gw[i] - m1 - xhat[i] * m2);
+        }
+    }
 }
 
 impl CustomOp3 for LayerNorm {
@@ -190,14 +256,7 @@ impl CustomOp3 for LayerNorm {
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(ROWS * d)
             .zip(x.par_chunks(ROWS * d))
-            .for_each(|(o, x)| {
-                for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-                    let (mean, rstd) = row_stats(x, self.eps);
-                    for i in 0..d {
-                        o[i] = (x[i] - mean) * rstd * w[i] + b[i];
-                    }
-                }
-            });
+            .for_each(|(o, x)| ln_fwd_rows(o, x, w, b, self.eps));
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -219,27 +278,10 @@ impl CustomOp3 for LayerNorm {
                     // dγ and dβ side by side in one [2d] partial per chunk.
                     let dx_ptr = SendPtr(dx.as_mut_ptr());
                     let dwb = chunked_sum(rows, 2 * d, |_, range, acc| {
-                        let mut gw = vec![0f32; d];
-                        for r in range {
-                            let (x, g) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
-                            // SAFETY: each row r is written by exactly one chunk.
-                            let dx = unsafe { dx_ptr.row(r * d, d) };
-                            let (mean, rstd) = row_stats(x, self.eps);
-                            let (mut sum_gw, mut sum_gwx) = (0f32, 0f32);
-                            for i in 0..d {
-                                let xhat = (x[i] - mean) * rstd;
-                                gw[i] = g[i] * w[i];
-                                sum_gw += gw[i];
-                                sum_gwx += gw[i] * xhat;
-                                acc[i] += g[i] * xhat;
-                                acc[d + i] += g[i];
-                            }
-                            let (m1, m2) = (sum_gw / d as f32, sum_gwx / d as f32);
-                            for i in 0..d {
-                                let xhat = (x[i] - mean) * rstd;
-                                dx[i] = rstd * (gw[i] - m1 - xhat * m2);
-                            }
-                        }
+                        // SAFETY: each chunk's rows are written by that chunk alone.
+                        let dx = unsafe { dx_ptr.row(range.start * d, range.len() * d) };
+                        let rows = range.start * d..range.end * d;
+                        ln_bwd_rows(dx, &x[rows.clone()], &g[rows], w, self.eps, acc);
                     });
                     Ok((dx, dwb))
                 })
@@ -506,15 +548,62 @@ struct Gelu;
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 
-fn gelu_value(x: f32) -> f32 {
-    0.5 * x * (1.0 + candle_core::cpu::erf::erf_f32(x * FRAC_1_SQRT_2))
+/// eˣ in f32 without a libm call, so that loops over it vectorise: Cephes'
+/// range reduction x = k·ln2 + r and degree-6 polynomial, 2ᵏ built from
+/// bits; relative error < 3e-7 over [-87, 88] (tested against `f32::exp`).
+#[inline(always)]
+pub fn exp_f32(x: f32) -> f32 {
+    let x = x.clamp(-87.0, 88.0);
+    // Round to nearest by the 1.5·2²³ trick (no floor/round libcall).
+    const MAGIC: f32 = 12_582_912.0;
+    let k = (x * std::f32::consts::LOG2_E + MAGIC) - MAGIC;
+    let r = x - k * 0.693_359_4 - k * -2.121_944_4e-4;
+    let y = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
+        + 1.666_666_5e-1)
+        * r
+        + 5.000_000_1e-1;
+    let y = y * r * r + r + 1.0;
+    // SAFETY: k is an integer in [-126, 127] after the clamp.
+    let k = unsafe { k.to_int_unchecked::<i32>() };
+    y * f32::from_bits(((k + 127) << 23) as u32)
 }
 
+/// erf(x) by Abramowitz & Stegun 7.1.26 (absolute error < 1.5e-7 in exact
+/// arithmetic; < 8e-7 in f32, tested against libm), branch-free so that
+/// GELU's loops vectorise.
+#[inline(always)]
+pub fn erf_f32(x: f32) -> f32 {
+    let a = x.abs();
+    let t = 1.0 / (1.0 + 0.327_591_1 * a);
+    let poly = ((((1.061_405_4 * t - 1.453_152_1) * t + 1.421_413_8) * t - 0.284_496_74) * t
+        + 0.254_829_6)
+        * t;
+    (1.0 - poly * exp_f32(-a * a)).copysign(x)
+}
+
+#[inline(always)]
+fn gelu_value(x: f32) -> f32 {
+    0.5 * x * (1.0 + erf_f32(x * FRAC_1_SQRT_2))
+}
+
+#[inline(always)]
 fn gelu_slope(x: f32) -> f32 {
     // d/dx x·Φ(x) = Φ(x) + x·φ(x)
-    let cdf = 0.5 * (1.0 + candle_core::cpu::erf::erf_f32(x * FRAC_1_SQRT_2));
-    let pdf = (-0.5 * x * x).exp() * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * FRAC_1_SQRT_2);
+    let cdf = 0.5 * (1.0 + erf_f32(x * FRAC_1_SQRT_2));
+    let pdf = exp_f32(-0.5 * x * x) * (0.5 * std::f32::consts::FRAC_2_SQRT_PI * FRAC_1_SQRT_2);
     cdf + x * pdf
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn gelu_fwd(o: &mut [f32], x: &[f32]) {
+    o.iter_mut().zip(x).for_each(|(o, x)| *o = gelu_value(*x));
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn gelu_bwd(d: &mut [f32], x: &[f32], g: &[f32]) {
+    for i in 0..d.len() {
+        d[i] = g[i] * gelu_slope(x[i]);
+    }
 }
 
 impl CustomOp1 for Gelu {
@@ -527,7 +616,7 @@ impl CustomOp1 for Gelu {
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(4096)
             .zip(x.par_chunks(4096))
-            .for_each(|(o, x)| o.iter_mut().zip(x).for_each(|(o, x)| *o = gelu_value(*x)));
+            .for_each(|(o, x)| gelu_fwd(o, x));
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 
@@ -537,11 +626,7 @@ impl CustomOp1 for Gelu {
                 let mut dx = vec![0f32; x.len()];
                 dx.par_chunks_mut(4096)
                     .zip(x.par_chunks(4096).zip(g.par_chunks(4096)))
-                    .for_each(|(d, (x, g))| {
-                        for i in 0..d.len() {
-                            d[i] = g[i] * gelu_slope(x[i]);
-                        }
-                    });
+                    .for_each(|(d, (x, g))| gelu_bwd(d, x, g));
                 Ok(dx)
             })
         })?;
@@ -560,9 +645,14 @@ pub fn gelu(x: &Tensor) -> Result<Tensor> {
 // ---------------------------------------------------------------- attention
 
 /// Causal softmax attention over a packed [B, T, 3d] projection (q, k, v
-/// side by side, heads contiguous within each) → [B, T, d].
+/// side by side, heads contiguous within each) → [B, T, d]. The forward pass
+/// keeps the weights [B, H, T, T] for the backward pass when the input needs
+/// a gradient (2 MiB per layer at the suites' sizes, against a second
+/// q·kᵀ, softmax and exp in the backward pass).
 struct CausalAttention {
     heads: usize,
+    keep: bool,
+    weights: std::sync::Mutex<Option<Vec<f32>>>,
 }
 
 struct AttnShape {
@@ -572,34 +662,81 @@ struct AttnShape {
     scale: f32,
 }
 
+/// Σ a⊙b with eight independent partial sums, so that it vectorises (a
+/// float sum in one accumulator is a serial chain the compiler must keep).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// y += a·x
+#[inline(always)]
+fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+    y.iter_mut().zip(x).for_each(|(y, x)| *y += a * x);
+}
+
 impl AttnShape {
+    #[inline(always)]
     fn q(&self, i: usize, h: usize) -> usize {
         i * 3 * self.d + h * self.dh
     }
+    #[inline(always)]
     fn k(&self, j: usize, h: usize) -> usize {
         self.q(j, h) + self.d
     }
+    #[inline(always)]
     fn v(&self, j: usize, h: usize) -> usize {
         self.q(j, h) + 2 * self.d
     }
 
-    /// Row i's weights over keys 0..=i of head h into p[..=i].
-    fn weights(&self, qkv: &[f32], i: usize, h: usize, p: &mut [f32]) {
-        let dh = self.dh;
-        let q = &qkv[self.q(i, h)..self.q(i, h) + dh];
-        let mut max = f32::NEG_INFINITY;
-        for (j, pj) in p.iter_mut().enumerate().take(i + 1) {
-            let k = &qkv[self.k(j, h)..self.k(j, h) + dh];
-            *pj = self.scale * q.iter().zip(k).map(|(a, b)| a * b).sum::<f32>();
-            max = max.max(*pj);
+    /// Part `part` (0 q, 1 k, 2 v) of head h transposed to [dh, T], so that
+    /// a row's products with every key are axpys over T.
+    #[inline(always)]
+    fn transposed(&self, qkv: &[f32], h: usize, part: usize, out: &mut [f32]) {
+        let (t, dh) = (self.t, self.dh);
+        for j in 0..t {
+            let at = self.q(j, h) + part * self.d;
+            for e in 0..dh {
+                out[e * t + j] = qkv[at + e];
+            }
         }
-        let mut sum = 0f32;
-        for pj in &mut p[..=i] {
-            *pj = (*pj - max).exp();
-            sum += *pj;
+    }
+
+    /// The weights of head h, [T, T] (zero above the diagonal), given kᵀ.
+    #[inline(always)]
+    fn weights(&self, qkv: &[f32], h: usize, kt: &[f32], p: &mut [f32]) {
+        let (t, dh) = (self.t, self.dh);
+        for i in 0..t {
+            let row = &mut p[i * t..(i + 1) * t];
+            row.fill(0.0);
+            let q = &qkv[self.q(i, h)..self.q(i, h) + dh];
+            for e in 0..dh {
+                axpy(&mut row[..=i], q[e] * self.scale, &kt[e * t..e * t + i + 1]);
+            }
+            let max = row[..=i].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for x in &mut row[..=i] {
+                *x = exp_f32(*x - max);
+            }
+            for x in &row[..=i] {
+                sum += *x;
+            }
+            let inv = 1.0 / sum;
+            row[..=i].iter_mut().for_each(|x| *x *= inv);
         }
-        let inv = 1.0 / sum;
-        p[..=i].iter_mut().for_each(|pj| *pj *= inv);
     }
 }
 
@@ -628,6 +765,92 @@ impl CausalAttention {
     }
 }
 
+/// One batch row's attention: out [T, d] from qkv [T, 3d]; the weights of
+/// every head go to `w` [H, T, T] when `keep`, else `w` [T, T] is scratch.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn attn_fwd_batch(
+    sh: &AttnShape,
+    heads: usize,
+    keep: bool,
+    out: &mut [f32],
+    qkv: &[f32],
+    w: &mut [f32],
+) {
+    let (t, d, dh) = (sh.t, sh.d, sh.dh);
+    let mut kt = vec![0f32; dh * t];
+    for h in 0..heads {
+        sh.transposed(qkv, h, 1, &mut kt);
+        let p = if keep {
+            &mut w[h * t * t..(h + 1) * t * t]
+        } else {
+            &mut w[..]
+        };
+        sh.weights(qkv, h, &kt, p);
+        for i in 0..t {
+            let o = &mut out[i * d + h * dh..i * d + (h + 1) * dh];
+            for (j, pj) in p[i * t..i * t + i + 1].iter().enumerate() {
+                axpy(o, *pj, &qkv[sh.v(j, h)..sh.v(j, h) + dh]);
+            }
+        }
+    }
+}
+
+/// One batch row's backward pass: dqkv [T, 3d] from qkv and the output
+/// gradient g [T, d]; `kept` holds the forward weights [H, T, T] or, when
+/// absent, they are recomputed.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn attn_bwd_batch(
+    sh: &AttnShape,
+    heads: usize,
+    kept: Option<&[f32]>,
+    dqkv: &mut [f32],
+    qkv: &[f32],
+    g: &[f32],
+) {
+    let (t, d, dh) = (sh.t, sh.d, sh.dh);
+    let mut p_own = vec![0f32; if kept.is_some() { 0 } else { t * t }];
+    let mut kt = vec![0f32; dh * t];
+    let mut vt = vec![0f32; dh * t];
+    let mut ds = vec![0f32; t];
+    let mut dq = vec![0f32; dh];
+    for h in 0..heads {
+        let p: &[f32] = match kept {
+            Some(w) => &w[h * t * t..(h + 1) * t * t],
+            None => {
+                sh.transposed(qkv, h, 1, &mut kt);
+                sh.weights(qkv, h, &kt, &mut p_own);
+                &p_own
+            }
+        };
+        sh.transposed(qkv, h, 2, &mut vt);
+        for i in 0..t {
+            let go = &g[i * d + h * dh..i * d + (h + 1) * dh];
+            let pi = &p[i * t..i * t + i + 1];
+            // dP_ij = dO_i·v_j; dS_ij = P_ij (dP_ij − Σ_j P_ij dP_ij)
+            let dp = &mut ds[..=i];
+            dp.fill(0.0);
+            for e in 0..dh {
+                axpy(dp, go[e], &vt[e * t..e * t + i + 1]);
+            }
+            let total = dot(pi, dp);
+            for (dsj, pj) in dp.iter_mut().zip(pi) {
+                *dsj = pj * (*dsj - total) * sh.scale;
+            }
+            // dQ_i = Σ_j dS_ij k_j; dK_j += dS_ij q_i; dV_j += P_ij dO_i
+            let q0 = sh.q(i, h);
+            dq.fill(0.0);
+            for j in 0..=i {
+                let (pij, dsij) = (pi[j], ds[j]);
+                let (k0, v0) = (sh.k(j, h), sh.v(j, h));
+                axpy(&mut dq, dsij, &qkv[k0..k0 + dh]);
+                axpy(&mut dqkv[k0..k0 + dh], dsij, &qkv[q0..q0 + dh]);
+                axpy(&mut dqkv[v0..v0 + dh], pij, go);
+            }
+            dqkv[q0..q0 + dh].copy_from_slice(&dq);
+        }
+    }
+}
+
 impl CustomOp1 for CausalAttention {
     fn name(&self) -> &'static str {
         "retbench-causal-attention"
@@ -636,73 +859,35 @@ impl CustomOp1 for CausalAttention {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let qkv = slice(s, l, self.name())?;
         let (b, sh) = self.shape(l.dims())?;
-        let (t, d, dh) = (sh.t, sh.d, sh.dh);
+        let (t, d, heads) = (sh.t, sh.d, self.heads);
         let mut out = vec![0f32; b * t * d];
+        // Without a backward pass to come, one [T, T] scratch per batch row.
+        let per_b = if self.keep { heads * t * t } else { t * t };
+        let mut weights = vec![0f32; b * per_b];
         out.par_chunks_mut(t * d)
             .zip(qkv.par_chunks(t * 3 * d))
-            .for_each(|(out, qkv)| {
-                let mut p = vec![0f32; t];
-                for h in 0..self.heads {
-                    for i in 0..t {
-                        sh.weights(qkv, i, h, &mut p);
-                        let o = &mut out[i * d + h * dh..i * d + (h + 1) * dh];
-                        for (j, pj) in p.iter().enumerate().take(i + 1) {
-                            let v = &qkv[sh.v(j, h)..sh.v(j, h) + dh];
-                            o.iter_mut().zip(v).for_each(|(o, v)| *o += pj * v);
-                        }
-                    }
-                }
-            });
+            .zip(weights.par_chunks_mut(per_b))
+            .for_each(|((out, qkv), w)| attn_fwd_batch(&sh, heads, self.keep, out, qkv, w));
+        if self.keep {
+            *self.weights.lock().expect("attention weights") = Some(weights);
+        }
         Ok((CpuStorage::F32(out), Shape::from((b, t, d))))
     }
 
     fn bwd(&self, qkv: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let (b, sh) = self.shape(qkv.dims())?;
-        let (t, d, dh) = (sh.t, sh.d, sh.dh);
+        let (t, d, heads) = (sh.t, sh.d, self.heads);
+        let kept = self.weights.lock().expect("attention weights").take();
         let dqkv = with_data(qkv, self.name(), |qkv| {
             with_data(grad, self.name(), |g| {
                 let mut dqkv = vec![0f32; b * t * 3 * d];
                 dqkv.par_chunks_mut(t * 3 * d)
                     .zip(qkv.par_chunks(t * 3 * d).zip(g.par_chunks(t * d)))
-                    .for_each(|(dqkv, (qkv, g))| {
-                        let mut p = vec![0f32; t * t];
-                        let mut ds = vec![0f32; t];
-                        for h in 0..self.heads {
-                            for i in 0..t {
-                                sh.weights(qkv, i, h, &mut p[i * t..(i + 1) * t]);
-                            }
-                            for i in 0..t {
-                                let go = &g[i * d + h * dh..i * d + (h + 1) * dh];
-                                let pi = &p[i * t..i * t + i + 1];
-                                // dP_ij = dO_i·v_j; dS_ij = P_ij (dP_ij − Σ_j P_ij dP_ij)
-                                let mut dot = 0f32;
-                                for j in 0..=i {
-                                    let v = &qkv[sh.v(j, h)..sh.v(j, h) + dh];
-                                    ds[j] = go.iter().zip(v).map(|(a, b)| a * b).sum::<f32>();
-                                    dot += pi[j] * ds[j];
-                                }
-                                for j in 0..=i {
-                                    ds[j] = pi[j] * (ds[j] - dot) * sh.scale;
-                                }
-                                for j in 0..=i {
-                                    // dV_j += P_ij dO_i; dK_j += dS_ij q_i; dQ_i += dS_ij k_j
-                                    let (pij, dsij) = (pi[j], ds[j]);
-                                    let dv = sh.v(j, h);
-                                    dqkv[dv..dv + dh]
-                                        .iter_mut()
-                                        .zip(go)
-                                        .for_each(|(a, g)| *a += pij * g);
-                                    let (dk, q) = (sh.k(j, h), sh.q(i, h));
-                                    for e in 0..dh {
-                                        dqkv[dk + e] += dsij * qkv[q + e];
-                                    }
-                                    let (dq, k) = (sh.q(i, h), sh.k(j, h));
-                                    for e in 0..dh {
-                                        dqkv[dq + e] += dsij * qkv[k + e];
-                                    }
-                                }
-                            }
-                        }
+                    .enumerate()
+                    .for_each(|(bi, (dqkv, (qkv, g)))| {
+                        let at = bi * heads * t * t;
+                        let p = kept.as_ref().map(|w| &w[at..at + heads * t * t]);
+                        attn_bwd_batch(&sh, heads, p, dqkv, qkv, g);
                     });
                 Ok(dqkv)
             })
@@ -716,7 +901,11 @@ impl CustomOp1 for CausalAttention {
 /// heads joined back to [B, T, d].
 pub fn causal_attention(qkv: &Tensor, heads: usize) -> Result<Tensor> {
     if fused_for(qkv) {
-        return qkv.contiguous()?.apply_op1(CausalAttention { heads });
+        return qkv.contiguous()?.apply_op1(CausalAttention {
+            heads,
+            keep: qkv.track_op(),
+            weights: std::sync::Mutex::new(None),
+        });
     }
     let (b, t, d3) = qkv.dims3()?;
     let (d, dev) = (d3 / 3, qkv.device());
@@ -856,4 +1045,33 @@ pub fn masked_cross_entropy(logits: &Tensor, targets: &Tensor, mask: &Tensor) ->
     let mask = mask.to_dtype(picked.dtype())?;
     let total = mask.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64;
     (picked * mask)?.sum_all()?.neg()? / total
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_libm_to_a_few_ulp() {
+        let mut worst = 0f64;
+        for i in 0..=200_000 {
+            let x = -87.0 + 175.0 * i as f32 / 200_000.0;
+            let (ours, libm) = (exp_f32(x) as f64, (x as f64).exp());
+            worst = worst.max(((ours - libm) / libm).abs());
+        }
+        assert!(worst < 3e-7, "relative error {worst}");
+    }
+
+    #[test]
+    fn erf_matches_libm_closely() {
+        let mut worst = 0f64;
+        for i in 0..=200_000 {
+            let x = -6.0 + 12.0 * i as f32 / 200_000.0;
+            let (ours, libm) = (erf_f32(x) as f64, candle_core::cpu::erf::erf_f64(x as f64));
+            worst = worst.max((ours - libm).abs());
+        }
+        assert!(worst < 8e-7, "absolute error {worst}"); // 1.5e-7 exact, plus f32 rounding
+        assert!(erf_f32(0.0).abs() < 3e-7);
+        assert!(erf_f32(-1.0) < 0.0);
+    }
 }
