@@ -329,9 +329,17 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
 
 /// Sizes candle's process-wide pool for elementwise ops to one run's share
 /// of the cores, so that jobs × threads ≤ cores holds for every kernel, not
-/// only for the matmuls that run inside each run's rayon pool. A value the
-/// user set is kept.
+/// only for the matmuls that run inside each run's rayon pool. Under the
+/// fused kernels candle's own elementwise ops are few and small, and its
+/// pool's workers spin on pinned cores between them, taking those cores from
+/// the rayon threads that do the work (measured: 1.45x tokens/s at d_model 64
+/// with 2 threads when it has one thread), so it gets one. A value the user
+/// set is kept.
 fn limit_candle_threads(threads: usize) {
+    let threads = match retbench_core::fused::kernels() {
+        retbench_core::fused::Kernels::Fused => 1,
+        retbench_core::fused::Kernels::Unfused => threads,
+    };
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // SAFETY: called from main before any other thread exists (no rayon
         // or candle pool has started yet), so nothing reads the environment

@@ -7,6 +7,12 @@
 
 fn main() -> anyhow::Result<()> {
     retbench_core::alloc::keep_freed_memory();
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // As `retbench train-bench` does: candle's spinning elementwise pool
+        // would take the cores from the fused kernels' threads.
+        // SAFETY: before any other thread exists.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") };
+    }
     let steps: usize = std::env::args()
         .nth(1)
         .map(|s| s.parse())
