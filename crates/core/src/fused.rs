@@ -705,8 +705,8 @@ impl AttnShape {
     /// Part `part` (0 q, 1 k, 2 v) of head h transposed to [dh, T], so that
     /// a row's products with every key are axpys over T.
     #[inline(always)]
-    fn transposed(&self, qkv: &[f32], h: usize, part: usize, out: &mut [f32]) {
-        let (t, dh) = (self.t, self.dh);
+    fn transposed(&self, dh: usize, qkv: &[f32], h: usize, part: usize, out: &mut [f32]) {
+        let t = self.t;
         for j in 0..t {
             let at = self.q(j, h) + part * self.d;
             for e in 0..dh {
@@ -717,8 +717,8 @@ impl AttnShape {
 
     /// The weights of head h, [T, T] (zero above the diagonal), given kᵀ.
     #[inline(always)]
-    fn weights(&self, qkv: &[f32], h: usize, kt: &[f32], p: &mut [f32]) {
-        let (t, dh) = (self.t, self.dh);
+    fn weights(&self, dh: usize, qkv: &[f32], h: usize, kt: &[f32], p: &mut [f32]) {
+        let t = self.t;
         for i in 0..t {
             let row = &mut p[i * t..(i + 1) * t];
             row.fill(0.0);
@@ -776,16 +776,35 @@ fn attn_fwd_batch(
     qkv: &[f32],
     w: &mut [f32],
 ) {
-    let (t, d, dh) = (sh.t, sh.d, sh.dh);
+    // Head widths known at compile time unroll the per-key loops.
+    match sh.dh {
+        16 => attn_fwd::<16>(sh, heads, keep, out, qkv, w),
+        32 => attn_fwd::<32>(sh, heads, keep, out, qkv, w),
+        _ => attn_fwd::<0>(sh, heads, keep, out, qkv, w),
+    }
+}
+
+/// `attn_fwd_batch` for head width DH (0: `sh.dh` at run time).
+#[inline(always)]
+fn attn_fwd<const DH: usize>(
+    sh: &AttnShape,
+    heads: usize,
+    keep: bool,
+    out: &mut [f32],
+    qkv: &[f32],
+    w: &mut [f32],
+) {
+    let (t, d) = (sh.t, sh.d);
+    let dh = if DH > 0 { DH } else { sh.dh };
     let mut kt = vec![0f32; dh * t];
     for h in 0..heads {
-        sh.transposed(qkv, h, 1, &mut kt);
+        sh.transposed(dh, qkv, h, 1, &mut kt);
         let p = if keep {
             &mut w[h * t * t..(h + 1) * t * t]
         } else {
             &mut w[..]
         };
-        sh.weights(qkv, h, &kt, p);
+        sh.weights(dh, qkv, h, &kt, p);
         for i in 0..t {
             let o = &mut out[i * d + h * dh..i * d + (h + 1) * dh];
             for (j, pj) in p[i * t..i * t + i + 1].iter().enumerate() {
@@ -807,7 +826,25 @@ fn attn_bwd_batch(
     qkv: &[f32],
     g: &[f32],
 ) {
-    let (t, d, dh) = (sh.t, sh.d, sh.dh);
+    match sh.dh {
+        16 => attn_bwd::<16>(sh, heads, kept, dqkv, qkv, g),
+        32 => attn_bwd::<32>(sh, heads, kept, dqkv, qkv, g),
+        _ => attn_bwd::<0>(sh, heads, kept, dqkv, qkv, g),
+    }
+}
+
+/// `attn_bwd_batch` for head width DH (0: `sh.dh` at run time).
+#[inline(always)]
+fn attn_bwd<const DH: usize>(
+    sh: &AttnShape,
+    heads: usize,
+    kept: Option<&[f32]>,
+    dqkv: &mut [f32],
+    qkv: &[f32],
+    g: &[f32],
+) {
+    let (t, d) = (sh.t, sh.d);
+    let dh = if DH > 0 { DH } else { sh.dh };
     let mut p_own = vec![0f32; if kept.is_some() { 0 } else { t * t }];
     let mut kt = vec![0f32; dh * t];
     let mut vt = vec![0f32; dh * t];
@@ -817,12 +854,12 @@ fn attn_bwd_batch(
         let p: &[f32] = match kept {
             Some(w) => &w[h * t * t..(h + 1) * t * t],
             None => {
-                sh.transposed(qkv, h, 1, &mut kt);
-                sh.weights(qkv, h, &kt, &mut p_own);
+                sh.transposed(dh, qkv, h, 1, &mut kt);
+                sh.weights(dh, qkv, h, &kt, &mut p_own);
                 &p_own
             }
         };
-        sh.transposed(qkv, h, 2, &mut vt);
+        sh.transposed(dh, qkv, h, 2, &mut vt);
         for i in 0..t {
             let go = &g[i * d + h * dh..i * d + (h + 1) * dh];
             let pi = &p[i * t..i * t + i + 1];
