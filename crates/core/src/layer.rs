@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use candle_core::{D, DType, Device, Module, Tensor};
+use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{Init, Linear, VarBuilder};
 
 use crate::backends::{self, Backends};
@@ -341,7 +341,7 @@ impl RetentionLayer {
                     "cached keys requested but memory holds none".into(),
                 ));
             }
-            (KeyMode::Recompute, _) => self.w_k.forward(mem.content())?,
+            (KeyMode::Recompute, _) => crate::fused::linear(mem.content(), &self.w_k)?,
         };
         match self.age_keys(mem)? {
             Some(ages) => Ok((base + ages)?),
@@ -417,7 +417,7 @@ impl RetentionLayer {
         let split = |x: Tensor, n: usize| -> Result<Tensor> {
             Ok(x.reshape((b, n, nh, dk))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = split(self.w_q.forward(&self.ln_q.forward(h)?)?, t)?;
+        let q = split(crate::fused::linear(&self.ln_q.forward(h)?, &self.w_q)?, t)?;
         // With fewer queries than the head width, contracting the slot axis
         // first is cheaper: Q(M·W_K)ᵀ = (Q·W_K)Mᵀ and w(M·W_V) = (w·M)W_V cost
         // O(H·T·m·d) instead of O(m·d·H·d_k) to project every slot. Same
@@ -487,10 +487,10 @@ impl RetentionLayer {
             let wm = kernels::rows_mix(&weights.reshape((b, nh * t, m))?, content)?;
             self.add_value_bias(per_head(&wm.reshape((b, nh, t, d))?, &w_v)?, &weights)?
         } else {
-            weights.matmul(&split(self.w_v.forward(content)?, m)?)?
+            weights.matmul(&split(crate::fused::linear(content, &self.w_v)?, m)?)?
         };
         let out = out.transpose(1, 2)?.reshape((b, t, nh * dk))?;
-        let r = self.w_o.forward(&out)?;
+        let r = crate::fused::linear(&out, &self.w_o)?;
         let usage = if want_usage && !inspect {
             let w = weights.detach().to_dtype(DType::F32)?;
             let total: Vec<f32> = (w.sum(2)?.sum(1)? / nh as f64)?.flatten_all()?.to_vec1()?;
@@ -613,7 +613,7 @@ impl RetentionLayer {
             .add_value_bias(per_head(&wm, &w_v)?, &weights)?
             .transpose(1, 2)?
             .reshape((b, t, nh * dk))?;
-        let r = self.w_o.forward(&out)?;
+        let r = crate::fused::linear(&out, &self.w_o)?;
         let usage = if want_usage {
             let w: Vec<f32> = weights
                 .detach()
@@ -674,13 +674,13 @@ impl RetentionLayer {
         self.check_memory(mem, b)?;
         self.ensure_index(mem)?;
         let v = match &self.w_u {
-            Some(w_u) => w_u.forward(&u)?,
+            Some(w_u) => crate::fused::linear(&u, w_u)?,
             None => u.clone(),
         };
         let stored_keys = || -> Result<Tensor> {
             match mem.keys() {
                 Some(k) => Ok(k.clone()),
-                None => Ok(self.w_k.forward(mem.content())?),
+                None => Ok(crate::fused::linear(mem.content(), &self.w_k)?),
             }
         };
         let key_of = |x: &Tensor| self.key_rows(x);
@@ -714,7 +714,7 @@ impl RetentionLayer {
 
     /// Keys of content rows, x·W_Kᵀ [.., H·d_k].
     pub(crate) fn key_rows(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(self.w_k.forward(x)?)
+        Ok(crate::fused::linear(x, &self.w_k)?)
     }
 
     /// H·d_k, the width of keys and queries.
@@ -726,7 +726,7 @@ impl RetentionLayer {
     /// attention write.
     pub(crate) fn address_logits(&self, u: &Tensor, mem: &MemoryState) -> Result<Tensor> {
         let n = u.dim(1)?;
-        let q = self.w_q.forward(u)?; // [B, n, H·d_k]
+        let q = crate::fused::linear(u, &self.w_q)?; // [B, n, H·d_k]
         // As in reads: with few candidates, q(M·W_K)ᵀ = (q·W_K)Mᵀ avoids
         // projecting every slot.
         Ok(
