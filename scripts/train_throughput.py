@@ -93,6 +93,32 @@ def torch_tokens_per_s(d_model, steps, threads):
     return statistics.median(rates), torch.__version__
 
 
+def flops_per_token(d, seq=64, layers=2, vocab=32, ffn=4):
+    """Multiply-adds x 2 of one training step per token (forward, and a
+    backward of twice the forward): the linear layers, causal attention
+    (on average seq/2 keys per query for q.k and p.v), the output head."""
+    linear = layers * (3 * d * d + d * d + 2 * ffn * d * d) + d * vocab
+    attention = layers * 2 * (seq // 2) * d
+    return 2 * 3 * (linear + attention)
+
+
+def sgemm_peak(threads):
+    """GFLOP/s of PyTorch's fp32 2048x2048 matmul: what the cores can do."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    for _ in range(2):
+        a @ b
+    best = 0.0
+    for _ in range(3):
+        t = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = max(best, 5 * 2 * 2048**3 / (time.perf_counter() - t) / 1e9)
+    return best
+
+
 def retbench_tokens_per_s(binary, d_model, steps, threads, kernels):
     cmd = [binary, "train-bench", "--d-model", str(d_model), "--steps", str(steps),
            "--threads", str(threads), "--format", "jsonl"]
@@ -121,8 +147,10 @@ def main():
         sys.exit("PyTorch is not installed in this Python: see the header of this script")
 
     runs = {d: {"torch": [], "none": [], "block 1": []} for d in args.d_model}
+    peak = []
     version = None
     for r in range(args.rounds):
+        peak.append(sgemm_peak(args.threads))
         for d in args.d_model:
             ours = retbench_tokens_per_s(args.retbench, d, args.steps, args.threads, args.kernels)
             theirs, version = torch_tokens_per_s(d, args.steps, args.threads)
@@ -142,6 +170,16 @@ def main():
         ratio_ret = [a / b for a, b in zip(v["block 1"], v["torch"])]
         print(f"| {d} | {fmt(v['torch'])} | {fmt(v['none'])} | {statistics.median(ratio):.2f}x "
               f"| {fmt(v['block 1'])} | {statistics.median(ratio_ret):.2f}x |")
+    p = statistics.median(peak)
+    print(f"\nfp32 matmul peak (PyTorch, 2048x2048, {args.threads} threads): {p:.0f} GFLOP/s "
+          f"({' '.join(f'{x:.0f}' for x in peak)}). Training arithmetic, as a share of it:\n")
+    print("| d_model | GFLOP per token | PyTorch GFLOP/s | % of peak | retbench GFLOP/s | % of peak | 1.5x PyTorch would need |")
+    print("|---|---|---|---|---|---|---|")
+    for d, v in runs.items():
+        f = flops_per_token(d)
+        ours, theirs = statistics.median(v["none"]) * f / 1e9, statistics.median(v["torch"]) * f / 1e9
+        print(f"| {d} | {f / 1e9 * 1e3:.2f}e-3 | {theirs:.0f} | {100 * theirs / p:.0f}% | {ours:.0f} "
+              f"| {100 * ours / p:.0f}% | {100 * 1.5 * theirs / p:.0f}% of peak |")
 
 
 if __name__ == "__main__":
