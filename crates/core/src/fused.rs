@@ -682,6 +682,33 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// out[j] = scale·Σ_e q[e]·kt[e][j] for j < width, 16 keys at a time with
+/// the sums in registers (one pass over kᵀ, one store per key).
+#[inline(always)]
+fn scores_row(q: &[f32], kt: &[f32], t: usize, width: usize, scale: f32, out: &mut [f32]) {
+    let mut jb = 0;
+    while jb + 16 <= width {
+        let mut acc = [0f32; 16];
+        for (e, qe) in q.iter().enumerate() {
+            let k = &kt[e * t + jb..e * t + jb + 16];
+            for l in 0..16 {
+                acc[l] += qe * k[l];
+            }
+        }
+        for l in 0..16 {
+            out[jb + l] = acc[l] * scale;
+        }
+        jb += 16;
+    }
+    for j in jb..width {
+        let mut acc = 0f32;
+        for (e, qe) in q.iter().enumerate() {
+            acc += qe * kt[e * t + j];
+        }
+        out[j] = acc * scale;
+    }
+}
+
 /// y += a·x
 #[inline(always)]
 fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
@@ -721,11 +748,9 @@ impl AttnShape {
         let t = self.t;
         for i in 0..t {
             let row = &mut p[i * t..(i + 1) * t];
-            row.fill(0.0);
+            row[i + 1..].fill(0.0);
             let q = &qkv[self.q(i, h)..self.q(i, h) + dh];
-            for e in 0..dh {
-                axpy(&mut row[..=i], q[e] * self.scale, &kt[e * t..e * t + i + 1]);
-            }
+            scores_row(q, kt, t, i + 1, self.scale, row);
             let max = row[..=i].iter().copied().fold(f32::NEG_INFINITY, f32::max);
             let mut sum = 0f32;
             for x in &mut row[..=i] {
@@ -807,8 +832,20 @@ fn attn_fwd<const DH: usize>(
         sh.weights(dh, qkv, h, &kt, p);
         for i in 0..t {
             let o = &mut out[i * d + h * dh..i * d + (h + 1) * dh];
-            for (j, pj) in p[i * t..i * t + i + 1].iter().enumerate() {
-                axpy(o, *pj, &qkv[sh.v(j, h)..sh.v(j, h) + dh]);
+            if DH > 0 {
+                // The output row stays in registers across keys.
+                let mut acc = [0f32; DH];
+                for (j, pj) in p[i * t..i * t + i + 1].iter().enumerate() {
+                    let v = &qkv[sh.v(j, h)..sh.v(j, h) + DH];
+                    for l in 0..DH {
+                        acc[l] += pj * v[l];
+                    }
+                }
+                o.copy_from_slice(&acc);
+            } else {
+                for (j, pj) in p[i * t..i * t + i + 1].iter().enumerate() {
+                    axpy(o, *pj, &qkv[sh.v(j, h)..sh.v(j, h) + dh]);
+                }
             }
         }
     }
@@ -848,8 +885,9 @@ fn attn_bwd<const DH: usize>(
     let mut p_own = vec![0f32; if kept.is_some() { 0 } else { t * t }];
     let mut kt = vec![0f32; dh * t];
     let mut vt = vec![0f32; dh * t];
-    let mut ds = vec![0f32; t];
-    let mut dq = vec![0f32; dh];
+    // dS for the whole head [T, T], so that dK and dV are sums down its
+    // columns with the accumulators in registers.
+    let mut ds = vec![0f32; t * t];
     for h in 0..heads {
         let p: &[f32] = match kept {
             Some(w) => &w[h * t * t..(h + 1) * t * t],
@@ -864,26 +902,53 @@ fn attn_bwd<const DH: usize>(
             let go = &g[i * d + h * dh..i * d + (h + 1) * dh];
             let pi = &p[i * t..i * t + i + 1];
             // dP_ij = dO_i·v_j; dS_ij = P_ij (dP_ij − Σ_j P_ij dP_ij)
-            let dp = &mut ds[..=i];
-            dp.fill(0.0);
-            for e in 0..dh {
-                axpy(dp, go[e], &vt[e * t..e * t + i + 1]);
-            }
-            let total = dot(pi, dp);
-            for (dsj, pj) in dp.iter_mut().zip(pi) {
+            let dsi = &mut ds[i * t..i * t + i + 1];
+            scores_row(go, &vt, t, i + 1, 1.0, dsi);
+            let total = dot(pi, dsi);
+            for (dsj, pj) in dsi.iter_mut().zip(pi) {
                 *dsj = pj * (*dsj - total) * sh.scale;
             }
-            // dQ_i = Σ_j dS_ij k_j; dK_j += dS_ij q_i; dV_j += P_ij dO_i
+            // dQ_i = Σ_j dS_ij k_j
             let q0 = sh.q(i, h);
-            dq.fill(0.0);
-            for j in 0..=i {
-                let (pij, dsij) = (pi[j], ds[j]);
-                let (k0, v0) = (sh.k(j, h), sh.v(j, h));
-                axpy(&mut dq, dsij, &qkv[k0..k0 + dh]);
-                axpy(&mut dqkv[k0..k0 + dh], dsij, &qkv[q0..q0 + dh]);
-                axpy(&mut dqkv[v0..v0 + dh], pij, go);
+            let dq = &mut dqkv[q0..q0 + dh];
+            accumulate::<DH>(
+                dq,
+                (0..=i).map(|j| (dsi[j], &qkv[sh.k(j, h)..sh.k(j, h) + dh])),
+            );
+        }
+        for j in 0..t {
+            // dK_j = Σ_i dS_ij q_i; dV_j = Σ_i P_ij dO_i (i ≥ j)
+            let k0 = sh.k(j, h);
+            let dk = &mut dqkv[k0..k0 + dh];
+            accumulate::<DH>(
+                dk,
+                (j..t).map(|i| (ds[i * t + j], &qkv[sh.q(i, h)..sh.q(i, h) + dh])),
+            );
+            let v0 = sh.v(j, h);
+            let dv = &mut dqkv[v0..v0 + dh];
+            accumulate::<DH>(
+                dv,
+                (j..t).map(|i| (p[i * t + j], &g[i * d + h * dh..i * d + (h + 1) * dh])),
+            );
+        }
+    }
+}
+
+/// out = Σ a·x over `terms`, with the sum in registers when DH is known.
+#[inline(always)]
+fn accumulate<'a, const DH: usize>(out: &mut [f32], terms: impl Iterator<Item = (f32, &'a [f32])>) {
+    if DH > 0 {
+        let mut acc = [0f32; DH];
+        for (a, x) in terms {
+            for l in 0..DH {
+                acc[l] += a * x[l];
             }
-            dqkv[q0..q0 + dh].copy_from_slice(&dq);
+        }
+        out.copy_from_slice(&acc);
+    } else {
+        out.fill(0.0);
+        for (a, x) in terms {
+            axpy(out, a, x);
         }
     }
 }
