@@ -274,7 +274,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             threads,
             jobs,
             format,
-        } => train_bench(&d_model, steps, threads, jobs, format, cli.kernels).map(|_| Outcome::Ok),
+        } => train_bench(&d_model, steps, threads, jobs, format).map(|_| Outcome::Ok),
         Command::Memory {
             command: MemoryCommand::Inspect { snapshot, format },
         } => inspect(&snapshot, format).map(|_| Outcome::Ok),
@@ -357,7 +357,6 @@ fn train_bench(
     threads: Option<usize>,
     jobs: usize,
     format: BenchFormat,
-    kernels: KernelsArg,
 ) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let threads = threads.unwrap_or((cores / jobs).max(1));
@@ -366,10 +365,7 @@ fn train_bench(
         unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
     }
     limit_candle_threads(threads);
-    let kernels = match kernels {
-        KernelsArg::Fused => "fused",
-        KernelsArg::Unfused => "unfused",
-    };
+    let kernels = retbench_core::fused::kernels().name();
     if let BenchFormat::Table = format {
         println!(
             "kernels {kernels}, {jobs} job(s) x {threads} thread(s), {cores} cores; median of {steps} steps after one warm-up\n"

@@ -40,6 +40,16 @@ pub enum Kernels {
     Unfused,
 }
 
+impl Kernels {
+    /// As written on the command line and in run records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::Fused => "fused",
+            Kernels::Unfused => "unfused",
+        }
+    }
+}
+
 impl std::str::FromStr for Kernels {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {

@@ -63,6 +63,11 @@ pub struct Provenance {
     /// Hash of the frozen dataset a task read, if any.
     #[serde(default)]
     pub dataset_hash: Option<String>,
+    /// The CPU kernels the run trained with (`fused` or `unfused`; results
+    /// agree to rounding, not bit for bit). Absent in records made before
+    /// the fused kernels existed, which used candle's ops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernels: Option<String>,
 }
 
 /// `runs/<run_id>.json`.

@@ -3,7 +3,8 @@
 //! base), evaluation with detached memory under process or disk
 //! persistence, and safetensors checkpoints. Tasks build their learned runs
 //! from these; baselines are configurations of them (no retention; all
-//! sessions in one context).
+//! sessions in one context). `bench` measures training throughput of the
+//! reference shape (`retbench train-bench`).
 
 pub mod bench;
 pub mod checkpoint;

@@ -200,8 +200,8 @@ fn the_unfused_path_is_what_the_switch_selects() {
     );
 }
 
-/// The recall suite's model and task, 50 steps: the loss at every step.
-fn recall_losses(kernels: Kernels) -> Vec<f64> {
+/// The recall suite's model and task, `steps` steps: the loss at every step.
+fn recall_losses(kernels: Kernels, steps: usize) -> Vec<f64> {
     with_kernels(kernels, || {
         let dev = Device::Cpu;
         let task = RecallConfig {
@@ -222,7 +222,7 @@ fn recall_losses(kernels: Kernels) -> Vec<f64> {
         let model = Model::new(&cfg, Some(&ret), map.var_builder(DType::F32, &dev)).unwrap();
         let mut trainer = Trainer::new(&TrainConfig::new(50, 32, 3e-3), map.varmap()).unwrap();
         let mut rng = stream("fused-recall", 0, "data");
-        (0..50)
+        (0..steps)
             .map(|step| {
                 let episode: Vec<Session> = task
                     .generate(&mut rng, 32)
@@ -232,7 +232,7 @@ fn recall_losses(kernels: Kernels) -> Vec<f64> {
                             .unwrap()
                     })
                     .collect();
-                trainer.step(&model, &episode, step).unwrap()
+                trainer.step(&model, &episode, step as u64).unwrap()
             })
             .collect()
     })
@@ -240,8 +240,8 @@ fn recall_losses(kernels: Kernels) -> Vec<f64> {
 
 #[test]
 fn fifty_recall_steps_give_the_same_losses() {
-    let fused = recall_losses(Kernels::Fused);
-    let unfused = recall_losses(Kernels::Unfused);
+    let fused = recall_losses(Kernels::Fused, 50);
+    let unfused = recall_losses(Kernels::Unfused, 50);
     for (step, (f, u)) in fused.iter().zip(&unfused).enumerate() {
         assert!(
             (f - u).abs() < 1e-4,
@@ -255,4 +255,18 @@ fn fifty_recall_steps_give_the_same_losses() {
         fused[0],
         fused[49]
     );
+}
+
+#[test]
+fn fused_training_does_not_depend_on_the_thread_count() {
+    // `run --jobs` changes each run's threads (cores / jobs): results must not.
+    let on = |threads: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap()
+            .install(|| recall_losses(Kernels::Fused, 8))
+    };
+    assert_eq!(on(1), on(2), "losses differ between 1 and 2 threads");
+    assert_eq!(on(1), on(3), "losses differ between 1 and 3 threads");
 }
