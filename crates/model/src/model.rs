@@ -13,7 +13,7 @@
 //! Memories live outside the model (one per retention layer, or one shared),
 //! so that a caller decides what persists between sessions.
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use retbench_core::fused;
 use retbench_core::layer::Norm;
@@ -303,12 +303,7 @@ impl Model {
                 "sequence of {t} tokens exceeds max_len {max_len}"
             )));
         }
-        let dev = tokens.device();
-        let positions = Tensor::arange(0u32, t as u32, dev)?;
-        let mut x = self
-            .tok
-            .forward(tokens)?
-            .broadcast_add(&self.pos.forward(&positions)?)?;
+        let mut x = fused::embed(tokens, self.tok.embeddings(), self.pos.embeddings())?;
         let mut hidden = Vec::with_capacity(self.retention.len());
         for (l, block) in self.blocks.iter().enumerate() {
             let z = block.attn.forward(&block.ln1.forward(&x)?)?;
