@@ -457,6 +457,53 @@ impl RetentionLayer {
                 dense: None,
             });
         }
+        // The dense read: one fused op from q, keys and values, usage
+        // included. Inspection takes the same op for R (so that it reads what
+        // a read reads, bit for bit) and candle's ops for the weights it shows.
+        if !few && scores.is_none() {
+            if let Selection::Occupied = selection {
+                let keys = split(self.slot_keys(mem)?, m)?;
+                let values = split(crate::fused::linear(content, &self.w_v)?, m)?;
+                let scale = 1.0 / (dk as f64).sqrt();
+                let occupied = mem.occupancy_mask()?;
+                let usage = want_usage && !inspect;
+                if let Some((out, used)) =
+                    crate::fused::slot_attention(&q, &keys, &values, &occupied, scale, usage)?
+                {
+                    let out = out.transpose(1, 2)?.reshape((b, t, nh * dk))?;
+                    let r = crate::fused::linear(&out, &self.w_o)?;
+                    let usage = used.map(|u| {
+                        u.total
+                            .into_iter()
+                            .zip(u.peak)
+                            .enumerate()
+                            .map(|(f, (t, p))| (f, t, p))
+                            .collect()
+                    });
+                    let dense = if inspect {
+                        let scores = scorer()?;
+                        let selected = occupied
+                            .reshape((b, 1, 1, m))?
+                            .broadcast_as((b, nh, t, m))?
+                            .contiguous()?;
+                        Some(DenseRead {
+                            r: r.clone(),
+                            weights: kernels::masked_softmax(&scores, &selected)?,
+                            scores,
+                            selected,
+                        })
+                    } else {
+                        None
+                    };
+                    return Ok(ReadParts {
+                        r,
+                        selection,
+                        usage,
+                        dense,
+                    });
+                }
+            }
+        }
         // Every score is at hand (or inspection wants them): one masked
         // softmax over all slots, zero outside the selection, and an
         // all-zero row when nothing is selected, so that an empty memory

@@ -34,6 +34,10 @@ fn random_session(b: usize, t: usize, vocab: u32, seed: &str) -> Session {
 
 fn retention() -> RetentionConfig {
     let mut r = RetentionConfig::new(32);
+    // 4 read heads of 8 dims: with 12 queries per session the read takes the
+    // fused slot-attention path (the reassociated one needs fewer queries
+    // than head dims).
+    r.heads = 4;
     r.layers = retbench_core::Layers::List(vec![1]);
     r.write = WriteConfig::append(Evict::Fifo, WriteSource::Token {});
     r
@@ -179,6 +183,38 @@ fn fused_ops_match_finite_differences() {
         });
         let x = Tensor::randn(0f32, 2.0, (3, 7), &dev).unwrap();
         check_input_grad("gelu", x, |t| fused::gelu(t).unwrap());
+        // Slot attention: batch row 1 selects nothing (reads zero).
+        let q = Tensor::randn(0f32, 1.0, (2, 2, 5, 4), &dev).unwrap();
+        let k = Tensor::randn(0f32, 1.0, (2, 2, 6, 4), &dev).unwrap();
+        let v = Tensor::randn(0f32, 1.0, (2, 2, 6, 3), &dev).unwrap();
+        let sel = Tensor::from_vec(
+            vec![1f32, 0., 1., 1., 0., 1., 0., 0., 0., 0., 0., 0.],
+            (2, 6),
+            &dev,
+        )
+        .unwrap();
+        let slot = |q: &Tensor, k: &Tensor, v: &Tensor| {
+            fused::slot_attention(q, k, v, &sel, 0.5, false)
+                .unwrap()
+                .unwrap()
+                .0
+        };
+        check_input_grad("slot_attention q", q.clone(), |t| slot(t, &k, &v));
+        check_input_grad("slot_attention k", k.clone(), |t| slot(&q, t, &v));
+        check_input_grad("slot_attention v", v.clone(), |t| slot(&q, &k, t));
+        let out = slot(&q, &k, &v);
+        let empty = out
+            .narrow(0, 1, 1)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert_eq!(
+            empty.to_scalar::<f32>().unwrap(),
+            0.0,
+            "an empty memory reads zero"
+        );
         let x = Tensor::randn(0f32, 1.0, (2, 3, 5), &dev).unwrap();
         let targets = Tensor::from_vec(vec![0u32, 4, 2, 1, 3, 4], (2, 3), &dev).unwrap();
         let mask = Tensor::from_vec(vec![1f32, 0., 1., 1., 1., 0.], (2, 3), &dev).unwrap();

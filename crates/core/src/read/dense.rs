@@ -11,8 +11,9 @@ impl ReadBackend for Dense {
         "dense"
     }
 
-    fn select(&self, query: &mut ReadQuery<'_>) -> Result<Selection> {
-        query.all_scores()?;
+    fn select(&self, _query: &mut ReadQuery<'_>) -> Result<Selection> {
+        // Every occupied slot, whatever the scores: the layer computes them
+        // where it needs them (or never, on the fused path).
         Ok(Selection::Occupied)
     }
 }
