@@ -16,7 +16,10 @@
 //! - [`masked_cross_entropy`]: log-softmax, pick and masked mean in one pass
 //!   over the logits, backward softmax − one-hot scaled by the mask;
 //! - [`embed`]: token plus position embedding in one pass, backward as
-//!   per-row sums (no index-add, no broadcast reduction).
+//!   per-row sums (no index-add, no broadcast reduction);
+//! - [`slot_attention`]: the retention layer's dense read over memory
+//!   slots (masked by occupancy) with its usage statistics, backward from
+//!   the kept weights.
 //!
 //! Each takes the unfused candle path when [`Kernels::Unfused`] is selected
 //! (for tests and comparison) or the tensor is not f32 on the CPU. Partial
