@@ -123,10 +123,10 @@ enum Command {
     /// layer (scripts/train_throughput.py runs PyTorch beside it).
     TrainBench {
         /// Model widths to measure.
-        #[arg(long, value_delimiter = ',', default_value = "64,128")]
+        #[arg(long, value_delimiter = ',', default_value = "64,128", value_parser = parse_jobs)]
         d_model: Vec<usize>,
         /// Timed steps per measurement (after one warm-up step); the median is reported.
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, value_parser = parse_jobs)]
         steps: usize,
         /// Kernel threads per training [default: every core / jobs].
         #[arg(long, value_parser = parse_jobs)]

@@ -227,3 +227,35 @@ fn killing_a_run_and_running_again_completes_without_duplicates() {
     assert!(err.contains("6 already done, 0 ok"), "{err}");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn train_bench_measures_both_rows_on_the_kernels_asked_for() {
+    for kernels in ["fused", "unfused"] {
+        let (code, out, err) = retbench(&[
+            "--kernels",
+            kernels,
+            "train-bench",
+            "--d-model",
+            "16",
+            "--steps",
+            "1",
+            "--format",
+            "jsonl",
+        ]);
+        assert_eq!(code, 0, "{err}");
+        let rows: Vec<serde_json::Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(rows.len(), 2, "{out}");
+        for (row, retention) in rows.iter().zip(["none", "block 1"]) {
+            assert_eq!(row["retention"], retention);
+            assert_eq!(row["kernels"], kernels);
+            assert_eq!(row["d_model"], 16);
+            assert!(row["tokens_per_s"].as_f64().unwrap() > 0.0, "{row}");
+        }
+    }
+    let (code, _, err) = retbench(&["train-bench", "--steps", "0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--steps"), "{err}");
+}
