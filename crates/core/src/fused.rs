@@ -130,7 +130,7 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
 }
 
 /// Runs `f` on the f32 data of `t` (made contiguous first) on the CPU.
-fn with_data<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+pub fn with_f32<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let t = t.contiguous()?;
     let (s, l) = t.storage_and_layout();
     match &*s {
@@ -285,9 +285,9 @@ impl CustomOp3 for LayerNorm {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let op = self.name();
         let d = w.elem_count();
-        let (dx, dwb) = with_data(x, op, |x| {
-            with_data(w, op, |w| {
-                with_data(grad, op, |g| {
+        let (dx, dwb) = with_f32(x, op, |x| {
+            with_f32(w, op, |w| {
+                with_f32(grad, op, |g| {
                     let rows = x.len() / d;
                     let mut dx = vec![0f32; x.len()];
                     // dγ and dβ side by side in one [2d] partial per chunk.
@@ -405,9 +405,9 @@ fn linear_bwd(
 ) -> Result<(Tensor, Tensor, Option<Tensor>)> {
     let op = "retbench-linear";
     let (n, k) = w.dims2()?;
-    let (dx, dw, db) = with_data(x, op, |x| {
-        with_data(w, op, |w| {
-            with_data(grad, op, |g| {
+    let (dx, dw, db) = with_f32(x, op, |x| {
+        with_f32(w, op, |w| {
+            with_f32(grad, op, |g| {
                 let m = x.len() / k;
                 let mut dx = vec![0f32; m * k];
                 let mut dw = vec![0f32; n * k];
@@ -477,6 +477,22 @@ fn linear_bwd(
     ))
 }
 
+/// The forward pass of both arities: x·Wᵀ (+ b).
+fn linear_cpu(
+    (sx, lx): (&CpuStorage, &Layout),
+    (sw, lw): (&CpuStorage, &Layout),
+    bias: Option<(&CpuStorage, &Layout)>,
+) -> Result<(CpuStorage, Shape)> {
+    let op = "retbench-linear";
+    let (shape, n) = linear_shape(lx, lw, op)?;
+    let b = bias.map(|(s, l)| slice(s, l, op)).transpose()?;
+    if let Some(b) = b.filter(|b| b.len() != n) {
+        bail!("{op}: bias of {} for {n} outputs", b.len());
+    }
+    let out = linear_fwd(slice(sx, lx, op)?, slice(sw, lw, op)?, b, n);
+    Ok((CpuStorage::F32(out), shape))
+}
+
 impl CustomOp2 for LinearOp {
     fn name(&self) -> &'static str {
         "retbench-linear"
@@ -489,10 +505,7 @@ impl CustomOp2 for LinearOp {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let op = CustomOp2::name(self);
-        let (shape, n) = linear_shape(l1, l2, op)?;
-        let out = linear_fwd(slice(s1, l1, op)?, slice(s2, l2, op)?, None, n);
-        Ok((CpuStorage::F32(out), shape))
+        linear_cpu((s1, l1), (s2, l2), None)
     }
 
     fn bwd(
@@ -521,14 +534,7 @@ impl CustomOp3 for LinearOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let op = CustomOp3::name(self);
-        let (shape, n) = linear_shape(l1, l2, op)?;
-        let b = slice(s3, l3, op)?;
-        if b.len() != n {
-            bail!("{op}: bias of {} for {n} outputs", b.len());
-        }
-        let out = linear_fwd(slice(s1, l1, op)?, slice(s2, l2, op)?, Some(b), n);
-        Ok((CpuStorage::F32(out), shape))
+        linear_cpu((s1, l1), (s2, l2), Some((s3, l3)))
     }
 
     fn bwd(
@@ -636,8 +642,8 @@ impl CustomOp1 for Gelu {
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let dx = with_data(x, self.name(), |x| {
-            with_data(grad, self.name(), |g| {
+        let dx = with_f32(x, self.name(), |x| {
+            with_f32(grad, self.name(), |g| {
                 let mut dx = vec![0f32; x.len()];
                 dx.par_chunks_mut(4096)
                     .zip(x.par_chunks(4096).zip(g.par_chunks(4096)))
@@ -995,8 +1001,8 @@ impl CustomOp1 for CausalAttention {
         let (b, sh) = self.shape(qkv.dims())?;
         let (t, d, heads) = (sh.t, sh.d, self.heads);
         let kept = self.weights.lock().expect("attention weights").take();
-        let dqkv = with_data(qkv, self.name(), |qkv| {
-            with_data(grad, self.name(), |g| {
+        let dqkv = with_f32(qkv, self.name(), |qkv| {
+            with_f32(grad, self.name(), |g| {
                 let mut dqkv = vec![0f32; b * t * 3 * d];
                 dqkv.par_chunks_mut(t * 3 * d)
                     .zip(qkv.par_chunks(t * 3 * d).zip(g.par_chunks(t * d)))
@@ -1106,7 +1112,7 @@ impl CustomOp3 for Embed {
         let (p, _) = pos.dims2()?;
         let (_, t) = tokens.dims2()?;
         let ids = tokens.flatten_all()?.to_vec1::<u32>()?;
-        let (dtok, dpos) = with_data(grad, self.name(), |g| {
+        let (dtok, dpos) = with_f32(grad, self.name(), |g| {
             // Each token row sums its positions in order; each position sums
             // the batch in order: no atomics, the same sums for any thread count.
             // Rows grouped by token (a counting sort keeps them in order).
@@ -1385,11 +1391,11 @@ impl CustomOp3 for SlotAttention {
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        res: &Tensor,
+        _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let op = self.name();
-        let (b, sh) = self.shape(q.dims(), k.dims(), v.dims())?;
+        let (_, sh) = self.shape(q.dims(), k.dims(), v.dims())?;
         let (h, t, m, dk, dv) = (sh.h, sh.t, sh.m, sh.dk, sh.dv);
         let kept = self.weights.lock().expect("slot weights").take();
         let p = match kept {
@@ -1404,7 +1410,6 @@ impl CustomOp3 for SlotAttention {
                     usage: None,
                 };
                 q.apply_op3_no_bwd(k, v, &again)?;
-                let _ = res;
                 again
                     .weights
                     .into_inner()
@@ -1412,10 +1417,10 @@ impl CustomOp3 for SlotAttention {
                     .unwrap_or_default()
             }
         };
-        let (dq, dkk, dvv) = with_data(q, op, |q| {
-            with_data(k, op, |k| {
-                with_data(v, op, |v| {
-                    with_data(grad, op, |g| {
+        let (dq, dkk, dvv) = with_f32(q, op, |q| {
+            with_f32(k, op, |k| {
+                with_f32(v, op, |v| {
+                    with_f32(grad, op, |g| {
                         let mut dq = vec![0f32; q.len()];
                         let mut dkk = vec![0f32; k.len()];
                         let mut dvv = vec![0f32; v.len()];
@@ -1444,7 +1449,6 @@ impl CustomOp3 for SlotAttention {
                 })
             })
         })?;
-        let _ = b;
         Ok((
             Some(tensor(dq, q.shape())?),
             Some(tensor(dkk, k.shape())?),
@@ -1568,8 +1572,8 @@ impl CustomOp3 for CrossEntropy {
         let v = logits.dim(D::Minus1)?;
         let g = grad.to_dtype(DType::F32)?.to_scalar::<f32>()?;
         let tgt = targets.flatten_all()?.to_vec1::<u32>()?;
-        let dx = with_data(logits, op, |x| {
-            with_data(mask, op, |mask| {
+        let dx = with_f32(logits, op, |x| {
+            with_f32(mask, op, |mask| {
                 let total = mask.iter().sum::<f32>().max(1.0);
                 let mut dx = vec![0f32; x.len()];
                 dx.par_chunks_mut(v)

@@ -457,51 +457,30 @@ impl RetentionLayer {
                 dense: None,
             });
         }
-        // The dense read: one fused op from q, keys and values, usage
-        // included. Inspection takes the same op for R (so that it reads what
-        // a read reads, bit for bit) and candle's ops for the weights it shows.
-        if !few && scores.is_none() {
-            if let Selection::Occupied = selection {
-                let keys = split(self.slot_keys(mem)?, m)?;
-                let values = split(crate::fused::linear(content, &self.w_v)?, m)?;
-                let scale = 1.0 / (dk as f64).sqrt();
-                let occupied = mem.occupancy_mask()?;
-                let usage = want_usage && !inspect;
-                if let Some((out, used)) =
-                    crate::fused::slot_attention(&q, &keys, &values, &occupied, scale, usage)?
-                {
-                    let out = out.transpose(1, 2)?.reshape((b, t, nh * dk))?;
-                    let r = crate::fused::linear(&out, &self.w_o)?;
-                    let usage = used.map(|u| {
-                        u.total
-                            .into_iter()
-                            .zip(u.peak)
-                            .enumerate()
-                            .map(|(f, (t, p))| (f, t, p))
-                            .collect()
-                    });
-                    let dense = if inspect {
-                        let scores = scorer()?;
-                        let selected = occupied
-                            .reshape((b, 1, 1, m))?
-                            .broadcast_as((b, nh, t, m))?
-                            .contiguous()?;
-                        Some(DenseRead {
-                            r: r.clone(),
-                            weights: kernels::masked_softmax(&scores, &selected)?,
-                            scores,
-                            selected,
-                        })
-                    } else {
-                        None
-                    };
+        // The dense read: one fused op from q, keys and values (usage
+        // included). Inspection keeps its R, so that it reads what a read
+        // reads bit for bit, and computes the weights it shows below.
+        let mut fused_r = None;
+        if !few && scores.is_none() && matches!(selection, Selection::Occupied) {
+            let keys = split(self.slot_keys(mem)?, m)?;
+            let values = split(crate::fused::linear(content, &self.w_v)?, m)?;
+            let scale = 1.0 / (dk as f64).sqrt();
+            let usage = want_usage && !inspect;
+            let occupied = mem.occupancy_mask()?;
+            if let Some((out, used)) =
+                crate::fused::slot_attention(&q, &keys, &values, &occupied, scale, usage)?
+            {
+                let out = out.transpose(1, 2)?.reshape((b, t, nh * dk))?;
+                let r = crate::fused::linear(&out, &self.w_o)?;
+                if !inspect {
                     return Ok(ReadParts {
                         r,
                         selection,
-                        usage,
-                        dense,
+                        usage: used.map(|u| usage_rows(u.total, u.peak)),
+                        dense: None,
                     });
                 }
+                fused_r = Some(r);
             }
         }
         // Every score is at hand (or inspection wants them): one masked
@@ -529,27 +508,25 @@ impl RetentionLayer {
             }
         };
         let weights = kernels::masked_softmax(&scores, &select)?;
-        let out = if few {
-            let w_v = self.w_v.weight().reshape((nh, dk, d))?.transpose(1, 2)?;
-            let wm = kernels::rows_mix(&weights.reshape((b, nh * t, m))?, content)?;
-            self.add_value_bias(per_head(&wm.reshape((b, nh, t, d))?, &w_v)?, &weights)?
-        } else {
-            weights.matmul(&split(crate::fused::linear(content, &self.w_v)?, m)?)?
+        let r = match fused_r {
+            Some(r) => r,
+            None => {
+                let out = if few {
+                    let w_v = self.w_v.weight().reshape((nh, dk, d))?.transpose(1, 2)?;
+                    let wm = kernels::rows_mix(&weights.reshape((b, nh * t, m))?, content)?;
+                    self.add_value_bias(per_head(&wm.reshape((b, nh, t, d))?, &w_v)?, &weights)?
+                } else {
+                    weights.matmul(&split(crate::fused::linear(content, &self.w_v)?, m)?)?
+                };
+                let out = out.transpose(1, 2)?.reshape((b, t, nh * dk))?;
+                crate::fused::linear(&out, &self.w_o)?
+            }
         };
-        let out = out.transpose(1, 2)?.reshape((b, t, nh * dk))?;
-        let r = crate::fused::linear(&out, &self.w_o)?;
         let usage = if want_usage && !inspect {
             let w = weights.detach().to_dtype(DType::F32)?;
             let total: Vec<f32> = (w.sum(2)?.sum(1)? / nh as f64)?.flatten_all()?.to_vec1()?;
             let peak: Vec<f32> = w.max(2)?.max(1)?.flatten_all()?.to_vec1()?;
-            Some(
-                total
-                    .into_iter()
-                    .zip(peak)
-                    .enumerate()
-                    .map(|(f, (t, p))| (f, t, p))
-                    .collect(),
-            )
+            Some(usage_rows(total, peak))
         } else {
             None
         };
@@ -812,6 +789,17 @@ impl RetentionLayer {
         n += self.age_emb.as_ref().map_or(0, |t| t.elem_count());
         n
     }
+}
+
+/// Usage per flat slot (b·m + slot) from the weight summed over heads and
+/// queries / H (`total`) and its largest value (`peak`), both [B·m].
+fn usage_rows(total: Vec<f32>, peak: Vec<f32>) -> Usage {
+    total
+        .into_iter()
+        .zip(peak)
+        .enumerate()
+        .map(|(f, (t, p))| (f, t, p))
+        .collect()
 }
 
 /// Per-head product: x [B, H, T, a] by w [H, a, c] gives [B, H, T, c].

@@ -8,11 +8,11 @@
 //! training with an error.
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Storage, Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
 use serde::{Deserialize, Serialize};
 
-use retbench_core::fused::Kernels;
+use retbench_core::fused::{Kernels, with_f32};
 
 use crate::model::Model;
 
@@ -222,14 +222,9 @@ impl FusedAdamW {
         let mut sq = 0f64;
         for v in &self.vars {
             if let Some(g) = grads.get(v.as_tensor()) {
-                let g = g.contiguous()?;
-                let (s, l) = g.storage_and_layout();
-                let (Storage::Cpu(CpuStorage::F32(data)), Some((a, b))) =
-                    (&*s, l.contiguous_offsets())
-                else {
-                    candle_core::bail!("retbench-adamw: f32 CPU gradients only");
-                };
-                sq += data[a..b].iter().map(|x| x * x).sum::<f32>() as f64;
+                sq += with_f32(g, "retbench-adamw", |g| {
+                    Ok(g.iter().map(|x| x * x).sum::<f32>() as f64)
+                })?;
             }
         }
         Ok(sq.sqrt())
@@ -253,16 +248,12 @@ impl FusedAdamW {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
-            let g = g.contiguous()?;
-            let (s, l) = g.storage_and_layout();
-            let (Storage::Cpu(CpuStorage::F32(data)), Some((a, b))) = (&*s, l.contiguous_offsets())
-            else {
-                candle_core::bail!("retbench-adamw: f32 CPU gradients only");
-            };
-            var.as_tensor().inplace_op1(&AdamUpdate {
-                grad: &data[a..b],
-                moments: std::sync::Mutex::new((m, v)),
-                k,
+            with_f32(g, "retbench-adamw", |grad| {
+                var.as_tensor().inplace_op1(&AdamUpdate {
+                    grad,
+                    moments: std::sync::Mutex::new((m, v)),
+                    k,
+                })
             })?;
         }
         Ok(())
