@@ -240,6 +240,13 @@ pub fn run_plan_with(
             bandwidth_gbps: summary.bandwidth_gbps,
             artifacts: Some(store.artifacts_dir(&run.run_id)),
         };
+        // Hashed before the clock starts: the data is regenerated for it.
+        let dataset_hash = run
+            .config
+            .task
+            .dataset_hash(&run.config.spec(), &ctx)
+            .ok()
+            .flatten();
         let start = Instant::now();
         let outcome = kernels.install(|| {
             std::panic::catch_unwind(AssertUnwindSafe(|| execute(run, &ctx)))
@@ -258,6 +265,7 @@ pub fn run_plan_with(
                 metrics: metrics.clone(),
                 provenance: Provenance {
                     wall_seconds: wall,
+                    dataset_hash: dataset_hash.clone(),
                     ..base.clone()
                 },
             }),

@@ -37,13 +37,41 @@ pub fn metric_specs(task: &dyn Episodes) -> Vec<MetricSpec> {
         Some(c) => s.chance(c),
         None => s,
     };
-    let mut out = vec![with_chance(
-        MetricSpec::share("accuracy", "held-out accuracy").sliced(key),
-    )];
+    let sliced = |s: MetricSpec| match task.second_slice() {
+        Some(k2) => s.sliced(key).sliced(k2),
+        None => s.sliced(key),
+    };
+    let mut out = vec![with_chance(sliced(MetricSpec::share(
+        "accuracy",
+        "held-out accuracy",
+    )))];
     for c in task.controls() {
-        out.push(with_chance(
-            MetricSpec::share(c.metric, c.about).sliced(key),
-        ));
+        out.push(with_chance(sliced(MetricSpec::share(c.metric, c.about))));
+    }
+    if task.sequences() {
+        out.push(
+            MetricSpec::share("exact_sequence", "sequences reproduced without error").sliced(key),
+        );
+    }
+    if task.bits().is_some() {
+        // No one chance level: a guess costs bits/2 per symbol, so it grows
+        // with the sequence's length.
+        out.push(
+            MetricSpec::new("bit_errors_per_sequence", "bit errors per sequence")
+                .unit("bits")
+                .lower()
+                .at_least(0.0)
+                .sliced(key),
+        );
+    }
+    if task.stale() {
+        out.push(
+            MetricSpec::share(
+                "stale_answer_rate",
+                "answers that were a superseded value (queries about updated facts)",
+            )
+            .lower(),
+        );
     }
     out.push(
         MetricSpec::new(
@@ -124,7 +152,7 @@ pub struct Control {
 }
 
 /// One session of a batch of episodes, row-major [B, T].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SessionData {
     pub tokens: Vec<u32>,
     pub targets: Vec<u32>,
@@ -137,6 +165,30 @@ pub struct SessionData {
     /// Per-sample feedback signal in [0, 1] (B values), for tasks that give
     /// one to feedback gates.
     pub feedback: Option<Vec<f32>>,
+    /// A second slice label of each masked position, for tasks with
+    /// [`Episodes::second_slice`] (entity tracking: the queried entity's
+    /// updates); `None` otherwise.
+    pub label2: Option<Vec<u8>>,
+    /// Superseded answers of each masked position (empty elsewhere), for
+    /// tasks with [`Episodes::stale`]: a prediction among them is stale.
+    pub stale: Option<Vec<Vec<u32>>>,
+}
+
+impl SessionData {
+    /// Rows `start..start + n` of a batch.
+    pub fn rows(&self, start: usize, n: usize) -> SessionData {
+        let r = start * self.len..(start + n) * self.len;
+        SessionData {
+            tokens: self.tokens[r.clone()].to_vec(),
+            targets: self.targets[r.clone()].to_vec(),
+            mask: self.mask[r.clone()].to_vec(),
+            label: self.label[r.clone()].to_vec(),
+            len: self.len,
+            feedback: self.feedback.as_ref().map(|f| f[start..start + n].to_vec()),
+            label2: self.label2.as_ref().map(|l| l[r.clone()].to_vec()),
+            stale: self.stale.as_ref().map(|l| l[r].to_vec()),
+        }
+    }
 }
 
 /// How an episode's sessions reach the model.
@@ -184,6 +236,59 @@ pub trait Episodes {
     fn telemetry(&self) -> bool {
         false
     }
+    /// The key of [`SessionData::label2`], a second slice of every
+    /// accuracy (entity tracking: `updates`).
+    fn second_slice(&self) -> Option<&'static str> {
+        None
+    }
+    /// Whether whole sequences are scored: `exact_sequence` (every masked
+    /// position of a session right), per label of the first slice.
+    fn sequences(&self) -> bool {
+        false
+    }
+    /// The width of the symbols as bit vectors, where tokens `0..2^bits`
+    /// are such vectors: `bit_errors_per_sequence` (the NTM copy metric).
+    fn bits(&self) -> Option<u32> {
+        None
+    }
+    /// Whether masked positions carry superseded answers
+    /// (`stale_answer_rate`).
+    fn stale(&self) -> bool {
+        false
+    }
+    /// Groups of held-out episodes with shapes of their own (copy: one per
+    /// evaluated length); each is scored with the same model.
+    fn eval_groups(&self) -> usize {
+        1
+    }
+    /// A batch of held-out episodes of `group`.
+    fn generate_eval(&self, group: usize, rng: &mut ChaCha8Rng, batch: usize) -> Vec<SessionData> {
+        let _ = group;
+        self.generate(rng, batch)
+    }
+    /// Session lengths of the held-out episodes of `group`.
+    fn eval_lengths(&self, group: usize) -> Vec<usize> {
+        let _ = group;
+        self.lengths()
+    }
+    /// What the episodes depend on: the task config without the options
+    /// that only lay them out (`context`). It seeds the held-out stream and
+    /// names the frozen dataset, so that every variant of a suite (memory or
+    /// none, sessions or one context) is scored on the same episodes.
+    fn dataset_config(&self) -> serde_json::Value;
+}
+
+/// The longest context a task feeds the model, in training or evaluation.
+fn max_context(task: &dyn Episodes) -> usize {
+    let fit = |lengths: Vec<usize>| match task.context() {
+        Context::Sessions => lengths.iter().copied().max().unwrap_or(1),
+        Context::Full => lengths.iter().sum(),
+    };
+    (0..task.eval_groups())
+        .map(|g| fit(task.eval_lengths(g)))
+        .chain([fit(task.lengths())])
+        .max()
+        .unwrap_or(1)
 }
 
 /// Joins the sessions of a batch into one context per episode.
@@ -196,6 +301,14 @@ pub fn concat(sessions: &[SessionData], batch: usize) -> SessionData {
         label: Vec::with_capacity(batch * len),
         len,
         feedback: sessions.iter().find_map(|s| s.feedback.clone()),
+        label2: sessions
+            .iter()
+            .any(|s| s.label2.is_some())
+            .then(|| Vec::with_capacity(batch * len)),
+        stale: sessions
+            .iter()
+            .any(|s| s.stale.is_some())
+            .then(|| Vec::with_capacity(batch * len)),
     };
     for b in 0..batch {
         for s in sessions {
@@ -203,7 +316,19 @@ pub fn concat(sessions: &[SessionData], batch: usize) -> SessionData {
             out.tokens.extend_from_slice(&s.tokens[row.clone()]);
             out.targets.extend_from_slice(&s.targets[row.clone()]);
             out.mask.extend_from_slice(&s.mask[row.clone()]);
-            out.label.extend_from_slice(&s.label[row]);
+            out.label.extend_from_slice(&s.label[row.clone()]);
+            if let Some(l) = &mut out.label2 {
+                match &s.label2 {
+                    Some(x) => l.extend_from_slice(&x[row.clone()]),
+                    None => l.extend(std::iter::repeat_n(0, s.len)),
+                }
+            }
+            if let Some(l) = &mut out.stale {
+                match &s.stale {
+                    Some(x) => l.extend_from_slice(&x[row]),
+                    None => l.extend(std::iter::repeat_n(Vec::new(), s.len)),
+                }
+            }
         }
     }
     out
@@ -240,12 +365,7 @@ fn tensors(
 
 /// The model config a task's data needs, with the user's fields kept.
 pub fn fitted_model(task: &dyn Episodes, model: &ModelConfig) -> Result<ModelConfig, String> {
-    let lengths = task.lengths();
-    let max_len = match task.context() {
-        Context::Sessions => lengths.iter().copied().max().unwrap_or(1),
-        Context::Full => lengths.iter().sum(),
-    };
-    model.fit(task.vocab(), max_len)
+    model.fit(task.vocab(), max_context(task))
 }
 
 /// The peak bytes of a learned run, by the field that drives each term:
@@ -263,11 +383,12 @@ pub fn estimate_bytes(
     };
     let u = |x: usize| x as u128;
     let lengths = task.lengths();
-    let tokens_per_episode: u128 = lengths.iter().map(|&l| u(l)).sum();
-    let t_max = match task.context() {
-        Context::Sessions => lengths.iter().map(|&l| u(l)).max().unwrap_or(1),
-        Context::Full => tokens_per_episode,
-    };
+    let tokens_per_episode: u128 = (0..task.eval_groups())
+        .map(|g| task.eval_lengths(g).iter().map(|&l| u(l)).sum::<u128>())
+        .chain([lengths.iter().map(|&l| u(l)).sum()])
+        .max()
+        .unwrap_or(1);
+    let t_max = u(max_context(task));
     let (d, l, v, ffn) = (
         u(model.d_model),
         u(model.layers),
@@ -362,36 +483,138 @@ pub fn validate(task: &dyn Episodes, spec: &RunSpec<'_>) -> Result<(), TaskError
     Ok(())
 }
 
-/// Accuracy and mean loss over masked positions, per slice label; and the
-/// slot telemetry per session, summed over batches, when asked for.
+/// Accuracy and mean loss over masked positions, per slice label; whole
+/// sequences and stale answers where the task scores them; and the slot
+/// telemetry per session, summed over batches, when asked for.
 #[derive(Debug, Default, Clone)]
 struct Scores {
-    /// label → (hits, count)
-    hits: BTreeMap<u8, (usize, usize)>,
+    /// (slice: 0 the first key, 1 the second, label) → (hits, count)
+    hits: BTreeMap<(u8, u8), (usize, usize)>,
+    /// first-slice label → (sequences all right, bit errors, sequences)
+    sequences: BTreeMap<u8, (usize, u64, usize)>,
+    /// (stale answers, queries that have superseded answers)
+    stale: (usize, usize),
     nll: f64,
     n: usize,
     /// session → per batch, the mean telemetry of the first memory
     telemetry: BTreeMap<usize, Vec<Telemetry>>,
 }
 
+/// Bits that differ between two symbols of `bits` bits; a prediction that
+/// is no such symbol (a marker) gets every bit wrong.
+pub fn bit_errors(predicted: u32, target: u32, bits: u32) -> u32 {
+    if predicted >> bits != 0 {
+        bits
+    } else {
+        (predicted ^ target).count_ones()
+    }
+}
+
 impl Scores {
-    fn add(&mut self, data: &SessionData, out: &retbench_model::SessionOutput) {
-        for p in 0..data.mask.len() {
-            if data.mask[p] == 0.0 {
-                continue;
+    fn add(
+        &mut self,
+        task: &dyn Episodes,
+        data: &SessionData,
+        out: &retbench_model::SessionOutput,
+    ) {
+        let (sequences, bits) = (task.sequences(), task.bits());
+        for row in 0..data.mask.len() / data.len.max(1) {
+            // (all right, bit errors, first-slice label) of this row's sequence
+            let mut seq: Option<(bool, u64, u8)> = None;
+            for p in row * data.len..(row + 1) * data.len {
+                if data.mask[p] == 0.0 {
+                    continue;
+                }
+                let right = out.predictions[p] == data.targets[p];
+                let e = self.hits.entry((0, data.label[p])).or_default();
+                e.0 += right as usize;
+                e.1 += 1;
+                if let Some(l2) = &data.label2 {
+                    let e = self.hits.entry((1, l2[p])).or_default();
+                    e.0 += right as usize;
+                    e.1 += 1;
+                }
+                if let Some(stale) = data.stale.as_ref().map(|s| &s[p]) {
+                    if !stale.is_empty() {
+                        self.stale.0 += stale.contains(&out.predictions[p]) as usize;
+                        self.stale.1 += 1;
+                    }
+                }
+                let s = seq.get_or_insert((true, 0, data.label[p]));
+                s.0 &= right;
+                if let Some(b) = bits {
+                    s.1 += bit_errors(out.predictions[p], data.targets[p], b) as u64;
+                }
+                self.nll += out.nll[p] as f64;
+                self.n += 1;
             }
-            let e = self.hits.entry(data.label[p]).or_default();
-            e.0 += (out.predictions[p] == data.targets[p]) as usize;
-            e.1 += 1;
-            self.nll += out.nll[p] as f64;
-            self.n += 1;
+            if let (true, Some((all, errors, label))) = (sequences, seq) {
+                let e = self.sequences.entry(label).or_default();
+                e.0 += all as usize;
+                e.1 += errors;
+                e.2 += 1;
+            }
         }
     }
 
-    fn accuracy(&self) -> impl Iterator<Item = (u8, f64)> + '_ {
+    /// Accuracy per label of the first slice (`which` 0) or the second (1).
+    fn accuracy_of(&self, which: u8) -> impl Iterator<Item = (u8, f64)> + '_ {
         self.hits
             .iter()
-            .map(|(l, (h, n))| (*l, *h as f64 / (*n).max(1) as f64))
+            .filter(move |((w, _), _)| *w == which)
+            .map(|((_, l), (h, n))| (*l, *h as f64 / (*n).max(1) as f64))
+    }
+
+    fn accuracy(&self) -> impl Iterator<Item = (u8, f64)> + '_ {
+        self.accuracy_of(0)
+    }
+
+    /// Every accuracy, sliced by the first key and, where there is one, the
+    /// second, as `metric`.
+    fn accuracy_metrics(&self, task: &dyn Episodes, metric: &str) -> Vec<Metric> {
+        let mut out: Vec<Metric> = self
+            .accuracy()
+            .map(|(l, a)| Metric::sliced(metric, task.slice_key(), l, a))
+            .collect();
+        if let Some(key) = task.second_slice() {
+            out.extend(
+                self.accuracy_of(1)
+                    .map(|(l, a)| Metric::sliced(metric, key, l, a)),
+            );
+        }
+        out
+    }
+
+    /// `exact_sequence`, `bit_errors_per_sequence` and `stale_answer_rate`,
+    /// where the task scores them.
+    fn sequence_metrics(&self, task: &dyn Episodes) -> Vec<Metric> {
+        let key = task.slice_key();
+        let mut out = Vec::new();
+        for (label, (all, errors, n)) in &self.sequences {
+            let n = (*n).max(1) as f64;
+            out.push(Metric::sliced(
+                "exact_sequence",
+                key,
+                label,
+                *all as f64 / n,
+            ));
+            if task.bits().is_some() {
+                out.push(Metric::sliced(
+                    "bit_errors_per_sequence",
+                    key,
+                    label,
+                    *errors as f64 / n,
+                ));
+            }
+        }
+        if task.stale() {
+            let (stale, n) = self.stale;
+            out.push(Metric::new(
+                "stale_answer_rate",
+                stale as f64 / n.max(1) as f64,
+            ));
+        }
+        out
     }
 
     fn loss(&self) -> f64 {
@@ -416,20 +639,129 @@ impl Scores {
     }
 }
 
-/// The held-out episodes, generated once per run and laid out for the model.
+/// The key of a task's held-out data: 16 hex digits of the blake3 hash of
+/// its kind and [`Episodes::dataset_config`].
+pub fn dataset_key(kind: &str, task: &dyn Episodes) -> String {
+    let text = format!("{kind}:{}", task.dataset_config());
+    blake3::hash(text.as_bytes()).to_hex()[..16].to_string()
+}
+
+/// The held-out episodes of (task, seed): `episodes` per evaluation group,
+/// each group one batch, drawn from one stream seeded by the dataset key,
+/// so they depend on nothing else (not the model, not the variant, not the
+/// evaluation batch size).
+pub fn held_out(
+    kind: &str,
+    task: &dyn Episodes,
+    episodes: usize,
+    seed: u64,
+) -> Vec<Vec<SessionData>> {
+    let mut rng = stream(&dataset_key(kind, task), seed, "eval");
+    (0..task.eval_groups())
+        .map(|g| task.generate_eval(g, &mut rng, episodes))
+        .collect()
+}
+
+/// A task's held-out set as the bytes of its frozen file: one JSON object
+/// per episode, `{"group", "sessions": [{"tokens", "queries": [[position,
+/// target, label, (label2), (stale…)]]}], ("feedback")}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// `<kind>/<key>-seed<seed>-n<episodes>.jsonl`, under the datasets
+    /// folder.
+    pub file: String,
+    pub kind: String,
+    pub seed: u64,
+    pub episodes: usize,
+    /// [`Episodes::dataset_config`].
+    pub config: serde_json::Value,
+    pub bytes: Vec<u8>,
+}
+
+impl Dataset {
+    /// Lower-case hex sha256 of the bytes.
+    pub fn sha256(&self) -> String {
+        sha256_hex(&self.bytes)
+    }
+}
+
+/// Lower-case hex sha256.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The frozen form of [`held_out`].
+pub fn dataset(kind: &str, task: &dyn Episodes, episodes: usize, seed: u64) -> Dataset {
+    let mut bytes = Vec::new();
+    for (g, sessions) in held_out(kind, task, episodes, seed).iter().enumerate() {
+        for b in 0..episodes {
+            let mut line = serde_json::json!({ "group": g });
+            let mut out = Vec::with_capacity(sessions.len());
+            for s in sessions {
+                let row = b * s.len..(b + 1) * s.len;
+                let queries: Vec<serde_json::Value> = row
+                    .clone()
+                    .filter(|&p| s.mask[p] != 0.0)
+                    .map(|p| {
+                        let mut q = vec![
+                            serde_json::json!(p - row.start),
+                            serde_json::json!(s.targets[p]),
+                            serde_json::json!(s.label[p]),
+                        ];
+                        if let Some(l2) = &s.label2 {
+                            q.push(serde_json::json!(l2[p]));
+                        }
+                        if let Some(st) = &s.stale {
+                            q.push(serde_json::json!(st[p]));
+                        }
+                        serde_json::Value::Array(q)
+                    })
+                    .collect();
+                out.push(serde_json::json!({
+                    "tokens": &s.tokens[row],
+                    "queries": queries,
+                }));
+            }
+            line["sessions"] = serde_json::Value::Array(out);
+            if let Some(f) = sessions.first().and_then(|s| s.feedback.as_ref()) {
+                line["feedback"] = serde_json::json!(f[b]);
+            }
+            bytes.extend(serde_json::to_vec(&line).expect("json"));
+            bytes.push(b'\n');
+        }
+    }
+    let key = dataset_key(kind, task);
+    Dataset {
+        file: format!("{kind}/{key}-seed{seed}-n{episodes}.jsonl"),
+        kind: kind.to_string(),
+        seed,
+        episodes,
+        config: task.dataset_config(),
+        bytes,
+    }
+}
+
+/// The held-out episodes, generated once per run ([`held_out`]) and laid
+/// out for the model in batches of `eval.batch`.
 struct EvalSet {
     batches: Vec<(Vec<SessionData>, usize)>,
 }
 
 impl EvalSet {
-    fn new(task: &dyn Episodes, eval: &EvalConfig, ctx: &TaskContext) -> Self {
-        let mut rng = stream(&ctx.config_hash, ctx.seed, "eval");
-        let mut left = eval.episodes;
+    fn new(kind: &str, task: &dyn Episodes, eval: &EvalConfig, seed: u64) -> Self {
         let mut batches = Vec::new();
-        while left > 0 {
-            let b = left.min(eval.batch);
-            batches.push((layout(task, task.generate(&mut rng, b), b), b));
-            left -= b;
+        for group in held_out(kind, task, eval.episodes, seed) {
+            let mut start = 0;
+            while start < eval.episodes {
+                let b = (eval.episodes - start).min(eval.batch);
+                let rows = group.iter().map(|s| s.rows(start, b)).collect();
+                batches.push((layout(task, rows, b), b));
+                start += b;
+            }
         }
         EvalSet { batches }
     }
@@ -437,6 +769,7 @@ impl EvalSet {
     /// Scores sessions `from..` of every episode.
     fn score(
         &self,
+        task: &dyn Episodes,
         model: &Model,
         between: Between<'_>,
         seed: u64,
@@ -464,7 +797,7 @@ impl EvalSet {
                 &mut observe,
             )?;
             for (d, o) in data.iter().zip(&outs).skip(from) {
-                scores.add(d, o);
+                scores.add(task, d, o);
             }
         }
         Ok(scores)
@@ -503,6 +836,7 @@ fn count(varmap: &VarMap) -> usize {
 
 /// Trains and evaluates one run of a learned task.
 pub fn run(
+    kind: &str,
     task: &dyn Episodes,
     spec: &RunSpec<'_>,
     ctx: &TaskContext,
@@ -561,8 +895,7 @@ pub fn run(
 
     let model = Model::new(&model_cfg, spec.retention, vb())?;
     let mut trainer = Trainer::new(train, map.varmap()).map_err(|e| invalid(e.to_string()))?;
-    let evals = EvalSet::new(task, &eval, ctx);
-    let key = task.slice_key();
+    let evals = EvalSet::new(kind, task, &eval, ctx.seed);
     let persistence = spec
         .retention
         .map(|r| r.persistence)
@@ -579,14 +912,11 @@ pub fn run(
         interval_n += 1;
         let done = step + 1;
         if eval.every.is_some_and(|e| done % e == 0) && done < train.steps {
-            let s = evals.score(&model, between, ctx.seed, 0, false)?;
+            let s = evals.score(task, &model, between, ctx.seed, 0, false)?;
             bind_curve.extend(bind_of(&s).map(|a| (done, a)));
             let at = Some(done as u64);
-            for (label, acc) in s.accuracy() {
-                out.push(Metric {
-                    step: at,
-                    ..Metric::sliced("accuracy", key, label, acc)
-                });
+            for m in s.accuracy_metrics(task, "accuracy") {
+                out.push(Metric { step: at, ..m });
             }
             out.push(Metric {
                 step: at,
@@ -601,8 +931,9 @@ pub fn run(
     }
     let last_interval = interval_loss / interval_n.max(1) as f64;
 
-    let scores = evals.score(&model, between, ctx.seed, 0, task.telemetry())?;
+    let scores = evals.score(task, &model, between, ctx.seed, 0, task.telemetry())?;
     out.extend(scores.telemetry_metrics());
+    out.extend(scores.sequence_metrics(task));
     bind_curve.extend(bind_of(&scores).map(|a| (train.steps, a)));
     // Binding is the cross-session slice (the last label) crossing 0.9.
     out.push(Metric::new(
@@ -610,14 +941,14 @@ pub fn run(
         time_to_bind(&bind_curve) as f64,
     ));
     let at_end = Some(train.steps as u64);
-    for (label, acc) in scores.accuracy() {
-        out.push(Metric::sliced("accuracy", key, label, acc));
+    for m in scores.accuracy_metrics(task, "accuracy") {
         if eval.every.is_some() {
             out.push(Metric {
                 step: at_end,
-                ..Metric::sliced("accuracy", key, label, acc)
+                ..m.clone()
             });
         }
+        out.push(m);
     }
     if eval.every.is_some() {
         out.push(Metric {
@@ -635,15 +966,14 @@ pub fn run(
     if model.has_retention() {
         for c in task.controls() {
             let s = evals.score(
+                task,
                 &model,
                 Between::ClearBefore(c.clear_before),
                 ctx.seed,
                 c.clear_before,
                 false,
             )?;
-            for (label, acc) in s.accuracy() {
-                out.push(Metric::sliced(c.metric, key, label, acc));
-            }
+            out.extend(s.accuracy_metrics(task, c.metric));
         }
     }
     out.push(Metric::new(

@@ -5,6 +5,8 @@
 //! (config hash, seed, stream name), so quality metrics never depend on
 //! scheduling. The harness owns files and parallelism; tasks own science.
 
+pub mod copy;
+pub mod entity;
 pub mod learned;
 pub mod metric;
 pub mod probe;
@@ -27,6 +29,13 @@ pub enum TaskConfig {
     /// Cross-session associative recall: a model is trained and scored on
     /// recalling, in a fresh context, facts stated in an earlier session.
     Recall(recall::RecallConfig),
+    /// Copy probe (no training): L items through a write policy, each read
+    /// back by its key; fidelity against load, and cost.
+    CopyProbe(copy::CopyProbeConfig),
+    /// Learned copy: reproduce a sequence from memory in a fresh context.
+    Copy(copy::CopyConfig),
+    /// Cross-session entity tracking with updates.
+    Entity(entity::EntityConfig),
 }
 
 /// The blocks of a run config a task reads besides its own.
@@ -97,18 +106,43 @@ pub trait Task: Send + Sync {
     fn ignores(&self) -> &'static [(&'static str, &'static str)] {
         &[]
     }
+    /// A learned task's episodes (what the shared driver trains and scores
+    /// on, and what its frozen held-out set is made of); `None` for tasks
+    /// that train nothing.
+    fn episodes(&self) -> Option<&dyn learned::Episodes> {
+        None
+    }
+    /// The sha256 of the data a run reads: a learned task's frozen held-out
+    /// set (the file `retbench datasets` writes), or for a probe task the
+    /// vectors it generates. Recorded as `provenance.dataset_hash`.
+    fn dataset_hash(
+        &self,
+        spec: &RunSpec<'_>,
+        ctx: &TaskContext,
+    ) -> Result<Option<String>, TaskError> {
+        Ok(self.dataset(spec, ctx.seed).map(|d| d.sha256()))
+    }
+    /// A learned task's frozen held-out set for this run.
+    fn dataset(&self, spec: &RunSpec<'_>, seed: u64) -> Option<learned::Dataset> {
+        let episodes = self.episodes()?;
+        let n = spec.eval.cloned().unwrap_or_default().episodes;
+        Some(learned::dataset(self.kind(), episodes, n, seed))
+    }
 }
 
 impl TaskConfig {
     /// Every task kind, as `kind:` names it; a test checks it against the
     /// enum.
-    pub const KINDS: &[&str] = &["scaling", "recall"];
+    pub const KINDS: &[&str] = &["scaling", "recall", "copy_probe", "copy", "entity"];
 
     /// The task behind this config: the only exhaustive match over kinds.
     pub fn task(&self) -> &dyn Task {
         match self {
             TaskConfig::Scaling(c) => c,
             TaskConfig::Recall(c) => c,
+            TaskConfig::CopyProbe(c) => c,
+            TaskConfig::Copy(c) => c,
+            TaskConfig::Entity(c) => c,
         }
     }
 
@@ -150,6 +184,15 @@ impl TaskConfig {
     /// Runs the task.
     pub fn run(&self, spec: &RunSpec<'_>, ctx: &TaskContext) -> Result<Vec<Metric>, TaskError> {
         self.task().run(spec, ctx)
+    }
+
+    /// [`Task::dataset_hash`].
+    pub fn dataset_hash(
+        &self,
+        spec: &RunSpec<'_>,
+        ctx: &TaskContext,
+    ) -> Result<Option<String>, TaskError> {
+        self.task().dataset_hash(spec, ctx)
     }
 
     /// The task `kind` with every option at its default (`None`: no such

@@ -102,7 +102,7 @@ impl RecallConfig {
             mask: Vec::with_capacity(batch * len),
             label: Vec::with_capacity(batch * len),
             len,
-            feedback: None,
+            ..Default::default()
         });
         let (q, pad) = (self.query_token(), self.pad_token());
         for _ in 0..batch {
@@ -239,6 +239,22 @@ impl Episodes for RecallConfig {
     fn chance(&self) -> Option<f64> {
         Some(1.0 / self.values as f64)
     }
+    fn dataset_config(&self) -> serde_json::Value {
+        without_layout(self)
+    }
+}
+
+/// A task config's canonical JSON without `context` (which lays episodes
+/// out, and changes none of them).
+pub(crate) fn without_layout<T>(config: &T) -> serde_json::Value
+where
+    T: Serialize + serde::de::DeserializeOwned + PartialEq,
+{
+    let mut v = retbench_core::canonical::canonical_json(config);
+    if let Some(m) = v.as_object_mut() {
+        m.remove("context");
+    }
+    v
 }
 
 impl Task for RecallConfig {
@@ -256,7 +272,10 @@ impl Task for RecallConfig {
         learned::validate(self, spec)
     }
     fn run(&self, spec: &RunSpec<'_>, ctx: &TaskContext) -> Result<Vec<Metric>, TaskError> {
-        learned::run(self, spec, ctx)
+        learned::run(self.kind(), self, spec, ctx)
+    }
+    fn episodes(&self) -> Option<&dyn Episodes> {
+        Some(self)
     }
     fn metrics(&self) -> Vec<MetricSpec> {
         learned::metric_specs(self)

@@ -310,7 +310,17 @@ fn queries(rows: &[Vec<f32>], d: usize, dev: &Device) -> Result<Tensor, TaskErro
 
 /// The probe layer's parameters (see the module doc), in a fresh map.
 fn probe_params(cfg: &ScalingConfig, ctx: &TaskContext) -> Result<SeededVarMap, TaskError> {
-    let (d, half) = (cfg.d, cfg.d / 2);
+    probe_layer_params(cfg.d, cfg.sharpness, ctx)
+}
+
+/// A probe layer over [key | value] rows of width `d`: W_Q = W_K =
+/// β·[I 0; 0 0], W_V = [0 0; 0 I], W_O = W_u = I (the copy probe's too).
+pub(crate) fn probe_layer_params(
+    d: usize,
+    sharpness: f64,
+    ctx: &TaskContext,
+) -> Result<SeededVarMap, TaskError> {
+    let half = d / 2;
     let map = SeededVarMap::new(VarMap::new(), &ctx.config_hash, ctx.seed);
     let diag = |first: f32, second: f32| -> Result<Tensor, TaskError> {
         let mut v = vec![0f32; d * d];
@@ -319,7 +329,7 @@ fn probe_params(cfg: &ScalingConfig, ctx: &TaskContext) -> Result<SeededVarMap, 
         }
         Ok(Tensor::from_vec(v, (d, d), &Device::Cpu)?)
     };
-    let beta = cfg.sharpness as f32;
+    let beta = sharpness as f32;
     map.set("w_q.weight", &diag(beta, 0.0)?)?;
     map.set("w_k.weight", &diag(beta, 0.0)?)?;
     map.set("w_v.weight", &diag(0.0, 1.0)?)?;

@@ -41,6 +41,7 @@ impl Episodes for Echo {
                 label,
                 len: 2,
                 feedback: Some(feedback.clone()),
+                ..Default::default()
             };
         vec![
             session(
@@ -79,6 +80,9 @@ impl Episodes for Echo {
     fn telemetry(&self) -> bool {
         true
     }
+    fn dataset_config(&self) -> serde_json::Value {
+        serde_json::json!({ "symbols": SYMBOLS })
+    }
 }
 
 impl Task for Echo {
@@ -95,13 +99,16 @@ impl Task for Echo {
         learned::validate(self, spec)
     }
     fn run(&self, spec: &RunSpec<'_>, ctx: &TaskContext) -> Result<Vec<Metric>, TaskError> {
-        learned::run(self, spec, ctx)
+        learned::run(self.kind(), self, spec, ctx)
     }
     fn metrics(&self) -> Vec<MetricSpec> {
         learned::metric_specs(self)
     }
     fn gives_feedback(&self) -> bool {
         true
+    }
+    fn episodes(&self) -> Option<&dyn Episodes> {
+        Some(self)
     }
 }
 
