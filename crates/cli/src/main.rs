@@ -137,6 +137,22 @@ enum Command {
         #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
         format: BenchFormat,
     },
+    /// Write the frozen held-out sets of the suites' learned runs to
+    /// DIR/<task>/ (JSONL, with a sha256 manifest), or check them.
+    Datasets {
+        /// Suite files [default: every suite in suites/].
+        suites: Vec<PathBuf>,
+        /// Apply this profile's overrides first.
+        #[arg(long)]
+        profile: Option<String>,
+        /// The datasets folder.
+        #[arg(long, default_value = "datasets")]
+        out: PathBuf,
+        /// Regenerate every dataset the manifests list and compare it bit
+        /// for bit (exit 1 on a mismatch); writes nothing.
+        #[arg(long)]
+        check: bool,
+    },
     /// Work with memory snapshots.
     Memory {
         #[command(subcommand)]
@@ -275,6 +291,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             jobs,
             format,
         } => train_bench(&d_model, steps, threads, jobs, format).map(|_| Outcome::Ok),
+        Command::Datasets {
+            suites,
+            profile,
+            out,
+            check,
+        } => datasets(suites, profile.as_deref(), &out, check),
         Command::Memory {
             command: MemoryCommand::Inspect { snapshot, format },
         } => inspect(&snapshot, format).map(|_| Outcome::Ok),
@@ -580,6 +602,47 @@ fn bench(
         }
     }
     Ok(outcome)
+}
+
+fn datasets(
+    suites: Vec<PathBuf>,
+    profile: Option<&str>,
+    out: &Path,
+    check: bool,
+) -> anyhow::Result<Outcome> {
+    use retbench_harness::datasets;
+    if check {
+        return match datasets::check(out) {
+            Ok(n) => {
+                eprintln!("{}: {n} datasets regenerate bit for bit", out.display());
+                Ok(Outcome::Ok)
+            }
+            Err(problems) => {
+                for p in &problems {
+                    eprintln!("{p}");
+                }
+                Ok(Outcome::SomeFailed)
+            }
+        };
+    }
+    let files = if suites.is_empty() {
+        suite_files(Path::new("suites"))?
+    } else {
+        suites
+    };
+    let mut all = Vec::new();
+    for f in &files {
+        let plan = suite::load(f, profile)?;
+        all.extend(datasets::of_plan(&plan));
+    }
+    let done = datasets::write(&all, out)?;
+    eprintln!(
+        "{}: {} datasets written, {} unchanged",
+        out.display(),
+        done.written,
+        done.unchanged
+    );
+    Ok(Outcome::Ok)
 }
 
 fn suite_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {

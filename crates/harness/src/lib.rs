@@ -3,6 +3,7 @@
 //! rebuilt from them), with shards, merge and provenance.
 
 pub mod config;
+pub mod datasets;
 pub mod runner;
 pub mod store;
 pub mod suite;

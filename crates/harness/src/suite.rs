@@ -319,6 +319,8 @@ pub fn parse_with(
         None => vec![0],
     };
     // Axes as (path, values) lists, so that profiles can replace them.
+    let mut late: Vec<Override> = Vec::new();
+    let mut used_late: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut grid: Vec<GridAxis> = Vec::new();
     for (key, values) in &file.grid.0 {
         check_path(&base, &key.value).map_err(|m| cx.at(Loc::from(key), m))?;
@@ -389,6 +391,20 @@ pub fn parse_with(
                     .map(|v| (v.clone(), Loc::from(value)))
                     .collect();
             } else {
+                // Every point gets the profile's value (after its own
+                // overrides: a variant that replaces a whole block, say its
+                // `train:`, still trains for the profile's steps), wherever
+                // the path's block exists. A block the base lacks (the
+                // learned variants of a probe suite) is only checked when
+                // the points are.
+                late.push(Override {
+                    path: key.value.clone(),
+                    value: value.value.clone(),
+                    loc: Loc::from(value),
+                });
+                if parent_is_null(&base, &key.value) {
+                    continue;
+                }
                 check_path(&base, &key.value).map_err(|m| cx.at(loc, m))?;
                 set_path(&mut base, &key.value, value.value.clone()).map_err(|m| cx.at(loc, m))?;
                 located.profile.push((key.value.clone(), Loc::from(value)));
@@ -514,7 +530,29 @@ pub fn parse_with(
     let mut seen: HashMap<String, Loc> = HashMap::new();
     let mut excluded_any = false;
     for (variant, loc, ovs) in &points {
-        let json = resolve(&cx, &base, &located, ovs)?;
+        let mut ovs_all = ovs.clone();
+        let own = resolve(&cx, &base, &located, ovs).ok();
+        for l in &late {
+            let parent = l.path.rsplit_once('.').map(|(p, _)| p);
+            let has_block = match (&own, parent) {
+                (Some(json), Some(p)) => get_path(json, p).is_some_and(Value::is_object),
+                (Some(_), None) => true,
+                (None, _) => !parent_is_null(&base, &l.path),
+            };
+            // A field this point's block does not have (the probe's
+            // `task.loads` on a learned variant's task) is not its to take.
+            let knows_field = own.as_ref().is_none_or(|json| {
+                let mut probe = json.clone();
+                set_path(&mut probe, &l.path, l.value.clone()).is_ok()
+                    && !serde_json::from_value::<RunConfig>(probe)
+                        .is_err_and(|e| e.to_string().contains("unknown field"))
+            });
+            if has_block && knows_field {
+                used_late.insert(l.path.clone());
+                ovs_all.push(l.clone());
+            }
+        }
+        let json = resolve(&cx, &base, &located, &ovs_all)?;
         if excludes.iter().any(|(_, conds)| {
             conds
                 .iter()
@@ -564,6 +602,12 @@ pub fn parse_with(
                 config_hash: config_hash.clone(),
             });
         }
+    }
+    if let Some(l) = late.iter().find(|l| !used_late.contains(&l.path)) {
+        return Err(cx.at(
+            l.loc,
+            format!("{}: names nothing in any run of this suite", l.path),
+        ));
     }
     if runs.is_empty() {
         let loc = if excluded_any {
@@ -779,6 +823,15 @@ fn set_path(json: &mut Value, path: &str, value: Value) -> Result<(), String> {
     unreachable!("paths have at least one segment")
 }
 
+/// Whether the block holding `path` is null or absent in `base` (a probe
+/// suite's base has no `train:`).
+fn parent_is_null(base: &Value, path: &str) -> bool {
+    match path.rsplit_once('.') {
+        Some((parent, _)) => !get_path(base, parent).is_some_and(Value::is_object),
+        None => false,
+    }
+}
+
 /// A dotted path names something when it exists in the (default-filled)
 /// base, or when setting it keeps the base a valid run config (an optional
 /// field the base leaves out).
@@ -797,9 +850,12 @@ fn check_path(base: &Value, path: &str) -> Result<(), String> {
     };
     match parent_value {
         Some(Value::Object(map)) => {
+            // Null: an optional block (`model:` of a probe suite's learned
+            // variant) takes it, and an unknown field is refused whatever
+            // its value.
+            let _ = map;
             let mut probe = base.clone();
-            let sample = map.values().next().cloned().unwrap_or(Value::Null);
-            set_path(&mut probe, path, sample).ok();
+            set_path(&mut probe, path, Value::Null).ok();
             match serde_json::from_value::<RunConfig>(probe) {
                 Err(e) if e.to_string().contains("unknown field") => Err(format!(
                     "{path} names nothing: {} has no field {leaf:?}",
@@ -836,11 +892,12 @@ fn run_id(variant: &str, params: &[(String, Value)], seed: u64, config: &RunConf
             Value::Bool(b) => b.to_string(),
             Value::Number(n) => n.to_string(),
             Value::String(s) => s.clone(),
-            Value::Object(m) => m
-                .get("kind")
-                .and_then(Value::as_str)
-                .unwrap_or("map")
-                .to_string(),
+            Value::Object(m) => match m.get("kind").and_then(Value::as_str) {
+                Some(kind) => kind.to_string(),
+                // A whole block without a kind (a variant's `model:`) says
+                // nothing short; the variant's name and the hash identify it.
+                None => continue,
+            },
             Value::Array(_) => "list".to_string(),
         };
         parts.push(format!("{leaf}{v}"));

@@ -97,6 +97,27 @@ fn a_second_run_does_nothing_and_force_reruns() {
 }
 
 #[test]
+fn every_record_names_the_hash_of_the_data_it_read() {
+    let p = plan();
+    let out = scratch("dataset-hash");
+    run_plan(&p, &opts(&out)).unwrap();
+    let runs = Store::new(&out).runs(None).unwrap();
+    let hash = |id: &str| {
+        let r = runs.iter().find(|r| r.run_id == id).unwrap();
+        r.provenance.dataset_hash.clone().expect("filled")
+    };
+    for r in &runs {
+        let h = r.provenance.dataset_hash.as_deref().unwrap_or_default();
+        assert_eq!(h.len(), 64, "{}: a sha256, got {h:?}", r.run_id);
+        assert!(h.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+    // Scaling data depends on the run's config and seed.
+    let ids: Vec<&str> = runs.iter().map(|r| r.run_id.as_str()).collect();
+    assert_ne!(hash(ids[0]), hash(ids[1]));
+    let _ = std::fs::remove_dir_all(&out);
+}
+
+#[test]
 fn a_deleted_run_file_is_the_only_run_redone() {
     let out = scratch("missing");
     let p = plan();

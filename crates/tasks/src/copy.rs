@@ -540,6 +540,11 @@ impl Episodes for CopyConfig {
     fn sequences(&self) -> bool {
         true
     }
+    /// Binding is the first evaluated length (the training range's), not
+    /// the longest.
+    fn bind_label(&self) -> Option<u8> {
+        self.eval_lengths.first().map(|&l| l as u8)
+    }
     fn bits(&self) -> Option<u32> {
         self.bits
     }

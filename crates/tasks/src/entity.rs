@@ -112,10 +112,10 @@ impl EntityConfig {
             .collect();
         let e_tokens = self.entities as u32;
         for _ in 0..batch {
-            // Per entity: value history (latest last), session of the latest
-            // statement.
+            // Per entity: value history (latest last), and the session its
+            // current value was last in context (stated or answered).
             let mut history: Vec<Vec<u32>> = vec![Vec::new(); self.entities];
-            let mut stated_in = vec![0usize; self.entities];
+            let mut seen_in = vec![0usize; self.entities];
             for (s, session) in out.iter_mut().enumerate() {
                 let mut chosen: Vec<usize> = Vec::with_capacity(self.facts);
                 for _ in 0..self.facts {
@@ -131,7 +131,7 @@ impl EntityConfig {
                         None => rng.random_range(0..self.values as u32),
                     };
                     history[e].push(value);
-                    stated_in[e] = s;
+                    seen_in[e] = s;
                     chosen.push(e);
                 }
                 let known: Vec<usize> = (0..self.entities)
@@ -173,7 +173,8 @@ impl EntityConfig {
                         self.pad_token(),
                     ]);
                     session.mask.extend([0.0, 1.0, 0.0]);
-                    session.label.extend([0, (s - stated_in[e]) as u8, 0]);
+                    session.label.extend([0, (s - seen_in[e]) as u8, 0]);
+                    seen_in[e] = s;
                     labels.extend([0, updates.min(UPDATES_CAP) as u8, 0]);
                     stale.extend([Vec::new(), old, Vec::new()]);
                 }
@@ -260,11 +261,12 @@ mod tests {
     }
 
     /// Replays every episode with a plain map of latest values and checks
-    /// each query's target, gap, update count and stale set against it.
+    /// each query's target, gap (since the answer was last in context),
+    /// update count and stale set against it.
     #[test]
     fn targets_are_the_latest_values_with_their_gap_updates_and_stale_set() {
-        let c = cfg("{}");
-        let batch = 50;
+        let c = cfg(r#"{"entities": 12}"#);
+        let batch = 200;
         let data = c.generate(&mut stream("entity", 0, "data"), batch);
         assert_eq!(data.len(), 4);
         let (mut updated, mut gaps) = (0, [0usize; 4]);
@@ -276,7 +278,7 @@ mod tests {
                 let tok = row(&sd.tokens);
                 let mut stated = std::collections::HashSet::new();
                 for f in tok[..12].chunks(2) {
-                    assert!(f[0] < 8 && (8..16).contains(&f[1]), "{f:?}");
+                    assert!(f[0] < 12 && (12..20).contains(&f[1]), "{f:?}");
                     assert!(stated.insert(f[0]), "distinct entities per session");
                     let e = truth.entry(f[0]).or_default();
                     if let Some(&last) = e.0.last() {
@@ -292,16 +294,17 @@ mod tests {
                     assert_eq!(sd.mask[p], 1.0);
                     let e = sd.tokens[p];
                     assert!(asked.insert(e), "distinct queries per session");
-                    let (hist, at) = &truth[&e];
+                    let (hist, at) = truth.get_mut(&e).unwrap();
                     assert_eq!(sd.targets[p], *hist.last().unwrap());
-                    assert_eq!(sd.label[p] as usize, s - at);
+                    assert_eq!(sd.label[p] as usize, s - *at);
+                    gaps[s - *at] += 1;
+                    *at = s; // the answer is now in context
                     let ups = hist.len() - 1;
                     assert_eq!(sd.label2.as_ref().unwrap()[p] as usize, ups.min(2));
                     let stale = &sd.stale.as_ref().unwrap()[p];
                     assert_eq!(stale.is_empty(), ups == 0);
                     assert!(!stale.contains(&sd.targets[p]));
                     updated += (ups > 0) as usize;
-                    gaps[s - at] += 1;
                 }
                 assert_eq!(
                     sd.mask[b * sd.len..(b + 1) * sd.len].iter().sum::<f32>(),

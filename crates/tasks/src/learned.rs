@@ -76,7 +76,7 @@ pub fn metric_specs(task: &dyn Episodes) -> Vec<MetricSpec> {
     out.push(
         MetricSpec::new(
             "time_to_bind",
-            "first evaluation step with accuracy above 0.9 on the last slice (0: never)",
+            "first evaluation step with accuracy above 0.9 on the binding slice (0: never)",
         )
         .unit("steps")
         .neither()
@@ -235,6 +235,11 @@ pub trait Episodes {
     /// Whether the final evaluation reports slot telemetry per session.
     fn telemetry(&self) -> bool {
         false
+    }
+    /// The first-slice label whose accuracy crossing [`BIND_THRESHOLD`] is
+    /// `time_to_bind`; by default the last (recall: gap=1).
+    fn bind_label(&self) -> Option<u8> {
+        None
     }
     /// The key of [`SessionData::label2`], a second slice of every
     /// accuracy (entity tracking: `updates`).
@@ -905,7 +910,10 @@ pub fn run(
     let mut out = Vec::new();
     // (step, accuracy of the binding slice) at every evaluation.
     let mut bind_curve: Vec<(usize, f64)> = Vec::new();
-    let bind_of = |s: &Scores| s.accuracy().last().map(|(_, a)| a);
+    let bind_of = |s: &Scores| match task.bind_label() {
+        Some(l) => s.accuracy().find(|(x, _)| *x == l).map(|(_, a)| a),
+        None => s.accuracy().last().map(|(_, a)| a),
+    };
     let (mut interval_loss, mut interval_n) = (0.0f64, 0usize);
     for step in 0..train.steps {
         interval_loss += step_on(&model, &mut trainer, &mut train_rng, step)?;
@@ -935,7 +943,7 @@ pub fn run(
     out.extend(scores.telemetry_metrics());
     out.extend(scores.sequence_metrics(task));
     bind_curve.extend(bind_of(&scores).map(|a| (train.steps, a)));
-    // Binding is the cross-session slice (the last label) crossing 0.9.
+    // Binding: the binding slice ([`Episodes::bind_label`]) crossing 0.9.
     out.push(Metric::new(
         "time_to_bind",
         time_to_bind(&bind_curve) as f64,

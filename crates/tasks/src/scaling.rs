@@ -150,6 +150,24 @@ impl Task for ScalingConfig {
         let per_slot = 12 * d + 8 * d + 40 + 12 * batch.max(64);
         vec![("retention.slots", m.saturating_mul(per_slot))]
     }
+    fn dataset_hash(
+        &self,
+        spec: &RunSpec<'_>,
+        ctx: &TaskContext,
+    ) -> Result<Option<String>, TaskError> {
+        let Some(ret) = spec.retention else {
+            return Ok(None);
+        };
+        // The keys and values `run` fills memory with, regenerated.
+        let mut rng = stream(&ctx.config_hash, ctx.seed, "scaling/pairs");
+        let (keys, values) = clustered_pairs(&mut rng, self, ret.slots, self.d / 2);
+        let bytes: Vec<u8> = keys
+            .iter()
+            .chain(&values)
+            .flat_map(|x| x.to_le_bytes())
+            .collect();
+        Ok(Some(crate::learned::sha256_hex(&bytes)))
+    }
     fn ignores(&self) -> &'static [(&'static str, &'static str)] {
         &[
             (
