@@ -507,10 +507,11 @@ impl CopyConfig {
             s1.mask.extend(std::iter::repeat_n(0.0, lens[0]));
             s1.label.extend(std::iter::repeat_n(0, lens[0]));
             for t in 0..lens[1] {
+                let x = xs.get(t).copied();
                 s2.tokens.push(if t == 0 { self.go() } else { self.pad() });
-                s2.targets.push(if t < l { xs[t] } else { self.pad() });
-                s2.mask.push(if t < l { 1.0 } else { 0.0 });
-                s2.label.push(if t < l { l as u8 } else { 0 });
+                s2.targets.push(x.unwrap_or(self.pad()));
+                s2.mask.push(if x.is_some() { 1.0 } else { 0.0 });
+                s2.label.push(if x.is_some() { l as u8 } else { 0 });
             }
         }
         out.into()
@@ -690,11 +691,11 @@ mod tests {
             let l = row1.iter().position(|&t| t == cfg.end()).unwrap();
             assert!((1..=6).contains(&l));
             assert!(row1[l + 1..].iter().all(|&t| t == cfg.pad()));
-            for t in 0..6 {
+            for (t, &shown) in row1[..6].iter().enumerate() {
                 let p = b * 6 + t;
                 assert_eq!(s2.mask[p] == 1.0, t < l);
                 if t < l {
-                    assert_eq!(s2.targets[p], row1[t]);
+                    assert_eq!(s2.targets[p], shown);
                     assert_eq!(s2.label[p] as usize, l);
                 }
                 assert_eq!(s2.tokens[p], if t == 0 { cfg.go() } else { cfg.pad() });
