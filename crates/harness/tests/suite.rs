@@ -144,6 +144,52 @@ fn a_profile_overrides_seeds_axes_and_base_before_expansion() {
     );
 }
 
+/// A probe base with a learned variant that brings its own blocks: the
+/// profile's `train.steps` and `eval.episodes` reach that variant (the base
+/// has no `train:`), `task.loads` stays with the probe points, and a path
+/// that names nothing in any run is refused where it is written.
+const MIXED: &str = "\
+name: mixed
+base:
+  task: { kind: copy_probe, d: 16, loads: [1, 2], codebook: 8 }
+  retention: { slots: 8 }
+seeds: [0]
+variants:
+  probe: {}
+  learned:
+    task: { kind: copy, train_max: 4, eval_lengths: [4] }
+    model: { d_model: 16, layers: 1, heads: 2 }
+    retention: { slots: 16, heads: 2, write: { kind: append, evict: fifo, source: token } }
+    train: { steps: 500, batch: 8, lr: 1.0e-3 }
+    eval: { episodes: 64 }
+profiles:
+  smoke: { task.loads: [1], train.steps: 3, eval.episodes: 4 }
+  typo: { train.stepz: 3 }
+";
+
+#[test]
+fn a_profile_reaches_the_blocks_a_variant_brings_and_only_fields_they_have() {
+    let p = parse(Path::new("mixed.yaml"), MIXED, Some("smoke")).unwrap();
+    let run = |v: &str| p.runs.iter().find(|r| r.variant == v).unwrap();
+    let learned = &run("learned").config;
+    assert_eq!(learned.train.as_ref().unwrap().steps, 3);
+    assert_eq!(learned.eval.as_ref().unwrap().episodes, 4);
+    let probe = serde_json::to_value(&run("probe").config).unwrap();
+    assert_eq!(probe["task"]["loads"], serde_json::json!([1.0]));
+    assert!(run("probe").config.train.is_none());
+    // Without the profile the variant keeps its own budget.
+    let full = parse(Path::new("mixed.yaml"), MIXED, None).unwrap();
+    let l = full.runs.iter().find(|r| r.variant == "learned").unwrap();
+    assert_eq!(l.config.train.as_ref().unwrap().steps, 500);
+    match parse(Path::new("mixed.yaml"), MIXED, Some("typo")) {
+        Err(SuiteError::At { line, message, .. }) => {
+            assert_eq!(line, 16, "{message}");
+            assert!(message.contains("train.stepz"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn yaml_syntax_errors_are_located() {
     let (line, _, _) = mistake("name: x\nbase: { task: { kind: scaling }\nseeds: [0]\n");

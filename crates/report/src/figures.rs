@@ -100,6 +100,9 @@ enum XAxis {
     Step,
     /// One position per config (x = its index), labelled by name.
     Configs(Vec<String>),
+    /// The numeric value of a slice key (`load`, `len`, `gap`), log-scaled
+    /// when its values span a decade or more.
+    Slice { key: String, log: bool },
 }
 
 /// Series label of a row: its variant and every varied parameter but x,
@@ -207,6 +210,25 @@ pub fn render_all(
                     series.entry(label(r)).or_default().push(Point::of(x, r));
                 }
                 fig.emit(spec, slice, "", XAxis::Slots, series)?;
+                // Variants that do not vary the memory size (a probe suite's
+                // learned variants) get one point per config of their own.
+                let unswept: Vec<&SummaryRow> = rows
+                    .iter()
+                    .filter(|r| r.metric == metric && r.slice == slice && r.step.is_empty())
+                    .filter(|r| r.params[x_col].is_empty())
+                    .collect();
+                let names: Vec<String> = order
+                    .iter()
+                    .filter(|o| unswept.iter().any(|r| label(r) == **o))
+                    .cloned()
+                    .collect();
+                let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+                for r in unswept {
+                    let l = label(r);
+                    let x = names.iter().position(|o| *o == l).unwrap_or(0) as f64;
+                    series.entry(l).or_default().push(Point::of(x, r));
+                }
+                fig.emit(spec, slice, "configs_", XAxis::Configs(names), series)?;
             }
         }
     } else {
@@ -223,6 +245,55 @@ pub fn render_all(
                     series.entry(l).or_default().push(Point::of(x, r));
                 }
                 fig.emit(spec, slice, "", XAxis::Configs(order.clone()), series)?;
+            }
+        }
+    }
+    // Metrics sliced by a number (`load=`, `len=`, `gap=`): the metric
+    // against that number, one line per config; with a memory-size sweep,
+    // one figure per size (and one for configs without a size).
+    for spec in plotted() {
+        let metric = spec.name.as_str();
+        let mut by_key: BTreeMap<&str, Vec<(f64, &SummaryRow)>> = BTreeMap::new();
+        for r in rows
+            .iter()
+            .filter(|r| r.metric == metric && r.step.is_empty())
+        {
+            let Some((key, value)) = r.slice.split_once('=') else {
+                continue;
+            };
+            if let Some(v) = value.parse::<f64>().ok().filter(|v| v.is_finite()) {
+                by_key.entry(key).or_default().push((v, r));
+            }
+        }
+        for (key, points) in by_key {
+            let mut values: Vec<f64> = points.iter().map(|(v, _)| *v).collect();
+            values.sort_by(f64::total_cmp);
+            values.dedup();
+            if values.len() < 2 {
+                continue;
+            }
+            let log = values[0] > 0.0 && values[values.len() - 1] / values[0] >= 10.0;
+            let mut groups: BTreeMap<String, BTreeMap<String, Vec<Point>>> = BTreeMap::new();
+            for (v, r) in points {
+                let size = x_col.map(|c| r.params[c].clone()).unwrap_or_default();
+                groups
+                    .entry(size)
+                    .or_default()
+                    .entry(label(r))
+                    .or_default()
+                    .push(Point::of(v, r));
+            }
+            for (size, series) in groups {
+                let name = if size.is_empty() {
+                    format!("{metric}_by_{key}")
+                } else {
+                    format!("{metric}_by_{key}_slots{size}")
+                };
+                let axis = XAxis::Slice {
+                    key: key.to_string(),
+                    log,
+                };
+                fig.emit_named(spec, &name, &size, axis, series)?;
             }
         }
     }
@@ -253,16 +324,9 @@ struct Figures<'a> {
 }
 
 impl Figures<'_> {
-    /// Writes one figure (SVG and PNG) unless it would be empty.
-    fn emit(
-        &mut self,
-        spec: &MetricSpec,
-        slice: &str,
-        prefix: &str,
-        x: XAxis,
-        mut series: BTreeMap<String, Vec<Point>>,
-    ) -> Result<(), ReportError> {
-        let metric = spec.name.as_str();
+    /// Sorts points by x, clips intervals to the metric's bounds, and drops
+    /// points without a finite mean and series left empty.
+    fn tidy(spec: &MetricSpec, series: &mut BTreeMap<String, Vec<Point>>) {
         let (lo, hi) = (
             spec.lower.unwrap_or(f64::NEG_INFINITY),
             spec.upper.unwrap_or(f64::INFINITY),
@@ -284,6 +348,19 @@ impl Figures<'_> {
             .values_mut()
             .for_each(|pts| pts.retain(|p| p.mean.is_finite()));
         series.retain(|_, pts| !pts.is_empty());
+    }
+
+    /// Writes one figure (SVG and PNG) unless it would be empty.
+    fn emit(
+        &mut self,
+        spec: &MetricSpec,
+        slice: &str,
+        prefix: &str,
+        x: XAxis,
+        mut series: BTreeMap<String, Vec<Point>>,
+    ) -> Result<(), ReportError> {
+        let metric = spec.name.as_str();
+        Self::tidy(spec, &mut series);
         if series.is_empty() {
             return Ok(());
         }
@@ -292,16 +369,55 @@ impl Figures<'_> {
         } else {
             format!("{prefix}{metric}_{}", slice.replace('=', ""))
         };
-        let what = if prefix.is_empty() {
-            ""
-        } else {
-            ", training curve"
+        let what = match prefix {
+            "" => "",
+            "configs_" => ", variants without a memory-size sweep",
+            _ => ", training curve",
         };
         let title = if slice.is_empty() {
             format!("{}: {metric}{what}", self.suite)
         } else {
             format!("{}: {metric} ({slice}){what}", self.suite)
         };
+        self.write(spec, &name, &title, x, series)
+    }
+
+    /// A figure of a metric against a slice's value: `name` as given, the
+    /// memory size (if any) in the title.
+    fn emit_named(
+        &mut self,
+        spec: &MetricSpec,
+        name: &str,
+        size: &str,
+        x: XAxis,
+        mut series: BTreeMap<String, Vec<Point>>,
+    ) -> Result<(), ReportError> {
+        Self::tidy(spec, &mut series);
+        if series.is_empty() {
+            return Ok(());
+        }
+        let XAxis::Slice { key, .. } = &x else {
+            unreachable!("slice figures only")
+        };
+        let title = if size.is_empty() {
+            format!("{}: {} by {key}", self.suite, spec.name)
+        } else {
+            format!("{}: {} by {key}, {size} slots", self.suite, spec.name)
+        };
+        self.write(spec, name, &title, x, series)
+    }
+
+    /// Writes SVG and PNG of a figure.
+    fn write(
+        &mut self,
+        spec: &MetricSpec,
+        name: &str,
+        title: &str,
+        x: XAxis,
+        series: BTreeMap<String, Vec<Point>>,
+    ) -> Result<(), ReportError> {
+        let title = title.to_string();
+        let name = name.to_string();
         let svg = self.dir.join(format!("{name}.svg"));
         let png = self.dir.join(format!("{name}.png"));
         std::fs::create_dir_all(self.dir).map_err(|source| FileError::Io {
@@ -418,9 +534,15 @@ fn draw<DB: DrawingBackend>(
         XAxis::Slots => (x0 / 1.3, x1 * 1.3, "memory slots"),
         XAxis::Step => (0.0, x1 * 1.03, "training step"),
         XAxis::Configs(names) => (-0.6, names.len() as f64 - 0.4, ""),
+        XAxis::Slice { key, log: true } => (x0 / 1.3, x1 * 1.3, key.as_str()),
+        XAxis::Slice { key, log: false } => {
+            let pad = ((x1 - x0) * 0.05).max(0.05);
+            (x0 - pad, x1 + pad, key.as_str())
+        }
     };
     let x_fmt = |x: &f64| match look.x {
         XAxis::Slots => decade_label(*x),
+        XAxis::Slice { .. } => tick(*x),
         XAxis::Step => format!("{x:.0}"),
         XAxis::Configs(names) => {
             let i = x.round();
@@ -566,23 +688,24 @@ fn draw<DB: DrawingBackend>(
             }
         }};
     }
-    match (look.x, log_y) {
-        (XAxis::Slots, true) => plot!(
+    let log_x = matches!(look.x, XAxis::Slots | XAxis::Slice { log: true, .. });
+    match (log_x, log_y) {
+        (true, true) => plot!(
             builder
                 .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
                 .map_err(e)?
         ),
-        (XAxis::Slots, false) => plot!(
+        (true, false) => plot!(
             builder
                 .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
                 .map_err(e)?
         ),
-        (_, true) => plot!(
+        (false, true) => plot!(
             builder
                 .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
                 .map_err(e)?
         ),
-        (_, false) => plot!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(e)?),
+        (false, false) => plot!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(e)?),
     }
     Ok(())
 }

@@ -42,9 +42,9 @@ use retbench_core::rng::{randn, stream};
 use retbench_core::{GateConfig, RetentionConfig, RetentionLayer};
 use serde::{Deserialize, Serialize};
 
-use crate::learned::{self, Context, Episodes, SessionData};
+use crate::learned::{self, Context, Episodes, LearnedTask, SessionData};
 use crate::metric::{Metric, MetricSpec, percentile};
-use crate::{RunSpec, Task, TaskContext, TaskError};
+use crate::{RunSpec, Task, TaskContext, TaskError, scaling};
 
 // ---------------------------------------------------------------------------
 // Mechanism level.
@@ -185,17 +185,7 @@ impl CopyProbeConfig {
         if !(self.sharpness.is_finite() && self.sharpness > 0.0) {
             return bad("sharpness", "must be a positive number");
         }
-        let Some(ret) = retention else {
-            return Err(TaskError::Invalid(
-                "retention: the copy probe measures a retention layer; it cannot be null".into(),
-            ));
-        };
-        if ret.heads != 1 || ret.head_dim.is_some() {
-            return Err(TaskError::Invalid(
-                "retention.heads: the copy probe layer is single-head (heads: 1, no head_dim)"
-                    .into(),
-            ));
-        }
+        let ret = scaling::probe_retention(retention, "the copy probe")?;
         if self.max_items(ret.slots) > 1 << 22 {
             return bad("loads", "more than 4 Mi items at this retention.slots");
         }
@@ -214,17 +204,7 @@ impl Task for CopyProbeConfig {
         false
     }
     fn validate(&self, spec: &RunSpec<'_>) -> Result<(), TaskError> {
-        for (name, set) in [
-            ("model", spec.model.is_some()),
-            ("train", spec.train.is_some()),
-            ("eval", spec.eval.is_some()),
-        ] {
-            if set {
-                return Err(TaskError::Invalid(format!(
-                    "{name}: the copy probe trains no model; remove the `{name}:` block"
-                )));
-            }
-        }
+        scaling::probe_blocks(spec, "the copy probe")?;
         CopyProbeConfig::validate(self, spec.retention)
     }
     fn run(&self, spec: &RunSpec<'_>, ctx: &TaskContext) -> Result<Vec<Metric>, TaskError> {
@@ -262,17 +242,7 @@ impl Task for CopyProbeConfig {
         ]
     }
     fn ignores(&self) -> &'static [(&'static str, &'static str)] {
-        &[
-            (
-                "persistence",
-                "the probe layer's memory never leaves the process",
-            ),
-            ("sharing", "the probe is one free-standing layer"),
-            (
-                "layers",
-                "the probe is one free-standing layer, not a model",
-            ),
-        ]
+        scaling::PROBE_IGNORES
     }
     fn dataset_hash(
         &self,
@@ -306,7 +276,7 @@ fn run_probe(
     let ret = retention.expect("validated");
     let dev = Device::Cpu;
     let (d, half) = (cfg.d, cfg.half());
-    let map = crate::scaling::probe_layer_params(d, cfg.sharpness, ctx)?;
+    let map = scaling::probe_layer_params(d, cfg.sharpness, ctx)?;
     let layer = RetentionLayer::new(ret, d, map.var_builder(DType::F32, &dev))?;
     let items = cfg.items(cfg.max_items(ret.slots), ctx.seed);
     let codebook = unit_rows(&Tensor::from_vec(
@@ -507,10 +477,11 @@ impl CopyConfig {
             s1.mask.extend(std::iter::repeat_n(0.0, lens[0]));
             s1.label.extend(std::iter::repeat_n(0, lens[0]));
             for t in 0..lens[1] {
+                let x = xs.get(t).copied();
                 s2.tokens.push(if t == 0 { self.go() } else { self.pad() });
-                s2.targets.push(if t < l { xs[t] } else { self.pad() });
-                s2.mask.push(if t < l { 1.0 } else { 0.0 });
-                s2.label.push(if t < l { l as u8 } else { 0 });
+                s2.targets.push(x.unwrap_or(self.pad()));
+                s2.mask.push(if x.is_some() { 1.0 } else { 0.0 });
+                s2.label.push(if x.is_some() { l as u8 } else { 0 });
             }
         }
         out.into()
@@ -564,31 +535,14 @@ impl Episodes for CopyConfig {
     }
 }
 
-impl Task for CopyConfig {
-    fn kind(&self) -> &'static str {
-        "copy"
+impl LearnedTask for CopyConfig {
+    const KIND: &'static str = "copy";
+    const ABOUT: &'static str = "reproduce a sequence from memory in a fresh context (trains a model): accuracy, exact sequences, bit errors by length";
+    fn check(&self) -> Result<(), String> {
+        CopyConfig::validate(self)
     }
-    fn about(&self) -> &'static str {
-        "reproduce a sequence from memory in a fresh context (trains a model): accuracy, exact sequences, bit errors by length"
-    }
-    fn trains_a_model(&self) -> bool {
-        true
-    }
-    fn validate(&self, spec: &RunSpec<'_>) -> Result<(), TaskError> {
-        CopyConfig::validate(self).map_err(TaskError::Invalid)?;
-        learned::validate(self, spec)
-    }
-    fn run(&self, spec: &RunSpec<'_>, ctx: &TaskContext) -> Result<Vec<Metric>, TaskError> {
-        learned::run(self.kind(), self, spec, ctx)
-    }
-    fn metrics(&self) -> Vec<MetricSpec> {
-        learned::metric_specs(self)
-    }
-    fn estimate_bytes(&self, spec: &RunSpec<'_>) -> Vec<(&'static str, u128)> {
-        learned::estimate_bytes(self, spec, "task.symbols")
-    }
-    fn episodes(&self) -> Option<&dyn Episodes> {
-        Some(self)
+    fn vocab_field(&self) -> &'static str {
+        "task.symbols"
     }
 }
 
@@ -690,11 +644,11 @@ mod tests {
             let l = row1.iter().position(|&t| t == cfg.end()).unwrap();
             assert!((1..=6).contains(&l));
             assert!(row1[l + 1..].iter().all(|&t| t == cfg.pad()));
-            for t in 0..6 {
+            for (t, &shown) in row1[..6].iter().enumerate() {
                 let p = b * 6 + t;
                 assert_eq!(s2.mask[p] == 1.0, t < l);
                 if t < l {
-                    assert_eq!(s2.targets[p], row1[t]);
+                    assert_eq!(s2.targets[p], shown);
                     assert_eq!(s2.label[p] as usize, l);
                 }
                 assert_eq!(s2.tokens[p], if t == 0 { cfg.go() } else { cfg.pad() });

@@ -24,8 +24,7 @@ use rand::seq::IndexedRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::learned::{self, Context, Episodes, SessionData};
-use crate::{Metric, MetricSpec, RunSpec, Task, TaskContext, TaskError};
+use crate::learned::{Context, Episodes, LearnedTask, SessionData};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,36 +216,18 @@ impl Episodes for EntityConfig {
     }
 }
 
-impl Task for EntityConfig {
-    fn kind(&self) -> &'static str {
-        "entity"
+impl LearnedTask for EntityConfig {
+    const KIND: &'static str = "entity";
+    const ABOUT: &'static str = "cross-session entity tracking with updates (trains a model): accuracy by gap and updates, stale answers";
+    fn check(&self) -> Result<(), String> {
+        EntityConfig::validate(self)
     }
-    fn about(&self) -> &'static str {
-        "cross-session entity tracking with updates (trains a model): accuracy by gap and updates, stale answers"
-    }
-    fn trains_a_model(&self) -> bool {
-        true
-    }
-    fn validate(&self, spec: &RunSpec<'_>) -> Result<(), TaskError> {
-        EntityConfig::validate(self).map_err(TaskError::Invalid)?;
-        learned::validate(self, spec)
-    }
-    fn run(&self, spec: &RunSpec<'_>, ctx: &TaskContext) -> Result<Vec<Metric>, TaskError> {
-        learned::run(self.kind(), self, spec, ctx)
-    }
-    fn metrics(&self) -> Vec<MetricSpec> {
-        learned::metric_specs(self)
-    }
-    fn estimate_bytes(&self, spec: &RunSpec<'_>) -> Vec<(&'static str, u128)> {
-        let field = if self.entities >= self.values {
+    fn vocab_field(&self) -> &'static str {
+        if self.entities >= self.values {
             "task.entities"
         } else {
             "task.values"
-        };
-        learned::estimate_bytes(self, spec, field)
-    }
-    fn episodes(&self) -> Option<&dyn Episodes> {
-        Some(self)
+        }
     }
 }
 

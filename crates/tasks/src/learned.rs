@@ -26,7 +26,7 @@ use retbench_model::{
 use serde::{Deserialize, Serialize};
 
 use crate::metric::{Metric, MetricSpec};
-use crate::{RunSpec, TaskContext, TaskError};
+use crate::{RunSpec, Task, TaskContext, TaskError};
 
 /// The metrics of a learned task: accuracy per slice (with its chance
 /// level), one per control, losses, throughput and sizes, and slot
@@ -281,6 +281,57 @@ pub trait Episodes {
     /// names the frozen dataset, so that every variant of a suite (memory or
     /// none, sessions or one context) is scored on the same episodes.
     fn dataset_config(&self) -> serde_json::Value;
+}
+
+/// A learned task: its episodes plus what its `Task` implementation needs
+/// that episodes do not say. Every `LearnedTask` is a [`Task`] whose
+/// validation, run, metrics, memory estimate and held-out set come from
+/// this driver.
+pub trait LearnedTask: Episodes + Send + Sync {
+    /// The `kind` in YAML.
+    const KIND: &'static str;
+    /// One line for `retbench list`.
+    const ABOUT: &'static str;
+    /// The task config's own checks; errors start with `task.<field>`.
+    fn check(&self) -> Result<(), String>;
+    /// The task field that sets the vocabulary's size (what a memory
+    /// estimate blames for the logits).
+    fn vocab_field(&self) -> &'static str;
+    /// Whether its episodes carry a per-sample feedback signal.
+    fn gives_feedback(&self) -> bool {
+        false
+    }
+}
+
+impl<T: LearnedTask> Task for T {
+    fn kind(&self) -> &'static str {
+        T::KIND
+    }
+    fn about(&self) -> &'static str {
+        T::ABOUT
+    }
+    fn trains_a_model(&self) -> bool {
+        true
+    }
+    fn validate(&self, spec: &RunSpec<'_>) -> Result<(), TaskError> {
+        self.check().map_err(TaskError::Invalid)?;
+        validate(self, spec)
+    }
+    fn run(&self, spec: &RunSpec<'_>, ctx: &TaskContext) -> Result<Vec<Metric>, TaskError> {
+        run(T::KIND, self, spec, ctx)
+    }
+    fn metrics(&self) -> Vec<MetricSpec> {
+        metric_specs(self)
+    }
+    fn estimate_bytes(&self, spec: &RunSpec<'_>) -> Vec<(&'static str, u128)> {
+        estimate_bytes(self, spec, self.vocab_field())
+    }
+    fn episodes(&self) -> Option<&dyn Episodes> {
+        Some(self)
+    }
+    fn gives_feedback(&self) -> bool {
+        LearnedTask::gives_feedback(self)
+    }
 }
 
 /// The longest context a task feeds the model, in training or evaluation.

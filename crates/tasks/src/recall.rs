@@ -19,8 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub use crate::learned::SessionData;
-use crate::learned::{self, Context, Episodes};
-use crate::{Metric, MetricSpec, RunSpec, Task, TaskContext, TaskError};
+use crate::learned::{Context, Episodes, LearnedTask};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -257,36 +256,19 @@ where
     v
 }
 
-impl Task for RecallConfig {
-    fn kind(&self) -> &'static str {
-        "recall"
+impl LearnedTask for RecallConfig {
+    const KIND: &'static str = "recall";
+    const ABOUT: &'static str =
+        "cross-session associative recall (trains a model): accuracy by gap, loss, throughput";
+    fn check(&self) -> Result<(), String> {
+        RecallConfig::validate(self)
     }
-    fn about(&self) -> &'static str {
-        "cross-session associative recall (trains a model): accuracy by gap, loss, throughput"
-    }
-    fn trains_a_model(&self) -> bool {
-        true
-    }
-    fn validate(&self, spec: &RunSpec<'_>) -> Result<(), TaskError> {
-        RecallConfig::validate(self).map_err(TaskError::Invalid)?;
-        learned::validate(self, spec)
-    }
-    fn run(&self, spec: &RunSpec<'_>, ctx: &TaskContext) -> Result<Vec<Metric>, TaskError> {
-        learned::run(self.kind(), self, spec, ctx)
-    }
-    fn episodes(&self) -> Option<&dyn Episodes> {
-        Some(self)
-    }
-    fn metrics(&self) -> Vec<MetricSpec> {
-        learned::metric_specs(self)
-    }
-    fn estimate_bytes(&self, spec: &RunSpec<'_>) -> Vec<(&'static str, u128)> {
-        let vocab_field = if self.keys >= self.values {
+    fn vocab_field(&self) -> &'static str {
+        if self.keys >= self.values {
             "task.keys"
         } else {
             "task.values"
-        };
-        learned::estimate_bytes(self, spec, vocab_field)
+        }
     }
 }
 

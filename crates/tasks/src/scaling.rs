@@ -122,17 +122,7 @@ impl Task for ScalingConfig {
         false
     }
     fn validate(&self, spec: &RunSpec<'_>) -> Result<(), TaskError> {
-        for (name, set) in [
-            ("model", spec.model.is_some()),
-            ("train", spec.train.is_some()),
-            ("eval", spec.eval.is_some()),
-        ] {
-            if set {
-                return Err(TaskError::Invalid(format!(
-                    "{name}: the scaling task trains no model; remove the `{name}:` block"
-                )));
-            }
-        }
+        probe_blocks(spec, "the scaling task")?;
         ScalingConfig::validate(self, spec.retention)
     }
     fn run(&self, spec: &RunSpec<'_>, ctx: &TaskContext) -> Result<Vec<Metric>, TaskError> {
@@ -169,17 +159,7 @@ impl Task for ScalingConfig {
         Ok(Some(crate::learned::sha256_hex(&bytes)))
     }
     fn ignores(&self) -> &'static [(&'static str, &'static str)] {
-        &[
-            (
-                "persistence",
-                "the probe layer's memory never leaves the process",
-            ),
-            ("sharing", "the probe is one free-standing layer"),
-            (
-                "layers",
-                "the probe is one free-standing layer, not a model",
-            ),
-        ]
+        PROBE_IGNORES
     }
     fn metrics(&self) -> Vec<MetricSpec> {
         vec![
@@ -256,18 +236,7 @@ impl ScalingConfig {
         {
             return bad("spread", "spread must be ≥ 0 and sharpness > 0");
         }
-        let Some(ret) = retention else {
-            return Err(TaskError::Invalid(
-                "retention: the scaling task measures a retention layer; it cannot be null".into(),
-            ));
-        };
-        if ret.heads != 1 || ret.head_dim.is_some() {
-            return Err(TaskError::Invalid(
-                "retention.heads: the scaling probe layer is single-head (heads: 1, no head_dim)"
-                    .into(),
-            ));
-        }
-        Ok(())
+        probe_retention(retention, "the scaling task").map(|_| ())
     }
 }
 
@@ -324,6 +293,54 @@ fn queries(rows: &[Vec<f32>], d: usize, dev: &Device) -> Result<Tensor, TaskErro
         data[t * d..t * d + half].copy_from_slice(r);
     }
     Ok(Tensor::from_vec(data, (1, rows.len(), d), dev)?)
+}
+
+/// `retention` options a probe layer does not read.
+pub(crate) const PROBE_IGNORES: &[(&str, &str)] = &[
+    (
+        "persistence",
+        "the probe layer's memory never leaves the process",
+    ),
+    ("sharing", "the probe is one free-standing layer"),
+    (
+        "layers",
+        "the probe is one free-standing layer, not a model",
+    ),
+];
+
+/// A probe task trains nothing: `model:`, `train:` and `eval:` are refused.
+pub(crate) fn probe_blocks(spec: &RunSpec<'_>, task: &str) -> Result<(), TaskError> {
+    for (name, set) in [
+        ("model", spec.model.is_some()),
+        ("train", spec.train.is_some()),
+        ("eval", spec.eval.is_some()),
+    ] {
+        if set {
+            return Err(TaskError::Invalid(format!(
+                "{name}: {task} trains no model; remove the `{name}:` block"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A probe needs a retention layer, single-head (its projections are fixed
+/// d × d matrices).
+pub(crate) fn probe_retention<'r>(
+    retention: Option<&'r RetentionConfig>,
+    task: &str,
+) -> Result<&'r RetentionConfig, TaskError> {
+    let Some(ret) = retention else {
+        return Err(TaskError::Invalid(format!(
+            "retention: {task} measures a retention layer; it cannot be null"
+        )));
+    };
+    if ret.heads != 1 || ret.head_dim.is_some() {
+        return Err(TaskError::Invalid(format!(
+            "retention.heads: {task} uses a single-head probe layer (heads: 1, no head_dim)"
+        )));
+    }
+    Ok(ret)
 }
 
 /// The probe layer's parameters (see the module doc), in a fresh map.

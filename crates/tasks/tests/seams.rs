@@ -1,6 +1,6 @@
 //! The task seam from outside the crate: a toy learned task (three sessions,
 //! its own slices, a control of its own, a feedback signal, slot telemetry)
-//! implemented with `Episodes` and `Task` alone and run by the shared
+//! implemented with `Episodes` and `LearnedTask` alone and run by the shared
 //! learned-task driver. Every metric it reports must match a spec it
 //! declares.
 
@@ -8,8 +8,8 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use retbench_core::{GateConfig, Layers, RetentionConfig, WriteConfig, WriteSource};
 use retbench_model::{EvalConfig, ModelConfig, TrainConfig};
-use retbench_tasks::learned::{self, Context, Control, Episodes, SessionData};
-use retbench_tasks::{Metric, MetricSpec, RunSpec, Task, TaskContext, TaskError};
+use retbench_tasks::learned::{Context, Control, Episodes, LearnedTask, SessionData};
+use retbench_tasks::{RunSpec, Task, TaskContext};
 
 /// Session 0 shows a symbol; session 1 is filler; session 2 asks for it.
 /// Samples whose symbol is even carry feedback 1, odd ones 0, so a feedback
@@ -85,30 +85,17 @@ impl Episodes for Echo {
     }
 }
 
-impl Task for Echo {
-    fn kind(&self) -> &'static str {
-        "echo"
+impl LearnedTask for Echo {
+    const KIND: &'static str = "echo";
+    const ABOUT: &'static str = "a toy: recall one symbol two sessions later";
+    fn check(&self) -> Result<(), String> {
+        Ok(())
     }
-    fn about(&self) -> &'static str {
-        "a toy: recall one symbol two sessions later"
-    }
-    fn trains_a_model(&self) -> bool {
-        true
-    }
-    fn validate(&self, spec: &RunSpec<'_>) -> Result<(), TaskError> {
-        learned::validate(self, spec)
-    }
-    fn run(&self, spec: &RunSpec<'_>, ctx: &TaskContext) -> Result<Vec<Metric>, TaskError> {
-        learned::run(self.kind(), self, spec, ctx)
-    }
-    fn metrics(&self) -> Vec<MetricSpec> {
-        learned::metric_specs(self)
+    fn vocab_field(&self) -> &'static str {
+        "task"
     }
     fn gives_feedback(&self) -> bool {
         true
-    }
-    fn episodes(&self) -> Option<&dyn Episodes> {
-        Some(self)
     }
 }
 
