@@ -103,6 +103,8 @@ enum XAxis {
     /// The numeric value of a slice key (`load`, `len`, `gap`), log-scaled
     /// when its values span a decade or more.
     Slice { key: String, log: bool },
+    /// Another metric's value (a cost), one point per config.
+    Metric { label: String, log: bool },
 }
 
 /// Series label of a row: its variant and every varied parameter but x,
@@ -293,7 +295,52 @@ pub fn render_all(
                     key: key.to_string(),
                     log,
                 };
-                fig.emit_named(spec, &name, &size, axis, series)?;
+                fig.emit_named(spec, &name, &format!("by {key}"), &size, axis, series)?;
+            }
+        }
+    }
+    // Trade-offs: a quality metric against a whole-run cost of the same
+    // config (`MetricSpec::against`), one point per config; in a memory-size
+    // sweep each series joins its sizes (cost grows with memory).
+    for spec in plotted() {
+        let metric = spec.name.as_str();
+        for cost in &spec.against {
+            let Some(cost_spec) = specs.iter().find(|c| &c.name == cost) else {
+                continue;
+            };
+            let cost_of = |r: &SummaryRow| {
+                rows.iter()
+                    .find(|c| {
+                        c.metric == *cost
+                            && c.slice.is_empty()
+                            && c.step.is_empty()
+                            && c.variant == r.variant
+                            && c.params == r.params
+                    })
+                    .map(|c| c.mean)
+                    .filter(|x| x.is_finite() && (!cost_spec.log_axis || *x > 0.0))
+            };
+            for slice in slices_of(metric, false) {
+                let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+                for r in rows
+                    .iter()
+                    .filter(|r| r.metric == metric && r.slice == slice && r.step.is_empty())
+                {
+                    let Some(x) = cost_of(r) else { continue };
+                    series.entry(label(r)).or_default().push(Point::of(x, r));
+                }
+                let tag = slice.replace('=', "");
+                let name = if tag.is_empty() {
+                    format!("{metric}_vs_{cost}")
+                } else {
+                    format!("{metric}_{tag}_vs_{cost}")
+                };
+                let axis = XAxis::Metric {
+                    label: cost_spec.label(),
+                    log: cost_spec.log_axis,
+                };
+                let what = format!("({slice}) against {cost}");
+                fig.emit_named(spec, &name, &what, "", axis, series)?;
             }
         }
     }
@@ -382,12 +429,13 @@ impl Figures<'_> {
         self.write(spec, &name, &title, x, series)
     }
 
-    /// A figure of a metric against a slice's value: `name` as given, the
-    /// memory size (if any) in the title.
+    /// A figure of a metric against a slice's value or a cost: `name` as
+    /// given, `what` (`by load`) and the memory size (if any) in the title.
     fn emit_named(
         &mut self,
         spec: &MetricSpec,
         name: &str,
+        what: &str,
         size: &str,
         x: XAxis,
         mut series: BTreeMap<String, Vec<Point>>,
@@ -396,13 +444,10 @@ impl Figures<'_> {
         if series.is_empty() {
             return Ok(());
         }
-        let XAxis::Slice { key, .. } = &x else {
-            unreachable!("slice figures only")
-        };
         let title = if size.is_empty() {
-            format!("{}: {} by {key}", self.suite, spec.name)
+            format!("{}: {} {what}", self.suite, spec.name)
         } else {
-            format!("{}: {} by {key}, {size} slots", self.suite, spec.name)
+            format!("{}: {} {what}, {size} slots", self.suite, spec.name)
         };
         self.write(spec, name, &title, x, series)
     }
@@ -539,10 +584,15 @@ fn draw<DB: DrawingBackend>(
             let pad = ((x1 - x0) * 0.05).max(0.05);
             (x0 - pad, x1 + pad, key.as_str())
         }
+        XAxis::Metric { label, log: true } => (x0 / 1.3, x1 * 1.3, label.as_str()),
+        XAxis::Metric { label, log: false } => {
+            let pad = ((x1 - x0) * 0.05).max(x1.abs() * 0.05).max(1e-9);
+            (x0 - pad, x1 + pad, label.as_str())
+        }
     };
     let x_fmt = |x: &f64| match look.x {
         XAxis::Slots => decade_label(*x),
-        XAxis::Slice { .. } => tick(*x),
+        XAxis::Slice { .. } | XAxis::Metric { .. } => tick(*x),
         XAxis::Step => format!("{x:.0}"),
         XAxis::Configs(names) => {
             let i = x.round();
@@ -678,7 +728,10 @@ fn draw<DB: DrawingBackend>(
                     .background_style(WHITE.mix(0.85))
                     .border_style(BLACK.mix(0.3))
                     .label_font(("sans-serif", 13))
-                    .position(if bounded {
+                    .position(if matches!(look.x, XAxis::Metric { .. }) {
+                        // Cheap configs sit left, costly ones above.
+                        SeriesLabelPosition::LowerRight
+                    } else if bounded {
                         SeriesLabelPosition::UpperLeft
                     } else {
                         SeriesLabelPosition::UpperRight
@@ -688,7 +741,10 @@ fn draw<DB: DrawingBackend>(
             }
         }};
     }
-    let log_x = matches!(look.x, XAxis::Slots | XAxis::Slice { log: true, .. });
+    let log_x = matches!(
+        look.x,
+        XAxis::Slots | XAxis::Slice { log: true, .. } | XAxis::Metric { log: true, .. }
+    );
     match (log_x, log_y) {
         (true, true) => plot!(
             builder

@@ -1,7 +1,8 @@
 //! Metrics sliced by a number are drawn against it: one figure per memory
 //! size in a slots sweep, one for the variants outside the sweep, each
 //! series with every slice value as a point; and those variants also get
-//! per-config figures of their own instead of being dropped from the sweep.
+//! per-config figures of their own instead of being dropped from the sweep;
+//! a metric declared `against` a cost is drawn against it.
 
 use retbench_tasks::{MetricSpec, TaskConfig};
 
@@ -24,6 +25,10 @@ fn a_numeric_slice_becomes_an_axis_and_unswept_variants_are_drawn() {
     let mut n = 0;
     for (variant, slots) in [("grid", "16"), ("grid", "64"), ("source_mean", "")] {
         for seed in 0..3 {
+            csv.push_str(&format!(
+                "r{n},t,{variant},{seed},write_us_p50,,,{},{slots}\n",
+                2.0 + seed as f64
+            ));
             for load in ["0.25", "1", "4"] {
                 let v = 1.0 / load.parse::<f64>().unwrap().max(1.0);
                 csv.push_str(&format!(
@@ -46,6 +51,7 @@ fn a_numeric_slice_becomes_an_axis_and_unswept_variants_are_drawn() {
         "copy_exact_by_load.svg",
         "configs_copy_exact_load1.svg",
         "copy_exact_load1.svg",
+        "copy_exact_load1_vs_write_us_p50.svg",
     ] {
         assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
     }

@@ -214,10 +214,12 @@ impl Task for CopyProbeConfig {
         vec![
             MetricSpec::new("copy_cosine", "mean cosine of read-back and written value")
                 .bounds(-1.0, 1.0)
-                .sliced("load"),
+                .sliced("load")
+                .against("write_us_p50"),
             MetricSpec::share("copy_exact", "items recovered exactly (codebook decoding)")
                 .chance(1.0 / self.codebook as f64)
-                .sliced("load"),
+                .sliced("load")
+                .against("write_us_p50"),
             MetricSpec::latency_us("read_us_p50", "readback latency per query, p50"),
             MetricSpec::latency_us("write_us_p50", "write latency per call, p50"),
             MetricSpec::new("memory_bytes", "memory state")

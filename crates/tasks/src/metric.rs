@@ -76,6 +76,10 @@ pub struct MetricSpec {
     pub timing: bool,
     /// Whether the report draws a figure of it.
     pub plot: bool,
+    /// Whole-run metrics (costs) to draw it against, one point per config:
+    /// the trade-off figures (`copy_cosine` against `write_us_p50`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub against: Vec<String>,
 }
 
 impl MetricSpec {
@@ -93,6 +97,7 @@ impl MetricSpec {
             slices: Vec::new(),
             timing: false,
             plot: true,
+            against: Vec::new(),
         }
     }
     /// A share in [0, 1] where higher is better.
@@ -143,6 +148,11 @@ impl MetricSpec {
     }
     pub fn no_plot(mut self) -> Self {
         self.plot = false;
+        self
+    }
+    /// Also drawn against the whole-run metric `cost`, one point per config.
+    pub fn against(mut self, cost: &str) -> Self {
+        self.against.push(cost.into());
         self
     }
     /// The axis label: what it measures, with its unit.
