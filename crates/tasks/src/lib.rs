@@ -5,6 +5,7 @@
 //! (config hash, seed, stream name), so quality metrics never depend on
 //! scheduling. The harness owns files and parallelism; tasks own science.
 
+pub mod continual;
 pub mod copy;
 pub mod entity;
 pub mod learned;
