@@ -17,11 +17,14 @@
 /// two stages.
 pub fn average_forgetting(r: &[Vec<f64>]) -> Option<f64> {
     let t = r.len().checked_sub(1).filter(|&t| t >= 1)?;
-    let mut sum = 0.0;
-    for j in 0..t {
-        let best = (j..t).map(|l| r[l][j]).fold(f64::NEG_INFINITY, f64::max);
-        sum += best - r[t][j];
-    }
+    let sum: f64 = r[t][..t]
+        .iter()
+        .enumerate()
+        .map(|(j, last)| {
+            let best = (j..t).map(|l| r[l][j]).fold(f64::NEG_INFINITY, f64::max);
+            best - last
+        })
+        .sum();
     Some(sum / t as f64)
 }
 
