@@ -849,11 +849,10 @@ fn check_path(base: &Value, path: &str) -> Result<(), String> {
         get_path(base, parent)
     };
     match parent_value {
-        Some(Value::Object(map)) => {
+        Some(Value::Object(_)) => {
             // Null: an optional block (`model:` of a probe suite's learned
             // variant) takes it, and an unknown field is refused whatever
             // its value.
-            let _ = map;
             let mut probe = base.clone();
             set_path(&mut probe, path, Value::Null).ok();
             match serde_json::from_value::<RunConfig>(probe) {

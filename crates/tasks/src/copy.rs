@@ -451,7 +451,7 @@ impl CopyConfig {
 
     /// `batch` episodes with lengths from `len` (drawn per episode), in
     /// sessions of lengths [longest + 1, longest].
-    fn episodes(
+    fn draw(
         &self,
         rng: &mut ChaCha8Rng,
         batch: usize,
@@ -502,7 +502,7 @@ impl Episodes for CopyConfig {
     }
     fn generate(&self, rng: &mut ChaCha8Rng, batch: usize) -> Vec<SessionData> {
         let (lo, hi) = (self.train_min, self.train_max);
-        self.episodes(rng, batch, hi, |r| r.random_range(lo..=hi))
+        self.draw(rng, batch, hi, |r| r.random_range(lo..=hi))
     }
     fn lengths(&self) -> Vec<usize> {
         vec![self.train_max + 1, self.train_max]
@@ -526,14 +526,14 @@ impl Episodes for CopyConfig {
     }
     fn generate_eval(&self, group: usize, rng: &mut ChaCha8Rng, batch: usize) -> Vec<SessionData> {
         let l = self.eval_lengths[group];
-        self.episodes(rng, batch, l, |_| l)
+        self.draw(rng, batch, l, |_| l)
     }
     fn eval_lengths(&self, group: usize) -> Vec<usize> {
         let l = self.eval_lengths[group];
         vec![l + 1, l]
     }
     fn dataset_config(&self) -> serde_json::Value {
-        crate::recall::without_layout(self)
+        crate::learned::without_layout(self)
     }
 }
 

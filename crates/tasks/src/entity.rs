@@ -212,7 +212,7 @@ impl Episodes for EntityConfig {
         true
     }
     fn dataset_config(&self) -> serde_json::Value {
-        crate::recall::without_layout(self)
+        crate::learned::without_layout(self)
     }
 }
 

@@ -334,6 +334,19 @@ impl<T: LearnedTask> Task for T {
     }
 }
 
+/// A task config's canonical JSON without `context` (which lays episodes
+/// out, and changes none of them).
+pub fn without_layout<T>(config: &T) -> serde_json::Value
+where
+    T: Serialize + serde::de::DeserializeOwned + PartialEq,
+{
+    let mut v = retbench_core::canonical::canonical_json(config);
+    if let Some(m) = v.as_object_mut() {
+        m.remove("context");
+    }
+    v
+}
+
 /// The longest context a task feeds the model, in training or evaluation.
 fn max_context(task: &dyn Episodes) -> usize {
     let fit = |lengths: Vec<usize>| match task.context() {

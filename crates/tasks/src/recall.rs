@@ -19,7 +19,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 pub use crate::learned::SessionData;
-use crate::learned::{Context, Episodes, LearnedTask};
+use crate::learned::{self, Context, Episodes, LearnedTask};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -239,21 +239,8 @@ impl Episodes for RecallConfig {
         Some(1.0 / self.values as f64)
     }
     fn dataset_config(&self) -> serde_json::Value {
-        without_layout(self)
+        learned::without_layout(self)
     }
-}
-
-/// A task config's canonical JSON without `context` (which lays episodes
-/// out, and changes none of them).
-pub(crate) fn without_layout<T>(config: &T) -> serde_json::Value
-where
-    T: Serialize + serde::de::DeserializeOwned + PartialEq,
-{
-    let mut v = retbench_core::canonical::canonical_json(config);
-    if let Some(m) = v.as_object_mut() {
-        m.remove("context");
-    }
-    v
 }
 
 impl LearnedTask for RecallConfig {
