@@ -717,7 +717,9 @@ fn list(format: Format, suites: &Path) -> anyhow::Result<()> {
                 "\nBlocks of tasks that train a model (recall), with defaults:\n\n\
                  \x20 model: {{ d_model, layers, heads, ffn_mult: 4 }}   vocab and max_len: from the task\n\
                  \x20 train: {{ steps, lr, batch: 32, warmup: 5% of steps, weight_decay: 0.01, clip: 1.0,\n\
-                 \x20         detach_between_sessions: false, frozen_base: false, base_steps: steps, base_init: PATH }}\n\
+                 \x20         detach_between_sessions: false, frozen_base: false, base_steps: STEPS, base_init: PATH }}\n\
+                 \x20   (base_steps or base_init: a base without retention first, then frozen_base: true\n\
+                 \x20    trains retention only, false fine-tunes everything; frozen_base alone: base_steps = steps)\n\
                  \x20 eval:  {{ episodes: 512, batch: 128, every: STEPS }}\n\
                  \x20 baselines: `retention: null` (no memory); `task.context: full` (all sessions in one context)"
             );

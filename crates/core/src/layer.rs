@@ -718,6 +718,11 @@ impl RetentionLayer {
         })?;
         mem.clocks.writes += 1;
         mem.clocks.events += 1;
+        for (k, &passed) in decision.pass.iter().enumerate() {
+            let counts = &mut mem.gate_counts[k / n];
+            counts.0 += 1;
+            counts.1 += passed as u64;
+        }
         let mut report = WriteReport {
             candidates: b * n,
             gate_scores: decision.scores.clone(),

@@ -106,6 +106,10 @@ pub struct MemoryState {
     pub(crate) meta: SlotMeta,
     pub(crate) clocks: Clocks,
     pub(crate) evictions: Vec<u64>,
+    /// Per memory, gate verdicts so far: (candidates seen, candidates the
+    /// gate passed). Diagnostics of this process (not in snapshots): the
+    /// drift suite scores a gate's precision and recall from them.
+    pub(crate) gate_counts: Vec<(u64, u64)>,
     pub(crate) rng: ChaCha8Rng,
     pub(crate) tracked: bool,
     pub(crate) config_hash: String,
@@ -166,6 +170,7 @@ impl MemoryState {
             meta: SlotMeta::new(batch * slots),
             clocks: Clocks::default(),
             evictions: vec![0; batch],
+            gate_counts: vec![(0, 0); batch],
             rng: ChaCha8Rng::from_seed(rng_seed),
             tracked: false,
             config_hash: config_hash.to_string(),
@@ -216,6 +221,10 @@ impl MemoryState {
     /// Evictions so far, per memory.
     pub fn evictions(&self) -> &[u64] {
         &self.evictions
+    }
+    /// Per memory, (candidate writes the gate saw, those it passed) so far.
+    pub fn gate_counts(&self) -> &[(u64, u64)] {
+        &self.gate_counts
     }
     /// Occupied slots of memory `b`.
     pub fn occupied(&self, b: usize) -> usize {
@@ -403,6 +412,7 @@ impl MemoryState {
         }
         self.meta = SlotMeta::new(self.batch * self.slots);
         self.evictions = vec![0; self.batch];
+        self.gate_counts = vec![(0, 0); self.batch];
         self.free_hint = vec![0; self.batch];
         self.occupied_count = vec![0; self.batch];
         if let Some(index) = &mut self.index {
@@ -423,6 +433,7 @@ impl MemoryState {
             meta: self.meta.clone(),
             clocks: self.clocks,
             evictions: self.evictions.clone(),
+            gate_counts: self.gate_counts.clone(),
             rng: self.rng.clone(),
             tracked: self.tracked,
             config_hash: self.config_hash.clone(),

@@ -490,6 +490,7 @@ fn decode_state(
             next_seq: clocks[2],
         },
         evictions,
+        gate_counts: vec![(0, 0); b],
         rng,
         tracked: false,
         config_hash: config_hash.to_string(),

@@ -181,6 +181,7 @@ impl Store {
             "file": plan.file.display().to_string(),
             "profile": plan.profile,
             "param_columns": plan.param_columns,
+            "figures": plan.figures,
             "runs": plan.runs,
         });
         let path = self.dir.join("plan.json");

@@ -5,9 +5,11 @@
 //! paths: `grid` (cartesian product, first axis outermost, in the order
 //! written), `zip` (lock-step groups of equal length), `variants` (named
 //! extra points beside the grid; with no grid or zip axes, the only points),
-//! `exclude` (points to drop, matched on the
+//! `figures` (metrics against a numeric slice, lines and panels named by
+//! varied parameters), `exclude` (points to drop, matched on the
 //! resolved config) and `profiles` (overrides applied before expansion: base
-//! paths, `seeds`, or `grid.<path>` to replace an axis's values). Every
+//! paths, `seeds`, or `grid.<path>` / `zip.<path>` to replace an axis's
+//! values). Every
 //! mistake is reported as `file:line:column: message`: YAML syntax, unknown
 //! keys and wrong types by the YAML reader; dotted paths that name nothing,
 //! unequal zip lengths, invalid values, empty expansions and duplicate run ids
@@ -109,6 +111,8 @@ struct SuiteFile {
     exclude: Vec<Spanned<Overrides>>,
     #[serde(default)]
     profiles: Ordered<Spanned<String>, Overrides>,
+    #[serde(default)]
+    figures: Vec<Spanned<retbench_tasks::FigureSpec>>,
 }
 
 /// A grid axis: its path, where it was written, and its located values.
@@ -164,6 +168,9 @@ pub struct Plan {
     /// columns of `results.csv`.
     pub param_columns: Vec<String>,
     pub profiles: Vec<String>,
+    /// The figures the suite declares, checked against its metrics and
+    /// varied parameters.
+    pub figures: Vec<retbench_tasks::FigureSpec>,
 }
 
 struct Ctx<'a> {
@@ -352,6 +359,8 @@ pub fn parse_with(
         .iter()
         .map(|(k, _)| k.value.clone())
         .collect();
+    // A profile's replacement values of zip axes (`zip.<path>`).
+    let mut zip_profile: HashMap<String, Vec<(Value, Loc)>> = HashMap::new();
     if let Some(wanted) = profile {
         let Some((_, overrides)) = file.profiles.0.iter().find(|(k, _)| k.value == wanted) else {
             let have = if profiles.is_empty() {
@@ -372,6 +381,31 @@ pub fn parse_with(
                 if seeds.is_empty() {
                     return Err(cx.at(Loc::from(value), "seeds must list at least one seed"));
                 }
+            } else if let Some(axis) = key.value.strip_prefix("zip.") {
+                let known = file
+                    .zip
+                    .iter()
+                    .any(|g| g.value.0.iter().any(|(k, _)| k.value == axis));
+                if !known {
+                    return Err(cx.at(loc, format!("{}: no zip group has axis {axis}", key.value)));
+                }
+                let values = value
+                    .value
+                    .as_array()
+                    .filter(|a| !a.is_empty())
+                    .ok_or_else(|| {
+                        cx.at(
+                            Loc::from(value),
+                            format!("{} must be a non-empty list", key.value),
+                        )
+                    })?;
+                zip_profile.insert(
+                    axis.to_string(),
+                    values
+                        .iter()
+                        .map(|v| (v.clone(), Loc::from(value)))
+                        .collect(),
+                );
             } else if let Some(axis) = key.value.strip_prefix("grid.") {
                 let Some(slot) = grid.iter_mut().find(|(p, _, _)| p == axis) else {
                     return Err(cx.at(loc, format!("{}: the grid has no axis {axis}", key.value)));
@@ -436,12 +470,20 @@ pub fn parse_with(
         let mut points: Vec<Vec<Override>> = Vec::new();
         for (key, values) in &group.value.0 {
             check_path(&base, &key.value).map_err(|m| cx.at(Loc::from(key), m))?;
-            let n = values.value.len();
+            let values: Vec<(Value, Loc)> = match zip_profile.get(&key.value) {
+                Some(v) => v.clone(),
+                None => values
+                    .value
+                    .iter()
+                    .map(|v| (v.value.clone(), Loc::from(v)))
+                    .collect(),
+            };
+            let n = values.len();
             match len {
                 None => {
                     if n == 0 {
                         return Err(cx.at(
-                            Loc::from(values),
+                            Loc::from(key),
                             format!("zip axis {} has no values", key.value),
                         ));
                     }
@@ -456,11 +498,11 @@ pub fn parse_with(
                 }
                 Some(_) => {}
             }
-            for (point, v) in points.iter_mut().zip(&values.value) {
+            for (point, (v, loc)) in points.iter_mut().zip(&values) {
                 point.push(Override {
                     path: key.value.clone(),
-                    value: v.value.clone(),
-                    loc: Loc::from(v),
+                    value: v.clone(),
+                    loc: *loc,
                 });
             }
         }
@@ -625,7 +667,50 @@ pub fn parse_with(
             }
         }
     }
+    // Declared figures: a metric some run reports, sliced by `by`, and
+    // parameters the plan varies.
+    let specs = crate::store::metric_specs(runs.iter().map(|r| &r.config));
+    for f in &file.figures {
+        let loc = Loc::from(f);
+        let fig = &f.value;
+        let Some(spec) = specs.iter().find(|s| s.name == fig.metric) else {
+            return Err(cx.at(
+                loc,
+                format!(
+                    "figures: no run of this suite reports a metric {:?}",
+                    fig.metric
+                ),
+            ));
+        };
+        if !spec.slices.contains(&fig.by) {
+            return Err(cx.at(
+                loc,
+                format!(
+                    "figures: {} is not sliced by {:?} (its slices: {})",
+                    fig.metric,
+                    fig.by,
+                    if spec.slices.is_empty() {
+                        "none".to_string()
+                    } else {
+                        spec.slices.join(", ")
+                    }
+                ),
+            ));
+        }
+        for p in fig.lines.iter().chain(&fig.panels) {
+            if !param_columns.contains(p) {
+                return Err(cx.at(
+                    loc,
+                    format!(
+                        "figures: {p} is not a parameter this suite varies ({})",
+                        param_columns.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
     Ok(Plan {
+        figures: file.figures.iter().map(|f| f.value.clone()).collect(),
         file: path.to_path_buf(),
         suite: file.name.value.clone(),
         description: file.description.clone(),

@@ -168,6 +168,35 @@ profiles:
 ";
 
 #[test]
+fn a_profile_replaces_a_zip_axis_in_lock_step() {
+    let text = GOOD.replace(
+        "smoke: { seeds: [7], grid.retention.slots: [8] }",
+        "smoke: { seeds: [7], zip.task.probes: [2, 3] }\n  bad: { zip.task.nope: [1] }\n  short: { zip.task.probes: [2] }",
+    );
+    let p = parse(Path::new("demo.yaml"), &text, Some("smoke")).unwrap();
+    let probes: Vec<String> = p
+        .runs
+        .iter()
+        .filter(|r| r.variant == "grid" && r.params[0].1 == 8)
+        .map(|r| format!("{}/{}", r.params[2].1, r.params[3].1))
+        .collect();
+    assert_eq!(
+        probes,
+        ["16/2", "32/3", "16/2", "32/3"],
+        "d and probes still in step"
+    );
+    for (profile, want) in [
+        ("bad", "no zip group has axis task.nope"),
+        ("short", "equal lengths"),
+    ] {
+        match parse(Path::new("bad.yaml"), &text, Some(profile)) {
+            Err(SuiteError::At { message, .. }) => assert!(message.contains(want), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
 fn a_profile_reaches_the_blocks_a_variant_brings_and_only_fields_they_have() {
     let p = parse(Path::new("mixed.yaml"), MIXED, Some("smoke")).unwrap();
     let run = |v: &str| p.runs.iter().find(|r| r.variant == v).unwrap();
@@ -415,4 +444,32 @@ fn every_committed_suite_expands_with_and_without_its_smoke_profile() {
         seen += 1;
     }
     assert!(seen >= 4, "only {seen} suites in {}", dir.display());
+}
+
+#[test]
+fn declared_figures_are_checked_against_metrics_and_varied_parameters() {
+    let with = |fig: &str| format!("{GOOD}figures:\n  - {fig}\n");
+    let good =
+        "{ metric: read_us_p50, by: batch, lines: [retention.read], panels: [retention.slots] }";
+    let p = parse(Path::new("demo.yaml"), &with(good), None).unwrap();
+    assert_eq!(p.figures.len(), 1);
+    assert_eq!(p.figures[0].panels, ["retention.slots"]);
+    for (fig, want) in [
+        (
+            "{ metric: nope, by: batch, lines: [retention.read] }",
+            "no run of this suite reports a metric \"nope\"",
+        ),
+        (
+            "{ metric: read_us_p50, by: gap, lines: [retention.read] }",
+            "not sliced by \"gap\"",
+        ),
+        (
+            "{ metric: read_us_p50, by: batch, lines: [retention.heads] }",
+            "retention.heads is not a parameter this suite varies",
+        ),
+    ] {
+        let (line, _, msg) = mistake(&with(fig));
+        assert_eq!(line, 21, "{msg}");
+        assert!(msg.contains(want), "{msg}");
+    }
 }

@@ -123,19 +123,40 @@ pub fn run_episodes_observed(
             }
         }
         let fwd = model.forward(&s.tokens, &mut memories)?;
-        let logp = candle_nn::ops::log_softmax(&fwd.logits, D::Minus1)?;
-        let predictions = fwd.logits.argmax(D::Minus1)?.flatten_all()?.to_vec1()?;
-        let nll = logp
-            .gather(&s.targets.unsqueeze(D::Minus1)?, D::Minus1)?
-            .neg()?
-            .flatten_all()?
-            .to_vec1()?;
-        out.push(SessionOutput { predictions, nll });
+        out.push(output(&fwd.logits, &s.targets)?);
         model.write(&fwd, &mut memories, s.feedback.as_deref())?;
         memories.iter_mut().try_for_each(|m| m.detach())?;
         observe(i, &memories);
     }
     Ok(out)
+}
+
+/// Predictions and target NLL of one forward pass's logits [B, T, V].
+fn output(logits: &Tensor, targets: &Tensor) -> retbench_core::Result<SessionOutput> {
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    let predictions = logits.argmax(D::Minus1)?.flatten_all()?.to_vec1()?;
+    let nll = logp
+        .gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?
+        .neg()?
+        .flatten_all()?
+        .to_vec1()?;
+    Ok(SessionOutput { predictions, nll })
+}
+
+/// Runs `probe` against copies of `memories` and discards what it would
+/// write or record: a measurement of what memory holds now that leaves the
+/// memory (contents, usage, clocks) exactly as it was.
+pub fn probe(
+    model: &Model,
+    probe: &Session,
+    memories: &[MemoryState],
+) -> retbench_core::Result<SessionOutput> {
+    let mut copies = memories
+        .iter()
+        .map(|m| m.deep_clone())
+        .collect::<retbench_core::Result<Vec<_>>>()?;
+    let fwd = model.forward(&probe.tokens, &mut copies)?;
+    output(&fwd.logits, &probe.targets)
 }
 
 /// Saves the memories as one snapshot (a namespace per memory) and returns

@@ -37,13 +37,15 @@ pub struct TrainConfig {
     /// Train only the retention parameters (the base is frozen).
     #[serde(default)]
     pub frozen_base: bool,
-    /// With `frozen_base`: steps that first train the base alone, without
-    /// retention (a stand-in for a pretrained model), before it is frozen;
-    /// `steps` when left out (and no `base_init` is given).
+    /// Steps that first train the base alone, without retention (a
+    /// stand-in for a pretrained model), before `steps` train it with
+    /// retention: frozen with `frozen_base`, fine-tuned in full without.
+    /// With `frozen_base` and no `base_init`, `steps` when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_steps: Option<usize>,
-    /// With `frozen_base`: a checkpoint whose `base.*` weights are loaded
-    /// instead of training them (e.g. a `no_memory` run's model.safetensors).
+    /// A checkpoint whose `base.*` weights are loaded instead of training
+    /// the base (e.g. a `no_memory` run's model.safetensors), then frozen
+    /// or fine-tuned as with `base_steps`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_init: Option<std::path::PathBuf>,
 }
@@ -86,12 +88,6 @@ impl TrainConfig {
                 self.weight_decay
             ));
         }
-        if !self.frozen_base && (self.base_steps.is_some() || self.base_init.is_some()) {
-            return Err(
-                "train.base_steps, train.base_init: only mean something with train.frozen_base: true"
-                    .into(),
-            );
-        }
         if self.base_steps.is_some() && self.base_init.is_some() {
             return Err(
                 "train.base_steps, train.base_init: give one (train the base first, or load it), not both"
@@ -102,6 +98,14 @@ impl TrainConfig {
             return Err("train.base_steps: must be at least 1".into());
         }
         Ok(())
+    }
+}
+
+impl TrainConfig {
+    /// Whether a base is trained (or loaded) without retention before the
+    /// main `steps`.
+    pub fn pretrains_base(&self) -> bool {
+        self.frozen_base || self.base_steps.is_some() || self.base_init.is_some()
     }
 }
 

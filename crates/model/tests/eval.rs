@@ -171,3 +171,46 @@ fn checkpoints_restore_all_weights_or_the_base_alone() {
         .to_string();
     assert!(err.contains("shape"), "{err}");
 }
+
+/// A probe reads memory as a session would and leaves it as it was: the
+/// same contents, slot metadata, clocks and gate counters, so a stream
+/// probed after every session continues exactly as an unprobed one.
+#[test]
+fn a_probe_reads_memory_without_changing_it() {
+    let data = sessions(3, 2, 8);
+    let map = SeededVarMap::new(VarMap::new(), "probe", 0);
+    let m = model(&map, Some(&retention(Persistence::Process)));
+    let mut memories = m.new_memories(2, 0, DType::F32, &Device::Cpu).unwrap();
+    for s in &data[..2] {
+        let fwd = m.forward(&s.tokens, &mut memories).unwrap();
+        m.write(&fwd, &mut memories, None).unwrap();
+        memories.iter_mut().for_each(|x| x.detach().unwrap());
+    }
+    let snapshot = |ms: &[retbench_core::MemoryState]| {
+        ms.iter()
+            .map(|x| {
+                (
+                    x.content().flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    x.meta().clone(),
+                    x.clocks(),
+                    x.gate_counts().to_vec(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let before = snapshot(&memories);
+    let out = retbench_model::eval::probe(&m, &data[2], &memories).unwrap();
+    assert_eq!(out.predictions.len(), 2 * 8);
+    assert_eq!(snapshot(&memories), before);
+    // And it sees what a session in the stream would see.
+    let fwd = m.forward(&data[2].tokens, &mut memories).unwrap();
+    let direct: Vec<u32> = fwd
+        .logits
+        .argmax(candle_core::D::Minus1)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(out.predictions, direct);
+}

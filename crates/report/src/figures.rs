@@ -26,7 +26,7 @@ use std::sync::Once;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use retbench_tasks::MetricSpec;
+use retbench_tasks::{FigureSpec, MetricSpec};
 
 use retbench_core::fsutil::FileError;
 
@@ -63,6 +63,7 @@ fn register_font() {
     });
 }
 
+#[derive(Clone)]
 struct Point {
     x: f64,
     mean: f64,
@@ -150,12 +151,17 @@ fn labeller(
     out
 }
 
+/// A numeric slice key with at least this many values is drawn as one
+/// line figure against it, not as a figure per value.
+const MANY_SLICES: usize = 12;
+
 pub fn render_all(
     dir: &Path,
     suite: &str,
     params: &[String],
     rows: &[SummaryRow],
     specs: &[MetricSpec],
+    declared: &[FigureSpec],
 ) -> Result<Vec<PathBuf>, ReportError> {
     register_font();
     let x_col = params.iter().position(|p| p == X_PARAM);
@@ -178,14 +184,31 @@ pub fn render_all(
     let mut fig = Figures {
         dir,
         suite,
-        colour: &colour,
+        colour,
         written: Vec::new(),
+    };
+    // (metric, slice key) with many numeric values: no figure per value.
+    let mut values_of: BTreeMap<(&str, &str), std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for r in rows {
+        if let Some((key, v)) = r.slice.split_once('=') {
+            if v.parse::<f64>().is_ok() {
+                values_of.entry((&r.metric, key)).or_default().insert(v);
+            }
+        }
+    }
+    let many = |metric: &str, slice: &str| {
+        slice.split_once('=').is_some_and(|(key, _)| {
+            values_of
+                .get(&(metric, key))
+                .is_some_and(|v| v.len() >= MANY_SLICES)
+        })
     };
     let slices_of = |metric: &str, with_step: bool| {
         let mut slices: Vec<&str> = rows
             .iter()
             .filter(|r| r.metric == metric && r.step.is_empty() != with_step)
             .map(|r| r.slice.as_str())
+            .filter(|s| with_step || !many(metric, s))
             .collect();
         slices.sort();
         slices.dedup();
@@ -268,6 +291,9 @@ pub fn render_all(
             }
         }
         for (key, points) in by_key {
+            if declared.iter().any(|f| f.metric == metric && f.by == key) {
+                continue; // drawn as the suite declares, below
+            }
             let mut values: Vec<f64> = points.iter().map(|(v, _)| *v).collect();
             values.sort_by(f64::total_cmp);
             values.dedup();
@@ -298,6 +324,9 @@ pub fn render_all(
                 fig.emit_named(spec, &name, &format!("by {key}"), &size, axis, series)?;
             }
         }
+    }
+    for f in declared {
+        fig.declared(f, params, rows, specs)?;
     }
     // Trade-offs: a quality metric against a whole-run cost of the same
     // config (`MetricSpec::against`), one point per config; in a memory-size
@@ -366,11 +395,127 @@ pub fn render_all(
 struct Figures<'a> {
     dir: &'a Path,
     suite: &'a str,
-    colour: &'a BTreeMap<String, RGBColor>,
+    colour: BTreeMap<String, RGBColor>,
     written: Vec<PathBuf>,
 }
 
 impl Figures<'_> {
+    /// A suite's declared figure ([`FigureSpec`]): one figure per value of
+    /// its panel parameters, a line per value of its line parameters (plus
+    /// the runs that vary no panel parameter, in every panel); lines keep
+    /// one colour across the panels.
+    fn declared(
+        &mut self,
+        f: &FigureSpec,
+        params: &[String],
+        rows: &[SummaryRow],
+        specs: &[MetricSpec],
+    ) -> Result<(), ReportError> {
+        let Some(spec) = specs.iter().find(|s| s.name == f.metric) else {
+            return Ok(());
+        };
+        let cols = |paths: &[String]| -> Vec<usize> {
+            paths
+                .iter()
+                .filter_map(|p| params.iter().position(|x| x == p))
+                .collect()
+        };
+        let (line_cols, panel_cols) = (cols(&f.lines), cols(&f.panels));
+        let names = crate::summary::short_names(params);
+        let describe = |r: &SummaryRow, cs: &[usize]| -> Vec<String> {
+            cs.iter()
+                .filter(|&&c| !r.params[c].is_empty())
+                .map(|&c| format!("{}={}", names[c], short_value(&r.params[c])))
+                .collect()
+        };
+        type Series = BTreeMap<String, Vec<Point>>;
+        let mut panels: BTreeMap<Vec<String>, Series> = BTreeMap::new();
+        let mut everywhere: Series = BTreeMap::new();
+        let mut lines: Vec<String> = Vec::new();
+        let mut xs: Vec<f64> = Vec::new();
+        for r in rows
+            .iter()
+            .filter(|r| r.metric == f.metric && r.step.is_empty())
+        {
+            let Some(x) = r
+                .slice
+                .split_once('=')
+                .filter(|(k, _)| *k == f.by)
+                .and_then(|(_, v)| v.parse::<f64>().ok())
+                .filter(|x| x.is_finite())
+            else {
+                continue;
+            };
+            let mut parts = describe(r, &line_cols);
+            if r.variant != "grid" {
+                parts.insert(0, r.variant.clone());
+            }
+            let label = if parts.is_empty() {
+                "all".into()
+            } else {
+                parts.join(" ")
+            };
+            if !lines.contains(&label) {
+                lines.push(label.clone());
+            }
+            xs.push(x);
+            let panel = describe(r, &panel_cols);
+            let target = if panel.is_empty() {
+                &mut everywhere
+            } else {
+                panels.entry(panel).or_default()
+            };
+            target.entry(label).or_default().push(Point::of(x, r));
+        }
+        for (i, l) in lines.iter().enumerate() {
+            self.colour
+                .entry(l.clone())
+                .or_insert(PALETTE[i % PALETTE.len()]);
+        }
+        xs.sort_by(f64::total_cmp);
+        let log =
+            xs.first().is_some_and(|&a| a > 0.0) && xs.last().is_some_and(|&b| b / xs[0] >= 10.0);
+        if panels.is_empty() && !everywhere.is_empty() {
+            panels.insert(Vec::new(), BTreeMap::new());
+        }
+        for (panel, mut series) in panels {
+            for (l, pts) in &everywhere {
+                series.entry(l.clone()).or_insert_with(|| pts.clone());
+            }
+            let tag: String = panel
+                .join("_")
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '.' {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .collect::<String>()
+                .split('_')
+                .filter(|p| !p.is_empty())
+                .collect::<Vec<_>>()
+                .join("_");
+            let name = if tag.is_empty() {
+                format!("{}_by_{}", f.metric, f.by)
+            } else {
+                format!("{}_by_{}_{tag}", f.metric, f.by)
+            };
+            let what = if panel.is_empty() {
+                format!("by {}", f.by)
+            } else {
+                format!("by {}, {}", f.by, panel.join(" "))
+            };
+            let axis = XAxis::Slice {
+                key: f.by.clone(),
+                log,
+            };
+            self.emit_named(spec, &name, &what, "", axis, series)?;
+        }
+        Ok(())
+    }
+
     /// Sorts points by x, clips intervals to the metric's bounds, and drops
     /// points without a finite mean and series left empty.
     fn tidy(spec: &MetricSpec, series: &mut BTreeMap<String, Vec<Point>>) {
@@ -484,9 +629,9 @@ impl Figures<'_> {
             x: &x,
         };
         let svg_root = SVGBackend::new(&svg, (900, 600)).into_drawing_area();
-        present(svg_root, &look, &series, self.colour).map_err(plot_err)?;
+        present(svg_root, &look, &series, &self.colour).map_err(plot_err)?;
         let png_root = BitMapBackend::new(&png, (900, 600)).into_drawing_area();
-        present(png_root, &look, &series, self.colour).map_err(plot_err)?;
+        present(png_root, &look, &series, &self.colour).map_err(plot_err)?;
         self.written.push(svg);
         self.written.push(png);
         Ok(())

@@ -52,7 +52,15 @@ pub fn report(dir: &Path) -> Result<ReportOutput, ReportError> {
             .into());
         }
     }
-    let figures = figures::render_all(&dir.join("figures"), &suite, &params, &summary, &specs)?;
+    let declared = read_declared_figures(&dir.join("plan.json"))?;
+    let figures = figures::render_all(
+        &dir.join("figures"),
+        &suite,
+        &params,
+        &summary,
+        &specs,
+        &declared,
+    )?;
     summary::write_html(
         &dir.join("report.html"),
         &suite,
@@ -78,6 +86,26 @@ pub fn read_specs(path: &Path) -> Result<Vec<retbench_tasks::MetricSpec>, Report
             message: format!("not a list of metric specs: {e}"),
         })
         .map_err(Into::into)
+}
+
+/// The figures the suite declared (`figures` in `plan.json`); none when
+/// the folder has no plan or the plan declares none.
+fn read_declared_figures(path: &Path) -> Result<Vec<retbench_tasks::FigureSpec>, ReportError> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(Vec::new());
+    };
+    let bad = |message: String| FileError::Bad {
+        path: path.to_path_buf(),
+        message,
+    };
+    let doc: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+    match doc.get("figures") {
+        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
+        Some(f) => {
+            serde_json::from_value(f.clone()).map_err(|e| bad(format!("figures: {e}")).into())
+        }
+    }
 }
 
 /// Writes `bytes` to `path` atomically, as every retbench output is

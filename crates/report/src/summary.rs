@@ -302,7 +302,8 @@ pub fn short_names(params: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// `{"kind":"topk","k":32}` → `topk(k=32)`; scalars unchanged.
+/// `{"kind":"topk","k":32}` → `topk(k=32)`, nested blocks alike; scalars
+/// unchanged.
 pub fn short_value(value: &str) -> String {
     match serde_json::from_str::<serde_json::Value>(value) {
         Ok(serde_json::Value::Object(m)) => {
@@ -311,12 +312,12 @@ pub fn short_value(value: &str) -> String {
                 .iter()
                 .filter(|(k, _)| k.as_str() != "kind")
                 .map(|(k, v)| {
-                    format!(
-                        "{k}={}",
-                        v.as_str()
-                            .map(String::from)
-                            .unwrap_or_else(|| v.to_string())
-                    )
+                    let v = match v {
+                        serde_json::Value::String(s) => s.clone(),
+                        // A nested block: `source=chunk(size=2)`.
+                        other => short_value(&other.to_string()),
+                    };
+                    format!("{k}={v}")
                 })
                 .collect();
             if rest.is_empty() {
@@ -452,5 +453,10 @@ mod tests {
         assert_eq!(per_seed(&s[0]), "s0 1, s1 3");
         assert_eq!(per_seed(&s[1]), "–");
         assert_eq!(short_value(r#"{"kind":"topk","k":32}"#), "topk(k=32)");
+        assert_eq!(
+            short_value(r#"{"kind":"append","evict":"lru","source":{"kind":"chunk","size":2}}"#),
+            "append(evict=lru,source=chunk(size=2))"
+        );
+        assert_eq!(short_value("0.5"), "0.5");
     }
 }

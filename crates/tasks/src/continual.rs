@@ -10,22 +10,38 @@
 //! measured after stage `i` (after the writes of stage `i`), for `j ≤ i`;
 //! entries with `j > i` are ignored.
 
+/// Forgetting of task `j` after the last stage T (Chaudhry et al. 2018,
+/// eq. 8): `f_j = max_{l ∈ [j, T)} r[l][j] − r[T][j]`, the best accuracy it
+/// had at an earlier stage minus its accuracy now. Rows may be ragged (only
+/// the tasks measured at that stage); the drift suite passes one column,
+/// its original facts, measured after every later write. `None` when task
+/// `j` was not measured at the last stage and at least one earlier one.
+pub fn task_forgetting(r: &[Vec<f64>], j: usize) -> Option<f64> {
+    let t = r.len().checked_sub(1).filter(|&t| t > j)?;
+    let last = *r[t].get(j)?;
+    let best = (j..t)
+        .filter_map(|l| r[l].get(j).copied())
+        .fold(f64::NEG_INFINITY, f64::max);
+    best.is_finite().then_some(best - last)
+}
+
+/// Backward transfer of task `j` (one term of Lopez-Paz & Ranzato 2017,
+/// eq. 3): `r[T][j] − r[j][j]`, its accuracy after the last stage minus
+/// its accuracy right after it was learned. Negative: later stages erased
+/// it. `None` when either entry is missing or T = j.
+pub fn task_backward_transfer(r: &[Vec<f64>], j: usize) -> Option<f64> {
+    let t = r.len().checked_sub(1).filter(|&t| t > j)?;
+    Some(r[t].get(j)? - r[j].get(j)?)
+}
+
 /// Average forgetting after the last stage T (Chaudhry et al. 2018, eq. 9):
-/// `F_T = 1/(T−1) · Σ_{j<T} f_j`, with `f_j = max_{l<T} r[l][j] − r[T][j]`
-/// over the stages `l` from `j` to `T−1` at which task `j` was measured.
-/// Stages are 0-based here (the paper's k = T+1). `None` with fewer than
-/// two stages.
+/// `F_T = 1/(T−1) · Σ_{j<T} f_j` with [`task_forgetting`]'s `f_j`. Stages
+/// are 0-based here (the paper's k = T+1). `None` with fewer than two
+/// stages.
 pub fn average_forgetting(r: &[Vec<f64>]) -> Option<f64> {
     let t = r.len().checked_sub(1).filter(|&t| t >= 1)?;
-    let sum: f64 = r[t][..t]
-        .iter()
-        .enumerate()
-        .map(|(j, last)| {
-            let best = (j..t).map(|l| r[l][j]).fold(f64::NEG_INFINITY, f64::max);
-            best - last
-        })
-        .sum();
-    Some(sum / t as f64)
+    let f: Option<Vec<f64>> = (0..t).map(|j| task_forgetting(r, j)).collect();
+    Some(f?.iter().sum::<f64>() / t as f64)
 }
 
 /// Backward transfer (Lopez-Paz & Ranzato 2017, eq. 3):
@@ -34,8 +50,8 @@ pub fn average_forgetting(r: &[Vec<f64>]) -> Option<f64> {
 /// fewer than two stages.
 pub fn backward_transfer(r: &[Vec<f64>]) -> Option<f64> {
     let t = r.len().checked_sub(1).filter(|&t| t >= 1)?;
-    let sum: f64 = (0..t).map(|i| r[t][i] - r[i][i]).sum();
-    Some(sum / t as f64)
+    let b: Option<Vec<f64>> = (0..t).map(|i| task_backward_transfer(r, i)).collect();
+    Some(b?.iter().sum::<f64>() / t as f64)
 }
 
 /// Writes until accuracy has lost half its excess over chance: the first
@@ -101,6 +117,25 @@ mod tests {
         let r = vec![vec![0.5], vec![0.7, 0.6]];
         assert!(close(backward_transfer(&r).unwrap(), 0.2));
         assert_eq!(backward_transfer(&[]), None);
+    }
+
+    #[test]
+    fn one_task_measured_after_every_stage() {
+        // The drift suite's shape: one column, the original facts,
+        // accuracy 0.9 → 0.95 → 0.6 → 0.7 over three later writes.
+        let r = vec![vec![0.9], vec![0.95], vec![0.6], vec![0.7]];
+        // Best earlier 0.95 (not the first value), now 0.7.
+        assert!(close(task_forgetting(&r, 0).unwrap(), 0.25));
+        assert!(close(task_backward_transfer(&r, 0).unwrap(), 0.7 - 0.9));
+        // Rising accuracy: no forgetting is negative forgetting.
+        let up = vec![vec![0.5], vec![0.8]];
+        assert!(close(task_forgetting(&up, 0).unwrap(), -0.3));
+        // The columns of the full matrix agree with the averages.
+        let m = matrix();
+        assert!(close(task_forgetting(&m, 1).unwrap(), 0.2));
+        assert!(close(task_backward_transfer(&m, 1).unwrap(), 0.6 - 0.8));
+        assert_eq!(task_forgetting(&[vec![0.9]], 0), None);
+        assert_eq!(task_forgetting(&m, 2), None, "the last stage's own task");
     }
 
     #[test]

@@ -202,6 +202,9 @@ impl Episodes for EntityConfig {
     fn lengths(&self) -> Vec<usize> {
         vec![self.session_len(); self.sessions]
     }
+    fn in_session_label(&self) -> Option<u8> {
+        Some(0)
+    }
     fn chance(&self) -> Option<f64> {
         Some(1.0 / self.values as f64)
     }

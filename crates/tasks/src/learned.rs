@@ -48,6 +48,9 @@ pub fn metric_specs(task: &dyn Episodes) -> Vec<MetricSpec> {
     for c in task.controls() {
         out.push(with_chance(sliced(MetricSpec::share(c.metric, c.about))));
     }
+    for (name, about) in task.probe_groups() {
+        out.push(with_chance(MetricSpec::share(name, about).sliced(key)));
+    }
     if task.sequences() {
         out.push(
             MetricSpec::share("exact_sequence", "sequences reproduced without error").sliced(key),
@@ -73,6 +76,59 @@ pub fn metric_specs(task: &dyn Episodes) -> Vec<MetricSpec> {
             .lower(),
         );
     }
+    if task.side_probe() {
+        out.extend([
+            MetricSpec::new(
+                "forgetting",
+                "max earlier accuracy on the first session's facts minus the last (Chaudhry et al. 2018, eq. 8, one task)",
+            )
+            .lower()
+            .bounds(-1.0, 1.0),
+            MetricSpec::new(
+                "bwt",
+                "backward transfer: last accuracy minus accuracy right after the facts (Lopez-Paz & Ranzato 2017, eq. 3, one task)",
+            )
+            .bounds(-1.0, 1.0),
+            MetricSpec::new(
+                "half_life",
+                "later writes until accuracy loses half its excess over chance (interpolated; the stream's length if never, 0 if no excess)",
+            )
+            .unit("writes")
+            .at_least(0.0),
+            MetricSpec::new(
+                "memory_drift",
+                "‖M_t − M_0‖/‖M_0‖ over the slots occupied after the first session",
+            )
+            .lower()
+            .at_least(0.0)
+            .sliced("writes"),
+        ]);
+    }
+    if task.relevance() {
+        out.extend([
+            MetricSpec::share(
+                "gate_precision",
+                "share of the writes the gate passed that were relevant",
+            ),
+            MetricSpec::share(
+                "gate_recall",
+                "share of the relevant writes the gate passed",
+            ),
+            MetricSpec::share("gate_pass_rate", "share of candidate writes passed").neither(),
+        ]);
+    }
+    if task.in_session_label().is_some() {
+        out.extend([
+            with_chance(MetricSpec::share(
+                "in_session_before",
+                "in-context accuracy of the base before retention was added",
+            )),
+            with_chance(MetricSpec::share(
+                "in_session_after",
+                "in-context accuracy of the final model",
+            )),
+        ]);
+    }
     out.push(
         MetricSpec::new(
             "time_to_bind",
@@ -96,7 +152,16 @@ pub fn metric_specs(task: &dyn Episodes) -> Vec<MetricSpec> {
             .unit("tokens/s")
             .at_least(0.0)
             .timing(),
-        MetricSpec::new("train_seconds", "training time")
+        MetricSpec::new(
+            "train_seconds",
+            "training time (after the base, where one is trained first)",
+        )
+        .unit("s")
+        .lower()
+        .at_least(0.0)
+        .timing()
+        .no_plot(),
+        MetricSpec::new("base_seconds", "training time of the base alone")
             .unit("s")
             .lower()
             .at_least(0.0)
@@ -116,7 +181,7 @@ pub fn metric_specs(task: &dyn Episodes) -> Vec<MetricSpec> {
             MetricSpec::new(name, about)
                 .neither()
                 .at_least(0.0)
-                .sliced("session")
+                .sliced(task.telemetry_key())
         };
         out.extend([
             t("slot_occupancy", "occupied share of slots").bounds(0.0, 1.0),
@@ -172,6 +237,10 @@ pub struct SessionData {
     /// Superseded answers of each masked position (empty elsewhere), for
     /// tasks with [`Episodes::stale`]: a prediction among them is stale.
     pub stale: Option<Vec<Vec<u32>>>,
+    /// Per sample (B values), whether this session's writes are truly
+    /// relevant (1) or noise (0): what a gate's precision and recall are
+    /// scored against. Never shown to the model or the gate.
+    pub relevance: Option<Vec<f32>>,
 }
 
 impl SessionData {
@@ -187,6 +256,10 @@ impl SessionData {
             feedback: self.feedback.as_ref().map(|f| f[start..start + n].to_vec()),
             label2: self.label2.as_ref().map(|l| l[r.clone()].to_vec()),
             stale: self.stale.as_ref().map(|l| l[r].to_vec()),
+            relevance: self
+                .relevance
+                .as_ref()
+                .map(|f| f[start..start + n].to_vec()),
         }
     }
 }
@@ -275,6 +348,43 @@ pub trait Episodes {
     fn eval_lengths(&self, group: usize) -> Vec<usize> {
         let _ = group;
         self.lengths()
+    }
+    /// Whether held-out episodes are a stream of n sessions followed by n
+    /// probes, probe i run after stream session i against a copy of memory
+    /// (what it would write or record is discarded), not as part of the
+    /// stream. Its accuracy is sliced by `writes`, the index of the session
+    /// it followed (0: right after the first); masked positions labelled 0
+    /// are `accuracy`, those labelled l > 0 the l-th of
+    /// [`Episodes::probe_groups`]. Training episodes end with one probe, an
+    /// ordinary last session. Adds `forgetting`, `bwt`, `half_life` (of
+    /// `accuracy`) and `memory_drift`.
+    fn side_probe(&self) -> bool {
+        false
+    }
+    /// Metric names and descriptions of a side probe's label groups 1, 2, …
+    fn probe_groups(&self) -> Vec<(&'static str, &'static str)> {
+        Vec::new()
+    }
+    /// Whether sessions carry [`SessionData::relevance`]: the gate's
+    /// `gate_precision`, `gate_recall` and `gate_pass_rate` are scored.
+    fn relevance(&self) -> bool {
+        false
+    }
+    /// The slice of per-session telemetry (`writes` for a side-probed
+    /// stream).
+    fn telemetry_key(&self) -> &'static str {
+        if self.side_probe() {
+            "writes"
+        } else {
+            "session"
+        }
+    }
+    /// The first-slice label of answers the context holds (recall and
+    /// entity: gap 0): `in_session_after`, and `in_session_before` for a
+    /// base trained first, measure whether retention costs in-context
+    /// skill.
+    fn in_session_label(&self) -> Option<u8> {
+        None
     }
     /// What the episodes depend on: the task config without the options
     /// that only lay them out (`context`). It seeds the held-out stream and
@@ -378,6 +488,11 @@ pub fn concat(sessions: &[SessionData], batch: usize) -> SessionData {
             .iter()
             .any(|s| s.stale.is_some())
             .then(|| Vec::with_capacity(batch * len)),
+        // One context is one write: relevant only if every part is.
+        relevance: sessions
+            .iter()
+            .filter_map(|s| s.relevance.clone())
+            .reduce(|a, b| a.iter().zip(&b).map(|(x, y)| x.min(*y)).collect()),
     };
     for b in 0..batch {
         for s in sessions {
@@ -559,6 +674,8 @@ pub fn validate(task: &dyn Episodes, spec: &RunSpec<'_>) -> Result<(), TaskError
 struct Scores {
     /// (slice: 0 the first key, 1 the second, label) → (hits, count)
     hits: BTreeMap<(u8, u8), (usize, usize)>,
+    /// A side probe's groups beyond the first: (group, writes) → (hits, count)
+    groups: BTreeMap<(u8, u8), (usize, usize)>,
     /// first-slice label → (sequences all right, bit errors, sequences)
     sequences: BTreeMap<u8, (usize, u64, usize)>,
     /// (stale answers, queries that have superseded answers)
@@ -567,6 +684,10 @@ struct Scores {
     n: usize,
     /// session → per batch, the mean telemetry of the first memory
     telemetry: BTreeMap<usize, Vec<Telemetry>>,
+    /// session → (Σ per-memory drift, memories), side-probed streams
+    drift: BTreeMap<usize, (f64, usize)>,
+    /// (relevant passed, passed, relevant, candidates) over the stream
+    gate: [f64; 4],
 }
 
 /// Bits that differ between two symbols of `bits` bits; a prediction that
@@ -580,11 +701,15 @@ pub fn bit_errors(predicted: u32, target: u32, bits: u32) -> u32 {
 }
 
 impl Scores {
+    /// Scores one session; `label`, where given, is a side probe's
+    /// `writes`: it replaces the first-slice label of group 0's positions,
+    /// and the other groups are kept apart.
     fn add(
         &mut self,
         task: &dyn Episodes,
         data: &SessionData,
         out: &retbench_model::SessionOutput,
+        label: Option<u8>,
     ) {
         let (sequences, bits) = (task.sequences(), task.bits());
         for row in 0..data.mask.len() / data.len.max(1) {
@@ -595,7 +720,14 @@ impl Scores {
                     continue;
                 }
                 let right = out.predictions[p] == data.targets[p];
-                let e = self.hits.entry((0, data.label[p])).or_default();
+                if let Some(writes) = label.filter(|_| data.label[p] > 0) {
+                    let e = self.groups.entry((data.label[p], writes)).or_default();
+                    e.0 += right as usize;
+                    e.1 += 1;
+                    continue;
+                }
+                let first = label.unwrap_or(data.label[p]);
+                let e = self.hits.entry((0, first)).or_default();
                 e.0 += right as usize;
                 e.1 += 1;
                 if let Some(l2) = &data.label2 {
@@ -609,7 +741,7 @@ impl Scores {
                         self.stale.1 += 1;
                     }
                 }
-                let s = seq.get_or_insert((true, 0, data.label[p]));
+                let s = seq.get_or_insert((true, 0, first));
                 s.0 &= right;
                 if let Some(b) = bits {
                     s.1 += bit_errors(out.predictions[p], data.targets[p], b) as u64;
@@ -651,6 +783,13 @@ impl Scores {
                     .map(|(l, a)| Metric::sliced(metric, key, l, a)),
             );
         }
+        let names = task.probe_groups();
+        for ((group, writes), (h, n)) in &self.groups {
+            if let Some((name, _)) = names.get(*group as usize - 1) {
+                let a = *h as f64 / (*n).max(1) as f64;
+                out.push(Metric::sliced(name, task.slice_key(), writes, a));
+            }
+        }
         out
     }
 
@@ -690,7 +829,57 @@ impl Scores {
         self.nll / self.n.max(1) as f64
     }
 
-    fn telemetry_metrics(&self) -> Vec<Metric> {
+    /// The side probe's summaries: forgetting, backward transfer and
+    /// half-life of the accuracy-against-writes curve, and memory drift.
+    fn stream_metrics(&self, task: &dyn Episodes) -> Vec<Metric> {
+        use crate::continual::{half_life, task_backward_transfer, task_forgetting};
+        let curve: Vec<(f64, f64)> = self.accuracy().map(|(w, a)| (w as f64, a)).collect();
+        let mut out = Vec::new();
+        // One task (the first session's facts), measured after every write.
+        let rows: Vec<Vec<f64>> = curve.iter().map(|&(_, a)| vec![a]).collect();
+        if let Some(f) = task_forgetting(&rows, 0) {
+            out.push(Metric::new("forgetting", f));
+        }
+        if let Some(b) = task_backward_transfer(&rows, 0) {
+            out.push(Metric::new("bwt", b));
+        }
+        if let (Some(&(_, a0)), Some(&(last, _))) = (curve.first(), curve.last()) {
+            let chance = task.chance().unwrap_or(0.0);
+            let h = match half_life(&curve, chance) {
+                Some(h) => h,
+                None if a0 <= chance => 0.0,
+                None => last, // censored: never halved within the stream
+            };
+            out.push(Metric::new("half_life", h));
+        }
+        for (session, (sum, n)) in &self.drift {
+            out.push(Metric::sliced(
+                "memory_drift",
+                "writes",
+                session,
+                sum / (*n).max(1) as f64,
+            ));
+        }
+        out
+    }
+
+    /// The gate against the writes' true relevance, where a memory saw any.
+    fn gate_metrics(&self) -> Vec<Metric> {
+        let [tp, passed, relevant, seen] = self.gate;
+        if seen == 0.0 {
+            return Vec::new();
+        }
+        let mut out = vec![Metric::new("gate_pass_rate", passed / seen)];
+        if passed > 0.0 {
+            out.push(Metric::new("gate_precision", tp / passed));
+        }
+        if relevant > 0.0 {
+            out.push(Metric::new("gate_recall", tp / relevant));
+        }
+        out
+    }
+
+    fn telemetry_metrics(&self, key: &str) -> Vec<Metric> {
         let mut out = Vec::new();
         for (session, batches) in &self.telemetry {
             let t = Telemetry::average(batches);
@@ -701,11 +890,31 @@ impl Scores {
                 ("slot_dead", t.dead_slots),
                 ("slot_evictions", t.evictions),
             ] {
-                out.push(Metric::sliced(name, "session", session, v));
+                out.push(Metric::sliced(name, key, session, v));
             }
         }
         out
     }
+}
+
+/// The root of a pretrained base's random streams: 16 hex digits of the
+/// blake3 hash of what the base depends on (the task, its layout, the model
+/// and the base's training), so that runs which differ only in what comes
+/// after the base share it.
+pub fn base_key(
+    kind: &str,
+    task: &dyn Episodes,
+    model: &ModelConfig,
+    train: &TrainConfig,
+) -> String {
+    let text = serde_json::json!({
+        "kind": kind,
+        "task": task.dataset_config(),
+        "context": task.context(),
+        "model": retbench_core::canonical::canonical_json(model),
+        "train": retbench_core::canonical::canonical_json(train),
+    });
+    blake3::hash(format!("base:{text}").as_bytes()).to_hex()[..16].to_string()
 }
 
 /// The key of a task's held-out data: 16 hex digits of the blake3 hash of
@@ -733,7 +942,7 @@ pub fn held_out(
 
 /// A task's held-out set as the bytes of its frozen file: one JSON object
 /// per episode, `{"group", "sessions": [{"tokens", "queries": [[position,
-/// target, label, (label2), (stale…)]]}], ("feedback")}`.
+/// target, label, (label2), (stale…)]], ("feedback"), ("relevance")}]}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
     /// `<kind>/<key>-seed<seed>-n<episodes>.jsonl`, under the datasets
@@ -790,15 +999,19 @@ pub fn dataset(kind: &str, task: &dyn Episodes, episodes: usize, seed: u64) -> D
                         serde_json::Value::Array(q)
                     })
                     .collect();
-                out.push(serde_json::json!({
+                let mut session = serde_json::json!({
                     "tokens": &s.tokens[row],
                     "queries": queries,
-                }));
+                });
+                if let Some(f) = &s.feedback {
+                    session["feedback"] = serde_json::json!(f[b]);
+                }
+                if let Some(r) = &s.relevance {
+                    session["relevance"] = serde_json::json!(r[b]);
+                }
+                out.push(session);
             }
             line["sessions"] = serde_json::Value::Array(out);
-            if let Some(f) = sessions.first().and_then(|s| s.feedback.as_ref()) {
-                line["feedback"] = serde_json::json!(f[b]);
-            }
             bytes.extend(serde_json::to_vec(&line).expect("json"));
             bytes.push(b'\n');
         }
@@ -835,7 +1048,9 @@ impl EvalSet {
         EvalSet { batches }
     }
 
-    /// Scores sessions `from..` of every episode.
+    /// Scores sessions `from..` of every episode; for a side-probed task
+    /// ([`Episodes::side_probe`]), the probe after every session of the
+    /// stream, with memory drift and the gate against relevance.
     fn score(
         &self,
         task: &dyn Episodes,
@@ -847,29 +1062,116 @@ impl EvalSet {
     ) -> Result<Scores, TaskError> {
         let mut scores = Scores::default();
         let dev = Device::Cpu;
+        let probing = task.side_probe();
         for (i, (data, b)) in self.batches.iter().enumerate() {
             let sessions = tensors(data, *b, &dev)?;
+            let n = if probing { data.len() / 2 } else { data.len() };
+            let (stream, probes) = sessions.split_at(n);
+            let mut tracker = StreamTracker::default();
+            let mut failed: Option<retbench_core::Error> = None;
             let mut observe = |session: usize, memories: &[retbench_core::MemoryState]| {
-                if !telemetry {
-                    return;
+                if telemetry {
+                    if let Some(m) = memories.first() {
+                        let t = Telemetry::mean(m);
+                        scores.telemetry.entry(session).or_default().push(t);
+                    }
+                }
+                let Some(p) = probes.get(session) else { return };
+                match retbench_model::eval::probe(model, p, memories) {
+                    Ok(o) => scores.add(task, &data[n + session], &o, Some(session as u8)),
+                    Err(e) => failed = failed.take().or(Some(e)),
                 }
                 if let Some(m) = memories.first() {
-                    let t = Telemetry::mean(m);
-                    scores.telemetry.entry(session).or_default().push(t);
+                    tracker.observe(session, m, &data[session], &mut scores);
                 }
             };
             let outs = run_episodes_observed(
                 model,
-                &sessions,
+                stream,
                 seed.wrapping_add(i as u64),
                 between,
                 &mut observe,
             )?;
-            for (d, o) in data.iter().zip(&outs).skip(from) {
-                scores.add(task, d, o);
+            if let Some(e) = failed {
+                return Err(e.into());
+            }
+            if !probing {
+                for (d, o) in data.iter().zip(&outs).skip(from) {
+                    scores.add(task, d, o, None);
+                }
             }
         }
         Ok(scores)
+    }
+}
+
+/// What a side-probed stream compares each session's memory with: the
+/// contents after the first session, and the gate's counters so far.
+#[derive(Default)]
+struct StreamTracker {
+    /// Per memory of the batch, the occupied rows after session 0 (slot,
+    /// contents).
+    first: Vec<Vec<(usize, Vec<f32>)>>,
+    gate: Vec<(u64, u64)>,
+}
+
+impl StreamTracker {
+    fn observe(
+        &mut self,
+        session: usize,
+        mem: &retbench_core::MemoryState,
+        data: &SessionData,
+        scores: &mut Scores,
+    ) {
+        let Ok(content) = mem
+            .content()
+            .to_dtype(DType::F32)
+            .and_then(|c| c.to_vec3::<f32>())
+        else {
+            return;
+        };
+        let m = mem.slots();
+        if session == 0 {
+            self.first = content
+                .iter()
+                .enumerate()
+                .map(|(b, rows)| {
+                    (0..m)
+                        .filter(|&i| mem.meta().occupied[b * m + i])
+                        .map(|i| (i, rows[i].clone()))
+                        .collect()
+                })
+                .collect();
+        }
+        // ‖M_t − M_0‖ / ‖M_0‖ per memory, over the slots occupied at first.
+        let e = scores.drift.entry(session).or_default();
+        for (rows, first) in content.iter().zip(&self.first) {
+            let (mut diff, mut norm) = (0f64, 0f64);
+            for (i, m0) in first {
+                for (x, y) in rows[*i].iter().zip(m0) {
+                    diff += ((x - y) as f64).powi(2);
+                    norm += (*y as f64).powi(2);
+                }
+            }
+            if norm > 0.0 {
+                e.0 += (diff / norm).sqrt();
+                e.1 += 1;
+            }
+        }
+        // The gate's verdicts in this session against its relevance.
+        let counts = mem.gate_counts();
+        self.gate.resize(counts.len(), (0, 0));
+        if let Some(rel) = &data.relevance {
+            for ((now, before), r) in counts.iter().zip(&self.gate).zip(rel) {
+                let (seen, passed) = ((now.0 - before.0) as f64, (now.1 - before.1) as f64);
+                let r = *r as f64;
+                scores.gate[0] += passed * r;
+                scores.gate[1] += passed;
+                scores.gate[2] += seen * r;
+                scores.gate[3] += seen;
+            }
+        }
+        self.gate = counts.to_vec();
     }
 }
 
@@ -920,13 +1222,13 @@ pub fn run(
     let vb = || map.var_builder(DType::F32, &dev);
     let mut train_rng = stream(&ctx.config_hash, ctx.seed, "train");
     let episode_tokens: usize = task.lengths().iter().sum::<usize>() * train.batch;
-    let mut train_time = 0.0f64;
-    let mut trained_steps = 0usize;
+    // (seconds, steps) of training so far; reset after a base is trained.
+    let clock = std::cell::Cell::new((0.0f64, 0usize));
 
-    let mut step_on = |model: &Model,
-                       trainer: &mut Trainer,
-                       rng: &mut ChaCha8Rng,
-                       step: usize|
+    let step_on = |model: &Model,
+                   trainer: &mut Trainer,
+                   rng: &mut ChaCha8Rng,
+                   step: usize|
      -> Result<f64, TaskError> {
         let data = layout(task, task.generate(rng, train.batch), train.batch);
         let sessions = tensors(&data, train.batch, &dev)?;
@@ -934,36 +1236,11 @@ pub fn run(
         let loss = trainer
             .step(model, &sessions, step as u64)
             .map_err(|e| invalid(e.to_string()))?;
-        train_time += start.elapsed().as_secs_f64();
-        trained_steps += 1;
+        let (t, n) = clock.get();
+        clock.set((t + start.elapsed().as_secs_f64(), n + 1));
         Ok(loss)
     };
 
-    // The frozen backbone: the base alone first, trained here or loaded.
-    if train.frozen_base {
-        let base = Model::new(&model_cfg, None, vb())?;
-        if let Some(path) = &train.base_init {
-            checkpoint::load_into(map.varmap(), path, "base.")
-                .map_err(|e| invalid(format!("train.base_init: {e}")))?;
-        } else {
-            let steps = train.base_steps.unwrap_or(train.steps);
-            let base_cfg = TrainConfig {
-                steps,
-                frozen_base: false,
-                base_steps: None,
-                ..train.clone()
-            };
-            let mut trainer =
-                Trainer::new(&base_cfg, map.varmap()).map_err(|e| invalid(e.to_string()))?;
-            let mut rng = stream(&ctx.config_hash, ctx.seed, "train/base");
-            for step in 0..steps {
-                step_on(&base, &mut trainer, &mut rng, step)?;
-            }
-        }
-    }
-
-    let model = Model::new(&model_cfg, spec.retention, vb())?;
-    let mut trainer = Trainer::new(train, map.varmap()).map_err(|e| invalid(e.to_string()))?;
     let evals = EvalSet::new(kind, task, &eval, ctx.seed);
     let persistence = spec
         .retention
@@ -972,6 +1249,54 @@ pub fn run(
     let scratch = Scratch::new(ctx)?;
     let between = Between::Persist(persistence, &scratch.0);
     let mut out = Vec::new();
+    let in_session = |s: &Scores| {
+        let l = task.in_session_label()?;
+        s.accuracy().find(|(x, _)| *x == l).map(|(_, a)| a)
+    };
+
+    // A base first, without retention (a stand-in for a pretrained model),
+    // trained here or loaded; then frozen, or fine-tuned with retention.
+    if train.pretrains_base() {
+        let base = if let Some(path) = &train.base_init {
+            let base = Model::new(&model_cfg, None, vb())?;
+            checkpoint::load_into(map.varmap(), path, "base.")
+                .map_err(|e| invalid(format!("train.base_init: {e}")))?;
+            base
+        } else {
+            let steps = train.base_steps.unwrap_or(train.steps);
+            let base_cfg = TrainConfig {
+                steps,
+                frozen_base: false,
+                base_steps: None,
+                ..train.clone()
+            };
+            // The base's draws (initialisation, data) come from a key of what
+            // the base depends on, not of the whole run: a frozen and a
+            // fine-tuned run of one suite start from the same base.
+            let key = base_key(kind, task, &model_cfg, &base_cfg);
+            let base_map = SeededVarMap::new(VarMap::new(), key.clone(), ctx.seed);
+            let base = Model::new(&model_cfg, None, base_map.var_builder(DType::F32, &dev))?;
+            let mut trainer =
+                Trainer::new(&base_cfg, base_map.varmap()).map_err(|e| invalid(e.to_string()))?;
+            let mut rng = stream(&key, ctx.seed, "train/base");
+            for step in 0..steps {
+                step_on(&base, &mut trainer, &mut rng, step)?;
+            }
+            out.push(Metric::new("base_seconds", clock.replace((0.0, 0)).0));
+            let trained = base_map.varmap().data().lock().expect("varmap lock");
+            for (name, var) in trained.iter() {
+                map.set(name, &var.as_tensor().copy()?)?;
+            }
+            base
+        };
+        if task.in_session_label().is_some() {
+            let s = evals.score(task, &base, between, ctx.seed, 0, false)?;
+            out.extend(in_session(&s).map(|a| Metric::new("in_session_before", a)));
+        }
+    }
+
+    let model = Model::new(&model_cfg, spec.retention, vb())?;
+    let mut trainer = Trainer::new(train, map.varmap()).map_err(|e| invalid(e.to_string()))?;
     // (step, accuracy of the binding slice) at every evaluation.
     let mut bind_curve: Vec<(usize, f64)> = Vec::new();
     let bind_of = |s: &Scores| match task.bind_label() {
@@ -1004,8 +1329,15 @@ pub fn run(
     let last_interval = interval_loss / interval_n.max(1) as f64;
 
     let scores = evals.score(task, &model, between, ctx.seed, 0, task.telemetry())?;
-    out.extend(scores.telemetry_metrics());
+    out.extend(scores.telemetry_metrics(task.telemetry_key()));
     out.extend(scores.sequence_metrics(task));
+    if task.side_probe() {
+        out.extend(scores.stream_metrics(task));
+    }
+    if task.relevance() {
+        out.extend(scores.gate_metrics());
+    }
+    out.extend(in_session(&scores).map(|a| Metric::new("in_session_after", a)));
     bind_curve.extend(bind_of(&scores).map(|a| (train.steps, a)));
     // Binding: the binding slice ([`Episodes::bind_label`]) crossing 0.9.
     out.push(Metric::new(
@@ -1050,9 +1382,9 @@ pub fn run(
     }
     out.push(Metric::new(
         "train_tokens_per_s",
-        (episode_tokens * trained_steps) as f64 / train_time.max(1e-9),
+        (episode_tokens * clock.get().1) as f64 / clock.get().0.max(1e-9),
     ));
-    out.push(Metric::new("train_seconds", train_time));
+    out.push(Metric::new("train_seconds", clock.get().0));
     out.push(Metric::new(
         "trainable_params",
         trainer.trainable_params() as f64,

@@ -7,6 +7,7 @@
 
 pub mod continual;
 pub mod copy;
+pub mod drift;
 pub mod entity;
 pub mod learned;
 pub mod metric;
@@ -16,7 +17,7 @@ pub mod scaling;
 
 use serde::{Deserialize, Serialize};
 
-pub use metric::{Direction, Metric, MetricSpec};
+pub use metric::{Direction, FigureSpec, Metric, MetricSpec};
 use retbench_core::RetentionConfig;
 use retbench_model::{EvalConfig, ModelConfig, TrainConfig};
 
@@ -37,6 +38,9 @@ pub enum TaskConfig {
     Copy(copy::CopyConfig),
     /// Cross-session entity tracking with updates.
     Entity(entity::EntityConfig),
+    /// Drift under noisy writes: accuracy on first facts against later
+    /// writes, with and without gates.
+    Drift(drift::DriftConfig),
 }
 
 /// The blocks of a run config a task reads besides its own.
@@ -134,7 +138,7 @@ pub trait Task: Send + Sync {
 impl TaskConfig {
     /// Every task kind, as `kind:` names it; a test checks it against the
     /// enum.
-    pub const KINDS: &[&str] = &["scaling", "recall", "copy_probe", "copy", "entity"];
+    pub const KINDS: &[&str] = &["scaling", "recall", "copy_probe", "copy", "entity", "drift"];
 
     /// The task behind this config: the only exhaustive match over kinds.
     pub fn task(&self) -> &dyn Task {
@@ -144,6 +148,7 @@ impl TaskConfig {
             TaskConfig::CopyProbe(c) => c,
             TaskConfig::Copy(c) => c,
             TaskConfig::Entity(c) => c,
+            TaskConfig::Drift(c) => c,
         }
     }
 

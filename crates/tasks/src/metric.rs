@@ -53,6 +53,24 @@ pub enum Direction {
     Neither,
 }
 
+/// A figure a suite declares (`figures:` in its YAML): a metric against
+/// one of its numeric slices, one line per value of the `lines`
+/// parameters, one figure per value of the `panels` parameters. Runs that
+/// vary none of the panel parameters (a `no_memory` variant) are drawn in
+/// every panel, as a reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FigureSpec {
+    pub metric: String,
+    /// The slice key on the x axis (`writes`).
+    pub by: String,
+    /// Varied parameters (dotted paths) whose values name the lines.
+    pub lines: Vec<String>,
+    /// Varied parameters whose values split the figures.
+    #[serde(default)]
+    pub panels: Vec<String>,
+}
+
 /// What one metric means, for reports and regression checks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

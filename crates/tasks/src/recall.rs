@@ -235,6 +235,9 @@ impl Episodes for RecallConfig {
     fn lengths(&self) -> Vec<usize> {
         RecallConfig::lengths(self).to_vec()
     }
+    fn in_session_label(&self) -> Option<u8> {
+        Some(0)
+    }
     fn chance(&self) -> Option<f64> {
         Some(1.0 / self.values as f64)
     }

@@ -59,7 +59,12 @@ fn get(ms: &[Metric], name: &str, slice: &str) -> f64 {
 /// Everything but wall-clock measurements.
 fn results(ms: &[Metric]) -> Vec<Metric> {
     ms.iter()
-        .filter(|m| !matches!(m.metric.as_str(), "train_tokens_per_s" | "train_seconds"))
+        .filter(|m| {
+            !matches!(
+                m.metric.as_str(),
+                "train_tokens_per_s" | "train_seconds" | "base_seconds"
+            )
+        })
         .cloned()
         .collect()
 }
@@ -200,6 +205,68 @@ fn baselines_and_the_frozen_backbone_report_their_parameters() {
         get(&f, "trainable_params", ""),
         total - get(&without, "total_params", ""),
         "only the retention layer trains"
+    );
+}
+
+/// A base trained first: frozen or fine-tuned, both runs start from the
+/// same base (whatever their config hashes), report its in-context
+/// accuracy before retention, and differ in what trains.
+#[test]
+fn frozen_and_fine_tuned_runs_start_from_one_base() {
+    let m = model();
+    let eval = EvalConfig {
+        episodes: 32,
+        batch: 16,
+        every: None,
+    };
+    let r = retention();
+    let base = |frozen: bool| TrainConfig {
+        frozen_base: frozen,
+        base_steps: Some(20),
+        ..TrainConfig::new(4, 8, 3e-3)
+    };
+    let run = |train: &TrainConfig, hash: &str| {
+        let spec = RunSpec {
+            retention: Some(&r),
+            model: Some(&m),
+            train: Some(train),
+            eval: Some(&eval),
+        };
+        task(Context::Sessions).run(&spec, &ctx(hash)).unwrap()
+    };
+    let frozen = run(&base(true), "frozen");
+    let tuned = run(&base(false), "tuned");
+    let scratch = run(&TrainConfig::new(4, 8, 3e-3), "scratch");
+    assert_eq!(
+        get(&frozen, "in_session_before", ""),
+        get(&tuned, "in_session_before", ""),
+        "one base"
+    );
+    let total = get(&tuned, "total_params", "");
+    assert_eq!(get(&tuned, "trainable_params", ""), total);
+    assert!(get(&frozen, "trainable_params", "") < total / 2.0);
+    for ms in [&frozen, &tuned] {
+        assert!(get(ms, "base_seconds", "") > 0.0);
+        assert!((0.0..=1.0).contains(&get(ms, "in_session_after", "")));
+    }
+    assert!(
+        scratch
+            .iter()
+            .all(|m| m.metric != "in_session_before" && m.metric != "base_seconds")
+    );
+    assert_eq!(
+        get(&scratch, "in_session_after", ""),
+        get(&scratch, "accuracy", "gap=0")
+    );
+    // A base of a different budget is a different base.
+    let longer = TrainConfig {
+        base_steps: Some(21),
+        ..base(true)
+    };
+    assert_ne!(
+        results(&run(&longer, "frozen")),
+        results(&frozen),
+        "the base's key covers its training"
     );
 }
 

@@ -1,0 +1,85 @@
+//! A suite's declared figures (`figures:` in its YAML, carried in
+//! `plan.json`): one figure per panel value, one line per line value, the
+//! runs outside every panel drawn in each, and no figure per value of a
+//! slice with many values.
+
+use retbench_tasks::{MetricSpec, TaskConfig};
+
+#[test]
+fn declared_figures_split_panels_name_lines_and_share_references() {
+    let dir = std::env::temp_dir().join(format!("retbench-declfig-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let specs: Vec<MetricSpec> = TaskConfig::with_defaults("drift").unwrap().task().metrics();
+    std::fs::write(
+        dir.join("metrics.json"),
+        serde_json::to_vec(&specs).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("plan.json"),
+        serde_json::to_vec(&serde_json::json!({
+            "suite": "t",
+            "figures": [{ "metric": "accuracy", "by": "writes",
+                          "lines": ["retention.gate"], "panels": ["task.noise"] }],
+        }))
+        .unwrap(),
+    )
+    .unwrap();
+    let mut csv = String::from(
+        "run_id,suite,variant,seed,metric,slice,step,value,task.noise,retention.gate\n",
+    );
+    let gates = [
+        r#""{""kind"":""none""}""#,
+        r#""{""kind"":""feedback"",""threshold"":0.5}""#,
+    ];
+    let mut n = 0;
+    for (variant, noise, gate) in [
+        ("grid", "0.1", gates[0]),
+        ("grid", "0.1", gates[1]),
+        ("grid", "0.5", gates[0]),
+        ("grid", "0.5", gates[1]),
+        ("no_memory", "", ""),
+    ] {
+        for seed in 0..2 {
+            for w in 0..20 {
+                let v = 1.0 / (1.0 + w as f64) + seed as f64 * 0.01;
+                csv.push_str(&format!(
+                    "r{n},t,{variant},{seed},accuracy,writes={w},,{v},{noise},{gate}\n"
+                ));
+            }
+            n += 1;
+        }
+    }
+    std::fs::write(dir.join("results.csv"), csv).unwrap();
+    let out = retbench_report::report(&dir).unwrap();
+    let names: Vec<String> = out
+        .figures
+        .iter()
+        .filter_map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
+        .collect();
+    for want in [
+        "accuracy_by_writes_noise_0.1.svg",
+        "accuracy_by_writes_noise_0.5.svg",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+    }
+    assert!(
+        !names.iter().any(|n| n.starts_with("accuracy_writes")),
+        "20 slice values: no figure per value ({names:?})"
+    );
+    assert!(
+        !names.iter().any(|n| n == "accuracy_by_writes.svg"),
+        "the declared figure replaces the generic one"
+    );
+    let svg =
+        std::fs::read_to_string(dir.join("figures/accuracy_by_writes_noise_0.5.svg")).unwrap();
+    for line in ["gate=none", "gate=feedback(threshold=0.5)", "no_memory"] {
+        assert!(svg.contains(line), "{line} is a line of the panel");
+    }
+    assert!(
+        svg.contains("noise=0.5") && !svg.contains("noise=0.1"),
+        "titled by its panel"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
