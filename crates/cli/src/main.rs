@@ -200,7 +200,23 @@ enum Outcome {
     SomeFailed,
 }
 
+/// Dies quietly of SIGPIPE, as `ls` and `cat` do, when what reads the
+/// output stops (`retbench plan … | head`); Rust ignores the signal and a
+/// print to the closed pipe would panic instead.
+#[cfg(unix)]
+fn quiet_on_closed_pipe() {
+    // SAFETY: restores the default disposition of one signal, before any
+    // thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn quiet_on_closed_pipe() {}
+
 fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     retbench_core::alloc::keep_freed_memory();
     let cli = Cli::parse(); // clap exits 2 on usage errors
     retbench_core::fused::set_default(match cli.kernels {

@@ -697,7 +697,7 @@ pub fn parse_with(
                 ),
             ));
         }
-        for p in fig.lines.iter().chain(&fig.panels) {
+        for p in fig.lines.iter().chain(&fig.panels).chain(fig.only.keys()) {
             if !param_columns.contains(p) {
                 return Err(cx.at(
                     loc,

@@ -433,9 +433,22 @@ impl Figures<'_> {
         let mut everywhere: Series = BTreeMap::new();
         let mut lines: Vec<String> = Vec::new();
         let mut xs: Vec<f64> = Vec::new();
+        // A cell holds a scalar as written or a structure as compact JSON.
+        let cell = |c: &str| {
+            serde_json::from_str::<serde_json::Value>(c)
+                .unwrap_or_else(|_| serde_json::Value::String(c.to_string()))
+        };
+        let kept = |r: &SummaryRow| {
+            f.only.iter().all(|(p, want)| {
+                params
+                    .iter()
+                    .position(|x| x == p)
+                    .is_none_or(|c| r.params[c].is_empty() || cell(&r.params[c]) == *want)
+            })
+        };
         for r in rows
             .iter()
-            .filter(|r| r.metric == f.metric && r.step.is_empty())
+            .filter(|r| r.metric == f.metric && r.step.is_empty() && kept(r))
         {
             let Some(x) = r
                 .slice

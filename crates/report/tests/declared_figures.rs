@@ -1,7 +1,7 @@
 //! A suite's declared figures (`figures:` in its YAML, carried in
 //! `plan.json`): one figure per panel value, one line per line value, the
-//! runs outside every panel drawn in each, and no figure per value of a
-//! slice with many values.
+//! runs outside every panel drawn in each, `where` keeping only matching
+//! runs, and no figure per value of a slice with many values.
 
 use retbench_tasks::{MetricSpec, TaskConfig};
 
@@ -20,8 +20,12 @@ fn declared_figures_split_panels_name_lines_and_share_references() {
         dir.join("plan.json"),
         serde_json::to_vec(&serde_json::json!({
             "suite": "t",
-            "figures": [{ "metric": "accuracy", "by": "writes",
-                          "lines": ["retention.gate"], "panels": ["task.noise"] }],
+            "figures": [
+                { "metric": "accuracy", "by": "writes",
+                  "lines": ["retention.gate"], "panels": ["task.noise"] },
+                { "metric": "recent_accuracy", "by": "writes",
+                  "lines": ["task.noise"], "where": { "retention.gate": { "kind": "none" } } },
+            ],
         }))
         .unwrap(),
     )
@@ -44,9 +48,11 @@ fn declared_figures_split_panels_name_lines_and_share_references() {
         for seed in 0..2 {
             for w in 0..20 {
                 let v = 1.0 / (1.0 + w as f64) + seed as f64 * 0.01;
-                csv.push_str(&format!(
-                    "r{n},t,{variant},{seed},accuracy,writes={w},,{v},{noise},{gate}\n"
-                ));
+                for metric in ["accuracy", "recent_accuracy"] {
+                    csv.push_str(&format!(
+                        "r{n},t,{variant},{seed},{metric},writes={w},,{v},{noise},{gate}\n"
+                    ));
+                }
             }
             n += 1;
         }

@@ -9,6 +9,8 @@
 //! a plan to `metrics.json`; the report draws axes, bands and reference
 //! lines from them, and a regression check reads the directions.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -58,7 +60,7 @@ pub enum Direction {
 /// parameters, one figure per value of the `panels` parameters. Runs that
 /// vary none of the panel parameters (a `no_memory` variant) are drawn in
 /// every panel, as a reference.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FigureSpec {
     pub metric: String,
@@ -69,6 +71,11 @@ pub struct FigureSpec {
     /// Varied parameters whose values split the figures.
     #[serde(default)]
     pub panels: Vec<String>,
+    /// Only runs whose varied parameters have these values (dotted path →
+    /// value as written in the suite); runs that do not vary a path are
+    /// kept, as references.
+    #[serde(default, rename = "where", skip_serializing_if = "BTreeMap::is_empty")]
+    pub only: BTreeMap<String, serde_json::Value>,
 }
 
 /// What one metric means, for reports and regression checks.
