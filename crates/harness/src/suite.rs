@@ -375,6 +375,23 @@ pub fn parse_with(
         };
         for (key, value) in &overrides.0 {
             let loc = Loc::from(key);
+            // A `grid.<path>` or `zip.<path>` value: the axis's new values.
+            let axis_values = || -> Result<Vec<(Value, Loc)>, SuiteError> {
+                let values = value
+                    .value
+                    .as_array()
+                    .filter(|a| !a.is_empty())
+                    .ok_or_else(|| {
+                        cx.at(
+                            Loc::from(value),
+                            format!("{} must be a non-empty list", key.value),
+                        )
+                    })?;
+                Ok(values
+                    .iter()
+                    .map(|v| (v.clone(), Loc::from(value)))
+                    .collect())
+            };
             if key.value == "seeds" {
                 seeds = serde_json::from_value::<Vec<u64>>(value.value.clone())
                     .map_err(|e| cx.at(Loc::from(value), format!("seeds: {e}")))?;
@@ -389,41 +406,12 @@ pub fn parse_with(
                 if !known {
                     return Err(cx.at(loc, format!("{}: no zip group has axis {axis}", key.value)));
                 }
-                let values = value
-                    .value
-                    .as_array()
-                    .filter(|a| !a.is_empty())
-                    .ok_or_else(|| {
-                        cx.at(
-                            Loc::from(value),
-                            format!("{} must be a non-empty list", key.value),
-                        )
-                    })?;
-                zip_profile.insert(
-                    axis.to_string(),
-                    values
-                        .iter()
-                        .map(|v| (v.clone(), Loc::from(value)))
-                        .collect(),
-                );
+                zip_profile.insert(axis.to_string(), axis_values()?);
             } else if let Some(axis) = key.value.strip_prefix("grid.") {
                 let Some(slot) = grid.iter_mut().find(|(p, _, _)| p == axis) else {
                     return Err(cx.at(loc, format!("{}: the grid has no axis {axis}", key.value)));
                 };
-                let values = value
-                    .value
-                    .as_array()
-                    .filter(|a| !a.is_empty())
-                    .ok_or_else(|| {
-                        cx.at(
-                            Loc::from(value),
-                            format!("{} must be a non-empty list", key.value),
-                        )
-                    })?;
-                slot.2 = values
-                    .iter()
-                    .map(|v| (v.clone(), Loc::from(value)))
-                    .collect();
+                slot.2 = axis_values()?;
             } else {
                 // Every point gets the profile's value (after its own
                 // overrides: a variant that replaces a whole block, say its
