@@ -480,11 +480,15 @@ impl Figures<'_> {
             };
             target.entry(label).or_default().push(Point::of(x, r));
         }
-        for (i, l) in lines.iter().enumerate() {
-            self.colour
-                .entry(l.clone())
-                .or_insert(PALETTE[i % PALETTE.len()]);
-        }
+        // The figure's own colours, one per line in order of appearance,
+        // the same in every panel (the report-wide ones could collide here:
+        // a reference run keeps its colour from other figures).
+        let own: BTreeMap<String, RGBColor> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (l.clone(), PALETTE[i % PALETTE.len()]))
+            .collect();
+        let report_wide = std::mem::replace(&mut self.colour, own);
         xs.sort_by(f64::total_cmp);
         let log =
             xs.first().is_some_and(|&a| a > 0.0) && xs.last().is_some_and(|&b| b / xs[0] >= 10.0);
@@ -524,8 +528,12 @@ impl Figures<'_> {
                 key: f.by.clone(),
                 log,
             };
-            self.emit_named(spec, &name, &what, "", axis, series)?;
+            if let Err(e) = self.emit_named(spec, &name, &what, "", axis, series) {
+                self.colour = report_wide;
+                return Err(e);
+            }
         }
+        self.colour = report_wide;
         Ok(())
     }
 
