@@ -31,7 +31,8 @@ pub struct ReportOutput {
     pub figures: Vec<PathBuf>,
 }
 
-/// Writes `summary.csv`, `summary.md` and `figures/` for the run folder `dir`.
+/// Writes `summary.csv`, `summary.md` and `figures/` for the run folder
+/// `dir` (removing figures an earlier report drew and this one does not).
 pub fn report(dir: &Path) -> Result<ReportOutput, ReportError> {
     let results = dir.join("results.csv");
     let (params, rows) = read_results(&results)?;
@@ -61,6 +62,7 @@ pub fn report(dir: &Path) -> Result<ReportOutput, ReportError> {
         &specs,
         &declared,
     )?;
+    remove_stale_figures(&dir.join("figures"), &figures)?;
     summary::write_html(
         &dir.join("report.html"),
         &suite,
@@ -86,6 +88,30 @@ pub fn read_specs(path: &Path) -> Result<Vec<retbench_tasks::MetricSpec>, Report
             message: format!("not a list of metric specs: {e}"),
         })
         .map_err(Into::into)
+}
+
+/// Deletes the figures (SVG, PNG) an earlier report of this folder drew
+/// and this one did not (a renamed or dropped figure), so that the folder
+/// shows this report only. `figures/` belongs to the report; other files
+/// there are left alone.
+fn remove_stale_figures(dir: &Path, written: &[PathBuf]) -> Result<(), ReportError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let figure = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("svg" | "png")
+        );
+        if figure && !written.contains(&path) {
+            std::fs::remove_file(&path).map_err(|source| FileError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The figures the suite declared (`figures` in `plan.json`); none when

@@ -87,5 +87,23 @@ fn declared_figures_split_panels_name_lines_and_share_references() {
         svg.contains("noise=0.5") && !svg.contains("noise=0.1"),
         "titled by its panel"
     );
+    // A figure the suite no longer declares is gone after the next report;
+    // other files in the folder stay.
+    std::fs::write(dir.join("figures/notes.txt"), "mine").unwrap();
+    let mut plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("plan.json")).unwrap()).unwrap();
+    plan["figures"].as_array_mut().unwrap().remove(0);
+    std::fs::write(dir.join("plan.json"), serde_json::to_vec(&plan).unwrap()).unwrap();
+    retbench_report::report(&dir).unwrap();
+    assert!(
+        !dir.join("figures/accuracy_by_writes_noise_0.5.svg")
+            .exists()
+    );
+    assert!(
+        dir.join("figures/accuracy_by_writes.svg").exists(),
+        "the generic one again"
+    );
+    assert!(dir.join("figures/recent_accuracy_by_writes.svg").exists());
+    assert!(dir.join("figures/notes.txt").exists());
     std::fs::remove_dir_all(dir).unwrap();
 }
