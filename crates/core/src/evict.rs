@@ -29,7 +29,8 @@ impl EvictionPolicy for Fifo {
         "fifo"
     }
     fn victim(&self, mem: &mut MemoryState, b: usize) -> usize {
-        mem.min_slot_by(b, |_| 0.0)
+        // The insertion order kept by the memory: O(1), not a scan.
+        mem.oldest(b).unwrap_or_else(|| mem.min_slot_by(b, |_| 0.0))
     }
 }
 

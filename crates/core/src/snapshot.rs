@@ -466,6 +466,9 @@ fn decode_state(
         .chunks(m.max(1))
         .map(|c| c.iter().filter(|&&o| o).count())
         .collect();
+    let order = (0..b)
+        .map(|bi| crate::memory::insertion_order(&meta, bi, m))
+        .collect();
     let evictions = decode(sized("evictions", Dtype::U64, b)?, u64::from_le_bytes);
     let clocks = decode(sized("clocks", Dtype::U64, 3)?, u64::from_le_bytes);
     let rng_bytes = sized("rng", Dtype::U8, 56)?;
@@ -496,6 +499,7 @@ fn decode_state(
         config_hash: config_hash.to_string(),
         free_hint: vec![0; b],
         usage: true,
+        order,
         occupied_count,
         index: None,
         saved_index: views
