@@ -77,8 +77,14 @@ impl EvictionPolicy for LowestScore {
         "lowest_score"
     }
     fn victim(&self, mem: &mut MemoryState, b: usize) -> usize {
-        let meta = mem.meta();
-        mem.min_slot_by(b, |f| meta.gate_score[f] as f64)
+        // A heap the memory keeps once asked: O(log m), not a scan.
+        match mem.lowest_scored(b) {
+            Some(i) => i,
+            None => {
+                let meta = mem.meta();
+                mem.min_slot_by(b, |f| meta.gate_score[f] as f64)
+            }
+        }
     }
 }
 

@@ -15,7 +15,8 @@
 //! one, is told of every fill, eviction and clear here, so no caller can
 //! leave the metadata and an index out of step.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 
 use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
@@ -130,6 +131,12 @@ pub struct MemoryState {
     /// eviction at 1e6 slots). Rebuilt from `meta.seq` when it outgrows
     /// twice the slots, so it stays O(slots) under any policy.
     pub(crate) order: Vec<VecDeque<(u64, u32)>>,
+    /// Per memory, a min-heap of (gate score in total order, insertion
+    /// number, slot) over fills, stale entries skipped lazily: the
+    /// lowest-scored slot in O(log slots). Built on the first
+    /// `lowest_scored` call (only `lowest_score` eviction pays for it) and
+    /// rebuilt when it outgrows twice the slots.
+    pub(crate) by_score: Option<Vec<ScoreHeap>>,
     /// A read backend's index over the slots, if it keeps one.
     pub(crate) index: Option<Box<dyn SlotIndex>>,
     /// A saved index read from a snapshot, until a layer's backend restores
@@ -186,6 +193,7 @@ impl MemoryState {
             usage: true,
             occupied_count: vec![0; batch],
             order: vec![VecDeque::new(); batch],
+            by_score: None,
             index: None,
             saved_index: None,
         })
@@ -289,9 +297,34 @@ impl MemoryState {
         if self.order[b].len() > 2 * m + 16 {
             self.order[b] = insertion_order(meta, b, m);
         }
+        if let Some(heaps) = &mut self.by_score {
+            heaps[b].push(Reverse((score_key(score), meta.seq[f], (f % m) as u32)));
+            if heaps[b].len() > 2 * m + 16 {
+                heaps[b] = score_heap(meta, b, m);
+            }
+        }
         if let Some(index) = &mut self.index {
             index.on_fill(f);
         }
+    }
+
+    /// The occupied slot of memory `b` whose fill had the lowest gate score,
+    /// ties to the oldest (`lowest_score`'s victim), or None when it is
+    /// empty. O(log slots) amortised.
+    pub fn lowest_scored(&mut self, b: usize) -> Option<usize> {
+        let (m, batch) = (self.slots, self.batch);
+        let meta = &self.meta;
+        let heaps = self
+            .by_score
+            .get_or_insert_with(|| (0..batch).map(|bi| score_heap(meta, bi, m)).collect());
+        while let Some(&Reverse((_, seq, i))) = heaps[b].peek() {
+            let f = b * m + i as usize;
+            if meta.occupied[f] && meta.seq[f] == seq {
+                return Some(i as usize);
+            }
+            heaps[b].pop();
+        }
+        None
     }
 
     /// The occupied slot of memory `b` filled longest ago (FIFO's victim),
@@ -444,6 +477,9 @@ impl MemoryState {
         self.free_hint = vec![0; self.batch];
         self.occupied_count = vec![0; self.batch];
         self.order = vec![VecDeque::new(); self.batch];
+        if self.by_score.is_some() {
+            self.by_score = Some(vec![ScoreHeap::new(); self.batch]);
+        }
         if let Some(index) = &mut self.index {
             index.on_clear();
         }
@@ -470,6 +506,7 @@ impl MemoryState {
             usage: self.usage,
             occupied_count: self.occupied_count.clone(),
             order: self.order.clone(),
+            by_score: self.by_score.clone(),
             index: self.index.as_ref().map(|i| i.box_clone()),
             saved_index: self.saved_index.clone(),
         })
@@ -488,6 +525,30 @@ impl MemoryState {
                 .to_dtype(self.dtype())?,
         )
     }
+}
+
+/// A min-heap of (score key, insertion number, slot).
+pub(crate) type ScoreHeap = BinaryHeap<Reverse<(u32, u64, u32)>>;
+
+/// `x` as a u32 in the order of `f32::total_cmp`.
+fn score_key(x: f32) -> u32 {
+    let bits = x.to_bits();
+    if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 1 << 31
+    }
+}
+
+/// Memory `b`'s occupied slots by (gate score, insertion number).
+fn score_heap(meta: &SlotMeta, b: usize, m: usize) -> ScoreHeap {
+    (0..m)
+        .filter(|&i| meta.occupied[b * m + i])
+        .map(|i| {
+            let f = b * m + i;
+            Reverse((score_key(meta.gate_score[f]), meta.seq[f], i as u32))
+        })
+        .collect()
 }
 
 /// Memory `b`'s occupied slots as (insertion number, slot), oldest first.
@@ -567,13 +628,14 @@ pub fn validate_namespace(name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evict::{Fifo, Random};
+    use crate::evict::{Fifo, LowestScore, Random};
     use rand::Rng;
 
-    /// The kept insertion order gives the slot a full scan would (the
-    /// occupied slot with the smallest insertion number) after any mix of
-    /// FIFO and random evictions, clears and snapshot-free rebuilds, and
-    /// stays within its bound.
+    /// The kept insertion order and score heap give the slots a full scan
+    /// would (the occupied slot with the smallest insertion number; the one
+    /// with the lowest gate score, ties to the oldest) after any mix of
+    /// FIFO, lowest-score and random evictions and clears, and stay within
+    /// their bounds.
     #[test]
     fn the_oldest_slot_matches_a_scan_under_any_eviction_mix() {
         let (b, m) = (2, 5);
@@ -584,8 +646,14 @@ mod tests {
             let bi = rng.random_range(0..b);
             match rng.random_range(0..20) {
                 0 => mem.clear().unwrap(),
-                1..=9 => {
-                    mem.take_slot(bi, &Fifo, 1.0);
+                // Scores with ties and negatives: ties go to the oldest.
+                1..=7 => {
+                    let score = rng.random_range(-2..3) as f32 * 0.5;
+                    mem.take_slot(bi, &Fifo, score);
+                }
+                8..=12 => {
+                    let score = rng.random_range(-2..3) as f32 * 0.5;
+                    mem.take_slot(bi, &LowestScore, score);
                 }
                 _ => {
                     mem.take_slot(bi, &Random, 1.0);
@@ -600,6 +668,17 @@ mod tests {
                 });
                 assert_eq!(mem.oldest(bj), scan, "step {step}, memory {bj}");
                 assert!(mem.order[bj].len() <= 2 * m + 17);
+                let meta = &mem.meta;
+                let by_score = (0..m)
+                    .filter(|&i| meta.occupied[bj * m + i])
+                    .min_by(|&i, &j| {
+                        let (f, g) = (bj * m + i, bj * m + j);
+                        (meta.gate_score[f].total_cmp(&meta.gate_score[g]))
+                            .then(meta.seq[f].cmp(&meta.seq[g]))
+                    });
+                assert_eq!(mem.lowest_scored(bj), by_score, "step {step}, memory {bj}");
+                let heap = &mem.by_score.as_ref().unwrap()[bj];
+                assert!(heap.len() <= 2 * m + 17);
             }
         }
     }

@@ -500,6 +500,7 @@ fn decode_state(
         free_hint: vec![0; b],
         usage: true,
         order,
+        by_score: None,
         occupied_count,
         index: None,
         saved_index: views
