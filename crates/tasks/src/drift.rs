@@ -2,15 +2,17 @@
 //! 2): facts are stored in a first session, a stream of later sessions
 //! writes to memory — new facts about other keys, or, at rate `noise`,
 //! noise that threatens the first facts — and a probe asks for the first
-//! facts after every later session.
+//! facts and for the latest relevant session's facts after every later
+//! session.
 //!
 //! ```text
 //! session 0:      k1 v1  k2 v2  k3 v3  k4 v4            (the facts; relevant)
-//! later, clean:   k9 v5  k12 v1 …                       (new facts on other keys; relevant)
+//! later, clean:   k9 v5  k12 v1 …                       (new facts on fresh keys; relevant)
 //! later, noise:   random   t t t t t t t t              (random symbols; irrelevant)
 //!                 contradict  k1 v7  k3 v2 …            (the facts' keys, other values)
 //!                 flip     k1 v3  k2 v1 …               (the facts' values, deranged)
-//! probe:          Q k3  Q k1  Q k4  Q k2                (target at each key: its first value)
+//! probe:          Q k3  Q k1  Q k4  Q k2 | Q k12  Q k9 …  (target at each key: its value;
+//!                 first facts (label 0)    latest relevant facts (label 1))
 //! ```
 //!
 //! Every session is `2·facts` tokens of (key, value)-shaped pairs, so a
@@ -21,8 +23,8 @@
 //! `1 − reliability`. Training episodes have `later` sessions and end with
 //! the probe; held-out episodes have `eval_later` sessions, and the probe
 //! runs after each of them on a copy of memory
-//! ([`Episodes::side_probe`]): accuracy sliced by `writes`, the later
-//! sessions written so far.
+//! ([`Episodes::side_probe`]): `accuracy` (first facts) and
+//! `recent_accuracy` sliced by `writes`, the later sessions written so far.
 
 use rand::Rng;
 use rand::seq::{IndexedRandom, SliceRandom};
