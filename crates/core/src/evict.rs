@@ -43,8 +43,14 @@ impl EvictionPolicy for Lru {
         "lru"
     }
     fn victim(&self, mem: &mut MemoryState, b: usize) -> usize {
-        let meta = mem.meta();
-        mem.min_slot_by(b, |f| meta.last_read[f] as f64)
+        // A heap the memory keeps once asked: O(log m), not a scan.
+        match mem.least_recent(b) {
+            Some(i) => i,
+            None => {
+                let meta = mem.meta();
+                mem.min_slot_by(b, |f| meta.last_read[f] as f64)
+            }
+        }
     }
     fn needs_usage(&self) -> bool {
         true

@@ -136,7 +136,10 @@ pub struct MemoryState {
     /// lowest-scored slot in O(log slots). Built on the first
     /// `lowest_scored` call (only `lowest_score` eviction pays for it) and
     /// rebuilt when it outgrows twice the slots.
-    pub(crate) by_score: Option<Vec<ScoreHeap>>,
+    pub(crate) by_score: Option<Vec<SlotHeap>>,
+    /// The same for (last read, insertion number, slot), pushed by fills and
+    /// by reads that move a slot's LRU clock: `least_recent`, LRU's victim.
+    pub(crate) by_recency: Option<Vec<SlotHeap>>,
     /// A read backend's index over the slots, if it keeps one.
     pub(crate) index: Option<Box<dyn SlotIndex>>,
     /// A saved index read from a snapshot, until a layer's backend restores
@@ -194,6 +197,7 @@ impl MemoryState {
             occupied_count: vec![0; batch],
             order: vec![VecDeque::new(); batch],
             by_score: None,
+            by_recency: None,
             index: None,
             saved_index: None,
         })
@@ -298,10 +302,10 @@ impl MemoryState {
             self.order[b] = insertion_order(meta, b, m);
         }
         if let Some(heaps) = &mut self.by_score {
-            heaps[b].push(Reverse((score_key(score), meta.seq[f], (f % m) as u32)));
-            if heaps[b].len() > 2 * m + 16 {
-                heaps[b] = score_heap(meta, b, m);
-            }
+            push_bounded(&mut heaps[b], score_key(score), meta, f, m, score_of);
+        }
+        if let Some(heaps) = &mut self.by_recency {
+            push_bounded(&mut heaps[b], meta.last_read[f], meta, f, m, recency_of);
         }
         if let Some(index) = &mut self.index {
             index.on_fill(f);
@@ -312,19 +316,26 @@ impl MemoryState {
     /// ties to the oldest (`lowest_score`'s victim), or None when it is
     /// empty. O(log slots) amortised.
     pub fn lowest_scored(&mut self, b: usize) -> Option<usize> {
-        let (m, batch) = (self.slots, self.batch);
-        let meta = &self.meta;
-        let heaps = self
-            .by_score
-            .get_or_insert_with(|| (0..batch).map(|bi| score_heap(meta, bi, m)).collect());
-        while let Some(&Reverse((_, seq, i))) = heaps[b].peek() {
-            let f = b * m + i as usize;
-            if meta.occupied[f] && meta.seq[f] == seq {
-                return Some(i as usize);
-            }
-            heaps[b].pop();
-        }
-        None
+        let (m, batch, meta) = (self.slots, self.batch, &self.meta);
+        let heaps = self.by_score.get_or_insert_with(|| {
+            (0..batch)
+                .map(|bi| slot_heap(meta, bi, m, score_of))
+                .collect()
+        });
+        top_valid(&mut heaps[b], meta, b, m, score_of)
+    }
+
+    /// The occupied slot of memory `b` read (or filled) longest ago, ties
+    /// to the oldest (LRU's victim), or None when it is empty. O(log slots)
+    /// amortised.
+    pub fn least_recent(&mut self, b: usize) -> Option<usize> {
+        let (m, batch, meta) = (self.slots, self.batch, &self.meta);
+        let heaps = self.by_recency.get_or_insert_with(|| {
+            (0..batch)
+                .map(|bi| slot_heap(meta, bi, m, recency_of))
+                .collect()
+        });
+        top_valid(&mut heaps[b], meta, b, m, recency_of)
     }
 
     /// The occupied slot of memory `b` filled longest ago (FIFO's victim),
@@ -414,6 +425,9 @@ impl MemoryState {
             self.meta.read_weight[f] += total;
             if self.meta.occupied[f] && peak >= uniform {
                 self.meta.last_read[f] = now;
+                if let Some(heaps) = &mut self.by_recency {
+                    push_bounded(&mut heaps[f / m], now, &self.meta, f, m, recency_of);
+                }
             }
         }
     }
@@ -477,8 +491,10 @@ impl MemoryState {
         self.free_hint = vec![0; self.batch];
         self.occupied_count = vec![0; self.batch];
         self.order = vec![VecDeque::new(); self.batch];
-        if self.by_score.is_some() {
-            self.by_score = Some(vec![ScoreHeap::new(); self.batch]);
+        for heaps in [&mut self.by_score, &mut self.by_recency] {
+            if heaps.is_some() {
+                *heaps = Some(vec![SlotHeap::new(); self.batch]);
+            }
         }
         if let Some(index) = &mut self.index {
             index.on_clear();
@@ -507,6 +523,7 @@ impl MemoryState {
             occupied_count: self.occupied_count.clone(),
             order: self.order.clone(),
             by_score: self.by_score.clone(),
+            by_recency: self.by_recency.clone(),
             index: self.index.as_ref().map(|i| i.box_clone()),
             saved_index: self.saved_index.clone(),
         })
@@ -527,28 +544,72 @@ impl MemoryState {
     }
 }
 
-/// A min-heap of (score key, insertion number, slot).
-pub(crate) type ScoreHeap = BinaryHeap<Reverse<(u32, u64, u32)>>;
+/// A min-heap of (key, insertion number, slot) over a memory's fills, with
+/// stale entries (the slot refilled, freed, or its key moved since) left in
+/// place and skipped when they reach the top.
+pub(crate) type SlotHeap = BinaryHeap<Reverse<(u64, u64, u32)>>;
 
-/// `x` as a u32 in the order of `f32::total_cmp`.
-fn score_key(x: f32) -> u32 {
+/// `x` in the order of `f32::total_cmp`.
+fn score_key(x: f32) -> u64 {
     let bits = x.to_bits();
-    if bits >> 31 == 1 {
+    (if bits >> 31 == 1 {
         !bits
     } else {
         bits | 1 << 31
+    }) as u64
+}
+
+/// The heap key of flat slot `f` by gate score (`lowest_score`).
+fn score_of(meta: &SlotMeta, f: usize) -> u64 {
+    score_key(meta.gate_score[f])
+}
+
+/// The heap key of flat slot `f` by last read (LRU).
+fn recency_of(meta: &SlotMeta, f: usize) -> u64 {
+    meta.last_read[f]
+}
+
+/// Memory `b`'s occupied slots by (`key`, insertion number).
+fn slot_heap(meta: &SlotMeta, b: usize, m: usize, key: fn(&SlotMeta, usize) -> u64) -> SlotHeap {
+    (0..m)
+        .map(|i| b * m + i)
+        .filter(|&f| meta.occupied[f])
+        .map(|f| Reverse((key(meta, f), meta.seq[f], (f % m) as u32)))
+        .collect()
+}
+
+/// Pushes flat slot `f` with `k`; rebuilds the heap from the slots when
+/// it outgrows twice their number.
+fn push_bounded(
+    heap: &mut SlotHeap,
+    k: u64,
+    meta: &SlotMeta,
+    f: usize,
+    m: usize,
+    key: fn(&SlotMeta, usize) -> u64,
+) {
+    heap.push(Reverse((k, meta.seq[f], (f % m) as u32)));
+    if heap.len() > 2 * m + 16 {
+        *heap = slot_heap(meta, f / m, m, key);
     }
 }
 
-/// Memory `b`'s occupied slots by (gate score, insertion number).
-fn score_heap(meta: &SlotMeta, b: usize, m: usize) -> ScoreHeap {
-    (0..m)
-        .filter(|&i| meta.occupied[b * m + i])
-        .map(|i| {
-            let f = b * m + i;
-            Reverse((score_key(meta.gate_score[f]), meta.seq[f], i as u32))
-        })
-        .collect()
+/// The slot at the top of memory `b`'s heap once stale entries are popped.
+fn top_valid(
+    heap: &mut SlotHeap,
+    meta: &SlotMeta,
+    b: usize,
+    m: usize,
+    key: fn(&SlotMeta, usize) -> u64,
+) -> Option<usize> {
+    while let Some(&Reverse((k, seq, i))) = heap.peek() {
+        let f = b * m + i as usize;
+        if meta.occupied[f] && meta.seq[f] == seq && key(meta, f) == k {
+            return Some(i as usize);
+        }
+        heap.pop();
+    }
+    None
 }
 
 /// Memory `b`'s occupied slots as (insertion number, slot), oldest first.
@@ -628,14 +689,14 @@ pub fn validate_namespace(name: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::evict::{Fifo, LowestScore, Random};
+    use crate::evict::{Fifo, LowestScore, Lru, Random};
     use rand::Rng;
 
-    /// The kept insertion order and score heap give the slots a full scan
-    /// would (the occupied slot with the smallest insertion number; the one
-    /// with the lowest gate score, ties to the oldest) after any mix of
-    /// FIFO, lowest-score and random evictions and clears, and stay within
-    /// their bounds.
+    /// The kept insertion order and heaps give the slots a full scan would
+    /// (the occupied slot with the smallest insertion number; the one with
+    /// the lowest gate score, or read longest ago, ties to the oldest) after
+    /// any mix of FIFO, lowest-score, LRU and random evictions, reads and
+    /// clears, and stay within their bounds.
     #[test]
     fn the_oldest_slot_matches_a_scan_under_any_eviction_mix() {
         let (b, m) = (2, 5);
@@ -654,6 +715,21 @@ mod tests {
                 8..=12 => {
                     let score = rng.random_range(-2..3) as f32 * 0.5;
                     mem.take_slot(bi, &LowestScore, score);
+                }
+                13..=15 => {
+                    mem.take_slot(bi, &Lru, 1.0);
+                }
+                16..=17 => {
+                    // A read touching some slots; those whose peak reaches a
+                    // uniform share move their LRU clock.
+                    let mut touched: Vec<(usize, f32, f32)> = Vec::new();
+                    for i in 0..m {
+                        if rng.random_range(0..2) == 0 {
+                            let peak = rng.random_range(0..10) as f32 / 10.0;
+                            touched.push((bi * m + i, 0.1, peak));
+                        }
+                    }
+                    mem.record_read(touched.into_iter(), |n| n);
                 }
                 _ => {
                     mem.take_slot(bi, &Random, 1.0);
@@ -677,6 +753,12 @@ mod tests {
                             .then(meta.seq[f].cmp(&meta.seq[g]))
                     });
                 assert_eq!(mem.lowest_scored(bj), by_score, "step {step}, memory {bj}");
+                let meta = &mem.meta;
+                let by_recency = (0..m)
+                    .filter(|&i| meta.occupied[bj * m + i])
+                    .min_by_key(|&i| (meta.last_read[bj * m + i], meta.seq[bj * m + i]));
+                assert_eq!(mem.least_recent(bj), by_recency, "step {step}, memory {bj}");
+                assert!(mem.by_recency.as_ref().unwrap()[bj].len() <= 2 * m + 17);
                 let heap = &mem.by_score.as_ref().unwrap()[bj];
                 assert!(heap.len() <= 2 * m + 17);
             }

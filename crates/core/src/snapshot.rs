@@ -501,6 +501,7 @@ fn decode_state(
         usage: true,
         order,
         by_score: None,
+        by_recency: None,
         occupied_count,
         index: None,
         saved_index: views
