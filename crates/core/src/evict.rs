@@ -30,7 +30,7 @@ impl EvictionPolicy for Fifo {
     }
     fn victim(&self, mem: &mut MemoryState, b: usize) -> usize {
         // The insertion order kept by the memory: O(1), not a scan.
-        mem.oldest(b).unwrap_or_else(|| mem.min_slot_by(b, |_| 0.0))
+        mem.oldest(b).unwrap_or(0)
     }
 }
 
@@ -44,13 +44,8 @@ impl EvictionPolicy for Lru {
     }
     fn victim(&self, mem: &mut MemoryState, b: usize) -> usize {
         // A heap the memory keeps once asked: O(log m), not a scan.
-        match mem.least_recent(b) {
-            Some(i) => i,
-            None => {
-                let meta = mem.meta();
-                mem.min_slot_by(b, |f| meta.last_read[f] as f64)
-            }
-        }
+        // An empty memory has no victim to rank; any slot will do.
+        mem.least_recent(b).unwrap_or(0)
     }
     fn needs_usage(&self) -> bool {
         true
@@ -84,13 +79,8 @@ impl EvictionPolicy for LowestScore {
     }
     fn victim(&self, mem: &mut MemoryState, b: usize) -> usize {
         // A heap the memory keeps once asked: O(log m), not a scan.
-        match mem.lowest_scored(b) {
-            Some(i) => i,
-            None => {
-                let meta = mem.meta();
-                mem.min_slot_by(b, |f| meta.gate_score[f] as f64)
-            }
-        }
+        // An empty memory has no victim to rank; any slot will do.
+        mem.lowest_scored(b).unwrap_or(0)
     }
 }
 

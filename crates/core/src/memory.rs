@@ -316,26 +316,28 @@ impl MemoryState {
     /// ties to the oldest (`lowest_score`'s victim), or None when it is
     /// empty. O(log slots) amortised.
     pub fn lowest_scored(&mut self, b: usize) -> Option<usize> {
-        let (m, batch, meta) = (self.slots, self.batch, &self.meta);
-        let heaps = self.by_score.get_or_insert_with(|| {
-            (0..batch)
-                .map(|bi| slot_heap(meta, bi, m, score_of))
-                .collect()
-        });
-        top_valid(&mut heaps[b], meta, b, m, score_of)
+        heap_victim(
+            &mut self.by_score,
+            &self.meta,
+            self.batch,
+            b,
+            self.slots,
+            score_of,
+        )
     }
 
     /// The occupied slot of memory `b` read (or filled) longest ago, ties
     /// to the oldest (LRU's victim), or None when it is empty. O(log slots)
     /// amortised.
     pub fn least_recent(&mut self, b: usize) -> Option<usize> {
-        let (m, batch, meta) = (self.slots, self.batch, &self.meta);
-        let heaps = self.by_recency.get_or_insert_with(|| {
-            (0..batch)
-                .map(|bi| slot_heap(meta, bi, m, recency_of))
-                .collect()
-        });
-        top_valid(&mut heaps[b], meta, b, m, recency_of)
+        heap_victim(
+            &mut self.by_recency,
+            &self.meta,
+            self.batch,
+            b,
+            self.slots,
+            recency_of,
+        )
     }
 
     /// The occupied slot of memory `b` filled longest ago (FIFO's victim),
@@ -594,14 +596,18 @@ fn push_bounded(
     }
 }
 
-/// The slot at the top of memory `b`'s heap once stale entries are popped.
-fn top_valid(
-    heap: &mut SlotHeap,
+/// The slot at the top of memory `b`'s heap once stale entries are popped,
+/// building every memory's heap by `key` on first use.
+fn heap_victim(
+    heaps: &mut Option<Vec<SlotHeap>>,
     meta: &SlotMeta,
+    batch: usize,
     b: usize,
     m: usize,
     key: fn(&SlotMeta, usize) -> u64,
 ) -> Option<usize> {
+    let heap = &mut heaps
+        .get_or_insert_with(|| (0..batch).map(|bi| slot_heap(meta, bi, m, key)).collect())[b];
     while let Some(&Reverse((k, seq, i))) = heap.peek() {
         let f = b * m + i as usize;
         if meta.occupied[f] && meta.seq[f] == seq && key(meta, f) == k {

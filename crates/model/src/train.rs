@@ -68,6 +68,12 @@ impl TrainConfig {
         }
     }
 
+    /// Whether a base is trained (or loaded) without retention before the
+    /// main `steps`.
+    pub fn pretrains_base(&self) -> bool {
+        self.frozen_base || self.base_steps.is_some() || self.base_init.is_some()
+    }
+
     /// Checks values serde cannot. Errors start with the dotted path.
     pub fn validate(&self) -> Result<(), String> {
         if self.steps == 0 {
@@ -98,14 +104,6 @@ impl TrainConfig {
             return Err("train.base_steps: must be at least 1".into());
         }
         Ok(())
-    }
-}
-
-impl TrainConfig {
-    /// Whether a base is trained (or loaded) without retention before the
-    /// main `steps`.
-    pub fn pretrains_base(&self) -> bool {
-        self.frozen_base || self.base_steps.is_some() || self.base_init.is_some()
     }
 }
 
