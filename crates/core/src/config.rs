@@ -529,18 +529,18 @@ impl RetentionConfig {
         if self.head_dim == Some(0) {
             return bad("head_dim", "must be at least 1".into());
         }
-        if let ReadConfig::Topk { k, .. } = self.read {
-            if k == 0 || k > self.slots {
-                return bad(
-                    "read.k",
-                    format!("must be in 1..={} (slots), got {k}", self.slots),
-                );
-            }
+        if let ReadConfig::Topk { k, .. } = self.read
+            && (k == 0 || k > self.slots)
+        {
+            return bad(
+                "read.k",
+                format!("must be in 1..={} (slots), got {k}", self.slots),
+            );
         }
-        if let WriteConfig::Attention { rate, .. } = self.write {
-            if !(0.0..=1.0).contains(&rate) {
-                return bad("write.rate", format!("must be in [0, 1], got {rate}"));
-            }
+        if let WriteConfig::Attention { rate, .. } = self.write
+            && !(0.0..=1.0).contains(&rate)
+        {
+            return bad("write.rate", format!("must be in [0, 1], got {rate}"));
         }
         if let WriteSource::Chunk { size: 0 } = self.write.source() {
             return bad("write.source.size", "must be at least 1".into());
@@ -570,7 +570,7 @@ impl RetentionConfig {
     pub fn head_dim(&self, d_model: usize) -> Result<usize, ConfigError> {
         match self.head_dim {
             Some(d) => Ok(d),
-            None if d_model % self.heads == 0 => Ok(d_model / self.heads),
+            None if d_model.is_multiple_of(self.heads) => Ok(d_model / self.heads),
             None => Err(ConfigError::Invalid {
                 field: "heads".into(),
                 message: format!(

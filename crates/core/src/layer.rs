@@ -47,6 +47,11 @@ impl Norm {
         })
     }
 
+    /// (γ, β, ε).
+    pub(crate) fn params(&self) -> (&Tensor, &Tensor, f64) {
+        (&self.weight, &self.bias, self.eps)
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(crate::fused::layer_norm(
             x,
@@ -106,23 +111,23 @@ pub struct WriteReport {
 /// A retention layer over memories of width d_model.
 #[derive(Debug, Clone)]
 pub struct RetentionLayer {
-    cfg: RetentionConfig,
+    pub(crate) cfg: RetentionConfig,
     hash: String,
-    d_model: usize,
-    heads: usize,
-    head_dim: usize,
-    ln_q: Norm,
+    pub(crate) d_model: usize,
+    pub(crate) heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) ln_q: Norm,
     /// The norm of `LN(X + Z + R)`; absent when the read is added plainly.
     ln_out: Option<Norm>,
-    w_q: Linear,
-    w_k: Linear,
-    w_v: Linear,
-    w_o: Linear,
+    pub(crate) w_q: Linear,
+    pub(crate) w_k: Linear,
+    pub(crate) w_v: Linear,
+    pub(crate) w_o: Linear,
     /// W_u; absent when writes store u unprojected.
     w_u: Option<Linear>,
     pool_query: Option<Tensor>,
     age_emb: Option<Tensor>,
-    read: Arc<dyn ReadBackend>,
+    pub(crate) read: Arc<dyn ReadBackend>,
     write_backend: Arc<dyn WriteBackend>,
     gate: Arc<dyn Gate>,
 }
@@ -267,7 +272,7 @@ impl RetentionLayer {
     /// A memory fits this layer when its shapes do: the read mode, rates and
     /// gates may differ from the config that wrote it (e.g. write with dense
     /// reads, evaluate with top-k). Snapshots check the full config hash.
-    fn check_memory(&self, mem: &MemoryState, batch: usize) -> Result<()> {
+    pub(crate) fn check_memory(&self, mem: &MemoryState, batch: usize) -> Result<()> {
         let key_dim = match self.cfg.keys {
             KeyMode::Cached => self.heads * self.head_dim,
             KeyMode::Recompute => 0,
@@ -372,6 +377,10 @@ impl RetentionLayer {
     /// are recorded.
     pub fn read(&self, h: &Tensor, mem: &mut MemoryState) -> Result<ReadOutput> {
         self.ensure_index(mem)?;
+        if let Some((r, selection)) = self.read_slices(h, mem, self.usage_wanted(mem))? {
+            mem.clocks.events += 1;
+            return Ok(ReadOutput { r, selection });
+        }
         let parts = self.read_core(h, mem, false)?;
         match parts.usage {
             Some(usage) => mem.record_read(usage.into_iter(), |occ| self.read.attended(occ)),
@@ -439,28 +448,36 @@ impl RetentionLayer {
             };
             Ok((scores / (dk as f64).sqrt())?) // [B, H, T, m]
         };
+        let ranker = |k: usize| self.rank_top_k(&q, mem, k);
         let mut query = ReadQuery {
             mem,
             q: &q,
             scorer: &scorer,
             scores: None,
+            ranker: Some(&ranker),
+            scores_wanted: false,
         };
         let selection = self.read.select(&mut query)?;
         let scores = query.scores.take();
         let want_usage = self.usage_wanted(mem);
-        if let (Selection::Rows { k, slots }, None, false) = (&selection, &scores, inspect) {
-            let (r, usage) = self.gathered_read(&q, mem, *k, slots, want_usage)?;
-            return Ok(ReadParts {
-                r,
-                selection,
-                usage,
-                dense: None,
-            });
+        // Inspection keeps the R of the path a read takes, so that it reads
+        // what a read reads bit for bit, and computes the weights it shows
+        // below.
+        let mut fused_r = None;
+        if let (Selection::Rows { k, slots }, None) = (&selection, &scores) {
+            let (r, usage) = self.gathered_read(&q, mem, *k, slots, want_usage && !inspect)?;
+            if !inspect {
+                return Ok(ReadParts {
+                    r,
+                    selection,
+                    usage,
+                    dense: None,
+                });
+            }
+            fused_r = Some(r);
         }
         // The dense read: one fused op from q, keys and values (usage
-        // included). Inspection keeps its R, so that it reads what a read
-        // reads bit for bit, and computes the weights it shows below.
-        let mut fused_r = None;
+        // included).
         if !few && scores.is_none() && matches!(selection, Selection::Occupied) {
             let keys = split(self.slot_keys(mem)?, m)?;
             let values = split(crate::fused::linear(content, &self.w_v)?, m)?;

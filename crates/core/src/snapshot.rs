@@ -370,10 +370,10 @@ fn non_finite(ns: &str, s: &MemoryState) -> Result<Option<(String, String)>> {
     if let Some(bad) = check("content", &s.content)? {
         return Ok(Some(bad));
     }
-    if let Some(keys) = &s.keys {
-        if let Some(bad) = check("keys", keys)? {
-            return Ok(Some(bad));
-        }
+    if let Some(keys) = &s.keys
+        && let Some(bad) = check("keys", keys)?
+    {
+        return Ok(Some(bad));
     }
     for (name, xs) in [
         ("read_weight", &s.meta.read_weight),

@@ -169,14 +169,14 @@ pub fn run_plan_with(
     execute: &Executor<'_>,
 ) -> Result<RunSummary, RunError> {
     let selected = select(plan, opts);
-    if let Some(id) = &opts.only {
-        if selected.is_empty() {
-            return Err(RunError::Usage(format!(
-                "--id {id}: no such run in {} (see `retbench plan {} --format ids`)",
-                plan.file.display(),
-                plan.file.display()
-            )));
-        }
+    if let Some(id) = &opts.only
+        && selected.is_empty()
+    {
+        return Err(RunError::Usage(format!(
+            "--id {id}: no such run in {} (see `retbench plan {} --format ids`)",
+            plan.file.display(),
+            plan.file.display()
+        )));
     }
     let store = Store::new(&opts.out);
     store.remove_stale_temp_files();
@@ -405,14 +405,14 @@ pub fn merge(out: &std::path::Path, shards: &[PathBuf]) -> Result<usize, RunErro
         .map(|r| (r.run_id.clone(), r))
         .collect();
     for (id, (dir, record)) in &incoming {
-        if let Some(prev) = existing.get(id) {
-            if prev.config != record.config || prev.metrics != record.metrics {
-                return Err(RunError::Usage(format!(
-                    "run {id} is in {} and in {} with different results: refusing to merge",
-                    out.display(),
-                    dir.display()
-                )));
-            }
+        if let Some(prev) = existing.get(id)
+            && (prev.config != record.config || prev.metrics != record.metrics)
+        {
+            return Err(RunError::Usage(format!(
+                "run {id} is in {} and in {} with different results: refusing to merge",
+                out.display(),
+                dir.display()
+            )));
         }
     }
     let mut copied = 0;

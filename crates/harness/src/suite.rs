@@ -820,13 +820,13 @@ fn find_in_base(text: &str, base_loc: Loc, segs: &[&str]) -> Option<Loc> {
     for seg in segs {
         let key = format!("{seg}:");
         // Inside a flow mapping on the parent's line.
-        if let Some(rest) = lines[line].get(col..) {
-            if let Some(brace) = rest.find('{') {
-                let flow = &rest[brace..];
-                if let Some(at) = find_key(flow, &key) {
-                    col = col + brace + at;
-                    continue;
-                }
+        if let Some(rest) = lines[line].get(col..)
+            && let Some(brace) = rest.find('{')
+        {
+            let flow = &rest[brace..];
+            if let Some(at) = find_key(flow, &key) {
+                col = col + brace + at;
+                continue;
             }
         }
         let mut found = None;

@@ -97,7 +97,7 @@ impl ModelConfig {
                 return Err(format!("model.{name}: must be at least 1"));
             }
         }
-        if self.d_model % self.heads != 0 {
+        if !self.d_model.is_multiple_of(self.heads) {
             return Err(format!(
                 "model.heads: d_model {} is not divisible by {} heads",
                 self.d_model, self.heads

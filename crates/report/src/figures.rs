@@ -190,10 +190,10 @@ pub fn render_all(
     // (metric, slice key) with many numeric values: no figure per value.
     let mut values_of: BTreeMap<(&str, &str), std::collections::BTreeSet<&str>> = BTreeMap::new();
     for r in rows {
-        if let Some((key, v)) = r.slice.split_once('=') {
-            if v.parse::<f64>().is_ok() {
-                values_of.entry((&r.metric, key)).or_default().insert(v);
-            }
+        if let Some((key, v)) = r.slice.split_once('=')
+            && v.parse::<f64>().is_ok()
+        {
+            values_of.entry((&r.metric, key)).or_default().insert(v);
         }
     }
     let many = |metric: &str, slice: &str| {

@@ -167,7 +167,7 @@ impl CopyProbeConfig {
 
     pub fn validate(&self, retention: Option<&RetentionConfig>) -> Result<(), TaskError> {
         let bad = |field: &str, msg: &str| Err(TaskError::Invalid(format!("task.{field}: {msg}")));
-        if self.d < 2 || self.d % 2 != 0 {
+        if self.d < 2 || !self.d.is_multiple_of(2) {
             return bad(
                 "d",
                 "must be even and at least 2 (keys and values share it)",
@@ -417,10 +417,10 @@ impl CopyConfig {
         if self.bits.is_some() && self.symbols.is_some() {
             return Err("task.symbols: set symbols or bits, not both".into());
         }
-        if let Some(b) = self.bits {
-            if !(1..=12).contains(&b) {
-                return Err(format!("task.bits: must be in 1..=12, got {b}"));
-            }
+        if let Some(b) = self.bits
+            && !(1..=12).contains(&b)
+        {
+            return Err(format!("task.bits: must be in 1..=12, got {b}"));
         }
         if self.symbol_count() < 2 {
             return Err("task.symbols: needs at least 2 symbols".into());

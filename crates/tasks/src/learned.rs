@@ -735,11 +735,11 @@ impl Scores {
                     e.0 += right as usize;
                     e.1 += 1;
                 }
-                if let Some(stale) = data.stale.as_ref().map(|s| &s[p]) {
-                    if !stale.is_empty() {
-                        self.stale.0 += stale.contains(&out.predictions[p]) as usize;
-                        self.stale.1 += 1;
-                    }
+                if let Some(stale) = data.stale.as_ref().map(|s| &s[p])
+                    && !stale.is_empty()
+                {
+                    self.stale.0 += stale.contains(&out.predictions[p]) as usize;
+                    self.stale.1 += 1;
                 }
                 let s = seq.get_or_insert((true, 0, first));
                 s.0 &= right;
@@ -1070,11 +1070,9 @@ impl EvalSet {
             let mut tracker = StreamTracker::default();
             let mut failed: Option<retbench_core::Error> = None;
             let mut observe = |session: usize, memories: &[retbench_core::MemoryState]| {
-                if telemetry {
-                    if let Some(m) = memories.first() {
-                        let t = Telemetry::mean(m);
-                        scores.telemetry.entry(session).or_default().push(t);
-                    }
+                if telemetry && let Some(m) = memories.first() {
+                    let t = Telemetry::mean(m);
+                    scores.telemetry.entry(session).or_default().push(t);
                 }
                 let Some(p) = probes.get(session) else { return };
                 match retbench_model::eval::probe(model, p, memories) {

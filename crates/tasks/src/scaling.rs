@@ -24,6 +24,7 @@ use candle_core::{D, DType, Device, Tensor};
 use candle_nn::VarMap;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
+use retbench_core::infer::no_grad;
 use retbench_core::rng::{randn, stream};
 use retbench_core::{
     Evict, MemoryState, ReadConfig, RetentionConfig, RetentionLayer, SeededVarMap, WriteConfig,
@@ -70,6 +71,15 @@ pub struct ScalingConfig {
     /// β: scale of the probe layer's W_Q and W_K (softmax sharpness).
     #[serde(default = "sharpness_default")]
     pub sharpness: f64,
+    /// Threads of the timed reads and writes, and of the bandwidth peers
+    /// measured beside them in the same run (the STREAM triad and a
+    /// read-only pass).
+    #[serde(default = "threads_default")]
+    pub threads: usize,
+}
+
+fn threads_default() -> usize {
+    1
 }
 
 fn d_default() -> usize {
@@ -179,8 +189,23 @@ impl Task for ScalingConfig {
                 .at_least(0.0)
                 .no_plot(),
             MetricSpec::new(
+                "stream_read_gbps",
+                "read-only pass over a memory-sized array, same threads",
+            )
+            .unit("GB/s")
+            .neither()
+            .at_least(0.0)
+            .timing()
+            .no_plot(),
+            MetricSpec::new(
+                "read_stream_fraction",
+                "dense read bandwidth / read-only pass bandwidth",
+            )
+            .at_least(0.0)
+            .timing(),
+            MetricSpec::new(
                 "bandwidth_gbps",
-                "STREAM-triad bandwidth at the suite's start",
+                "STREAM-triad bandwidth in the run, same threads",
             )
             .unit("GB/s")
             .neither()
@@ -211,7 +236,7 @@ impl Task for ScalingConfig {
 impl ScalingConfig {
     pub fn validate(&self, retention: Option<&RetentionConfig>) -> Result<(), TaskError> {
         let bad = |field: &str, msg: &str| Err(TaskError::Invalid(format!("task.{field}: {msg}")));
-        if self.d < 2 || self.d % 2 != 0 {
+        if self.d < 2 || !self.d.is_multiple_of(2) {
             return bad(
                 "d",
                 "must be even and at least 2 (keys and values share it)",
@@ -219,6 +244,9 @@ impl ScalingConfig {
         }
         if self.batches.is_empty() || self.batches.contains(&0) {
             return bad("batches", "needs at least one batch size, each at least 1");
+        }
+        if self.threads == 0 {
+            return bad("threads", "must be at least 1");
         }
         if self.queries == 0 || self.min_reads == 0 || self.probes == 0 || self.clusters == 0 {
             return bad(
@@ -457,7 +485,8 @@ pub fn run(
                 .iter()
                 .map(|&i| noisy(key(i), eps, &mut noise_rng))
                 .collect();
-            let read = layer.read(&queries(&rows, d, &dev)?, &mut mem)?;
+            let q = queries(&rows, d, &dev)?;
+            let read = no_grad(|| layer.read(&q, &mut mem))?;
             let sims = value_half_unit(&read.r, half)?.matmul(&unit_values.t()?)?;
             let best: Vec<u32> = sims.argmax(D::Minus1)?.to_vec1()?;
             hits += best
@@ -519,9 +548,24 @@ pub fn run(
     // telemetry, not part of a read: timed reads skip them (policies that
     // evict by usage keep them regardless).
     mem.record_usage(false);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads)
+        .build()
+        .map_err(|e| TaskError::Invalid(format!("task.threads: {e}")))?;
+    // Peers measured here, on the same threads: the bytes an exact dense
+    // read must stream (contents, and cached keys when kept) over the
+    // triad's bandwidth and over a plain read-only pass of as many bytes
+    // (at least 128 MiB, beyond the last-level cache).
+    let stream_bytes = 4.0 * m as f64 * (d + mem.key_dim()) as f64;
+    let (triad, read_only) = pool.install(|| {
+        (
+            crate::probe::triad_bandwidth_gbps(32 << 20, 3, cfg.threads),
+            crate::probe::read_bandwidth_gbps((stream_bytes as usize / 4).max(1 << 25), 3),
+        )
+    });
     let mut time_rng = stream(&ctx.config_hash, ctx.seed, "scaling/timing");
     for &batch in &cfg.batches {
-        let pool: Vec<Tensor> = (0..4)
+        let qpool: Vec<Tensor> = (0..4)
             .map(|_| {
                 let rows: Vec<Vec<f32>> = (0..batch)
                     .map(|_| {
@@ -532,18 +576,23 @@ pub fn run(
                 queries(&rows, d, &dev)
             })
             .collect::<Result<_, _>>()?;
-        for i in 0..cfg.warmup {
-            layer.read(&pool[i % pool.len()], &mut mem)?;
-        }
         let calls = cfg.queries.div_ceil(batch).max(cfg.min_reads);
-        let mut per_query_us = Vec::with_capacity(calls);
-        for i in 0..calls {
-            let q = &pool[i % pool.len()];
-            let start = Instant::now();
-            let r = layer.read(q, &mut mem)?;
-            std::hint::black_box(&r);
-            per_query_us.push(start.elapsed().as_secs_f64() * 1e6 / batch as f64);
-        }
+        let per_query_us = pool.install(|| {
+            no_grad(|| -> Result<Vec<f64>, TaskError> {
+                for i in 0..cfg.warmup {
+                    layer.read(&qpool[i % qpool.len()], &mut mem)?;
+                }
+                let mut per_query_us = Vec::with_capacity(calls);
+                for i in 0..calls {
+                    let q = &qpool[i % qpool.len()];
+                    let start = Instant::now();
+                    let r = layer.read(q, &mut mem)?;
+                    std::hint::black_box(&r);
+                    per_query_us.push(start.elapsed().as_secs_f64() * 1e6 / batch as f64);
+                }
+                Ok(per_query_us)
+            })
+        })?;
         let p50 = percentile(&per_query_us, 50.0);
         out.push(Metric::sliced("read_us_p50", "batch", batch, p50));
         out.push(Metric::sliced(
@@ -553,16 +602,14 @@ pub fn run(
             percentile(&per_query_us, 99.0),
         ));
         out.push(Metric::sliced("queries_per_s", "batch", batch, 1e6 / p50));
-        if let (1, ReadConfig::Dense { .. }, Some(bw)) = (batch, ret.read, ctx.bandwidth_gbps) {
-            // Bytes a dense read must stream: keys and values of every slot.
-            let bytes = 4.0 * m as f64 * (2 * d) as f64;
-            let roofline_us = bytes / (bw * 1e9) * 1e6;
-            out.push(Metric::new("read_roofline_fraction", roofline_us / p50));
+        if let (1, ReadConfig::Dense { .. }) = (batch, ret.read) {
+            let achieved = stream_bytes / (p50 * 1e-6) / 1e9;
+            out.push(Metric::new("read_roofline_fraction", achieved / triad));
+            out.push(Metric::new("read_stream_fraction", achieved / read_only));
         }
     }
-    if let Some(bw) = ctx.bandwidth_gbps {
-        out.push(Metric::new("bandwidth_gbps", bw));
-    }
+    out.push(Metric::new("bandwidth_gbps", triad));
+    out.push(Metric::new("stream_read_gbps", read_only));
 
     // Write latency into the full memory (last: it evicts or blends).
     let mut write_us = Vec::with_capacity(cfg.writes);
@@ -574,7 +621,7 @@ pub fn run(
         row.extend((0..half).map(|_| randn(&mut time_rng) as f32));
         let h = Tensor::from_vec(row, (1, 1, d), &dev)?;
         let start = Instant::now();
-        layer.write(&h, &mut mem, feedback.as_ref().map(|f| f.as_slice()))?;
+        pool.install(|| layer.write(&h, &mut mem, feedback.as_ref().map(|f| f.as_slice())))?;
         write_us.push(start.elapsed().as_secs_f64() * 1e6);
     }
     if !write_us.is_empty() {

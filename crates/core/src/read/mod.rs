@@ -53,6 +53,11 @@ pub struct ReadQuery<'a> {
     pub(crate) q: &'a Tensor,
     pub(crate) scorer: &'a dyn Fn() -> Result<Tensor>,
     pub(crate) scores: Option<Tensor>,
+    /// Exact top-k in one scan over memory, where the layer can (`None`
+    /// from it: rank `all_scores` instead).
+    pub(crate) ranker: Option<&'a dyn Fn(usize) -> Result<Option<Vec<u32>>>>,
+    /// Set when the backend asked for every score.
+    pub(crate) scores_wanted: bool,
 }
 
 impl<'a> ReadQuery<'a> {
@@ -75,10 +80,51 @@ impl<'a> ReadQuery<'a> {
     /// Scaled scores Q·Kᵀ/√d_k over every slot [B, H, T, m], computed once
     /// on first use: an O(m) pass that sublinear backends avoid.
     pub fn all_scores(&mut self) -> Result<&Tensor> {
+        self.scores_wanted = true;
         if self.scores.is_none() {
             self.scores = Some((self.scorer)()?);
         }
         Ok(self.scores.as_ref().expect("just set"))
+    }
+}
+
+impl ReadQuery<'_> {
+    /// The `k` occupied slots with the highest scores per query row (ties to
+    /// the lower slot), in increasing slot order, padded with
+    /// [`Selection::PAD`]. One scan over memory with a bounded heap per row
+    /// (`crate::scan::top_k`) where the layer supports it; otherwise from
+    /// [`ReadQuery::all_scores`].
+    pub fn top_k(&mut self, k: usize) -> Result<Selection> {
+        if let Some(rank) = self.ranker
+            && let Some(slots) = rank(k)?
+        {
+            return Ok(Selection::Rows { k, slots });
+        }
+        let (b, nh, t, m) = self.dims()?;
+        let occupied = &self.mem.meta().occupied;
+        let scores = self.all_scores()?;
+        let flat: Vec<f32> = scores
+            .to_dtype(candle_core::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        let mut slots = vec![Selection::PAD; b * nh * t * k];
+        let mut cand: Vec<usize> = Vec::with_capacity(m);
+        for row in 0..b * nh * t {
+            let bi = row / (nh * t);
+            let occ = &occupied[bi * m..(bi + 1) * m];
+            let s = &flat[row * m..(row + 1) * m];
+            cand.clear();
+            cand.extend((0..m).filter(|&i| occ[i]));
+            if cand.len() > k {
+                cand.select_nth_unstable_by(k - 1, |&i, &j| s[j].total_cmp(&s[i]).then(i.cmp(&j)));
+                cand.truncate(k);
+            }
+            cand.sort_unstable();
+            for (o, &i) in slots[row * k..].iter_mut().zip(&cand) {
+                *o = i as u32;
+            }
+        }
+        Ok(Selection::Rows { k, slots })
     }
 }
 

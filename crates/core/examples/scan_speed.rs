@@ -1,0 +1,113 @@
+//! Quick timing of the scan kernels at 1e6 × 64 on one thread, beside the
+//! STREAM triad: `cargo run --release -p retbench-core --example scan_speed`.
+use retbench_core::scan::{Rows, attend, top_k};
+use std::time::Instant;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let (m, d) = (1_000_000usize, 64usize);
+    let mut x = 1u32;
+    let mut keys: Vec<f32> = Vec::with_capacity(m * d);
+    keys.extend((0..m * d).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        (x as f32 / u32::MAX as f32) - 0.5
+    }));
+    let q: Vec<f32> = keys[..64 * d].iter().map(|v| v * 0.5).collect();
+    let rows = Rows {
+        keys: &keys,
+        key_width: d,
+        values: &keys,
+        value_width: d,
+        occupied: None,
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let n = 32 << 20;
+        let (mut b, mut c, mut a) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        b.resize(n, 1f32);
+        c.resize(n, 2f32);
+        a.resize(n, 0f32);
+        let mut t = vec![];
+        for _ in 0..5 {
+            let s = Instant::now();
+            for ((x, y), z) in a.iter_mut().zip(&b).zip(&c) {
+                *x = y + 3.0 * z;
+            }
+            t.push(s.elapsed().as_secs_f64());
+            std::hint::black_box(&a);
+        }
+        let triad = 12.0 * n as f64 / t.iter().cloned().fold(f64::INFINITY, f64::min) / 1e9;
+        let bytes = (m * d * 4) as f64;
+        println!(
+            "triad {triad:.1} GB/s; roofline for 1 pass {:.1} ms",
+            bytes / triad / 1e6
+        );
+        let which: Vec<usize> = std::env::args()
+            .skip(1)
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let ts: Vec<f64> = (0..9)
+            .map(|_| {
+                let s = Instant::now();
+                let mut acc = [0f32; 32];
+                for c in keys.chunks_exact(32) {
+                    for l in 0..32 {
+                        acc[l] += c[l];
+                    }
+                }
+                std::hint::black_box(acc);
+                s.elapsed().as_secs_f64() * 1e3
+            })
+            .collect();
+        let t = median(ts);
+        println!(
+            "read-only sum: {t:.2} ms, {:.2} of triad",
+            bytes / (t / 1e3) / 1e9 / triad
+        );
+        for nq in if which.is_empty() {
+            vec![1usize, 64]
+        } else {
+            which
+        } {
+            let mut out = vec![0f32; nq * d];
+            let ts: Vec<f64> = (0..9)
+                .map(|_| {
+                    let s = Instant::now();
+                    attend(&q[..nq * d], nq, rows, 0.125, &mut out);
+                    s.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            let t = median(ts);
+            println!(
+                "attend nq={nq}: {t:.2} ms/call, {:.3} ms/query, {:.2} of triad",
+                t / nq as f64,
+                bytes / (t / 1e3) / 1e9 / triad
+            );
+            let ts: Vec<f64> = (0..9)
+                .map(|_| {
+                    let s = Instant::now();
+                    std::hint::black_box(top_k(&q[..nq * d], nq, rows, 32));
+                    s.elapsed().as_secs_f64() * 1e3
+                })
+                .collect();
+            let t = median(ts);
+            println!(
+                "top_k nq={nq}: {t:.2} ms/call, {:.3} ms/query",
+                t / nq as f64
+            );
+        }
+    });
+}

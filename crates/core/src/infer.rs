@@ -1,0 +1,380 @@
+//! The retention read without an autograd graph, on plain slices: what
+//! evaluation and the scaling probes run (docs/ARCHITECTURE.md, "Reads at
+//! scale"), and the exact top-k ranking every top-k read uses.
+//!
+//! Under [`no_grad`] a read of f32 memory on the CPU computes the query
+//! projection, the scan over memory ([`crate::scan`]), the value and output
+//! projections as loops over the parameters' storage: no candle op, no
+//! tensor of size m, one pass over memory for all queries of the call. It
+//! reads in content space for recomputed keys (q·W_K against the raw slots,
+//! as the layer's reassociated form does) and scores cached keys with each
+//! head's query placed in its own span of the key row. The key bias adds the
+//! same score to every slot of a query, so it changes no weight and is left
+//! out; the value bias is added back in proportion to the weight mass.
+//! Reads that must record usage statistics, learned slot age, other dtypes
+//! and devices, and backends that ask for every score take the tensor path.
+
+use std::cell::Cell;
+
+use candle_core::{DType, Layout, Storage, Tensor};
+
+use crate::config::{KeyMode, SlotAge};
+use crate::error::{Error, Result};
+use crate::fused::{Kernels, kernels};
+use crate::layer::RetentionLayer;
+use crate::memory::MemoryState;
+use crate::read::Selection;
+use crate::scan::{self, Rows};
+
+thread_local! {
+    static NO_GRAD: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with gradients off on this thread: reads inside build no
+/// autograd graph (and take the slice path where it applies). Like
+/// PyTorch's `torch.no_grad()`: a backward pass through a result computed
+/// here reaches no parameter of the read.
+pub fn no_grad<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            NO_GRAD.with(|g| g.set(self.0));
+        }
+    }
+    let _restore = Restore(NO_GRAD.with(|g| g.replace(true)));
+    f()
+}
+
+/// Whether reads on this thread build a graph (not inside [`no_grad`]).
+pub fn grad_enabled() -> bool {
+    !NO_GRAD.with(|g| g.get())
+}
+
+/// The f32 data behind a contiguous CPU storage.
+fn view<'a>(s: &'a Storage, l: &Layout) -> Option<&'a [f32]> {
+    let (a, b) = l.contiguous_offsets()?;
+    match s {
+        Storage::Cpu(candle_core::CpuStorage::F32(v)) => Some(&v[a..b]),
+        _ => None,
+    }
+}
+
+/// y = W·x (+ b), W [n, k] row-major.
+fn matvec(w: &[f32], b: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
+    let k = x.len();
+    for (i, yi) in y.iter_mut().enumerate() {
+        *yi = dot(&w[i * k..(i + 1) * k], x) + b.map_or(0.0, |b| b[i]);
+    }
+}
+
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Per-memory query rows in the space of what is scanned: content rows (d
+/// wide; recomputed keys) or cached key rows (H·d_k wide, zero outside the
+/// head's span). `q` is [B, H, T, d_k] row-major.
+pub(crate) struct ScanQueries {
+    pub width: usize,
+    /// [B][H·T rows × width].
+    pub rows: Vec<Vec<f32>>,
+}
+
+impl RetentionLayer {
+    /// Whether the slice paths apply to reads of `mem` by this layer.
+    fn slices_apply(&self, mem: &MemoryState) -> bool {
+        kernels() == Kernels::Fused
+            && mem.device().is_cpu()
+            && mem.dtype() == DType::F32
+            && !matches!(self.cfg.slot_age, SlotAge::Learned { .. })
+    }
+
+    /// Query rows for scanning `mem`, from per-head queries `q` [B, H, T, d_k].
+    fn scan_queries(&self, q: &[f32], b: usize, t: usize) -> Result<ScanQueries> {
+        let (nh, dk, d) = (self.heads, self.head_dim, self.d_model);
+        let per = nh * t;
+        match self.cfg.keys {
+            KeyMode::Recompute => {
+                let (ws, wl) = self.w_k.weight().storage_and_layout();
+                let wk = view(&ws, wl).ok_or_else(|| Error::Usage("W_K is not f32".into()))?;
+                let rows = (0..b)
+                    .map(|bi| {
+                        let mut out = vec![0f32; per * d];
+                        for (row, o) in out.chunks_exact_mut(d).enumerate() {
+                            let h = row / t;
+                            let qr = &q[(bi * per + row) * dk..(bi * per + row + 1) * dk];
+                            // q·W_K[h]: the query in content space.
+                            for (e, &qe) in qr.iter().enumerate() {
+                                let w = &wk[(h * dk + e) * d..(h * dk + e + 1) * d];
+                                o.iter_mut().zip(w).for_each(|(o, w)| *o += qe * w);
+                            }
+                        }
+                        out
+                    })
+                    .collect();
+                Ok(ScanQueries { width: d, rows })
+            }
+            KeyMode::Cached => {
+                let w = nh * dk;
+                let rows = (0..b)
+                    .map(|bi| {
+                        let mut out = vec![0f32; per * w];
+                        for (row, o) in out.chunks_exact_mut(w).enumerate() {
+                            let h = row / t;
+                            o[h * dk..(h + 1) * dk].copy_from_slice(
+                                &q[(bi * per + row) * dk..(bi * per + row + 1) * dk],
+                            );
+                        }
+                        out
+                    })
+                    .collect();
+                Ok(ScanQueries { width: w, rows })
+            }
+        }
+    }
+
+    /// Exact top-k slots per query row of `q` [B, H, T, d_k] by one scan over
+    /// memory with a bounded heap; `None` where the slice paths do not apply
+    /// (the caller ranks all scores instead). Ties go to the lower slot.
+    pub(crate) fn rank_top_k(
+        &self,
+        q: &Tensor,
+        mem: &MemoryState,
+        k: usize,
+    ) -> Result<Option<Vec<u32>>> {
+        if !self.slices_apply(mem) || q.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let (b, _, t, _) = q.dims4()?;
+        let qv: Vec<f32> = q.detach().flatten_all()?.to_vec1()?;
+        let queries = self.scan_queries(&qv, b, t)?;
+        let m = mem.slots();
+        let (cs, cl) = mem.content().storage_and_layout();
+        let content = view(&cs, cl).ok_or_else(|| Error::Usage("memory is not f32".into()))?;
+        let keys_guard = mem.keys().map(|k| k.storage_and_layout());
+        let keys = match (&keys_guard, self.cfg.keys) {
+            (Some((s, l)), KeyMode::Cached) => {
+                view(s, l).ok_or_else(|| Error::Usage("keys are not f32".into()))?
+            }
+            _ => content,
+        };
+        let mut out = Vec::with_capacity(b * self.heads * t * k);
+        for (bi, qrows) in queries.rows.iter().enumerate() {
+            let w = queries.width;
+            let rows = Rows {
+                keys: &keys[bi * m * w..(bi + 1) * m * w],
+                key_width: w,
+                values: &keys[bi * m * w..(bi + 1) * m * w],
+                value_width: w,
+                occupied: Some(&mem.meta.occupied[bi * m..(bi + 1) * m]),
+            };
+            out.extend(scan::top_k(qrows, qrows.len() / w, rows, k));
+        }
+        Ok(Some(out))
+    }
+
+    /// The read of `h` [B, T, d] from `mem` on slices, or `None` where it
+    /// does not apply. Calls the read backend for its selection like the
+    /// tensor path; returns R [B, T, d] and the selection.
+    pub(crate) fn read_slices(
+        &self,
+        h: &Tensor,
+        mem: &MemoryState,
+        want_usage: bool,
+    ) -> Result<Option<(Tensor, Selection)>> {
+        if grad_enabled() || want_usage || !self.slices_apply(mem) || h.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let (b, t, d) = h.dims3()?;
+        if d != self.d_model {
+            return Ok(None); // the tensor path reports it
+        }
+        self.check_memory(mem, b)?;
+        let (nh, dk, m) = (self.heads, self.head_dim, mem.slots());
+        let hd = nh * dk;
+        let h = h.contiguous()?;
+        let (hs, hl) = h.storage_and_layout();
+        let Some(hv) = view(&hs, hl) else {
+            return Ok(None);
+        };
+        // Per-head queries [B, H, T, d_k] = W_Q·LN(h) + b_Q.
+        let mut q = vec![0f32; b * hd * t];
+        {
+            let ln = self.ln_q.params();
+            let (gs, gl) = ln.0.storage_and_layout();
+            let (bs, bl) = ln.1.storage_and_layout();
+            let (ws, wl) = self.w_q.weight().storage_and_layout();
+            let bq = self.w_q.bias().map(|b| b.storage_and_layout());
+            let (Some(g), Some(beta), Some(wq)) = (view(&gs, gl), view(&bs, bl), view(&ws, wl))
+            else {
+                return Ok(None);
+            };
+            let bq = bq.as_ref().and_then(|(s, l)| view(s, l));
+            let mut x = vec![0f32; d];
+            let mut y = vec![0f32; hd];
+            for bi in 0..b {
+                for ti in 0..t {
+                    let row = &hv[(bi * t + ti) * d..(bi * t + ti + 1) * d];
+                    let mean = row.iter().sum::<f32>() / d as f32;
+                    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
+                    let inv = 1.0 / (var + ln.2 as f32).sqrt();
+                    for (i, xi) in x.iter_mut().enumerate() {
+                        *xi = (row[i] - mean) * inv * g[i] + beta[i];
+                    }
+                    matvec(wq, bq, &x, &mut y);
+                    for hi in 0..nh {
+                        let at = ((bi * nh + hi) * t + ti) * dk;
+                        q[at..at + dk].copy_from_slice(&y[hi * dk..(hi + 1) * dk]);
+                    }
+                }
+            }
+        }
+        let q_tensor = Tensor::from_vec(q.clone(), (b, nh, t, dk), h.device())?;
+        // The backend's selection, as on the tensor path.
+        let scorer = || -> Result<Tensor> {
+            Err(Error::Usage(
+                "scores over every slot are not computed on the slice path".into(),
+            ))
+        };
+        let ranker = |k: usize| self.rank_top_k(&q_tensor, mem, k);
+        let mut query = crate::read::ReadQuery {
+            mem,
+            q: &q_tensor,
+            scorer: &scorer,
+            scores: None,
+            ranker: Some(&ranker),
+            scores_wanted: false,
+        };
+        let selection = match self.read.select(&mut query) {
+            Ok(s) => s,
+            // A backend that needs every score reads on the tensor path.
+            Err(_) if query.scores_wanted => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let scale = 1.0 / (dk as f32).sqrt();
+        let queries = self.scan_queries(&q, b, t)?;
+        let w = queries.width;
+        let (cs, cl) = mem.content().storage_and_layout();
+        let Some(content) = view(&cs, cl) else {
+            return Ok(None);
+        };
+        let keys_guard = mem.keys().map(|k| k.storage_and_layout());
+        let keys = match (&keys_guard, self.cfg.keys) {
+            (Some((s, l)), KeyMode::Cached) => match view(s, l) {
+                Some(k) => k,
+                None => return Ok(None),
+            },
+            _ => content,
+        };
+        // Softmax-weighted slot contents per query row [B][H·T × d] and
+        // the weight mass of each row.
+        let per = nh * t;
+        let mut wm = vec![0f32; b * per * d];
+        let mut mass = vec![0f32; b * per];
+        for bi in 0..b {
+            let qrows = &queries.rows[bi];
+            let occ = &mem.meta.occupied[bi * m..(bi + 1) * m];
+            let keys_b = &keys[bi * m * w..(bi + 1) * m * w];
+            let content_b = &content[bi * m * d..(bi + 1) * m * d];
+            let out = &mut wm[bi * per * d..(bi + 1) * per * d];
+            match &selection {
+                Selection::Occupied => {
+                    let rows = Rows {
+                        keys: keys_b,
+                        key_width: w,
+                        values: content_b,
+                        value_width: d,
+                        occupied: (mem.occupied(bi) < m).then_some(occ),
+                    };
+                    let got = scan::attend(qrows, per, rows, scale, out);
+                    mass[bi * per..(bi + 1) * per].copy_from_slice(&got);
+                }
+                Selection::Rows { k, slots } => {
+                    let mut s = vec![0f32; *k];
+                    for row in 0..per {
+                        let chosen = &slots[(bi * per + row) * k..(bi * per + row + 1) * k];
+                        let qr = &qrows[row * w..(row + 1) * w];
+                        let mut mx = f32::NEG_INFINITY;
+                        for (sj, &j) in s.iter_mut().zip(chosen) {
+                            *sj = if j == Selection::PAD {
+                                f32::NEG_INFINITY
+                            } else if (j as usize) < m && occ[j as usize] {
+                                let j = j as usize;
+                                scale * dot(qr, &keys_b[j * w..(j + 1) * w])
+                            } else {
+                                return Err(Error::Usage(format!(
+                                    "read backend {} selected slot {j}, which is empty or past {m}",
+                                    self.read.name()
+                                )));
+                            };
+                            mx = mx.max(*sj);
+                        }
+                        if mx == f32::NEG_INFINITY {
+                            continue;
+                        }
+                        let z: f32 = s
+                            .iter_mut()
+                            .map(|x| {
+                                *x = (*x - mx).exp();
+                                *x
+                            })
+                            .sum();
+                        let o = &mut out[row * d..(row + 1) * d];
+                        for (&p, &j) in s.iter().zip(chosen) {
+                            if p != 0.0 {
+                                let v = &content_b[j as usize * d..(j as usize + 1) * d];
+                                let p = p / z;
+                                o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
+                            }
+                        }
+                        mass[bi * per + row] = 1.0;
+                    }
+                }
+            }
+        }
+        // out[b, t, h·d_k + e] = W_V[h·d_k + e]·wm[b, h, t] + b_V·mass, then W_O.
+        let (vs, vl) = self.w_v.weight().storage_and_layout();
+        let (os, ol) = self.w_o.weight().storage_and_layout();
+        let bv = self.w_v.bias().map(|b| b.storage_and_layout());
+        let bo = self.w_o.bias().map(|b| b.storage_and_layout());
+        let (Some(wv), Some(wo)) = (view(&vs, vl), view(&os, ol)) else {
+            return Ok(None);
+        };
+        let bv = bv.as_ref().and_then(|(s, l)| view(s, l));
+        let bo = bo.as_ref().and_then(|(s, l)| view(s, l));
+        let mut r = vec![0f32; b * t * d];
+        let mut o = vec![0f32; hd];
+        for bi in 0..b {
+            for ti in 0..t {
+                for hi in 0..nh {
+                    let row = bi * per + hi * t + ti;
+                    let x = &wm[row * d..(row + 1) * d];
+                    for e in 0..dk {
+                        let i = hi * dk + e;
+                        o[i] =
+                            dot(&wv[i * d..(i + 1) * d], x) + bv.map_or(0.0, |b| b[i] * mass[row]);
+                    }
+                }
+                matvec(wo, bo, &o, &mut r[(bi * t + ti) * d..(bi * t + ti + 1) * d]);
+            }
+        }
+        Ok(Some((
+            Tensor::from_vec(r, (b, t, d), h.device())?,
+            selection,
+        )))
+    }
+}

@@ -1,0 +1,1013 @@
+//! One-pass scans over memory slots, on plain slices: the kernels behind
+//! reads of large memories (docs/ARCHITECTURE.md, "Reads at scale").
+//!
+//! - [`attend`]: scores, masked softmax and the weighted sum of values for
+//!   every query of a call in **one pass over memory** (online softmax over
+//!   blocks of rows, as in FlashAttention): nothing of size m is allocated,
+//!   and when keys and values are the same rows (recomputed keys, read in
+//!   content space) each row comes from DRAM once.
+//! - [`top_k`]: the exact k best-scoring occupied rows per query with a
+//!   bounded heap per query, in the same single pass.
+//!
+//! Few queries go row by row with the block re-read from L1; many queries
+//! share each block through two small matrix products (the `gemm` crate),
+//! so a batch streams memory once for all of its queries. Rows are split in
+//! fixed chunks of [`CHUNK`] rows whose partial results are merged in chunk
+//! order, on a rayon pool when it has more than one thread: the result does
+//! not depend on the thread count.
+
+use multiversion::multiversion;
+use rayon::prelude::*;
+
+use crate::fused::exp_f32;
+
+/// Rows per parallel chunk (fixed, for thread-independent results).
+pub const CHUNK: usize = 16_384;
+/// Rows per block of the online softmax: scores of a block stay in L1.
+const BLOCK: usize = 64;
+/// Rows per block when many queries share it through matrix products.
+const GEMM_BLOCK: usize = 256;
+/// From this many queries per call, blocks go through matrix products.
+const GEMM_QUERIES: usize = 8;
+
+/// Memory rows as a scan sees them.
+#[derive(Clone, Copy)]
+pub struct Rows<'a> {
+    /// Keys, m × `key_width`, row-major.
+    pub keys: &'a [f32],
+    pub key_width: usize,
+    /// Values, m × `value_width`; may be `keys` itself (content space).
+    pub values: &'a [f32],
+    pub value_width: usize,
+    /// Which rows hold content; `None` when all do.
+    pub occupied: Option<&'a [bool]>,
+}
+
+impl Rows<'_> {
+    pub fn len(&self) -> usize {
+        self.keys.len() / self.key_width.max(1)
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    #[inline(always)]
+    fn live(&self, j: usize) -> bool {
+        self.occupied.is_none_or(|o| o[j])
+    }
+}
+
+/// Running softmax state of a chunk: per query the max score, the sum of
+/// exp(score − max), and Σ exp(score − max)·value.
+struct Partial {
+    max: Vec<f32>,
+    sum: Vec<f32>,
+    acc: Vec<f32>,
+}
+
+impl Partial {
+    fn new(nq: usize, vw: usize) -> Self {
+        Partial {
+            max: vec![f32::NEG_INFINITY; nq],
+            sum: vec![0.0; nq],
+            acc: vec![0.0; nq * vw],
+        }
+    }
+
+    /// Moves query `i`'s reference to `new_max` (≥ its max), rescaling.
+    #[inline(always)]
+    fn rebase(&mut self, i: usize, new_max: f32, vw: usize) {
+        let old = self.max[i];
+        if new_max > old {
+            if old != f32::NEG_INFINITY {
+                let r = exp_f32(old - new_max);
+                self.sum[i] *= r;
+                self.acc[i * vw..(i + 1) * vw]
+                    .iter_mut()
+                    .for_each(|a| *a *= r);
+            }
+            self.max[i] = new_max;
+        }
+    }
+
+    /// Folds a later chunk's state into this one.
+    fn merge(&mut self, other: &Partial, vw: usize) {
+        for i in 0..self.max.len() {
+            if other.max[i] == f32::NEG_INFINITY {
+                continue;
+            }
+            self.rebase(i, other.max[i], vw);
+            let r = exp_f32(other.max[i] - self.max[i]);
+            self.sum[i] += r * other.sum[i];
+            let (a, b) = (
+                &mut self.acc[i * vw..(i + 1) * vw],
+                &other.acc[i * vw..(i + 1) * vw],
+            );
+            a.iter_mut().zip(b).for_each(|(a, b)| *a += r * b);
+        }
+    }
+}
+
+/// Σ a⊙b with sixteen partial sums (one AVX-512 register; vectorises).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 16];
+    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..16 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Softmax-weighted values of the occupied rows for `nq` queries (q:
+/// nq × key_width), scores scaled by `scale`. Writes `out` (nq ×
+/// value_width) normalised, and returns each query's weight mass: 1, or 0
+/// (and a zero row) when no row is occupied.
+pub fn attend(q: &[f32], nq: usize, rows: Rows<'_>, scale: f32, out: &mut [f32]) -> Vec<f32> {
+    let (m, vw) = (rows.len(), rows.value_width);
+    assert_eq!(q.len(), nq * rows.key_width, "attend: query width");
+    assert_eq!(out.len(), nq * vw, "attend: output size");
+    let chunks = m.div_ceil(CHUNK).max(1);
+    let run = |c: usize| {
+        let mut p = Partial::new(nq, vw);
+        attend_chunk(
+            q,
+            nq,
+            &rows,
+            scale,
+            c * CHUNK..((c + 1) * CHUNK).min(m),
+            &mut p,
+        );
+        p
+    };
+    let mut total = if chunks == 1 {
+        run(0)
+    } else if rayon::current_num_threads() > 1 {
+        let parts: Vec<Partial> = (0..chunks).into_par_iter().map(run).collect();
+        let mut it = parts.into_iter();
+        let mut first = it.next().expect("at least one chunk");
+        it.for_each(|p| first.merge(&p, vw));
+        first
+    } else {
+        let mut first = run(0);
+        (1..chunks).for_each(|c| first.merge(&run(c), vw));
+        first
+    };
+    let mut mass = vec![0f32; nq];
+    for i in 0..nq {
+        let o = &mut out[i * vw..(i + 1) * vw];
+        if total.sum[i] > 0.0 {
+            let inv = 1.0 / total.sum[i];
+            o.iter_mut()
+                .zip(&total.acc[i * vw..(i + 1) * vw])
+                .for_each(|(o, a)| *o = a * inv);
+            mass[i] = 1.0;
+        } else {
+            o.fill(0.0);
+        }
+    }
+    total.acc.clear();
+    mass
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn attend_chunk(
+    q: &[f32],
+    nq: usize,
+    rows: &Rows<'_>,
+    scale: f32,
+    range: std::ops::Range<usize>,
+    p: &mut Partial,
+) {
+    if nq >= GEMM_QUERIES {
+        return attend_chunk_gemm(q, nq, rows, scale, range, p);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        let done = unsafe {
+            match (rows.key_width, rows.value_width) {
+                (64, 64) => avx512::attend::<4, 4>(q, nq, rows, scale, range.clone(), p),
+                (32, 32) => avx512::attend::<2, 2>(q, nq, rows, scale, range.clone(), p),
+                (128, 128) => avx512::attend::<8, 8>(q, nq, rows, scale, range.clone(), p),
+                (16, 16) => avx512::attend::<1, 1>(q, nq, rows, scale, range.clone(), p),
+                (128, 64) => avx512::attend::<8, 4>(q, nq, rows, scale, range.clone(), p),
+                (64, 128) => avx512::attend::<4, 8>(q, nq, rows, scale, range.clone(), p),
+                _ => false,
+            }
+        };
+        if done {
+            return;
+        }
+    }
+    // Widths known at compile time keep a query and its accumulator in
+    // registers; inlined here, they get this function's instruction set.
+    match (rows.key_width, rows.value_width) {
+        (16, 16) => attend_block::<16, 16>(q, nq, rows, scale, range, p),
+        (32, 32) => attend_block::<32, 32>(q, nq, rows, scale, range, p),
+        (64, 64) => attend_block::<64, 64>(q, nq, rows, scale, range, p),
+        (128, 128) => attend_block::<128, 128>(q, nq, rows, scale, range, p),
+        (kw, vw) => attend_block_any(q, nq, rows, scale, range, p, kw, vw),
+    }
+}
+
+/// Σ of 16 lanes as a tree (a running sum would be a serial chain).
+#[inline(always)]
+fn hsum16(mut a: [f32; 16]) -> f32 {
+    for w in [8, 4, 2, 1] {
+        for l in 0..w {
+            a[l] += a[l + w];
+        }
+    }
+    a[0]
+}
+
+/// q·k for widths that are a multiple of 16.
+#[inline(always)]
+fn dot_n<const W: usize>(q: &[f32; W], k: &[f32]) -> f32 {
+    let k: &[f32; W] = k[..W].try_into().expect("row width");
+    let mut acc = [0f32; 16];
+    for c in 0..W / 16 {
+        for l in 0..16 {
+            acc[l] += q[c * 16 + l] * k[c * 16 + l];
+        }
+    }
+    hsum16(acc)
+}
+
+/// exp(s − max), exactly 0 for masked rows and for weights below f32's
+/// normal range (e^-87), so that rows with no weight are skipped.
+#[inline(always)]
+fn weights(s: &mut [f32], mx: f32) -> f32 {
+    let mut sum = 0f32;
+    for sr in s.iter_mut() {
+        let x = *sr - mx;
+        *sr = if x < -87.0 { 0.0 } else { exp_f32(x) };
+        sum += *sr;
+    }
+    sum
+}
+
+#[inline(always)]
+fn attend_block<const KW: usize, const VW: usize>(
+    q: &[f32],
+    nq: usize,
+    rows: &Rows<'_>,
+    scale: f32,
+    range: std::ops::Range<usize>,
+    p: &mut Partial,
+) {
+    let mut s = [0f32; BLOCK];
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + BLOCK).min(range.end);
+        let bl = end - start;
+        for i in 0..nq {
+            let qi: &[f32; KW] = q[i * KW..(i + 1) * KW].try_into().expect("width");
+            let keys = &rows.keys[start * KW..end * KW];
+            let mut bmax = f32::NEG_INFINITY;
+            match rows.occupied {
+                None => {
+                    for (sr, k) in s[..bl].iter_mut().zip(keys.chunks_exact(KW)) {
+                        *sr = scale * dot_n(qi, k);
+                        bmax = bmax.max(*sr);
+                    }
+                }
+                Some(occ) => {
+                    for ((sr, k), &o) in s[..bl]
+                        .iter_mut()
+                        .zip(keys.chunks_exact(KW))
+                        .zip(&occ[start..end])
+                    {
+                        *sr = if o {
+                            scale * dot_n(qi, k)
+                        } else {
+                            f32::NEG_INFINITY
+                        };
+                        bmax = bmax.max(*sr);
+                    }
+                }
+            }
+            if bmax == f32::NEG_INFINITY {
+                continue;
+            }
+            p.rebase(i, bmax, VW);
+            p.sum[i] += weights(&mut s[..bl], p.max[i]);
+            let slot = &mut p.acc[i * VW..(i + 1) * VW];
+            let mut acc: [f32; VW] = (&*slot).try_into().expect("width");
+            let values = &rows.values[start * VW..end * VW];
+            for (&w, v) in s[..bl].iter().zip(values.chunks_exact(VW)) {
+                if w != 0.0 {
+                    let v: &[f32; VW] = v.try_into().expect("width");
+                    for l in 0..VW {
+                        acc[l] += w * v[l];
+                    }
+                }
+            }
+            slot.copy_from_slice(&acc);
+        }
+        start = end;
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_block_any(
+    q: &[f32],
+    nq: usize,
+    rows: &Rows<'_>,
+    scale: f32,
+    range: std::ops::Range<usize>,
+    p: &mut Partial,
+    kw: usize,
+    vw: usize,
+) {
+    let mut s = [0f32; BLOCK];
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + BLOCK).min(range.end);
+        let bl = end - start;
+        for i in 0..nq {
+            let qi = &q[i * kw..(i + 1) * kw];
+            let mut bmax = f32::NEG_INFINITY;
+            for (r, sr) in s[..bl].iter_mut().enumerate() {
+                let j = start + r;
+                *sr = if rows.live(j) {
+                    scale * dot(qi, &rows.keys[j * kw..(j + 1) * kw])
+                } else {
+                    f32::NEG_INFINITY
+                };
+                bmax = bmax.max(*sr);
+            }
+            if bmax == f32::NEG_INFINITY {
+                continue;
+            }
+            p.rebase(i, bmax, vw);
+            p.sum[i] += weights(&mut s[..bl], p.max[i]);
+            let acc = &mut p.acc[i * vw..(i + 1) * vw];
+            for (r, &w) in s[..bl].iter().enumerate() {
+                if w != 0.0 {
+                    let j = start + r;
+                    let v = &rows.values[j * vw..(j + 1) * vw];
+                    acc.iter_mut().zip(v).for_each(|(a, v)| *a += w * v);
+                }
+            }
+        }
+        start = end;
+    }
+}
+
+/// The few-query kernel in AVX-512 intrinsics, for widths that are
+/// multiples of 16 (`NK`, `NV` registers per key and value row): the
+/// compiler's own vectorisation of the loops above reduces each dot product
+/// lane by lane.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use super::{BLOCK, Partial, Rows};
+    use std::arch::x86_64::*;
+
+    /// e^x lane-wise, the polynomial of `fused::exp_f32`; lanes below −87
+    /// give exactly 0.
+    #[inline(always)]
+    unsafe fn exp(x: __m512) -> __m512 {
+        unsafe {
+            let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-87.0));
+            let x = _mm512_min_ps(x, _mm512_set1_ps(88.0));
+            let x = _mm512_max_ps(x, _mm512_set1_ps(-87.0));
+            let k = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+            );
+            let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(0.693_359_4), x);
+            let r = _mm512_fnmadd_ps(k, _mm512_set1_ps(-2.121_944_4e-4), r);
+            let mut y = _mm512_set1_ps(1.987_569_1e-4);
+            for c in [
+                1.398_199_9e-3,
+                8.333_452e-3,
+                4.166_579_6e-2,
+                1.666_666_5e-1,
+                0.5,
+            ] {
+                y = _mm512_fmadd_ps(y, r, _mm512_set1_ps(c));
+            }
+            let y = _mm512_fmadd_ps(
+                _mm512_mul_ps(y, r),
+                r,
+                _mm512_add_ps(r, _mm512_set1_ps(1.0)),
+            );
+            let y = _mm512_scalef_ps(y, k);
+            _mm512_maskz_mov_ps(!tiny, y)
+        }
+    }
+
+    /// Rows ahead of the one being scored that are prefetched.
+    const PREFETCH_ROWS: usize = 160;
+
+    /// Lane l of the result = Σ of the 16 lanes of a[l]: the reductions of
+    /// 16 rows' dot products share their shuffles (a tree of 15 adds).
+    #[inline(always)]
+    unsafe fn sum16(a: [__m512; 16]) -> __m512 {
+        unsafe {
+            // Pairs: lanes of a[2j], a[2j+1] interleaved within 128 bits.
+            let mut b = [_mm512_setzero_ps(); 8];
+            for (j, bj) in b.iter_mut().enumerate() {
+                let (x, y) = (a[2 * j], a[2 * j + 1]);
+                *bj = _mm512_add_ps(_mm512_unpacklo_ps(x, y), _mm512_unpackhi_ps(x, y));
+            }
+            // Quads: each 128-bit lane holds partial sums of 4 rows.
+            let mut c = [_mm512_setzero_ps(); 4];
+            for (j, cj) in c.iter_mut().enumerate() {
+                let (x, y) = (_mm512_castps_pd(b[2 * j]), _mm512_castps_pd(b[2 * j + 1]));
+                *cj = _mm512_add_ps(
+                    _mm512_castpd_ps(_mm512_unpacklo_pd(x, y)),
+                    _mm512_castpd_ps(_mm512_unpackhi_pd(x, y)),
+                );
+            }
+            // Octets, then all 16: fold 128-bit lanes across registers.
+            macro_rules! fold {
+                ($x:expr, $y:expr) => {
+                    _mm512_add_ps(
+                        _mm512_shuffle_f32x4::<0b10_00_10_00>($x, $y),
+                        _mm512_shuffle_f32x4::<0b11_01_11_01>($x, $y),
+                    )
+                };
+            }
+            let d0 = fold!(c[0], c[1]);
+            let d1 = fold!(c[2], c[3]);
+            fold!(d0, d1)
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn load<const N: usize>(x: &[f32]) -> [__m512; N] {
+        debug_assert!(x.len() >= N * 16);
+        // SAFETY: the caller's slice holds N·16 floats.
+        let mut out = [unsafe { _mm512_setzero_ps() }; N];
+        for (c, o) in out.iter_mut().enumerate() {
+            *o = unsafe { _mm512_loadu_ps(x.as_ptr().add(c * 16)) };
+        }
+        out
+    }
+
+    /// s[r] = scale·(q·key r) for the rows of `keys` (s.len() rows of NK·16).
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn scores<const NK: usize>(
+        q: &[f32],
+        keys: &[f32],
+        scale: f32,
+        s: &mut [f32],
+    ) {
+        let kw = NK * 16;
+        let bl = s.len();
+        assert!(keys.len() >= bl * kw && q.len() >= kw);
+        // SAFETY: every load reads whole rows inside `keys`; prefetches
+        // may point past it, which is allowed.
+        unsafe {
+            let qi: [__m512; NK] = load(q);
+            let sc = _mm512_set1_ps(scale);
+            // (No closure: closures do not inherit `target_feature`.)
+            macro_rules! row {
+                ($r:expr) => {{
+                    let k = keys.as_ptr().add($r * kw);
+                    // Far enough ahead to keep DRAM busy while this block
+                    // computes (one line per 16 floats).
+                    for c in 0..NK {
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            k.wrapping_add(PREFETCH_ROWS * kw + c * 16).cast(),
+                        );
+                    }
+                    let mut a = _mm512_mul_ps(qi[0], _mm512_loadu_ps(k));
+                    for c in 1..NK {
+                        a = _mm512_fmadd_ps(qi[c], _mm512_loadu_ps(k.add(c * 16)), a);
+                    }
+                    a
+                }};
+            }
+            let mut r = 0;
+            while r + 16 <= bl {
+                let mut a = [_mm512_setzero_ps(); 16];
+                for (l, al) in a.iter_mut().enumerate() {
+                    *al = row!(r + l);
+                }
+                _mm512_storeu_ps(s.as_mut_ptr().add(r), _mm512_mul_ps(sum16(a), sc));
+                r += 16;
+            }
+            while r < bl {
+                s[r] = _mm512_reduce_add_ps(_mm512_mul_ps(row!(r), sc));
+                r += 1;
+            }
+        }
+    }
+
+    /// Returns false (doing nothing) when the block layout does not apply.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn attend<const NK: usize, const NV: usize>(
+        q: &[f32],
+        nq: usize,
+        rows: &Rows<'_>,
+        scale: f32,
+        range: std::ops::Range<usize>,
+        p: &mut Partial,
+    ) -> bool {
+        let (kw, vw) = (NK * 16, NV * 16);
+        let mut s = [0f32; BLOCK];
+        let mut start = range.start;
+        while start < range.end {
+            let end = (start + BLOCK).min(range.end);
+            let bl = end - start;
+            let keys = &rows.keys[start * kw..end * kw];
+            let values = &rows.values[start * vw..end * vw];
+            for i in 0..nq {
+                // SAFETY: every load below reads whole rows of the slices.
+                unsafe {
+                    scores::<NK>(&q[i * kw..(i + 1) * kw], keys, scale, &mut s[..bl]);
+                    if let Some(occ) = rows.occupied {
+                        for (sr, &o) in s[..bl].iter_mut().zip(&occ[start..end]) {
+                            if !o {
+                                *sr = f32::NEG_INFINITY;
+                            }
+                        }
+                    }
+                    let bmax = s[..bl].iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    if bmax == f32::NEG_INFINITY {
+                        continue;
+                    }
+                    p.rebase(i, bmax, vw);
+                    let mx = _mm512_set1_ps(p.max[i]);
+                    let mut sum = _mm512_setzero_ps();
+                    let mut r = 0;
+                    while r < bl {
+                        let lanes = (bl - r).min(16);
+                        let mask: __mmask16 = if lanes == 16 { !0 } else { (1u16 << lanes) - 1 };
+                        let x = _mm512_maskz_loadu_ps(mask, s.as_ptr().add(r));
+                        let w = _mm512_maskz_mov_ps(mask, exp(_mm512_sub_ps(x, mx)));
+                        _mm512_mask_storeu_ps(s.as_mut_ptr().add(r), mask, w);
+                        sum = _mm512_add_ps(sum, w);
+                        r += 16;
+                    }
+                    p.sum[i] += _mm512_reduce_add_ps(sum);
+                    let slot = &mut p.acc[i * vw..(i + 1) * vw];
+                    let mut acc: [__m512; NV] = load(slot);
+                    // Branch-free: zero weights add zero, and skipping
+                    // them costs a mispredicted branch per row.
+                    for (r, &w) in s[..bl].iter().enumerate() {
+                        let v = values.as_ptr().add(r * vw);
+                        let wv = _mm512_set1_ps(w);
+                        for (c, a) in acc.iter_mut().enumerate() {
+                            *a = _mm512_fmadd_ps(wv, _mm512_loadu_ps(v.add(c * 16)), *a);
+                        }
+                    }
+                    for (c, a) in acc.iter().enumerate() {
+                        _mm512_storeu_ps(slot.as_mut_ptr().add(c * 16), *a);
+                    }
+                }
+            }
+            start = end;
+        }
+        true
+    }
+}
+
+/// The chunk for many queries: per block, S = Q·Kᵀ and acc += P·V as
+/// matrix products, the softmax bookkeeping between them.
+#[inline(always)]
+fn attend_chunk_gemm(
+    q: &[f32],
+    nq: usize,
+    rows: &Rows<'_>,
+    scale: f32,
+    range: std::ops::Range<usize>,
+    p: &mut Partial,
+) {
+    let (kw, vw) = (rows.key_width, rows.value_width);
+    let mut s = vec![0f32; nq * GEMM_BLOCK];
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + GEMM_BLOCK).min(range.end);
+        let bl = end - start;
+        // SAFETY: S [nq, bl] row-major with row stride bl; Q [nq, kw]
+        // row-major; the block's keys [bl, kw] row-major read as Kᵀ [kw, bl].
+        unsafe {
+            gemm::gemm(
+                nq,
+                bl,
+                kw,
+                s.as_mut_ptr(),
+                1,
+                bl as isize,
+                false,
+                q.as_ptr(),
+                1,
+                kw as isize,
+                rows.keys[start * kw..].as_ptr(),
+                kw as isize,
+                1,
+                0.0,
+                scale,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        };
+        for i in 0..nq {
+            let si = &mut s[i * bl..(i + 1) * bl];
+            if let Some(occ) = rows.occupied {
+                for (sr, &o) in si.iter_mut().zip(&occ[start..end]) {
+                    if !o {
+                        *sr = f32::NEG_INFINITY;
+                    }
+                }
+            }
+            let bmax = si.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            if bmax == f32::NEG_INFINITY {
+                si.fill(0.0);
+                continue;
+            }
+            p.rebase(i, bmax, vw);
+            p.sum[i] += weights(si, p.max[i]);
+        }
+        // SAFETY: acc [nq, vw] += P [nq, bl] · V_block [bl, vw], row-major.
+        unsafe {
+            gemm::gemm(
+                nq,
+                vw,
+                bl,
+                p.acc.as_mut_ptr(),
+                1,
+                vw as isize,
+                true,
+                s.as_ptr(),
+                1,
+                bl as isize,
+                rows.values[start * vw..].as_ptr(),
+                1,
+                vw as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                gemm::Parallelism::None,
+            )
+        };
+        start = end;
+    }
+}
+
+/// Unscaled scores of a block by the AVX-512 kernel, where the CPU and
+/// width allow; false otherwise.
+#[inline(always)]
+fn fast_scores(q: &[f32], keys: &[f32], kw: usize, s: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        unsafe {
+            match kw {
+                16 => avx512::scores::<1>(q, keys, 1.0, s),
+                32 => avx512::scores::<2>(q, keys, 1.0, s),
+                64 => avx512::scores::<4>(q, keys, 1.0, s),
+                128 => avx512::scores::<8>(q, keys, 1.0, s),
+                _ => return false,
+            }
+        }
+        return true;
+    }
+    false
+}
+
+/// A query's k best (score, row) so far: a max-heap of the *worst* kept,
+/// ordered by score, then by row (a later row loses a tie).
+struct Best {
+    k: usize,
+    heap: std::collections::BinaryHeap<Worst>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+struct Worst(f32, u32);
+impl Eq for Worst {}
+impl PartialOrd for Worst {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Worst {
+    /// Greater = worse: lower score, then higher row.
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        o.0.total_cmp(&self.0).then(self.1.cmp(&o.1))
+    }
+}
+
+impl Best {
+    fn new(k: usize) -> Self {
+        Best {
+            k,
+            heap: std::collections::BinaryHeap::with_capacity(k + 1),
+        }
+    }
+    /// The score a row must beat to enter (rows arrive in increasing order,
+    /// so an equal score never does).
+    #[inline(always)]
+    fn bar(&self) -> f32 {
+        if self.heap.len() < self.k {
+            f32::NEG_INFINITY
+        } else {
+            self.heap.peek().map_or(f32::NEG_INFINITY, |w| w.0)
+        }
+    }
+    #[inline(always)]
+    fn offer(&mut self, score: f32, row: u32) {
+        let w = Worst(score, row);
+        if self.heap.len() < self.k {
+            self.heap.push(w);
+        } else if self.heap.peek().is_some_and(|top| w < *top) {
+            self.heap.pop();
+            self.heap.push(w);
+        }
+    }
+}
+
+/// The `k` occupied rows with the highest q·key per query (ties to the lower
+/// row), as nq × k row indices in increasing row order, padded with
+/// `u32::MAX` when fewer than k rows are occupied.
+pub fn top_k(q: &[f32], nq: usize, rows: Rows<'_>, k: usize) -> Vec<u32> {
+    let m = rows.len();
+    assert_eq!(q.len(), nq * rows.key_width, "top_k: query width");
+    let chunks = m.div_ceil(CHUNK).max(1);
+    let run = |c: usize| {
+        let mut best: Vec<Best> = (0..nq).map(|_| Best::new(k)).collect();
+        top_k_chunk(q, nq, &rows, c * CHUNK..((c + 1) * CHUNK).min(m), &mut best);
+        best
+    };
+    let parts: Vec<Vec<Best>> = if chunks > 1 && rayon::current_num_threads() > 1 {
+        (0..chunks).into_par_iter().map(run).collect()
+    } else {
+        (0..chunks).map(run).collect()
+    };
+    let mut out = vec![u32::MAX; nq * k];
+    let mut parts = parts.into_iter();
+    let mut total = parts.next().expect("at least one chunk");
+    for part in parts {
+        for (t, p) in total.iter_mut().zip(part) {
+            p.heap.into_iter().for_each(|w| t.offer(w.0, w.1));
+        }
+    }
+    for (i, best) in total.into_iter().enumerate() {
+        let mut chosen: Vec<u32> = best.heap.into_iter().map(|w| w.1).collect();
+        chosen.sort_unstable();
+        out[i * k..i * k + chosen.len()].copy_from_slice(&chosen);
+    }
+    out
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn top_k_chunk(
+    q: &[f32],
+    nq: usize,
+    rows: &Rows<'_>,
+    range: std::ops::Range<usize>,
+    best: &mut [Best],
+) {
+    let kw = rows.key_width;
+    if nq >= GEMM_QUERIES {
+        let mut s = vec![0f32; nq * GEMM_BLOCK];
+        let mut start = range.start;
+        while start < range.end {
+            let end = (start + GEMM_BLOCK).min(range.end);
+            let bl = end - start;
+            // SAFETY: as in `attend_chunk_gemm`.
+            unsafe {
+                gemm::gemm(
+                    nq,
+                    bl,
+                    kw,
+                    s.as_mut_ptr(),
+                    1,
+                    bl as isize,
+                    false,
+                    q.as_ptr(),
+                    1,
+                    kw as isize,
+                    rows.keys[start * kw..].as_ptr(),
+                    kw as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                )
+            };
+            for (i, b) in best.iter_mut().enumerate() {
+                let mut bar = b.bar();
+                for (r, &sc) in s[i * bl..(i + 1) * bl].iter().enumerate() {
+                    if sc > bar && rows.live(start + r) {
+                        b.offer(sc, (start + r) as u32);
+                        bar = b.bar();
+                    }
+                }
+            }
+            start = end;
+        }
+        return;
+    }
+    let mut s = [0f32; BLOCK];
+    let mut start = range.start;
+    while start < range.end {
+        let end = (start + BLOCK).min(range.end);
+        let bl = end - start;
+        for (i, b) in best.iter_mut().enumerate() {
+            let qi = &q[i * kw..(i + 1) * kw];
+            let keys = &rows.keys[start * kw..end * kw];
+            if !fast_scores(qi, keys, kw, &mut s[..bl]) {
+                for (sr, k) in s[..bl].iter_mut().zip(keys.chunks_exact(kw)) {
+                    *sr = dot(qi, k);
+                }
+            }
+            let mut bar = b.bar();
+            for (r, &sc) in s[..bl].iter().enumerate() {
+                if sc > bar && rows.live(start + r) {
+                    b.offer(sc, (start + r) as u32);
+                    bar = b.bar();
+                }
+            }
+        }
+        start = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::{randn, stream};
+
+    fn data(m: usize, w: usize, seed: u64) -> Vec<f32> {
+        let mut rng = stream("scan", seed, "rows");
+        (0..m * w).map(|_| randn(&mut rng) as f32).collect()
+    }
+
+    /// The textbook two-pass read in f64.
+    fn reference(q: &[f32], rows: &Rows<'_>, scale: f32) -> Vec<f64> {
+        let (kw, vw, m) = (rows.key_width, rows.value_width, rows.len());
+        let nq = q.len() / kw;
+        let mut out = vec![0f64; nq * vw];
+        for i in 0..nq {
+            let s: Vec<Option<f64>> = (0..m)
+                .map(|j| {
+                    rows.live(j).then(|| {
+                        scale as f64
+                            * (0..kw)
+                                .map(|e| q[i * kw + e] as f64 * rows.keys[j * kw + e] as f64)
+                                .sum::<f64>()
+                    })
+                })
+                .collect();
+            let mx = s
+                .iter()
+                .flatten()
+                .copied()
+                .fold(f64::NEG_INFINITY, f64::max);
+            if mx == f64::NEG_INFINITY {
+                continue;
+            }
+            let z: f64 = s.iter().flatten().map(|x| (x - mx).exp()).sum();
+            for (j, sj) in s.iter().enumerate() {
+                if let Some(x) = sj {
+                    let w = (x - mx).exp() / z;
+                    for e in 0..vw {
+                        out[i * vw + e] += w * rows.values[j * vw + e] as f64;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn check_attend(nq: usize, m: usize, masked: bool, same: bool, threads: usize) {
+        let (kw, vw) = (16, if same { 16 } else { 24 });
+        let keys = data(m, kw, 1);
+        let values = if same { keys.clone() } else { data(m, vw, 2) };
+        let occ: Vec<bool> = (0..m).map(|j| !masked || j % 3 != 1).collect();
+        let q = data(nq, kw, 3);
+        let rows = Rows {
+            keys: &keys,
+            key_width: kw,
+            values: &values,
+            value_width: vw,
+            occupied: masked.then_some(&occ[..]),
+        };
+        let mut out = vec![0f32; nq * vw];
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mass = pool.install(|| attend(&q, nq, rows, 0.7, &mut out));
+        let want = reference(&q, &rows, 0.7);
+        for (i, (a, b)) in out.iter().zip(&want).enumerate() {
+            assert!(
+                (*a as f64 - b).abs() < 2e-5 * (1.0 + b.abs()),
+                "nq {nq} m {m} masked {masked}: [{i}] {a} vs {b}"
+            );
+        }
+        assert!(mass.iter().all(|&x| x == 1.0));
+    }
+
+    #[test]
+    fn attend_matches_a_two_pass_softmax_read() {
+        for nq in [1, 3, GEMM_QUERIES, 20] {
+            for m in [1, 63, 65, 1000, 2 * CHUNK + 17] {
+                check_attend(nq, m, false, true, 1);
+                check_attend(nq, m, true, false, 1);
+            }
+        }
+        check_attend(2, 3 * CHUNK + 5, true, true, 3);
+        check_attend(12, 3 * CHUNK + 5, true, false, 2);
+    }
+
+    #[test]
+    fn attend_is_the_same_bit_for_bit_on_any_thread_count() {
+        let (kw, m, nq) = (32, 5 * CHUNK + 3, 3);
+        let keys = data(m, kw, 4);
+        let q = data(nq, kw, 5);
+        let rows = Rows {
+            keys: &keys,
+            key_width: kw,
+            values: &keys,
+            value_width: kw,
+            occupied: None,
+        };
+        let outs: Vec<Vec<f32>> = [1, 2, 4]
+            .iter()
+            .map(|&t| {
+                let mut out = vec![0f32; nq * kw];
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(t)
+                    .build()
+                    .unwrap()
+                    .install(|| attend(&q, nq, rows, 0.2, &mut out));
+                out
+            })
+            .collect();
+        assert_eq!(outs[0], outs[1]);
+        assert_eq!(outs[0], outs[2]);
+    }
+
+    #[test]
+    fn attend_over_an_empty_memory_is_zero_with_zero_mass() {
+        let keys = data(100, 8, 6);
+        let occ = vec![false; 100];
+        let rows = Rows {
+            keys: &keys,
+            key_width: 8,
+            values: &keys,
+            value_width: 8,
+            occupied: Some(&occ),
+        };
+        let mut out = vec![1f32; 2 * 8];
+        let mass = attend(&data(2, 8, 7), 2, rows, 1.0, &mut out);
+        assert_eq!(mass, vec![0.0, 0.0]);
+        assert!(out.iter().all(|&x| x == 0.0));
+    }
+
+    #[test]
+    fn top_k_is_the_exact_k_best_occupied_rows() {
+        let kw = 16;
+        for nq in [1, 2, GEMM_QUERIES + 1] {
+            for (m, k) in [(10, 32), (500, 7), (2 * CHUNK + 9, 32)] {
+                let keys = data(m, kw, 8);
+                let occ: Vec<bool> = (0..m).map(|j| j % 5 != 0).collect();
+                let q = data(nq, kw, 9);
+                let rows = Rows {
+                    keys: &keys,
+                    key_width: kw,
+                    values: &keys,
+                    value_width: kw,
+                    occupied: Some(&occ),
+                };
+                let got = rayon::ThreadPoolBuilder::new()
+                    .num_threads(2)
+                    .build()
+                    .unwrap()
+                    .install(|| top_k(&q, nq, rows, k));
+                for i in 0..nq {
+                    let score =
+                        |j: usize| dot(&q[i * kw..(i + 1) * kw], &keys[j * kw..(j + 1) * kw]);
+                    let mut all: Vec<usize> = (0..m).filter(|&j| occ[j]).collect();
+                    all.sort_by(|&a, &b| score(b).total_cmp(&score(a)).then(a.cmp(&b)));
+                    let mut want: Vec<u32> = all.iter().take(k).map(|&j| j as u32).collect();
+                    want.sort_unstable();
+                    want.resize(k, u32::MAX);
+                    assert_eq!(&got[i * k..(i + 1) * k], &want[..], "nq {nq} m {m} k {k}");
+                }
+            }
+        }
+    }
+}
