@@ -186,8 +186,9 @@ fn sum8(x: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// (mean, 1/√(var + ε)) of a row.
 #[inline(always)]
-fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
+pub(crate) fn row_stats(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;
     let mean = sum8(x) / n;
     let mut acc = [0f32; 8];

@@ -20,11 +20,11 @@ use candle_core::{DType, Layout, Storage, Tensor};
 
 use crate::config::{KeyMode, SlotAge};
 use crate::error::{Error, Result};
-use crate::fused::{Kernels, kernels};
+use crate::fused::{Kernels, kernels, row_stats};
 use crate::layer::RetentionLayer;
 use crate::memory::MemoryState;
 use crate::read::Selection;
-use crate::scan::{self, Rows};
+use crate::scan::{self, Rows, dot};
 
 thread_local! {
     static NO_GRAD: Cell<bool> = const { Cell::new(false) };
@@ -65,24 +65,6 @@ fn matvec(w: &[f32], b: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
     for (i, yi) in y.iter_mut().enumerate() {
         *yi = dot(&w[i * k..(i + 1) * k], x) + b.map_or(0.0, |b| b[i]);
     }
-}
-
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..16 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// Per-memory query rows in the space of what is scanned: content rows (d
@@ -147,6 +129,29 @@ impl RetentionLayer {
         }
     }
 
+    /// Runs `f` on the memory's contents and on the rows its reads score
+    /// (cached keys, else the contents), as f32 slices; `None` when they are
+    /// not f32 on the CPU.
+    fn with_rows<R>(
+        &self,
+        mem: &MemoryState,
+        f: impl FnOnce(&[f32], &[f32]) -> Result<R>,
+    ) -> Result<Option<R>> {
+        let (cs, cl) = mem.content().storage_and_layout();
+        let Some(content) = view(&cs, cl) else {
+            return Ok(None);
+        };
+        let keys_guard = mem.keys().map(|k| k.storage_and_layout());
+        let keys = match (&keys_guard, self.cfg.keys) {
+            (Some((s, l)), KeyMode::Cached) => match view(s, l) {
+                Some(k) => k,
+                None => return Ok(None),
+            },
+            _ => content,
+        };
+        f(content, keys).map(Some)
+    }
+
     /// Exact top-k slots per query row of `q` [B, H, T, d_k] by one scan over
     /// memory with a bounded heap; `None` where the slice paths do not apply
     /// (the caller ranks all scores instead). Ties go to the lower slot.
@@ -161,30 +166,32 @@ impl RetentionLayer {
         }
         let (b, _, t, _) = q.dims4()?;
         let qv: Vec<f32> = q.detach().flatten_all()?.to_vec1()?;
-        let queries = self.scan_queries(&qv, b, t)?;
-        let m = mem.slots();
-        let (cs, cl) = mem.content().storage_and_layout();
-        let content = view(&cs, cl).ok_or_else(|| Error::Usage("memory is not f32".into()))?;
-        let keys_guard = mem.keys().map(|k| k.storage_and_layout());
-        let keys = match (&keys_guard, self.cfg.keys) {
-            (Some((s, l)), KeyMode::Cached) => {
-                view(s, l).ok_or_else(|| Error::Usage("keys are not f32".into()))?
+        self.rank_queries(&self.scan_queries(&qv, b, t)?, mem, k)
+    }
+
+    /// [`Self::rank_top_k`] for query rows already in the scanned space.
+    fn rank_queries(
+        &self,
+        queries: &ScanQueries,
+        mem: &MemoryState,
+        k: usize,
+    ) -> Result<Option<Vec<u32>>> {
+        let (m, w) = (mem.slots(), queries.width);
+        self.with_rows(mem, |_, keys| {
+            let mut out = Vec::new();
+            for (bi, qrows) in queries.rows.iter().enumerate() {
+                let own = &keys[bi * m * w..(bi + 1) * m * w];
+                let rows = Rows {
+                    keys: own,
+                    key_width: w,
+                    values: own,
+                    value_width: w,
+                    occupied: Some(&mem.meta.occupied[bi * m..(bi + 1) * m]),
+                };
+                out.extend(scan::top_k(qrows, qrows.len() / w, rows, k));
             }
-            _ => content,
-        };
-        let mut out = Vec::with_capacity(b * self.heads * t * k);
-        for (bi, qrows) in queries.rows.iter().enumerate() {
-            let w = queries.width;
-            let rows = Rows {
-                keys: &keys[bi * m * w..(bi + 1) * m * w],
-                key_width: w,
-                values: &keys[bi * m * w..(bi + 1) * m * w],
-                value_width: w,
-                occupied: Some(&mem.meta.occupied[bi * m..(bi + 1) * m]),
-            };
-            out.extend(scan::top_k(qrows, qrows.len() / w, rows, k));
-        }
-        Ok(Some(out))
+            Ok(out)
+        })
     }
 
     /// The read of `h` [B, T, d] from `mem` on slices, or `None` where it
@@ -229,9 +236,7 @@ impl RetentionLayer {
             for bi in 0..b {
                 for ti in 0..t {
                     let row = &hv[(bi * t + ti) * d..(bi * t + ti + 1) * d];
-                    let mean = row.iter().sum::<f32>() / d as f32;
-                    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / d as f32;
-                    let inv = 1.0 / (var + ln.2 as f32).sqrt();
+                    let (mean, inv) = row_stats(row, ln.2 as f32);
                     for (i, xi) in x.iter_mut().enumerate() {
                         *xi = (row[i] - mean) * inv * g[i] + beta[i];
                     }
@@ -243,14 +248,15 @@ impl RetentionLayer {
                 }
             }
         }
-        let q_tensor = Tensor::from_vec(q.clone(), (b, nh, t, dk), h.device())?;
+        let queries = self.scan_queries(&q, b, t)?;
+        let q_tensor = Tensor::from_vec(q, (b, nh, t, dk), h.device())?;
         // The backend's selection, as on the tensor path.
         let scorer = || -> Result<Tensor> {
             Err(Error::Usage(
                 "scores over every slot are not computed on the slice path".into(),
             ))
         };
-        let ranker = |k: usize| self.rank_top_k(&q_tensor, mem, k);
+        let ranker = |k: usize| self.rank_queries(&queries, mem, k);
         let mut query = crate::read::ReadQuery {
             mem,
             q: &q_tensor,
@@ -266,85 +272,78 @@ impl RetentionLayer {
             Err(e) => return Err(e),
         };
         let scale = 1.0 / (dk as f32).sqrt();
-        let queries = self.scan_queries(&q, b, t)?;
         let w = queries.width;
-        let (cs, cl) = mem.content().storage_and_layout();
-        let Some(content) = view(&cs, cl) else {
-            return Ok(None);
-        };
-        let keys_guard = mem.keys().map(|k| k.storage_and_layout());
-        let keys = match (&keys_guard, self.cfg.keys) {
-            (Some((s, l)), KeyMode::Cached) => match view(s, l) {
-                Some(k) => k,
-                None => return Ok(None),
-            },
-            _ => content,
-        };
         // Softmax-weighted slot contents per query row [B][H·T × d] and
         // the weight mass of each row.
         let per = nh * t;
         let mut wm = vec![0f32; b * per * d];
         let mut mass = vec![0f32; b * per];
-        for bi in 0..b {
-            let qrows = &queries.rows[bi];
-            let occ = &mem.meta.occupied[bi * m..(bi + 1) * m];
-            let keys_b = &keys[bi * m * w..(bi + 1) * m * w];
-            let content_b = &content[bi * m * d..(bi + 1) * m * d];
-            let out = &mut wm[bi * per * d..(bi + 1) * per * d];
-            match &selection {
-                Selection::Occupied => {
-                    let rows = Rows {
-                        keys: keys_b,
-                        key_width: w,
-                        values: content_b,
-                        value_width: d,
-                        occupied: (mem.occupied(bi) < m).then_some(occ),
-                    };
-                    let got = scan::attend(qrows, per, rows, scale, out);
-                    mass[bi * per..(bi + 1) * per].copy_from_slice(&got);
-                }
-                Selection::Rows { k, slots } => {
-                    let mut s = vec![0f32; *k];
-                    for row in 0..per {
-                        let chosen = &slots[(bi * per + row) * k..(bi * per + row + 1) * k];
-                        let qr = &qrows[row * w..(row + 1) * w];
-                        let mut mx = f32::NEG_INFINITY;
-                        for (sj, &j) in s.iter_mut().zip(chosen) {
-                            *sj = if j == Selection::PAD {
-                                f32::NEG_INFINITY
-                            } else if (j as usize) < m && occ[j as usize] {
-                                let j = j as usize;
-                                scale * dot(qr, &keys_b[j * w..(j + 1) * w])
-                            } else {
-                                return Err(Error::Usage(format!(
-                                    "read backend {} selected slot {j}, which is empty or past {m}",
-                                    self.read.name()
-                                )));
-                            };
-                            mx = mx.max(*sj);
-                        }
-                        if mx == f32::NEG_INFINITY {
-                            continue;
-                        }
-                        let z: f32 = s
-                            .iter_mut()
-                            .map(|x| {
-                                *x = (*x - mx).exp();
-                                *x
-                            })
-                            .sum();
-                        let o = &mut out[row * d..(row + 1) * d];
-                        for (&p, &j) in s.iter().zip(chosen) {
-                            if p != 0.0 {
-                                let v = &content_b[j as usize * d..(j as usize + 1) * d];
-                                let p = p / z;
-                                o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
+        let mixed = self.with_rows(mem, |content, keys| {
+            for bi in 0..b {
+                let qrows = &queries.rows[bi];
+                let occ = &mem.meta.occupied[bi * m..(bi + 1) * m];
+                let keys_b = &keys[bi * m * w..(bi + 1) * m * w];
+                let content_b = &content[bi * m * d..(bi + 1) * m * d];
+                let out = &mut wm[bi * per * d..(bi + 1) * per * d];
+                match &selection {
+                    Selection::Occupied => {
+                        let rows = Rows {
+                            keys: keys_b,
+                            key_width: w,
+                            values: content_b,
+                            value_width: d,
+                            occupied: (mem.occupied(bi) < m).then_some(occ),
+                        };
+                        let got = scan::attend(qrows, per, rows, scale, out);
+                        mass[bi * per..(bi + 1) * per].copy_from_slice(&got);
+                    }
+                    Selection::Rows { k, slots } => {
+                        let mut s = vec![0f32; *k];
+                        for row in 0..per {
+                            let chosen = &slots[(bi * per + row) * k..(bi * per + row + 1) * k];
+                            let qr = &qrows[row * w..(row + 1) * w];
+                            let mut mx = f32::NEG_INFINITY;
+                            for (sj, &j) in s.iter_mut().zip(chosen) {
+                                *sj = if j == Selection::PAD {
+                                    f32::NEG_INFINITY
+                                } else if (j as usize) < m && occ[j as usize] {
+                                    let j = j as usize;
+                                    scale * dot(qr, &keys_b[j * w..(j + 1) * w])
+                                } else {
+                                    return Err(Error::Usage(format!(
+                                        "read backend {} selected slot {j}, which is empty or past {m}",
+                                        self.read.name()
+                                    )));
+                                };
+                                mx = mx.max(*sj);
                             }
+                            if mx == f32::NEG_INFINITY {
+                                continue;
+                            }
+                            let z: f32 = s
+                                .iter_mut()
+                                .map(|x| {
+                                    *x = (*x - mx).exp();
+                                    *x
+                                })
+                                .sum();
+                            let o = &mut out[row * d..(row + 1) * d];
+                            for (&p, &j) in s.iter().zip(chosen) {
+                                if p != 0.0 {
+                                    let v = &content_b[j as usize * d..(j as usize + 1) * d];
+                                    let p = p / z;
+                                    o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
+                                }
+                            }
+                            mass[bi * per + row] = 1.0;
                         }
-                        mass[bi * per + row] = 1.0;
                     }
                 }
             }
+            Ok(())
+        })?;
+        if mixed.is_none() {
+            return Ok(None);
         }
         // out[b, t, h·d_k + e] = W_V[h·d_k + e]·wm[b, h, t] + b_V·mass, then W_O.
         let (vs, vl) = self.w_v.weight().storage_and_layout();

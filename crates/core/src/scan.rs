@@ -109,7 +109,7 @@ impl Partial {
 
 /// Σ a⊙b with sixteen partial sums (one AVX-512 register; vectorises).
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: f32 = ca
@@ -207,39 +207,9 @@ fn attend_chunk(
             return;
         }
     }
-    // Widths known at compile time keep a query and its accumulator in
-    // registers; inlined here, they get this function's instruction set.
-    match (rows.key_width, rows.value_width) {
-        (16, 16) => attend_block::<16, 16>(q, nq, rows, scale, range, p),
-        (32, 32) => attend_block::<32, 32>(q, nq, rows, scale, range, p),
-        (64, 64) => attend_block::<64, 64>(q, nq, rows, scale, range, p),
-        (128, 128) => attend_block::<128, 128>(q, nq, rows, scale, range, p),
-        (kw, vw) => attend_block_any(q, nq, rows, scale, range, p, kw, vw),
-    }
-}
-
-/// Σ of 16 lanes as a tree (a running sum would be a serial chain).
-#[inline(always)]
-fn hsum16(mut a: [f32; 16]) -> f32 {
-    for w in [8, 4, 2, 1] {
-        for l in 0..w {
-            a[l] += a[l + w];
-        }
-    }
-    a[0]
-}
-
-/// q·k for widths that are a multiple of 16.
-#[inline(always)]
-fn dot_n<const W: usize>(q: &[f32; W], k: &[f32]) -> f32 {
-    let k: &[f32; W] = k[..W].try_into().expect("row width");
-    let mut acc = [0f32; 16];
-    for c in 0..W / 16 {
-        for l in 0..16 {
-            acc[l] += q[c * 16 + l] * k[c * 16 + l];
-        }
-    }
-    hsum16(acc)
+    // The compiler's vectorisation of these loops (widths unknown) is the
+    // fallback; a const-width version of them measured slower.
+    attend_rows(q, nq, rows, scale, range, p);
 }
 
 /// exp(s − max), exactly 0 for masked rows and for weights below f32's
@@ -256,7 +226,7 @@ fn weights(s: &mut [f32], mx: f32) -> f32 {
 }
 
 #[inline(always)]
-fn attend_block<const KW: usize, const VW: usize>(
+fn attend_rows(
     q: &[f32],
     nq: usize,
     rows: &Rows<'_>,
@@ -264,71 +234,7 @@ fn attend_block<const KW: usize, const VW: usize>(
     range: std::ops::Range<usize>,
     p: &mut Partial,
 ) {
-    let mut s = [0f32; BLOCK];
-    let mut start = range.start;
-    while start < range.end {
-        let end = (start + BLOCK).min(range.end);
-        let bl = end - start;
-        for i in 0..nq {
-            let qi: &[f32; KW] = q[i * KW..(i + 1) * KW].try_into().expect("width");
-            let keys = &rows.keys[start * KW..end * KW];
-            let mut bmax = f32::NEG_INFINITY;
-            match rows.occupied {
-                None => {
-                    for (sr, k) in s[..bl].iter_mut().zip(keys.chunks_exact(KW)) {
-                        *sr = scale * dot_n(qi, k);
-                        bmax = bmax.max(*sr);
-                    }
-                }
-                Some(occ) => {
-                    for ((sr, k), &o) in s[..bl]
-                        .iter_mut()
-                        .zip(keys.chunks_exact(KW))
-                        .zip(&occ[start..end])
-                    {
-                        *sr = if o {
-                            scale * dot_n(qi, k)
-                        } else {
-                            f32::NEG_INFINITY
-                        };
-                        bmax = bmax.max(*sr);
-                    }
-                }
-            }
-            if bmax == f32::NEG_INFINITY {
-                continue;
-            }
-            p.rebase(i, bmax, VW);
-            p.sum[i] += weights(&mut s[..bl], p.max[i]);
-            let slot = &mut p.acc[i * VW..(i + 1) * VW];
-            let mut acc: [f32; VW] = (&*slot).try_into().expect("width");
-            let values = &rows.values[start * VW..end * VW];
-            for (&w, v) in s[..bl].iter().zip(values.chunks_exact(VW)) {
-                if w != 0.0 {
-                    let v: &[f32; VW] = v.try_into().expect("width");
-                    for l in 0..VW {
-                        acc[l] += w * v[l];
-                    }
-                }
-            }
-            slot.copy_from_slice(&acc);
-        }
-        start = end;
-    }
-}
-
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn attend_block_any(
-    q: &[f32],
-    nq: usize,
-    rows: &Rows<'_>,
-    scale: f32,
-    range: std::ops::Range<usize>,
-    p: &mut Partial,
-    kw: usize,
-    vw: usize,
-) {
+    let (kw, vw) = (rows.key_width, rows.value_width);
     let mut s = [0f32; BLOCK];
     let mut start = range.start;
     while start < range.end {
@@ -575,6 +481,46 @@ mod avx512 {
     }
 }
 
+/// S [nq, rows of `block`] = scale·Q·Kᵀ for a block of rows, as one
+/// matrix product (row stride of S: the block's length).
+#[inline(always)]
+fn gemm_scores(
+    q: &[f32],
+    nq: usize,
+    rows: &Rows<'_>,
+    block: std::ops::Range<usize>,
+    scale: f32,
+    s: &mut [f32],
+) {
+    let (kw, bl) = (rows.key_width, block.len());
+    assert!(s.len() >= nq * bl && q.len() >= nq * kw && rows.keys.len() >= block.end * kw);
+    // SAFETY: S [nq, bl] row-major; Q [nq, kw] row-major; the block's keys
+    // [bl, kw] row-major read as Kᵀ [kw, bl]; all in bounds (asserted).
+    unsafe {
+        gemm::gemm(
+            nq,
+            bl,
+            kw,
+            s.as_mut_ptr(),
+            1,
+            bl as isize,
+            false,
+            q.as_ptr(),
+            1,
+            kw as isize,
+            rows.keys[block.start * kw..].as_ptr(),
+            kw as isize,
+            1,
+            0.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    };
+}
+
 /// The chunk for many queries: per block, S = Q·Kᵀ and acc += P·V as
 /// matrix products, the softmax bookkeeping between them.
 #[inline(always)]
@@ -586,37 +532,13 @@ fn attend_chunk_gemm(
     range: std::ops::Range<usize>,
     p: &mut Partial,
 ) {
-    let (kw, vw) = (rows.key_width, rows.value_width);
+    let vw = rows.value_width;
     let mut s = vec![0f32; nq * GEMM_BLOCK];
     let mut start = range.start;
     while start < range.end {
         let end = (start + GEMM_BLOCK).min(range.end);
         let bl = end - start;
-        // SAFETY: S [nq, bl] row-major with row stride bl; Q [nq, kw]
-        // row-major; the block's keys [bl, kw] row-major read as Kᵀ [kw, bl].
-        unsafe {
-            gemm::gemm(
-                nq,
-                bl,
-                kw,
-                s.as_mut_ptr(),
-                1,
-                bl as isize,
-                false,
-                q.as_ptr(),
-                1,
-                kw as isize,
-                rows.keys[start * kw..].as_ptr(),
-                kw as isize,
-                1,
-                0.0,
-                scale,
-                false,
-                false,
-                false,
-                gemm::Parallelism::None,
-            )
-        };
+        gemm_scores(q, nq, rows, start..end, scale, &mut s);
         for i in 0..nq {
             let si = &mut s[i * bl..(i + 1) * bl];
             if let Some(occ) = rows.occupied {
@@ -782,30 +704,7 @@ fn top_k_chunk(
         while start < range.end {
             let end = (start + GEMM_BLOCK).min(range.end);
             let bl = end - start;
-            // SAFETY: as in `attend_chunk_gemm`.
-            unsafe {
-                gemm::gemm(
-                    nq,
-                    bl,
-                    kw,
-                    s.as_mut_ptr(),
-                    1,
-                    bl as isize,
-                    false,
-                    q.as_ptr(),
-                    1,
-                    kw as isize,
-                    rows.keys[start * kw..].as_ptr(),
-                    kw as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                )
-            };
+            gemm_scores(q, nq, rows, start..end, 1.0, &mut s);
             for (i, b) in best.iter_mut().enumerate() {
                 let mut bar = b.bar();
                 for (r, &sc) in s[i * bl..(i + 1) * bl].iter().enumerate() {
