@@ -1,6 +1,9 @@
 //! Quick timing of the scan kernels at 1e6 × 64 on one thread, beside the
-//! STREAM triad: `cargo run --release -p retbench-core --example scan_speed`.
-use retbench_core::scan::{Rows, attend, top_k};
+//! STREAM triad: `cargo run --release -p retbench-core --example scan_speed`
+//! (arguments: query counts, default 1 and 64). Top-k also over f16 and int8
+//! copies of the keys (`core::quant`), without the exact re-ranking.
+use retbench_core::quant::{LowKeys, Precision};
+use retbench_core::scan::{Rows, attend, top_k, top_k_in};
 use std::time::Instant;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -55,6 +58,36 @@ fn main() {
             "triad {triad:.1} GB/s; roofline for 1 pass {:.1} ms",
             bytes / triad / 1e6
         );
+        // A product-key half: the k best of 1000 sub-keys 32 wide (L2).
+        let table = &keys[..1000 * 32];
+        let sub = Rows {
+            keys: table,
+            key_width: 32,
+            values: table,
+            value_width: 32,
+            occupied: None,
+        };
+        let s = Instant::now();
+        let reps = if std::env::var_os("SUBKEYS_ONLY").is_some() {
+            1_000_000
+        } else {
+            10_000
+        };
+        for r in 0..reps {
+            std::hint::black_box(top_k(
+                &keys[(r % 10_000) * 32..(r % 10_000 + 1) * 32],
+                1,
+                sub,
+                32,
+            ));
+        }
+        println!(
+            "top_k of 1000 x 32 sub-keys: {:.2} µs",
+            s.elapsed().as_secs_f64() * 1e6 / reps as f64
+        );
+        if std::env::var_os("SUBKEYS_ONLY").is_some() {
+            return;
+        }
         let which: Vec<usize> = std::env::args()
             .skip(1)
             .map(|a| a.parse().unwrap())
@@ -108,6 +141,26 @@ fn main() {
                 "top_k nq={nq}: {t:.2} ms/call, {:.3} ms/query",
                 t / nq as f64
             );
+            for p in [Precision::F16, Precision::Int8] {
+                let mut low = LowKeys::new(p, m, d);
+                for (f, k) in keys.chunks_exact(d).enumerate() {
+                    low.set(f, k);
+                }
+                let occupied = vec![true; m];
+                let view = low.view(0, m, &occupied);
+                let ts: Vec<f64> = (0..9)
+                    .map(|_| {
+                        let s = Instant::now();
+                        std::hint::black_box(top_k_in(&q[..nq * d], nq, &view, 128));
+                        s.elapsed().as_secs_f64() * 1e3
+                    })
+                    .collect();
+                let t = median(ts);
+                println!(
+                    "top_k {p:?} (128 candidates) nq={nq}: {t:.2} ms/call, {:.3} ms/query",
+                    t / nq as f64
+                );
+            }
         }
     });
 }

@@ -26,6 +26,19 @@ pub fn build(cfg: &RetentionConfig, d_model: usize, vb: &VarBuilder) -> Result<B
     let read: Box<dyn ReadBackend> = match cfg.read {
         ReadConfig::Dense { .. } => Box::new(read::Dense),
         ReadConfig::Topk { k, .. } => Box::new(read::TopK { k }),
+        ReadConfig::Ivf {
+            k, lists, probe, ..
+        } => Box::new(read::Ivf {
+            k,
+            lists: lists.unwrap_or_else(|| read::Ivf::default_lists(cfg.slots)),
+            probe,
+        }),
+        ReadConfig::ProductKeys { k, .. } => Box::new(read::ProductKeys::new(
+            k,
+            cfg.slots,
+            cfg.head_dim(d_model)?,
+            vb,
+        )?),
     };
     let write: Box<dyn WriteBackend> = match cfg.write {
         WriteConfig::Append { evict, .. } => Box::new(write::Append {

@@ -161,6 +161,37 @@ pub enum ReadConfig {
         #[serde(default)]
         bias: bool,
     },
+    /// Softmax over k slots found through an inverted-file index over the
+    /// cached keys (approximate top-k; `keys: cached` and append writes
+    /// only): `lists` clusters (default √slots), the `probe` best of them
+    /// scanned per query.
+    Ivf {
+        k: usize,
+        #[serde(default)]
+        lists: Option<usize>,
+        #[serde(default = "default_probe")]
+        probe: usize,
+        #[serde(default)]
+        integrate: Integrate,
+        #[serde(default)]
+        bias: bool,
+    },
+    /// Product keys (Lample et al. 2019): slot (i, j) of a memory of n²
+    /// slots has the learned key [c1_i; c2_j]; a query's halves pick their
+    /// k best sub-keys each, and the k best of the k² sums are read. Keys
+    /// are parameters, trained end to end; an append write goes to the slot
+    /// its key addresses (single head, append writes, no slot age).
+    ProductKeys {
+        k: usize,
+        #[serde(default)]
+        integrate: Integrate,
+        #[serde(default)]
+        bias: bool,
+    },
+}
+
+fn default_probe() -> usize {
+    8
 }
 
 /// How the readout R joins the residual stream of its block. Every read
@@ -199,13 +230,30 @@ impl ReadConfig {
 
     pub fn integrate(&self) -> Integrate {
         match self {
-            ReadConfig::Dense { integrate, .. } | ReadConfig::Topk { integrate, .. } => *integrate,
+            ReadConfig::Dense { integrate, .. }
+            | ReadConfig::Topk { integrate, .. }
+            | ReadConfig::Ivf { integrate, .. }
+            | ReadConfig::ProductKeys { integrate, .. } => *integrate,
         }
     }
 
     pub fn bias(&self) -> bool {
         match self {
-            ReadConfig::Dense { bias, .. } | ReadConfig::Topk { bias, .. } => *bias,
+            ReadConfig::Dense { bias, .. }
+            | ReadConfig::Topk { bias, .. }
+            | ReadConfig::Ivf { bias, .. }
+            | ReadConfig::ProductKeys { bias, .. } => *bias,
+        }
+    }
+
+    /// The slots a read attends to per query, when it selects a fixed
+    /// number (top-k and indexed reads).
+    pub fn k(&self) -> Option<usize> {
+        match self {
+            ReadConfig::Dense { .. } => None,
+            ReadConfig::Topk { k, .. }
+            | ReadConfig::Ivf { k, .. }
+            | ReadConfig::ProductKeys { k, .. } => Some(*k),
         }
     }
 
@@ -214,6 +262,16 @@ impl ReadConfig {
         match self {
             ReadConfig::Dense { .. } => ReadConfig::Dense { integrate, bias },
             ReadConfig::Topk { k, .. } => ReadConfig::Topk { k, integrate, bias },
+            ReadConfig::Ivf {
+                k, lists, probe, ..
+            } => ReadConfig::Ivf {
+                k,
+                lists,
+                probe,
+                integrate,
+                bias,
+            },
+            ReadConfig::ProductKeys { k, .. } => ReadConfig::ProductKeys { k, integrate, bias },
         }
     }
 }
@@ -378,6 +436,29 @@ pub enum KeyMode {
     Recompute,
     /// Keys computed once at write time and stored beside the slot.
     Cached,
+    /// Keys computed at write time and stored in IEEE half precision beside
+    /// the slot (2 bytes a component). Top-k ranking scans them for
+    /// candidates and re-ranks those exactly against keys recomputed from
+    /// the contents; everything else reads as `recompute`.
+    F16,
+    /// As `f16`, stored as int8 with one f32 scale per slot (max |x| / 127).
+    Int8,
+}
+
+impl KeyMode {
+    /// Whether f32 keys are kept beside the slots.
+    pub fn cached(self) -> bool {
+        self == KeyMode::Cached
+    }
+
+    /// The reduced-precision key storage this mode keeps, if any.
+    pub fn reduced(self) -> Option<crate::quant::Precision> {
+        match self {
+            KeyMode::F16 => Some(crate::quant::Precision::F16),
+            KeyMode::Int8 => Some(crate::quant::Precision::Int8),
+            KeyMode::Recompute | KeyMode::Cached => None,
+        }
+    }
 }
 
 /// Recency signal added to slot keys.
@@ -529,13 +610,77 @@ impl RetentionConfig {
         if self.head_dim == Some(0) {
             return bad("head_dim", "must be at least 1".into());
         }
-        if let ReadConfig::Topk { k, .. } = self.read
+        if let Some(k) = self.read.k()
             && (k == 0 || k > self.slots)
         {
             return bad(
                 "read.k",
                 format!("must be in 1..={} (slots), got {k}", self.slots),
             );
+        }
+        if let ReadConfig::ProductKeys { k, .. } = self.read {
+            let n = (self.slots as f64).sqrt().round() as usize;
+            if n < 2 || n * n != self.slots {
+                return bad(
+                    "slots",
+                    format!(
+                        "product keys need a square number of slots (n² for n sub-keys a half), got {}",
+                        self.slots
+                    ),
+                );
+            }
+            if k > n {
+                return bad(
+                    "read.k",
+                    format!("product keys pick k of each half's {n} sub-keys: k ≤ {n}, got {k}"),
+                );
+            }
+            if self.heads != 1 {
+                return bad("heads", "product keys address slots with one head".into());
+            }
+            if !matches!(self.write, WriteConfig::Append { .. }) {
+                return bad(
+                    "write.kind",
+                    "product keys place each write in the slot its key addresses (append)".into(),
+                );
+            }
+            if self.keys != KeyMode::Recompute {
+                return bad(
+                    "keys",
+                    "product keys are parameters of the read; leave keys at recompute".into(),
+                );
+            }
+            if !matches!(self.slot_age, SlotAge::None {}) {
+                return bad("slot_age", "product keys take no slot age".into());
+            }
+        }
+        if let ReadConfig::Ivf { lists, probe, .. } = self.read {
+            let lists_n = lists.unwrap_or(1);
+            if lists_n == 0 || lists_n > self.slots {
+                return bad(
+                    "read.lists",
+                    format!("must be in 1..={} (slots), got {lists_n}", self.slots),
+                );
+            }
+            if probe == 0 {
+                return bad("read.probe", "must be at least 1".into());
+            }
+            if !self.keys.cached() {
+                return bad(
+                    "read.kind",
+                    "ivf indexes cached keys (set `keys: cached`): recomputed keys change \
+                     with W_K, and clustering raw contents mixes in what keys ignore"
+                        .into(),
+                );
+            }
+            if matches!(self.write, WriteConfig::Attention { .. }) {
+                return bad(
+                    "read.kind",
+                    "ivf indexes append memories; an attention write blends into every slot \
+                     and would invalidate the index at each write (use topk)"
+                        .into(),
+                );
+            }
         }
         if let WriteConfig::Attention { rate, .. } = self.write
             && !(0.0..=1.0).contains(&rate)
@@ -666,6 +811,16 @@ pub const CATALOG: &[CatalogEntry] = &[
     },
     CatalogEntry {
         axis: "read",
+        yaml: "{ kind: product_keys, k: 8 }",
+        about: "learned product keys (Lample 2019) over n^2 slots; writes go where their key addresses",
+    },
+    CatalogEntry {
+        axis: "read",
+        yaml: "{ kind: ivf, k: 32, probe: 8 }",
+        about: "approximate top-k via an inverted-file index over cached keys (lists default sqrt(slots)); keys: cached, append writes",
+    },
+    CatalogEntry {
+        axis: "read",
         yaml: "{ kind: dense, integrate: add }",
         about: "X~ = X + Z + R, a pre-norm residual (default post_norm: LN(X + Z + R))",
     },
@@ -773,6 +928,16 @@ pub const CATALOG: &[CatalogEntry] = &[
         axis: "keys",
         yaml: "cached",
         about: "keys stored at write time",
+    },
+    CatalogEntry {
+        axis: "keys",
+        yaml: "f16",
+        about: "f16 keys stored at write time; top-k scans them, re-ranks exactly",
+    },
+    CatalogEntry {
+        axis: "keys",
+        yaml: "int8",
+        about: "int8 keys (per-slot scale) stored at write time; top-k scans them, re-ranks exactly",
     },
     CatalogEntry {
         axis: "slot_age",

@@ -18,7 +18,7 @@ use std::cell::Cell;
 
 use candle_core::{DType, Layout, Storage, Tensor};
 
-use crate::config::{KeyMode, SlotAge};
+use crate::config::SlotAge;
 use crate::error::{Error, Result};
 use crate::fused::{Kernels, kernels, row_stats};
 use crate::layer::RetentionLayer;
@@ -51,7 +51,7 @@ pub fn grad_enabled() -> bool {
 }
 
 /// The f32 data behind a contiguous CPU storage.
-fn view<'a>(s: &'a Storage, l: &Layout) -> Option<&'a [f32]> {
+pub(crate) fn view<'a>(s: &'a Storage, l: &Layout) -> Option<&'a [f32]> {
     let (a, b) = l.contiguous_offsets()?;
     match s {
         Storage::Cpu(candle_core::CpuStorage::F32(v)) => Some(&v[a..b]),
@@ -67,9 +67,14 @@ fn matvec(w: &[f32], b: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// Candidates per top-k slot that a scan of reduced-precision keys passes to
+/// the exact re-ranking (measured: `reports/scaling-index`).
+pub const RERANK: usize = 4;
+
 /// Per-memory query rows in the space of what is scanned: content rows (d
 /// wide; recomputed keys) or cached key rows (H·d_k wide, zero outside the
 /// head's span). `q` is [B, H, T, d_k] row-major.
+#[derive(Debug, Clone)]
 pub(crate) struct ScanQueries {
     pub width: usize,
     /// [B][H·T rows × width].
@@ -87,46 +92,53 @@ impl RetentionLayer {
 
     /// Query rows for scanning `mem`, from per-head queries `q` [B, H, T, d_k].
     fn scan_queries(&self, q: &[f32], b: usize, t: usize) -> Result<ScanQueries> {
+        if self.cfg.keys.cached() {
+            Ok(self.key_space_queries(q, b, t))
+        } else {
+            self.content_space_queries(q, b, t)
+        }
+    }
+
+    /// Rows q·W_K[h]: each head's query in content space (d wide).
+    fn content_space_queries(&self, q: &[f32], b: usize, t: usize) -> Result<ScanQueries> {
         let (nh, dk, d) = (self.heads, self.head_dim, self.d_model);
         let per = nh * t;
-        match self.cfg.keys {
-            KeyMode::Recompute => {
-                let (ws, wl) = self.w_k.weight().storage_and_layout();
-                let wk = view(&ws, wl).ok_or_else(|| Error::Usage("W_K is not f32".into()))?;
-                let rows = (0..b)
-                    .map(|bi| {
-                        let mut out = vec![0f32; per * d];
-                        for (row, o) in out.chunks_exact_mut(d).enumerate() {
-                            let h = row / t;
-                            let qr = &q[(bi * per + row) * dk..(bi * per + row + 1) * dk];
-                            // q·W_K[h]: the query in content space.
-                            for (e, &qe) in qr.iter().enumerate() {
-                                let w = &wk[(h * dk + e) * d..(h * dk + e + 1) * d];
-                                o.iter_mut().zip(w).for_each(|(o, w)| *o += qe * w);
-                            }
-                        }
-                        out
-                    })
-                    .collect();
-                Ok(ScanQueries { width: d, rows })
-            }
-            KeyMode::Cached => {
-                let w = nh * dk;
-                let rows = (0..b)
-                    .map(|bi| {
-                        let mut out = vec![0f32; per * w];
-                        for (row, o) in out.chunks_exact_mut(w).enumerate() {
-                            let h = row / t;
-                            o[h * dk..(h + 1) * dk].copy_from_slice(
-                                &q[(bi * per + row) * dk..(bi * per + row + 1) * dk],
-                            );
-                        }
-                        out
-                    })
-                    .collect();
-                Ok(ScanQueries { width: w, rows })
-            }
-        }
+        let (ws, wl) = self.w_k.weight().storage_and_layout();
+        let wk = view(&ws, wl).ok_or_else(|| Error::Usage("W_K is not f32".into()))?;
+        let rows = (0..b)
+            .map(|bi| {
+                let mut out = vec![0f32; per * d];
+                for (row, o) in out.chunks_exact_mut(d).enumerate() {
+                    let h = row / t;
+                    let qr = &q[(bi * per + row) * dk..(bi * per + row + 1) * dk];
+                    for (e, &qe) in qr.iter().enumerate() {
+                        let w = &wk[(h * dk + e) * d..(h * dk + e + 1) * d];
+                        o.iter_mut().zip(w).for_each(|(o, w)| *o += qe * w);
+                    }
+                }
+                out
+            })
+            .collect();
+        Ok(ScanQueries { width: d, rows })
+    }
+
+    /// Rows in the space of key rows (H·d_k wide): each head's query in its
+    /// own span, zero elsewhere.
+    fn key_space_queries(&self, q: &[f32], b: usize, t: usize) -> ScanQueries {
+        let (nh, dk) = (self.heads, self.head_dim);
+        let (per, w) = (nh * t, nh * dk);
+        let rows = (0..b)
+            .map(|bi| {
+                let mut out = vec![0f32; per * w];
+                for (row, o) in out.chunks_exact_mut(w).enumerate() {
+                    let h = row / t;
+                    o[h * dk..(h + 1) * dk]
+                        .copy_from_slice(&q[(bi * per + row) * dk..(bi * per + row + 1) * dk]);
+                }
+                out
+            })
+            .collect();
+        ScanQueries { width: w, rows }
     }
 
     /// Runs `f` on the memory's contents and on the rows its reads score
@@ -143,7 +155,7 @@ impl RetentionLayer {
         };
         let keys_guard = mem.keys().map(|k| k.storage_and_layout());
         let keys = match (&keys_guard, self.cfg.keys) {
-            (Some((s, l)), KeyMode::Cached) => match view(s, l) {
+            (Some((s, l)), keys) if keys.cached() => match view(s, l) {
                 Some(k) => k,
                 None => return Ok(None),
             },
@@ -155,6 +167,8 @@ impl RetentionLayer {
     /// Exact top-k slots per query row of `q` [B, H, T, d_k] by one scan over
     /// memory with a bounded heap; `None` where the slice paths do not apply
     /// (the caller ranks all scores instead). Ties go to the lower slot.
+    /// With reduced-precision keys the scan runs over them for
+    /// [`RERANK`]·k candidates, re-ranked exactly.
     pub(crate) fn rank_top_k(
         &self,
         q: &Tensor,
@@ -166,29 +180,62 @@ impl RetentionLayer {
         }
         let (b, _, t, _) = q.dims4()?;
         let qv: Vec<f32> = q.detach().flatten_all()?.to_vec1()?;
-        self.rank_queries(&self.scan_queries(&qv, b, t)?, mem, k)
+        self.rank_queries(&self.scan_queries(&qv, b, t)?, &qv, t, mem, k)
     }
 
-    /// [`Self::rank_top_k`] for query rows already in the scanned space.
+    /// The scan-space rows of per-head queries `q` (the tensor path's
+    /// [`crate::read::ReadQuery::scan_queries`]); `None` where the slice
+    /// paths do not apply.
+    pub(crate) fn tensor_scan_queries(
+        &self,
+        q: &Tensor,
+        mem: &MemoryState,
+    ) -> Result<Option<ScanQueries>> {
+        if !self.slices_apply(mem) || q.dtype() != DType::F32 {
+            return Ok(None);
+        }
+        let (b, _, t, _) = q.dims4()?;
+        let qv: Vec<f32> = q.detach().flatten_all()?.to_vec1()?;
+        self.scan_queries(&qv, b, t).map(Some)
+    }
+
+    /// [`Self::rank_top_k`] for query rows already in the scanned space
+    /// (`q`: the per-head queries they came from).
     fn rank_queries(
         &self,
         queries: &ScanQueries,
+        q: &[f32],
+        t: usize,
         mem: &MemoryState,
         k: usize,
     ) -> Result<Option<Vec<u32>>> {
         let (m, w) = (mem.slots(), queries.width);
+        let low = mem
+            .low
+            .as_ref()
+            .filter(|l| self.cfg.keys.reduced() == Some(l.precision()) && l.dirty.is_empty());
+        let padded = low.map(|_| self.key_space_queries(q, queries.rows.len(), t));
         self.with_rows(mem, |_, keys| {
             let mut out = Vec::new();
             for (bi, qrows) in queries.rows.iter().enumerate() {
+                let nq = qrows.len() / w;
                 let own = &keys[bi * m * w..(bi + 1) * m * w];
+                let occupied = &mem.meta.occupied[bi * m..(bi + 1) * m];
+                if let (Some(low), Some(padded)) = (low, &padded) {
+                    let c = (RERANK * k).min(m).max(k);
+                    let candidates =
+                        scan::top_k_in(&padded.rows[bi], nq, &low.view(bi, m, occupied), c);
+                    out.extend(scan::rerank(qrows, nq, own, w, &candidates, k));
+                    continue;
+                }
                 let rows = Rows {
                     keys: own,
                     key_width: w,
                     values: own,
                     value_width: w,
-                    occupied: Some(&mem.meta.occupied[bi * m..(bi + 1) * m]),
+                    occupied: Some(occupied),
                 };
-                out.extend(scan::top_k(qrows, qrows.len() / w, rows, k));
+                out.extend(scan::top_k(qrows, nq, rows, k));
             }
             Ok(out)
         })
@@ -249,14 +296,16 @@ impl RetentionLayer {
             }
         }
         let queries = self.scan_queries(&q, b, t)?;
-        let q_tensor = Tensor::from_vec(q, (b, nh, t, dk), h.device())?;
+        let q_tensor = Tensor::from_vec(q.clone(), (b, nh, t, dk), h.device())?;
+        let q_heads = q;
         // The backend's selection, as on the tensor path.
         let scorer = || -> Result<Tensor> {
             Err(Error::Usage(
                 "scores over every slot are not computed on the slice path".into(),
             ))
         };
-        let ranker = |k: usize| self.rank_queries(&queries, mem, k);
+        let ranker = |k: usize| self.rank_queries(&queries, &q_heads, t, mem, k);
+        let scan = || Ok(Some(queries.clone()));
         let mut query = crate::read::ReadQuery {
             mem,
             q: &q_tensor,
@@ -264,6 +313,8 @@ impl RetentionLayer {
             scores: None,
             ranker: Some(&ranker),
             scores_wanted: false,
+            scan: &scan,
+            scan_cache: None,
         };
         let selection = match self.read.select(&mut query) {
             Ok(s) => s,
@@ -299,16 +350,25 @@ impl RetentionLayer {
                     }
                     Selection::Rows { k, slots } => {
                         let mut s = vec![0f32; *k];
+                        let mut own = vec![0f32; *k];
                         for row in 0..per {
                             let chosen = &slots[(bi * per + row) * k..(bi * per + row + 1) * k];
                             let qr = &qrows[row * w..(row + 1) * w];
+                            // Keys that are the read's parameters score
+                            // with the query in key space.
+                            let q_key = &q_heads[(bi * per + row) * dk..(bi * per + row + 1) * dk];
+                            let owned = self.read.score_slots(q_key, chosen, &mut own)?;
                             let mut mx = f32::NEG_INFINITY;
-                            for (sj, &j) in s.iter_mut().zip(chosen) {
+                            for ((sj, &j), &o) in s.iter_mut().zip(chosen).zip(&own) {
                                 *sj = if j == Selection::PAD {
                                     f32::NEG_INFINITY
                                 } else if (j as usize) < m && occ[j as usize] {
                                     let j = j as usize;
-                                    scale * dot(qr, &keys_b[j * w..(j + 1) * w])
+                                    if owned {
+                                        scale * o
+                                    } else {
+                                        scale * dot(qr, &keys_b[j * w..(j + 1) * w])
+                                    }
                                 } else {
                                     return Err(Error::Usage(format!(
                                         "read backend {} selected slot {j}, which is empty or past {m}",

@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::gate::{Gate, GateInput};
 use crate::kernels;
 use crate::memory::MemoryState;
+use crate::quant::LowKeys;
 use crate::read::{ReadBackend, ReadQuery, Selection};
 use crate::rng::stream_seed;
 use crate::write::{Candidates, WriteBackend};
@@ -234,9 +235,10 @@ impl RetentionLayer {
         dtype: DType,
         device: &Device,
     ) -> Result<MemoryState> {
-        let key_dim = match self.cfg.keys {
-            KeyMode::Cached => self.heads * self.head_dim,
-            KeyMode::Recompute => 0,
+        let key_dim = if self.cfg.keys.cached() {
+            self.heads * self.head_dim
+        } else {
+            0
         };
         let mut mem = MemoryState::empty(
             batch,
@@ -252,6 +254,16 @@ impl RetentionLayer {
         Ok(mem)
     }
 
+    /// Drops what `mem` keeps beside its slots for this layer's reads (the
+    /// read backend's index, reduced-precision keys) and builds it again
+    /// from the contents: what the scaling task times as `build_s`.
+    pub fn rebuild_index(&self, mem: &mut MemoryState) -> Result<()> {
+        mem.index = None;
+        mem.saved_index = None;
+        mem.low = None;
+        self.ensure_index(mem)
+    }
+
     /// Gives `mem` the read backend's index if it keeps one and the memory
     /// has none: restored from what a snapshot saved, else built from the
     /// current contents.
@@ -262,8 +274,53 @@ impl RetentionLayer {
                 None => self.read.new_index(mem),
             };
             if let Some(mut index) = index {
-                index.refresh(&mem.content)?;
+                index.refresh(mem.scanned())?;
                 mem.index = Some(index);
+            }
+        }
+        if let Some(p) = self.cfg.keys.reduced()
+            && mem.low.as_ref().is_none_or(|l| l.precision() != p)
+        {
+            let mut low = LowKeys::new(p, mem.batch * mem.slots, self.inner_dim());
+            low.dirty = (0..mem.batch * mem.slots)
+                .filter(|&f| mem.meta.occupied[f])
+                .collect();
+            mem.low = Some(low);
+            self.encode_low_keys(mem)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes the reduced-precision keys of the slots filled since the last
+    /// call (every occupied slot after an attention write, which blends into
+    /// all of them).
+    fn encode_low_keys(&self, mem: &mut MemoryState) -> Result<()> {
+        let MemoryState {
+            low: Some(low),
+            content,
+            batch,
+            slots,
+            dim,
+            ..
+        } = mem
+        else {
+            return Ok(());
+        };
+        let mut dirty = std::mem::take(&mut low.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        let flat = content.reshape((*batch * *slots, *dim))?;
+        for part in dirty.chunks(1 << 16) {
+            let idx: Vec<u32> = part.iter().map(|&f| f as u32).collect();
+            let idx = Tensor::from_vec(idx, part.len(), content.device())?;
+            let keys: Vec<f32> = self
+                .key_rows(&flat.index_select(&idx, 0)?)?
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1()?;
+            let w = low.width();
+            for (&f, key) in part.iter().zip(keys.chunks_exact(w)) {
+                low.set(f, key);
             }
         }
         Ok(())
@@ -273,9 +330,10 @@ impl RetentionLayer {
     /// gates may differ from the config that wrote it (e.g. write with dense
     /// reads, evaluate with top-k). Snapshots check the full config hash.
     pub(crate) fn check_memory(&self, mem: &MemoryState, batch: usize) -> Result<()> {
-        let key_dim = match self.cfg.keys {
-            KeyMode::Cached => self.heads * self.head_dim,
-            KeyMode::Recompute => 0,
+        let key_dim = if self.cfg.keys.cached() {
+            self.heads * self.head_dim
+        } else {
+            0
         };
         if (mem.slots(), mem.dim(), mem.key_dim()) != (self.cfg.slots, self.d_model, key_dim) {
             return Err(Error::Usage(format!(
@@ -339,6 +397,15 @@ impl RetentionLayer {
     /// Slot keys [B, m, H·d_k]: recomputed from contents or cached, plus the
     /// age embedding when slot age is learned.
     fn slot_keys(&self, mem: &MemoryState) -> Result<Tensor> {
+        let every: Vec<u32> = (0..mem.slots() as u32).collect();
+        if let Some(own) = self.read.keys_of(&every)? {
+            // Keys that are the read's parameters: the same for every memory.
+            let (b, m) = (mem.batch(), mem.slots());
+            return Ok(own
+                .unsqueeze(0)?
+                .broadcast_as((b, m, own.dim(1)?))?
+                .contiguous()?);
+        }
         let base = match (&self.cfg.keys, mem.keys()) {
             (KeyMode::Cached, Some(k)) => k.clone(),
             (KeyMode::Cached, None) => {
@@ -346,7 +413,7 @@ impl RetentionLayer {
                     "cached keys requested but memory holds none".into(),
                 ));
             }
-            (KeyMode::Recompute, _) => crate::fused::linear(mem.content(), &self.w_k)?,
+            (_, _) => crate::fused::linear(mem.content(), &self.w_k)?,
         };
         match self.age_keys(mem)? {
             Some(ages) => Ok((base + ages)?),
@@ -432,9 +499,10 @@ impl RetentionLayer {
         // O(H·T·m·d) instead of O(m·d·H·d_k) to project every slot. Same
         // product; only the order of float additions differs.
         let few = t < dk;
+        let owns_keys = self.read.keys_of(&[])?.is_some();
         let content = mem.content();
         let scorer = || -> Result<Tensor> {
-            let scores = if few && self.cfg.keys == KeyMode::Recompute {
+            let scores = if few && !self.cfg.keys.cached() && !owns_keys {
                 let w_k = self.w_k.weight().reshape((nh, dk, d))?;
                 let qk = per_head(&q, &w_k)?.reshape((b, nh * t, d))?;
                 let s = kernels::rows_dot(&qk, content)?.reshape((b, nh, t, m))?;
@@ -449,6 +517,7 @@ impl RetentionLayer {
             Ok((scores / (dk as f64).sqrt())?) // [B, H, T, m]
         };
         let ranker = |k: usize| self.rank_top_k(&q, mem, k);
+        let scan = || self.tensor_scan_queries(&q, mem);
         let mut query = ReadQuery {
             mem,
             q: &q,
@@ -456,6 +525,8 @@ impl RetentionLayer {
             scores: None,
             ranker: Some(&ranker),
             scores_wanted: false,
+            scan: &scan,
+            scan_cache: None,
         };
         let selection = self.read.select(&mut query)?;
         let scores = query.scores.take();
@@ -613,8 +684,10 @@ impl RetentionLayer {
         let dot = |a: &Tensor, x: &Tensor| -> Result<Tensor> {
             Ok(a.broadcast_mul(&x.unsqueeze(3)?)?.sum(D::Minus1)?)
         };
-        let mut scores = match mem.keys() {
-            Some(keys) if self.cfg.keys == KeyMode::Cached => {
+        let within: Vec<u32> = flat.iter().map(|&f| f % m as u32).collect();
+        let mut scores = match (self.read.keys_of(&within)?, mem.keys()) {
+            (Some(own), _) => dot(&own.reshape((b, nh, t, k, dk))?, q)?,
+            (None, Some(keys)) if self.cfg.keys.cached() => {
                 let hidx = Tensor::from_vec(head_flat, rows_n * k, dev)?;
                 let gk = keys
                     .reshape((b * m * nh, dk))?
@@ -622,7 +695,7 @@ impl RetentionLayer {
                     .reshape((b, nh, t, k, dk))?;
                 dot(&gk, q)?
             }
-            _ => {
+            (None, _) => {
                 let w_k = self.w_k.weight().reshape((nh, dk, d))?;
                 self.add_key_bias(dot(&rows, &per_head(q, &w_k)?)?, q)?
             }
@@ -753,7 +826,16 @@ impl RetentionLayer {
         };
         self.write_backend.write(self, mem, &cand, &mut report)?;
         if let Some(index) = &mut mem.index {
-            index.refresh(&mem.content)?;
+            let rows = mem.keys.as_ref().unwrap_or(&mem.content);
+            index.refresh(rows)?;
+        }
+        if let Some(low) = &mut mem.low {
+            if matches!(self.cfg.write, crate::config::WriteConfig::Attention { .. }) {
+                low.dirty = (0..mem.batch * mem.slots)
+                    .filter(|&f| mem.meta.occupied[f])
+                    .collect();
+            }
+            self.encode_low_keys(mem)?;
         }
         Ok(report)
     }
@@ -775,22 +857,20 @@ impl RetentionLayer {
         let q = crate::fused::linear(u, &self.w_q)?; // [B, n, H·d_k]
         // As in reads: with few candidates, q(M·W_K)ᵀ = (q·W_K)Mᵀ avoids
         // projecting every slot.
-        Ok(
-            if self.cfg.keys == KeyMode::Recompute && n < self.inner_dim() {
-                let qk = q.broadcast_matmul(&self.w_k.weight().unsqueeze(0)?)?; // [B, n, d]
-                let s = kernels::rows_dot(&qk, &mem.content)?;
-                let s = match self.w_k.bias() {
-                    Some(bk) => s.broadcast_add(&q.broadcast_mul(bk)?.sum_keepdim(D::Minus1)?)?,
-                    None => s,
-                };
-                match self.age_keys(mem)? {
-                    Some(ages) => (s + q.matmul(&ages.t()?)?)?,
-                    None => s,
-                }
-            } else {
-                q.matmul(&self.slot_keys(mem)?.t()?)?
-            },
-        )
+        Ok(if !self.cfg.keys.cached() && n < self.inner_dim() {
+            let qk = q.broadcast_matmul(&self.w_k.weight().unsqueeze(0)?)?; // [B, n, d]
+            let s = kernels::rows_dot(&qk, &mem.content)?;
+            let s = match self.w_k.bias() {
+                Some(bk) => s.broadcast_add(&q.broadcast_mul(bk)?.sum_keepdim(D::Minus1)?)?,
+                None => s,
+            };
+            match self.age_keys(mem)? {
+                Some(ages) => (s + q.matmul(&ages.t()?)?)?,
+                None => s,
+            }
+        } else {
+            q.matmul(&self.slot_keys(mem)?.t()?)?
+        })
     }
 
     /// Number of scalar parameters.

@@ -2,7 +2,8 @@
 //! Need Retention" (arXiv 2501.09166) on candle, with every backend the paper
 //! describes or implies — dense and top-k reads; append (five eviction
 //! policies) and attention writes; mean, last, token, chunk and learned write
-//! sources; feedback, learned and surprise gates; recomputed or cached keys;
+//! sources; feedback, learned and surprise gates; recomputed, cached or
+//! reduced-precision keys;
 //! optional learned slot age — plus the memory state those backends share,
 //! its telemetry, and snapshots that let a memory outlive the process.
 //!
@@ -22,6 +23,7 @@ pub mod infer;
 pub mod kernels;
 pub mod layer;
 pub mod memory;
+pub mod quant;
 pub mod read;
 pub mod rng;
 pub mod scan;

@@ -38,11 +38,17 @@ pub trait SlotIndex: Send + Sync + std::fmt::Debug {
     fn on_evict(&mut self, flat_slot: usize);
     /// Every slot was emptied.
     fn on_clear(&mut self);
-    /// Called once per write call, after contents changed, with the memory.
-    fn refresh(&mut self, _content: &Tensor) -> Result<()> {
+    /// Called once per write call, after contents changed, with the rows
+    /// reads score: cached keys [B, m, H·d_k] when the memory keeps them,
+    /// else the contents [B, m, d].
+    fn refresh(&mut self, _rows: &Tensor) -> Result<()> {
         Ok(())
     }
     fn box_clone(&self) -> Box<dyn SlotIndex>;
+    /// Bytes the index holds beside the memory, where it knows them.
+    fn bytes(&self) -> Option<usize> {
+        None
+    }
     /// The index as bytes for a snapshot; `None` (the default) stores
     /// nothing, and the index is rebuilt from the contents on load.
     fn save(&self) -> Option<Vec<u8>> {
@@ -145,6 +151,9 @@ pub struct MemoryState {
     /// A saved index read from a snapshot, until a layer's backend restores
     /// it.
     pub(crate) saved_index: Option<Vec<u8>>,
+    /// Reduced-precision keys (`keys: f16 | int8`), encoded by the layer
+    /// for the slots each write call filled.
+    pub(crate) low: Option<crate::quant::LowKeys>,
 }
 
 /// Host metadata bytes per slot: occupied (1), seq, written_at and last_read
@@ -200,6 +209,7 @@ impl MemoryState {
             by_recency: None,
             index: None,
             saved_index: None,
+            low: None,
         })
     }
 
@@ -253,7 +263,22 @@ impl MemoryState {
     }
     /// Bytes of memory state per slot: contents, cached keys and metadata.
     pub fn bytes_per_slot(&self) -> usize {
-        self.dtype().size_in_bytes() * (self.dim + self.key_dim) + META_BYTES_PER_SLOT
+        self.dtype().size_in_bytes() * (self.dim + self.key_dim)
+            + META_BYTES_PER_SLOT
+            + self
+                .low
+                .as_ref()
+                .map_or(0, |l| l.precision().bytes_per_slot(l.width()))
+    }
+
+    /// The rows reads score: cached keys when kept, else the contents.
+    pub fn scanned(&self) -> &Tensor {
+        self.keys.as_ref().unwrap_or(&self.content)
+    }
+
+    /// Reduced-precision keys, when the layer keeps them.
+    pub fn low_keys(&self) -> Option<&crate::quant::LowKeys> {
+        self.low.as_ref()
     }
 
     /// The lowest free slot of memory `b`, if any (amortised O(1) while filling).
@@ -275,6 +300,13 @@ impl MemoryState {
     /// The read backend's index, if one is attached.
     pub fn index(&self) -> Option<&dyn SlotIndex> {
         self.index.as_deref()
+    }
+
+    /// Detaches the read backend's index (to drive its hooks directly, as
+    /// the scaling task's timings do; [`MemoryState::set_index`] puts it
+    /// back).
+    pub fn take_index(&mut self) -> Option<Box<dyn SlotIndex>> {
+        self.index.take()
     }
 
     /// Attaches a read backend's index (replacing any other).
@@ -309,6 +341,9 @@ impl MemoryState {
         }
         if let Some(index) = &mut self.index {
             index.on_fill(f);
+        }
+        if let Some(low) = &mut self.low {
+            low.dirty.push(f);
         }
     }
 
@@ -373,6 +408,21 @@ impl MemoryState {
         }
         self.fill_slot(f, score);
         (f, true)
+    }
+
+    /// Fills slot `i` of memory `b` (a write addressed there), evicting its
+    /// content if it has any; returns the flat index and whether it evicted.
+    pub(crate) fn take_addressed(&mut self, b: usize, i: usize, score: f32) -> (usize, bool) {
+        let f = b * self.slots + i;
+        let evicted = self.meta.occupied[f];
+        if evicted {
+            self.evictions[b] += 1;
+            if let Some(index) = &mut self.index {
+                index.on_evict(f);
+            }
+        }
+        self.fill_slot(f, score);
+        (f, evicted)
     }
 
     /// Fills the lowest free slot of memory `b`, if there is one, and
@@ -501,6 +551,9 @@ impl MemoryState {
         if let Some(index) = &mut self.index {
             index.on_clear();
         }
+        if let Some(low) = &mut self.low {
+            low.dirty.clear();
+        }
         Ok(())
     }
 
@@ -528,6 +581,7 @@ impl MemoryState {
             by_recency: self.by_recency.clone(),
             index: self.index.as_ref().map(|i| i.box_clone()),
             saved_index: self.saved_index.clone(),
+            low: self.low.clone(),
         })
     }
 

@@ -412,6 +412,137 @@ mod avx512 {
         }
     }
 
+    /// s[r] = q·key r for rows stored reduced: f16 (`HALF`) or int8 codes
+    /// times a per-row scale, NK·16 components a row, decoded in registers
+    /// (no buffer). `codes` holds s.len() rows of such bytes.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn scores_coded<const NK: usize, const HALF: bool>(
+        q: &[f32],
+        codes: &[u8],
+        scales: &[f32],
+        s: &mut [f32],
+    ) {
+        let kw = NK * 16;
+        let rb = if HALF { 2 * kw } else { kw };
+        let bl = s.len();
+        assert!(codes.len() >= bl * rb && q.len() >= kw && (HALF || scales.len() >= bl));
+        // SAFETY: every load reads whole rows inside `codes`; prefetches
+        // may point past it, which is allowed.
+        unsafe {
+            let qi: [__m512; NK] = load(q);
+            macro_rules! lanes {
+                ($p:expr, $c:expr) => {
+                    if HALF {
+                        _mm512_cvtph_ps(_mm256_loadu_si256($p.add($c * 32).cast()))
+                    } else {
+                        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                            $p.add($c * 16).cast(),
+                        )))
+                    }
+                };
+            }
+            macro_rules! row {
+                ($r:expr) => {{
+                    let p = codes.as_ptr().add($r * rb);
+                    for line in 0..rb.div_ceil(64) {
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            p.wrapping_add(PREFETCH_ROWS * rb + line * 64).cast(),
+                        );
+                    }
+                    let mut a = _mm512_mul_ps(qi[0], lanes!(p, 0));
+                    for c in 1..NK {
+                        a = _mm512_fmadd_ps(qi[c], lanes!(p, c), a);
+                    }
+                    a
+                }};
+            }
+            let mut r = 0;
+            while r + 16 <= bl {
+                let mut a = [_mm512_setzero_ps(); 16];
+                for (l, al) in a.iter_mut().enumerate() {
+                    *al = row!(r + l);
+                }
+                let mut v = sum16(a);
+                if !HALF {
+                    v = _mm512_mul_ps(v, _mm512_loadu_ps(scales.as_ptr().add(r)));
+                }
+                _mm512_storeu_ps(s.as_mut_ptr().add(r), v);
+                r += 16;
+            }
+            while r < bl {
+                let v = _mm512_reduce_add_ps(row!(r));
+                s[r] = if HALF { v } else { v * scales[r] };
+                r += 1;
+            }
+        }
+    }
+
+    /// s[r] = q·key r for int8 rows (NZ·64 codes a row) by VNNI integer dot
+    /// products: the query quantised to int8 (scale `qs`) and shifted by
+    /// 128 to unsigned, so s[r] = qs·scale_r·(Σ (q_e + 128)·c_e − 128·Σ c_e),
+    /// with Σ c_e stored per row. One instruction per 64 components.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512vnni")]
+    pub(super) unsafe fn scores_vnni<const NZ: usize>(
+        qu: &[u8],
+        qs: f32,
+        codes: &[u8],
+        sums: &[i32],
+        scales: &[f32],
+        s: &mut [f32],
+    ) {
+        let rb = NZ * 64;
+        let bl = s.len();
+        assert!(codes.len() >= bl * rb && qu.len() >= rb && sums.len() >= bl && scales.len() >= bl);
+        // SAFETY: every load reads whole rows inside `codes`; prefetches
+        // may point past it, which is allowed.
+        unsafe {
+            let mut qz = [_mm512_setzero_si512(); NZ];
+            for (c, z) in qz.iter_mut().enumerate() {
+                *z = _mm512_loadu_si512(qu.as_ptr().add(c * 64).cast());
+            }
+            macro_rules! row {
+                ($r:expr) => {{
+                    let p = codes.as_ptr().add($r * rb);
+                    for c in 0..NZ {
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            p.wrapping_add(PREFETCH_ROWS * rb + c * 64).cast(),
+                        );
+                    }
+                    let mut a = _mm512_dpbusd_epi32(
+                        _mm512_setzero_si512(),
+                        qz[0],
+                        _mm512_loadu_si512(p.cast()),
+                    );
+                    for c in 1..NZ {
+                        a = _mm512_dpbusd_epi32(a, qz[c], _mm512_loadu_si512(p.add(c * 64).cast()));
+                    }
+                    _mm512_cvtepi32_ps(a)
+                }};
+            }
+            let shift = _mm512_set1_ps(128.0);
+            let qsv = _mm512_set1_ps(qs);
+            let mut r = 0;
+            while r + 16 <= bl {
+                let mut a = [_mm512_setzero_ps(); 16];
+                for (l, al) in a.iter_mut().enumerate() {
+                    *al = row!(r + l);
+                }
+                let sum = _mm512_cvtepi32_ps(_mm512_loadu_si512(sums.as_ptr().add(r).cast()));
+                let v = _mm512_fnmadd_ps(shift, sum, sum16(a));
+                let sc = _mm512_mul_ps(qsv, _mm512_loadu_ps(scales.as_ptr().add(r)));
+                _mm512_storeu_ps(s.as_mut_ptr().add(r), _mm512_mul_ps(v, sc));
+                r += 16;
+            }
+            while r < bl {
+                let v = _mm512_reduce_add_ps(row!(r)) - 128.0 * sums[r] as f32;
+                s[r] = v * qs * scales[r];
+                r += 1;
+            }
+        }
+    }
+
     /// Returns false (doing nothing) when the block layout does not apply.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn attend<const NK: usize, const NV: usize>(
@@ -605,11 +736,105 @@ fn fast_scores(q: &[f32], keys: &[f32], kw: usize, s: &mut [f32]) -> bool {
     false
 }
 
-/// A query's k best (score, row) so far: a max-heap of the *worst* kept,
-/// ordered by score, then by row (a later row loses a tie).
+/// Scores of a block of reduced-precision rows (f16 when `scales` is
+/// `None`, else int8 codes times the row scales) by the AVX-512 kernel,
+/// decoded in registers; false (nothing done) where the CPU or the width
+/// does not allow it.
+#[inline(always)]
+pub(crate) fn coded_scores(
+    q: &[f32],
+    codes: &[u8],
+    scales: Option<&[f32]>,
+    kw: usize,
+    s: &mut [f32],
+) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        unsafe {
+            match (kw, scales) {
+                (16, None) => avx512::scores_coded::<1, true>(q, codes, &[], s),
+                (32, None) => avx512::scores_coded::<2, true>(q, codes, &[], s),
+                (64, None) => avx512::scores_coded::<4, true>(q, codes, &[], s),
+                (128, None) => avx512::scores_coded::<8, true>(q, codes, &[], s),
+                (16, Some(sc)) => avx512::scores_coded::<1, false>(q, codes, sc, s),
+                (32, Some(sc)) => avx512::scores_coded::<2, false>(q, codes, sc, s),
+                (64, Some(sc)) => avx512::scores_coded::<4, false>(q, codes, sc, s),
+                (128, Some(sc)) => avx512::scores_coded::<8, false>(q, codes, sc, s),
+                _ => return false,
+            }
+        }
+        return true;
+    }
+    let _ = (q, codes, scales, kw, s);
+    false
+}
+
+/// Whether [`int8_scores`] has a kernel for rows `kw` wide on this CPU.
+pub(crate) fn int8_direct(kw: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if kw.is_multiple_of(64)
+        && kw <= 128
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+    {
+        return true;
+    }
+    let _ = kw;
+    false
+}
+
+/// A query (at most 128 wide) quantised for [`int8_scores`]: int8 (round
+/// to nearest even, scale max |q| / 127) shifted by 128 to unsigned.
+pub fn quantise_query(q: &[f32]) -> Prepared {
+    let max = q.iter().fold(0f32, |a, x| a.max(x.abs()));
+    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+    let inv = 1.0 / scale;
+    let mut codes = [128u8; 128];
+    for (c, &x) in codes.iter_mut().zip(q) {
+        *c = ((x * inv).round_ties_even().clamp(-127.0, 127.0) as i32 + 128) as u8;
+    }
+    Prepared { codes, scale }
+}
+
+/// Scores of a block of int8 rows against a query from [`quantise_query`]
+/// by VNNI dot products, where [`int8_direct`] holds.
+#[inline(always)]
+pub(crate) fn int8_scores(
+    qu: &[u8],
+    qs: f32,
+    codes: &[u8],
+    sums: &[i32],
+    scales: &[f32],
+    s: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        // SAFETY: the caller checked `int8_direct` for this width.
+        unsafe {
+            match codes.len() / s.len().max(1) {
+                _ if s.is_empty() => {}
+                64 => avx512::scores_vnni::<1>(qu, qs, codes, sums, scales, s),
+                128 => avx512::scores_vnni::<2>(qu, qs, codes, sums, scales, s),
+                w => unreachable!("no VNNI kernel for width {w}"),
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no VNNI kernel off x86_64: {qu:?} {qs} {codes:?} {sums:?} {scales:?} {s:?}");
+}
+
+/// A query's k best (score, row) so far, under one total order: higher
+/// score, then lower row. A reservoir rather than a heap: entries that beat
+/// the cut are appended, and when 4k have gathered one selection keeps the
+/// k best and moves the cut to the k-th (amortised O(1) an entry; a binary
+/// heap's sift per replacement dominated small scans, measured 5.5 µs for
+/// the k = 32 best of 1000 sub-keys).
 struct Best {
     k: usize,
-    heap: std::collections::BinaryHeap<Worst>,
+    items: Vec<Worst>,
+    /// The k-th best kept at the last selection; nothing worse enters.
+    cut: Option<Worst>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -631,28 +856,120 @@ impl Best {
     fn new(k: usize) -> Self {
         Best {
             k,
-            heap: std::collections::BinaryHeap::with_capacity(k + 1),
+            items: Vec::with_capacity(4 * k.max(8)),
+            cut: None,
         }
     }
-    /// The score a row must beat to enter (rows arrive in increasing order,
-    /// so an equal score never does).
+    /// The score a row must beat to enter when rows arrive in increasing
+    /// order (an equal score never does then).
     #[inline(always)]
     fn bar(&self) -> f32 {
-        if self.heap.len() < self.k {
-            f32::NEG_INFINITY
-        } else {
-            self.heap.peek().map_or(f32::NEG_INFINITY, |w| w.0)
-        }
+        self.cut.map_or(f32::NEG_INFINITY, |c| c.0)
     }
     #[inline(always)]
     fn offer(&mut self, score: f32, row: u32) {
         let w = Worst(score, row);
-        if self.heap.len() < self.k {
-            self.heap.push(w);
-        } else if self.heap.peek().is_some_and(|top| w < *top) {
-            self.heap.pop();
-            self.heap.push(w);
+        if self.k == 0 || self.cut.is_some_and(|c| w >= c) {
+            return;
         }
+        self.items.push(w);
+        if self.items.len() >= 4 * self.k.max(8) {
+            self.select();
+        }
+    }
+    /// Keeps the k best and moves the cut to the worst of them.
+    fn select(&mut self) {
+        if self.items.len() > self.k {
+            self.items.select_nth_unstable(self.k - 1);
+            self.items.truncate(self.k);
+        }
+        if self.items.len() == self.k {
+            self.cut = self.items.iter().max().copied();
+        }
+    }
+    /// The kept entries (at most k), in no order.
+    fn into_items(mut self) -> Vec<Worst> {
+        self.select();
+        self.items
+    }
+    /// The kept rows, increasing, padded with `u32::MAX` to k.
+    fn into_rows(self) -> Vec<u32> {
+        let k = self.k;
+        let mut out: Vec<u32> = self.into_items().into_iter().map(|w| w.1).collect();
+        out.sort_unstable();
+        out.resize(k, u32::MAX);
+        out
+    }
+}
+
+/// Keys as a top-k scan reads them: f32 rows in place, or stored otherwise
+/// (reduced precision) and scored straight from storage or decoded a block
+/// at a time into an L1-sized buffer, so that one scan serves every
+/// storage.
+pub trait KeySource: Sync {
+    /// Floats per key row.
+    fn width(&self) -> usize;
+    /// Rows.
+    fn rows(&self) -> usize;
+    /// Whether row `j` holds content.
+    fn live(&self, j: usize) -> bool;
+    /// The keys of rows `range` as f32, row-major: borrowed where they are
+    /// stored so, else decoded into `buf`.
+    fn block<'b>(&'b self, range: std::ops::Range<usize>, buf: &'b mut Vec<f32>) -> &'b [f32];
+    /// Whether [`KeySource::scores`] serves this source (then a scan for
+    /// few queries never decodes blocks).
+    fn direct(&self) -> bool {
+        false
+    }
+    /// What [`KeySource::scores`] needs of a query beyond its floats
+    /// (int8 codes for integer kernels), computed once per query and scan
+    /// chunk.
+    fn prepare(&self, _q: &[f32]) -> Prepared {
+        Prepared::default()
+    }
+    /// s[r] = q·key of row `range.start + r`, straight from storage.
+    fn scores(
+        &self,
+        _q: &[f32],
+        _prepared: &Prepared,
+        _range: std::ops::Range<usize>,
+        _s: &mut [f32],
+    ) {
+        unreachable!("scores is only called where direct() holds")
+    }
+}
+
+/// A query as a [`KeySource`] with integer kernels wants it: int8 codes
+/// shifted to unsigned (at most 128 wide) and their scale.
+#[derive(Clone, Copy)]
+pub struct Prepared {
+    pub codes: [u8; 128],
+    pub scale: f32,
+}
+
+impl Default for Prepared {
+    fn default() -> Self {
+        Prepared {
+            codes: [128; 128],
+            scale: 1.0,
+        }
+    }
+}
+
+impl KeySource for Rows<'_> {
+    fn width(&self) -> usize {
+        self.key_width
+    }
+    fn rows(&self) -> usize {
+        self.len()
+    }
+    #[inline(always)]
+    fn live(&self, j: usize) -> bool {
+        Rows::live(self, j)
+    }
+    #[inline(always)]
+    fn block<'b>(&'b self, range: std::ops::Range<usize>, _: &'b mut Vec<f32>) -> &'b [f32] {
+        &self.keys[range.start * self.key_width..range.end * self.key_width]
     }
 }
 
@@ -660,59 +977,211 @@ impl Best {
 /// row), as nq × k row indices in increasing row order, padded with
 /// `u32::MAX` when fewer than k rows are occupied.
 pub fn top_k(q: &[f32], nq: usize, rows: Rows<'_>, k: usize) -> Vec<u32> {
-    let m = rows.len();
-    assert_eq!(q.len(), nq * rows.key_width, "top_k: query width");
+    top_k_in(q, nq, &rows, k)
+}
+
+/// [`top_k`] over any [`KeySource`].
+pub fn top_k_in<S: KeySource>(q: &[f32], nq: usize, keys: &S, k: usize) -> Vec<u32> {
+    let m = keys.rows();
+    assert_eq!(q.len(), nq * keys.width(), "top_k: query width");
     let chunks = m.div_ceil(CHUNK).max(1);
-    let run = |c: usize| {
-        let mut best: Vec<Best> = (0..nq).map(|_| Best::new(k)).collect();
-        top_k_chunk(q, nq, &rows, c * CHUNK..((c + 1) * CHUNK).min(m), &mut best);
+    let range = |c: usize| c * CHUNK..((c + 1) * CHUNK).min(m);
+    let fresh = || -> Vec<Best> { (0..nq).map(|_| Best::new(k)).collect() };
+    // The k best under one total order (score, then lower row) whatever
+    // the order rows are offered in: one heap per query over every chunk
+    // on one thread (a heap per chunk would refill k entries 61 times at
+    // 1e6 rows), per-chunk heaps merged in chunk order on several.
+    let total = if chunks > 1 && rayon::current_num_threads() > 1 {
+        let parts: Vec<Vec<Best>> = (0..chunks)
+            .into_par_iter()
+            .map(|c| {
+                let mut best = fresh();
+                top_k_chunk(q, nq, keys, range(c), &mut best);
+                best
+            })
+            .collect();
+        let mut parts = parts.into_iter();
+        let mut total = parts.next().expect("at least one chunk");
+        for part in parts {
+            for (t, p) in total.iter_mut().zip(part) {
+                p.into_items().into_iter().for_each(|w| t.offer(w.0, w.1));
+            }
+        }
+        total
+    } else {
+        let mut best = fresh();
+        for c in 0..chunks {
+            top_k_chunk(q, nq, keys, range(c), &mut best);
+        }
         best
     };
-    let parts: Vec<Vec<Best>> = if chunks > 1 && rayon::current_num_threads() > 1 {
-        (0..chunks).into_par_iter().map(run).collect()
-    } else {
-        (0..chunks).map(run).collect()
-    };
     let mut out = vec![u32::MAX; nq * k];
-    let mut parts = parts.into_iter();
-    let mut total = parts.next().expect("at least one chunk");
-    for part in parts {
-        for (t, p) in total.iter_mut().zip(part) {
-            p.heap.into_iter().for_each(|w| t.offer(w.0, w.1));
-        }
-    }
     for (i, best) in total.into_iter().enumerate() {
-        let mut chosen: Vec<u32> = best.heap.into_iter().map(|w| w.1).collect();
-        chosen.sort_unstable();
-        out[i * k..i * k + chosen.len()].copy_from_slice(&chosen);
+        out[i * k..(i + 1) * k].copy_from_slice(&best.into_rows());
     }
     out
 }
 
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn top_k_chunk(
+/// The `k` best of `candidates` (row ids, `u32::MAX` skipped) per query by
+/// exact q·key over f32 rows `keys` (width `kw`): the re-ranking step after
+/// a scan of reduced-precision keys. Same output form as [`top_k`].
+pub fn rerank(
     q: &[f32],
     nq: usize,
-    rows: &Rows<'_>,
+    keys: &[f32],
+    kw: usize,
+    candidates: &[u32],
+    k: usize,
+) -> Vec<u32> {
+    let per = candidates.len() / nq.max(1);
+    let mut out = vec![u32::MAX; nq * k];
+    for i in 0..nq {
+        let qi = &q[i * kw..(i + 1) * kw];
+        let mut best = Best::new(k);
+        // Candidates come in increasing row order, as `offer` assumes.
+        for &j in &candidates[i * per..(i + 1) * per] {
+            if j != u32::MAX {
+                let j = j as usize;
+                best.offer(dot(qi, &keys[j * kw..(j + 1) * kw]), j as u32);
+            }
+        }
+        out[i * k..(i + 1) * k].copy_from_slice(&best.into_rows());
+    }
+    out
+}
+
+/// A bounded selection of the k best (score, id) offered, for scans over
+/// storage this module does not lay out (an index's lists).
+pub struct Selector(Best);
+
+impl Selector {
+    pub fn new(k: usize) -> Self {
+        Selector(Best::new(k))
+    }
+    /// Offers a block of scores and their ids; an equal score keeps the id
+    /// offered first.
+    #[inline]
+    pub fn offer(&mut self, scores: &[f32], ids: &[u32]) {
+        let mut bar = self.0.bar();
+        for (&sc, &id) in scores.iter().zip(ids) {
+            if sc > bar {
+                self.0.offer(sc, id);
+                bar = self.0.bar();
+            }
+        }
+    }
+    /// The score a new id must beat to be kept.
+    #[inline]
+    pub fn bar(&self) -> f32 {
+        self.0.bar()
+    }
+    /// Offers one (score, id); ids offered in increasing order keep the
+    /// lower id on an equal score.
+    #[inline]
+    pub fn offer_one(&mut self, score: f32, id: u32) {
+        if score > self.0.bar() {
+            self.0.offer(score, id);
+        }
+    }
+    /// The ids kept, increasing, padded with `u32::MAX` to k.
+    pub fn finish(self) -> Vec<u32> {
+        self.0.into_rows()
+    }
+}
+
+/// s[r] = q·row r for `s.len()` int8 rows `w` wide (codes, per-row scales
+/// and code sums): the VNNI kernel where it applies (`prepared` from
+/// [`quantise_query`]), else decoded and scored in f32.
+pub fn int8_block_scores(
+    q: &[f32],
+    prepared: &Prepared,
+    codes: &[i8],
+    sums: &[i32],
+    scales: &[f32],
+    w: usize,
+    s: &mut [f32],
+) {
+    // SAFETY: i8 and u8 have one layout; the kernels read signed.
+    let bytes = unsafe { std::slice::from_raw_parts(codes.as_ptr().cast::<u8>(), codes.len()) };
+    if int8_direct(w) {
+        int8_scores(&prepared.codes, prepared.scale, bytes, sums, scales, s);
+    } else if !coded_scores(q, bytes, Some(scales), w, s) {
+        for ((sr, c), &sc) in s.iter_mut().zip(codes.chunks_exact(w)).zip(scales) {
+            *sr = sc * q.iter().zip(c).map(|(&x, &c)| x * c as f32).sum::<f32>();
+        }
+    }
+}
+
+/// out[i·nb + j] = a_i · b_j for rows a (na × w) and b (nb × w): one matrix
+/// product (the `gemm` crate), for index training and batch assignment.
+pub fn products(a: &[f32], na: usize, b: &[f32], nb: usize, w: usize, out: &mut [f32]) {
+    assert!(a.len() >= na * w && b.len() >= nb * w && out.len() >= na * nb);
+    // SAFETY: out [na, nb], a [na, w] and b [nb, w] (read as bᵀ [w, nb]),
+    // all row-major and in bounds (asserted).
+    unsafe {
+        gemm::gemm(
+            na,
+            nb,
+            w,
+            out.as_mut_ptr(),
+            1,
+            nb as isize,
+            false,
+            a.as_ptr(),
+            1,
+            w as isize,
+            b.as_ptr(),
+            w as isize,
+            1,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    };
+}
+
+/// Offers a block of scores of rows `start..` to `b`.
+#[inline(always)]
+fn offer_block<S: KeySource>(b: &mut Best, s: &[f32], start: usize, src: &S) {
+    let mut bar = b.bar();
+    for (r, &sc) in s.iter().enumerate() {
+        if sc > bar && src.live(start + r) {
+            b.offer(sc, (start + r) as u32);
+            bar = b.bar();
+        }
+    }
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn top_k_chunk<S: KeySource>(
+    q: &[f32],
+    nq: usize,
+    src: &S,
     range: std::ops::Range<usize>,
     best: &mut [Best],
 ) {
-    let kw = rows.key_width;
+    let kw = src.width();
+    let mut buf = Vec::new();
     if nq >= GEMM_QUERIES {
         let mut s = vec![0f32; nq * GEMM_BLOCK];
         let mut start = range.start;
         while start < range.end {
             let end = (start + GEMM_BLOCK).min(range.end);
             let bl = end - start;
-            gemm_scores(q, nq, rows, start..end, 1.0, &mut s);
+            let keys = src.block(start..end, &mut buf);
+            let block = Rows {
+                keys,
+                key_width: kw,
+                values: keys,
+                value_width: kw,
+                occupied: None,
+            };
+            gemm_scores(q, nq, &block, 0..bl, 1.0, &mut s);
             for (i, b) in best.iter_mut().enumerate() {
-                let mut bar = b.bar();
-                for (r, &sc) in s[i * bl..(i + 1) * bl].iter().enumerate() {
-                    if sc > bar && rows.live(start + r) {
-                        b.offer(sc, (start + r) as u32);
-                        bar = b.bar();
-                    }
-                }
+                offer_block(b, &s[i * bl..(i + 1) * bl], start, src);
             }
             start = end;
         }
@@ -720,24 +1189,32 @@ fn top_k_chunk(
     }
     let mut s = [0f32; BLOCK];
     let mut start = range.start;
+    let direct = src.direct();
+    let prepared: Vec<Prepared> = if direct {
+        (0..nq)
+            .map(|i| src.prepare(&q[i * kw..(i + 1) * kw]))
+            .collect()
+    } else {
+        Vec::new()
+    };
     while start < range.end {
         let end = (start + BLOCK).min(range.end);
         let bl = end - start;
+        let keys: &[f32] = if direct {
+            &[]
+        } else {
+            src.block(start..end, &mut buf)
+        };
         for (i, b) in best.iter_mut().enumerate() {
             let qi = &q[i * kw..(i + 1) * kw];
-            let keys = &rows.keys[start * kw..end * kw];
-            if !fast_scores(qi, keys, kw, &mut s[..bl]) {
+            if direct {
+                src.scores(qi, &prepared[i], start..end, &mut s[..bl]);
+            } else if !fast_scores(qi, keys, kw, &mut s[..bl]) {
                 for (sr, k) in s[..bl].iter_mut().zip(keys.chunks_exact(kw)) {
                     *sr = dot(qi, k);
                 }
             }
-            let mut bar = b.bar();
-            for (r, &sc) in s[..bl].iter().enumerate() {
-                if sc > bar && rows.live(start + r) {
-                    b.offer(sc, (start + r) as u32);
-                    bar = b.bar();
-                }
-            }
+            offer_block(b, &s[..bl], start, src);
         }
         start = end;
     }

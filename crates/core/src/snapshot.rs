@@ -504,6 +504,7 @@ fn decode_state(
         by_recency: None,
         occupied_count,
         index: None,
+        low: None,
         saved_index: views
             .get(format!("{ns}/index").as_str())
             .filter(|v| v.dtype() == Dtype::U8)

@@ -31,7 +31,7 @@ fn slice_reads_match_tensor_reads() {
     let d = 32;
     for slots in [5, 40, 3000] {
         for read in reads(slots) {
-            for keys in [KeyMode::Recompute, KeyMode::Cached] {
+            for keys in [KeyMode::Recompute, KeyMode::Cached, KeyMode::Int8] {
                 for heads in [1, 4] {
                     for (b, t) in [(1, 1), (2, 3), (1, 20)] {
                         let mut c = RetentionConfig::new(slots);

@@ -328,20 +328,26 @@ pub fn render_all(
     for f in declared {
         fig.declared(f, params, rows, specs)?;
     }
-    // Trade-offs: a quality metric against a whole-run cost of the same
-    // config (`MetricSpec::against`), one point per config; in a memory-size
-    // sweep each series joins its sizes (cost grows with memory).
+    // Trade-offs: a quality metric against a cost of the same config
+    // (`MetricSpec::against`: a whole-run metric, or `name[slice]` for one
+    // slice of a sliced one), one point per config; in a memory-size sweep
+    // each series joins its sizes (cost grows with memory), and each size
+    // gets a figure of its own with one point per config: the Pareto view.
     for spec in plotted() {
         let metric = spec.name.as_str();
         for cost in &spec.against {
-            let Some(cost_spec) = specs.iter().find(|c| &c.name == cost) else {
+            let (cost_name, cost_slice) = match cost.split_once('[') {
+                Some((n, rest)) => (n, rest.trim_end_matches(']')),
+                None => (cost.as_str(), ""),
+            };
+            let Some(cost_spec) = specs.iter().find(|c| c.name == cost_name) else {
                 continue;
             };
             let cost_of = |r: &SummaryRow| {
                 rows.iter()
                     .find(|c| {
-                        c.metric == *cost
-                            && c.slice.is_empty()
+                        c.metric == cost_name
+                            && c.slice == cost_slice
                             && c.step.is_empty()
                             && c.variant == r.variant
                             && c.params == r.params
@@ -349,27 +355,47 @@ pub fn render_all(
                     .map(|c| c.mean)
                     .filter(|x| x.is_finite() && (!cost_spec.log_axis || *x > 0.0))
             };
+            let cost_tag = format!("{cost_name}{}", cost_slice.replace('=', ""));
+            let axis = || XAxis::Metric {
+                label: cost_spec.label(),
+                log: cost_spec.log_axis,
+            };
             for slice in slices_of(metric, false) {
                 let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+                let mut by_size: BTreeMap<String, BTreeMap<String, Vec<Point>>> = BTreeMap::new();
                 for r in rows
                     .iter()
                     .filter(|r| r.metric == metric && r.slice == slice && r.step.is_empty())
                 {
                     let Some(x) = cost_of(r) else { continue };
                     series.entry(label(r)).or_default().push(Point::of(x, r));
+                    if let Some(c) = x_col.filter(|&c| !r.params[c].is_empty()) {
+                        by_size
+                            .entry(r.params[c].clone())
+                            .or_default()
+                            .entry(label(r))
+                            .or_default()
+                            .push(Point::of(x, r));
+                    }
                 }
                 let tag = slice.replace('=', "");
                 let name = if tag.is_empty() {
-                    format!("{metric}_vs_{cost}")
+                    format!("{metric}_vs_{cost_tag}")
                 } else {
-                    format!("{metric}_{tag}_vs_{cost}")
+                    format!("{metric}_{tag}_vs_{cost_tag}")
                 };
-                let axis = XAxis::Metric {
-                    label: cost_spec.label(),
-                    log: cost_spec.log_axis,
+                let what = if cost_slice.is_empty() {
+                    format!("({slice}) against {cost_name}")
+                } else {
+                    format!("({slice}) against {cost_name} ({cost_slice})")
                 };
-                let what = format!("({slice}) against {cost}");
-                fig.emit_named(spec, &name, &what, "", axis, series)?;
+                fig.emit_named(spec, &name, &what, "", axis(), series)?;
+                if by_size.len() > 1 {
+                    for (size, series) in by_size {
+                        let name = format!("{name}_slots{size}");
+                        fig.emit_named(spec, &name, &what, &size, axis(), series)?;
+                    }
+                }
             }
         }
     }

@@ -15,8 +15,11 @@
 //! key is its best match. Metrics: read latency per query at
 //! each batch (p50, p99, queries/s), write latency, bytes per slot, the
 //! bandwidth roofline fraction of batch-1 dense reads, associative accuracy
-//! per noise level, and for top-k reads their fidelity to the exact dense
-//! read (recall@k, attention-mass recall, relative output error).
+//! per noise level, and for top-k and indexed reads their fidelity to the
+//! exact dense read (recall@k, attention-mass recall, relative output
+//! error). Reads that keep something beside the slots (an index,
+//! reduced-precision keys) also report its bytes, a build from the full
+//! memory, and one-slot insert and removal times on its hooks.
 
 use std::time::Instant;
 
@@ -120,6 +123,9 @@ fn sharpness_default() -> f64 {
 const FILL_CHUNK: usize = 8192;
 /// Probe queries per read call when scoring accuracy.
 const PROBE_CHUNK: usize = 64;
+/// Floats of scores (and as many of weights) per fidelity chunk: queries ×
+/// slots.
+const FIDELITY_FLOATS: usize = 1 << 26;
 
 impl Task for ScalingConfig {
     fn kind(&self) -> &'static str {
@@ -144,11 +150,14 @@ impl Task for ScalingConfig {
         };
         let (m, d) = (ret.slots as u128, self.d as u128);
         let batch = self.batches.iter().copied().max().unwrap_or(1) as u128;
-        // Contents, cached keys and projections (3 d-wide f32 arrays), host
-        // keys and values, metadata; scores, weights and masks of a read of
-        // `batch` (and of the 64-query fidelity probe) over every slot.
-        let per_slot = 12 * d + 8 * d + 40 + 12 * batch.max(64);
-        vec![("retention.slots", m.saturating_mul(per_slot))]
+        // Contents, cached keys or an index's copy of the rows, and
+        // projections (at most 3 d-wide f32 arrays beside the contents),
+        // host keys and values and their unit copies, metadata, and what a
+        // read of up to 8 queries on the tensor path allocates per slot;
+        // plus the fidelity probe's chunks (scores, weights, selection).
+        let per_slot = 16 * d + 4 * d + 40 + 12 * batch.min(8);
+        let fixed = 12 * FIDELITY_FLOATS as u128;
+        vec![("retention.slots", m.saturating_mul(per_slot) + fixed)]
     }
     fn dataset_hash(
         &self,
@@ -220,7 +229,24 @@ impl Task for ScalingConfig {
             .log()
             .timing(),
             MetricSpec::share("assoc_accuracy", "associative recall accuracy").sliced("eps"),
-            MetricSpec::share("recall_at_k", "recall@k vs exact dense"),
+            MetricSpec::share("recall_at_k", "recall@k vs exact dense")
+                .against("read_us_p50[batch=1]"),
+            MetricSpec::new(
+                "build_s",
+                "index build from the full memory (reduced keys: encoding)",
+            )
+            .unit("s")
+            .lower()
+            .at_least(0.0)
+            .log()
+            .timing(),
+            MetricSpec::latency_us("insert_us_p50", "index insert of one slot, p50"),
+            MetricSpec::latency_us("evict_us_p50", "index removal of one slot, p50"),
+            MetricSpec::new("index_bytes", "bytes kept beside the memory for reads")
+                .unit("bytes")
+                .lower()
+                .at_least(0.0)
+                .log(),
             MetricSpec::share(
                 "attention_mass_recall",
                 "share of dense attention mass selected",
@@ -372,8 +398,28 @@ pub(crate) fn probe_retention<'r>(
 }
 
 /// The probe layer's parameters (see the module doc), in a fresh map.
-fn probe_params(cfg: &ScalingConfig, ctx: &TaskContext) -> Result<SeededVarMap, TaskError> {
-    probe_layer_params(cfg.d, cfg.sharpness, ctx)
+fn probe_params(
+    cfg: &ScalingConfig,
+    ret: &RetentionConfig,
+    ctx: &TaskContext,
+) -> Result<SeededVarMap, TaskError> {
+    let map = probe_layer_params(cfg.d, cfg.sharpness, ctx)?;
+    if let ReadConfig::ProductKeys { .. } = ret.read {
+        // Product keys split a key into halves that address independently:
+        // W_Q = W_K put key components [0, d/4) in the first half of the key
+        // row and [d/4, d/2) in the second (the same scores, permuted), not
+        // the whole key in one half and zeros in the other.
+        let (d, quarter) = (cfg.d, cfg.d / 4);
+        let mut v = vec![0f32; d * d];
+        for e in 0..2 * quarter {
+            let row = if e < quarter { e } else { d / 2 + e - quarter };
+            v[row * d + e] = cfg.sharpness as f32;
+        }
+        let w = Tensor::from_vec(v, (d, d), &Device::Cpu)?;
+        map.set("w_q.weight", &w)?;
+        map.set("w_k.weight", &w)?;
+    }
+    Ok(map)
 }
 
 /// A probe layer over [key | value] rows of width `d`: W_Q = W_K =
@@ -453,7 +499,7 @@ pub fn run(
     let ret = retention.expect("validated");
     let dev = Device::Cpu;
     let (d, half, m) = (cfg.d, cfg.d / 2, ret.slots);
-    let map = probe_params(cfg, ctx)?;
+    let map = probe_params(cfg, ret, ctx)?;
     let layer = RetentionLayer::new(ret, d, map.var_builder(DType::F32, &dev))?;
     let mut mem = layer.new_memory(1, ctx.seed, DType::F32, &dev)?;
     let mut rng = stream(&ctx.config_hash, ctx.seed, "scaling/pairs");
@@ -504,44 +550,112 @@ pub fn run(
     }
 
     // Top-k fidelity against the exact dense read over the same memory.
-    if let ReadConfig::Topk { k, .. } = ret.read {
+    // Top-k fidelity against the exact dense read over the same memory, on
+    // the first 64 probes, a few at a time so that the weights over every
+    // slot stay within ~256 MiB.
+    if let Some(k) = ret.read.k() {
         let mut dense_cfg = ret.clone();
         dense_cfg.read = ReadConfig::dense().with_params(ret.read.integrate(), ret.read.bias());
         let dense = RetentionLayer::new(&dense_cfg, d, map.var_builder(DType::F32, &dev))?;
-        let chunk = &targets[..targets.len().min(PROBE_CHUNK)];
-        let rows: Vec<Vec<f32>> = chunk.iter().map(|&i| key(i).to_vec()).collect();
-        let q = queries(&rows, d, &dev)?;
-        let exact = dense.inspect_read(&q, &mem)?;
-        let approx = layer.inspect_read(&q, &mem)?;
-        let rows2 = |t: &Tensor| -> Result<Vec<Vec<f32>>, TaskError> {
-            Ok(t.squeeze(0)?.squeeze(0)?.to_vec2()?)
-        };
-        let w_exact = rows2(&exact.weights)?;
-        let s_exact = rows2(&exact.scores)?;
-        let selected = rows2(&approx.selected)?;
+        let probes = &targets[..targets.len().min(PROBE_CHUNK)];
+        let owns_keys = matches!(ret.read, ReadConfig::ProductKeys { .. });
         let k = k.min(m);
-        let (mut recall, mut mass) = (0.0, 0.0);
-        for ((we, se), sel) in w_exact.iter().zip(&s_exact).zip(&selected) {
-            // The exact top-k by score: weights of far slots underflow to 0.
-            let mut order: Vec<usize> = (0..m).collect();
-            order.select_nth_unstable_by(k - 1, |&a, &b| se[b].total_cmp(&se[a]));
-            let truth: std::collections::HashSet<usize> = order[..k].iter().copied().collect();
-            let chosen: Vec<usize> = (0..m).filter(|&i| sel[i] > 0.0).collect();
-            recall += chosen.iter().filter(|i| truth.contains(i)).count() as f64 / k as f64;
-            mass += chosen.iter().map(|&i| we[i] as f64).sum::<f64>();
+        let (mut recall, mut mass, mut rel) = (0.0, 0.0, 0.0);
+        for chunk in probes.chunks((FIDELITY_FLOATS / m).clamp(1, PROBE_CHUNK)) {
+            let rows: Vec<Vec<f32>> = chunk.iter().map(|&i| key(i).to_vec()).collect();
+            let q = queries(&rows, d, &dev)?;
+            let approx = layer.inspect_read(&q, &mem)?;
+            // Product keys score with their own keys, which no dense read
+            // has: the reference is the exhaustive ranking and softmax of
+            // those keys over every occupied slot (in the inspection).
+            let exact = if owns_keys {
+                let occupied = Tensor::from_vec(
+                    mem.meta()
+                        .occupied
+                        .iter()
+                        .map(|&o| o as u8 as f32)
+                        .collect::<Vec<_>>(),
+                    (1, 1, 1, m),
+                    &dev,
+                )?
+                .broadcast_as(approx.scores.shape())?
+                .contiguous()?;
+                let weights = retbench_core::kernels::masked_softmax(&approx.scores, &occupied)?;
+                retbench_core::DenseRead {
+                    r: approx.r.clone(),
+                    weights,
+                    scores: approx.scores.clone(),
+                    selected: occupied,
+                }
+            } else {
+                dense.inspect_read(&q, &mem)?
+            };
+            let rows2 = |t: &Tensor| -> Result<Vec<Vec<f32>>, TaskError> {
+                Ok(t.squeeze(0)?.squeeze(0)?.to_vec2()?)
+            };
+            let w_exact = rows2(&exact.weights)?;
+            let s_exact = rows2(&exact.scores)?;
+            let selected = rows2(&approx.selected)?;
+            for ((we, se), sel) in w_exact.iter().zip(&s_exact).zip(&selected) {
+                // The exact top-k by score: weights of far slots underflow to 0.
+                let mut order: Vec<usize> = (0..m).collect();
+                order.select_nth_unstable_by(k - 1, |&a, &b| se[b].total_cmp(&se[a]));
+                let truth: std::collections::HashSet<usize> = order[..k].iter().copied().collect();
+                let chosen: Vec<usize> = (0..m).filter(|&i| sel[i] > 0.0).collect();
+                recall += chosen.iter().filter(|i| truth.contains(i)).count() as f64 / k as f64;
+                mass += chosen.iter().map(|&i| we[i] as f64).sum::<f64>();
+            }
+            let diff = (&approx.r - &exact.r)?.sqr()?.sum(D::Minus1)?.sqrt()?;
+            let base = exact
+                .r
+                .sqr()?
+                .sum(D::Minus1)?
+                .sqrt()?
+                .clamp(1e-12, f64::INFINITY)?;
+            rel += (diff / base)?.sum_all()?.to_scalar::<f32>()? as f64;
         }
-        let n = w_exact.len() as f64;
-        let diff = (&approx.r - &exact.r)?.sqr()?.sum(D::Minus1)?.sqrt()?;
-        let base = exact
-            .r
-            .sqr()?
-            .sum(D::Minus1)?
-            .sqrt()?
-            .clamp(1e-12, f64::INFINITY)?;
-        let rel: f64 = (diff / base)?.mean_all()?.to_scalar::<f32>()? as f64;
+        let n = probes.len() as f64;
         out.push(Metric::new("recall_at_k", recall / n));
         out.push(Metric::new("attention_mass_recall", mass / n));
-        out.push(Metric::new("relative_output_error", rel));
+        if !owns_keys {
+            out.push(Metric::new("relative_output_error", rel / n));
+        }
+    }
+
+    // What reads keep beside the slots (an index, reduced-precision keys):
+    // its size, a build from the full memory, and its insert and removal
+    // of one slot, timed on the index's own hooks.
+    let kept = mem
+        .index()
+        .and_then(|i| i.bytes())
+        .or(mem.low_keys().map(|l| l.bytes()));
+    if let Some(bytes) = kept {
+        out.push(Metric::new("index_bytes", bytes as f64));
+        let start = Instant::now();
+        layer.rebuild_index(&mut mem)?;
+        out.push(Metric::new("build_s", start.elapsed().as_secs_f64()));
+    }
+    if let Some(mut index) = mem.take_index() {
+        let mut hook_rng = stream(&ctx.config_hash, ctx.seed, "scaling/index");
+        let (mut insert_us, mut evict_us) = (Vec::new(), Vec::new());
+        for _ in 0..cfg.writes.max(1) {
+            let f = hook_rng.random_range(0..m);
+            if !mem.meta().occupied[f] {
+                continue;
+            }
+            let start = Instant::now();
+            index.on_evict(f);
+            evict_us.push(start.elapsed().as_secs_f64() * 1e6);
+            let start = Instant::now();
+            index.on_fill(f);
+            index.refresh(mem.scanned())?;
+            insert_us.push(start.elapsed().as_secs_f64() * 1e6);
+        }
+        mem.set_index(Some(index));
+        if !insert_us.is_empty() {
+            out.push(Metric::new("insert_us_p50", percentile(&insert_us, 50.0)));
+            out.push(Metric::new("evict_us_p50", percentile(&evict_us, 50.0)));
+        }
     }
 
     // Read latency per query, per batch size. Usage statistics are
@@ -565,7 +679,12 @@ pub fn run(
     });
     let mut time_rng = stream(&ctx.config_hash, ctx.seed, "scaling/timing");
     for &batch in &cfg.batches {
-        let qpool: Vec<Tensor> = (0..4)
+        let calls = cfg.queries.div_ceil(batch).max(cfg.min_reads);
+        // A fresh batch for every call: an index's lists (or any state a
+        // read touches) must not stay cached from an earlier identical
+        // query (cycling 4 batches made indexed batch-1 reads look 2.5×
+        // faster than they are).
+        let qpool: Vec<Tensor> = (0..calls + cfg.warmup)
             .map(|_| {
                 let rows: Vec<Vec<f32>> = (0..batch)
                     .map(|_| {
@@ -576,15 +695,13 @@ pub fn run(
                 queries(&rows, d, &dev)
             })
             .collect::<Result<_, _>>()?;
-        let calls = cfg.queries.div_ceil(batch).max(cfg.min_reads);
         let per_query_us = pool.install(|| {
             no_grad(|| -> Result<Vec<f64>, TaskError> {
-                for i in 0..cfg.warmup {
-                    layer.read(&qpool[i % qpool.len()], &mut mem)?;
+                for q in &qpool[calls..] {
+                    layer.read(q, &mut mem)?;
                 }
                 let mut per_query_us = Vec::with_capacity(calls);
-                for i in 0..calls {
-                    let q = &qpool[i % qpool.len()];
+                for q in &qpool[..calls] {
                     let start = Instant::now();
                     let r = layer.read(q, &mut mem)?;
                     std::hint::black_box(&r);

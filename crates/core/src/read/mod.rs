@@ -12,9 +12,13 @@
 //! `docs/ARCHITECTURE.md` shows how to add one.
 
 mod dense;
+mod ivf;
+mod product;
 mod topk;
 
 pub use dense::Dense;
+pub use ivf::{Ivf, IvfIndex};
+pub use product::ProductKeys;
 pub use topk::TopK;
 
 use candle_core::Tensor;
@@ -58,6 +62,10 @@ pub struct ReadQuery<'a> {
     pub(crate) ranker: Option<&'a dyn Fn(usize) -> Result<Option<Vec<u32>>>>,
     /// Set when the backend asked for every score.
     pub(crate) scores_wanted: bool,
+    /// Query rows in the space of the rows reads score (see
+    /// `crate::infer`), where the layer can give them.
+    pub(crate) scan: &'a dyn Fn() -> Result<Option<crate::infer::ScanQueries>>,
+    pub(crate) scan_cache: Option<Option<crate::infer::ScanQueries>>,
 }
 
 impl<'a> ReadQuery<'a> {
@@ -89,6 +97,18 @@ impl<'a> ReadQuery<'a> {
 }
 
 impl ReadQuery<'_> {
+    /// Per memory, the query rows (B·H·T of them, as in [`Selection`]) in
+    /// the space of [`MemoryState::scanned`] rows: content space (q·W_K per
+    /// head) for recomputed keys, each head's span of the key row for
+    /// cached ones. `None` where the layer cannot give them (not f32 on
+    /// the CPU, learned slot age).
+    pub(crate) fn scan_queries(&mut self) -> Result<Option<&crate::infer::ScanQueries>> {
+        if self.scan_cache.is_none() {
+            self.scan_cache = Some((self.scan)()?);
+        }
+        Ok(self.scan_cache.as_ref().and_then(|c| c.as_ref()))
+    }
+
     /// The `k` occupied slots with the highest scores per query row (ties to
     /// the lower slot), in increasing slot order, padded with
     /// [`Selection::PAD`]. One scan over memory with a bounded heap per row
@@ -144,6 +164,26 @@ pub trait ReadBackend: Send + Sync + std::fmt::Debug {
     /// follows).
     fn new_index(&self, _mem: &MemoryState) -> Option<Box<dyn SlotIndex>> {
         None
+    }
+    /// Keys of `slots` (indices within a memory) [len, d_k], for a backend
+    /// whose slot keys are its own parameters (product keys); `None` (the
+    /// default) when keys come from the memory. The layer scores selected
+    /// slots with them, so they receive gradients.
+    fn keys_of(&self, _slots: &[u32]) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+    /// q·key (unscaled) of `slots` for one query row `q` [d_k] on slices,
+    /// for such backends (the graph-free read); false where it does not
+    /// apply.
+    fn score_slots(&self, _q: &[f32], _slots: &[u32], _out: &mut [f32]) -> Result<bool> {
+        Ok(false)
+    }
+    /// The slots that writes go to, given their keys [rows, d_k] on
+    /// demand, for a backend that addresses writes (product keys); `None`
+    /// (the default, which never asks for the keys) leaves placement to the
+    /// write backend.
+    fn address_writes(&self, _keys: &dyn Fn() -> Result<Tensor>) -> Result<Option<Vec<usize>>> {
+        Ok(None)
     }
     /// The index a snapshot saved (`SlotIndex::save`), restored for `mem`.
     /// By default it is rebuilt from the contents instead.

@@ -1,6 +1,7 @@
 //! Option A: each candidate the gate lets through takes a free slot, or
 //! evicts one chosen by the eviction policy. O(d) per write into a detached
-//! memory, plus the policy's choice.
+//! memory, plus the policy's choice. Under a read that addresses writes
+//! (product keys), the candidate goes to the slot its key addresses.
 
 use std::collections::BTreeMap;
 
@@ -32,6 +33,9 @@ impl WriteBackend for Append {
         report: &mut WriteReport,
     ) -> Result<()> {
         let (b, n, _) = c.v.dims3()?;
+        // A read that addresses writes (product keys) places each candidate
+        // in the slot its key picks; the eviction policy is not consulted.
+        let addressed = layer.read.address_writes(&|| layer.key_rows(c.v))?;
         // Target flat slot -> source flat candidate; a later candidate that
         // lands on the same slot (more candidates than slots) wins.
         let mut targets: BTreeMap<u32, u32> = BTreeMap::new();
@@ -41,7 +45,10 @@ impl WriteBackend for Append {
                 if !c.pass[k] {
                     continue;
                 }
-                let (f, evicted) = mem.take_slot(bi, self.evict.as_ref(), c.scores[k]);
+                let (f, evicted) = match &addressed {
+                    Some(slots) => mem.take_addressed(bi, slots[k], c.scores[k]),
+                    None => mem.take_slot(bi, self.evict.as_ref(), c.scores[k]),
+                };
                 report.evicted += evicted as usize;
                 targets.insert(f as u32, k as u32);
                 report.written += 1;

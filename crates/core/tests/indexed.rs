@@ -1,0 +1,297 @@
+//! Indexed and reduced-precision reads against exact top-k: an IVF index
+//! that probes every list, and f16/int8 keys, must select exactly what the
+//! exact scan selects, through fills and evictions; the index must list
+//! every occupied slot once; configs that cannot work are refused.
+
+mod common;
+
+use candle_core::DType;
+use common::*;
+use retbench_core::infer::no_grad;
+use retbench_core::read::IvfIndex;
+use retbench_core::rng::{randn_tensor, stream};
+use retbench_core::*;
+
+fn config(slots: usize, read: ReadConfig, keys: KeyMode, heads: usize) -> RetentionConfig {
+    let mut c = RetentionConfig::new(slots);
+    c.read = read;
+    c.keys = keys;
+    c.heads = heads;
+    c.write = WriteConfig::append(Evict::Fifo, WriteSource::Token {});
+    c
+}
+
+/// Writes `n` random rows, `per` a call, into `mem` through `layer`.
+fn write_rows(layer: &RetentionLayer, mem: &mut MemoryState, n: usize, per: usize, seed: u64) {
+    let mut rng = stream("indexed", seed, "rows");
+    let mut left = n;
+    while left > 0 {
+        let t = per.min(left);
+        let h = randn_tensor(
+            &mut rng,
+            (mem.batch(), t, layer.d_model()),
+            1.0,
+            DType::F32,
+            &DEV,
+        )
+        .unwrap();
+        layer.write(&h, mem, None).unwrap();
+        left -= t;
+    }
+}
+
+fn selections(
+    approx: &RetentionLayer,
+    exact: &RetentionLayer,
+    mem: &mut MemoryState,
+    exact_mem: &mut MemoryState,
+    seed: u64,
+) -> (Selection, Selection) {
+    let mut rng = stream("indexed", seed, "queries");
+    let h = randn_tensor(
+        &mut rng,
+        (mem.batch(), 5, approx.d_model()),
+        1.0,
+        DType::F32,
+        &DEV,
+    )
+    .unwrap();
+    let got = no_grad(|| approx.read(&h, mem)).unwrap().selection;
+    let want = no_grad(|| exact.read(&h, exact_mem)).unwrap().selection;
+    (got, want)
+}
+
+#[test]
+fn ivf_probing_every_list_is_exact_through_evictions() {
+    let d = 32;
+    let (slots, lists) = (600, 6);
+    for heads in [1, 2] {
+        let ivf = ReadConfig::Ivf {
+            k: 8,
+            lists: Some(lists),
+            probe: lists,
+            integrate: Integrate::PostNorm,
+            bias: false,
+        };
+        let c = config(slots, ivf, KeyMode::Cached, heads);
+        c.validate().unwrap();
+        let (layer, map) = layer(&c, d, DType::F32);
+        let exact_cfg = config(slots, ReadConfig::topk(8), KeyMode::Cached, heads);
+        let exact = RetentionLayer::new(&exact_cfg, d, map.var_builder(DType::F32, &DEV)).unwrap();
+        let mut mem = layer.new_memory(2, 0, DType::F32, &DEV).unwrap();
+        mem.record_usage(false);
+        // Below the clustering threshold (32 rows a list) reads are exact
+        // scans; then the index takes over, then evictions follow.
+        for (step, n) in [(0, 100), (1, 400), (2, 700)] {
+            write_rows(&layer, &mut mem, n, 64, step);
+            let mut exact_mem = mem.deep_clone().unwrap();
+            let index = mem
+                .index()
+                .and_then(|i| i.as_any().downcast_ref::<IvfIndex>())
+                .expect("the ivf read keeps its index");
+            assert_eq!(index.ready(), step > 0, "step {step}");
+            let (got, want) = selections(&layer, &exact, &mut mem, &mut exact_mem, step);
+            assert_eq!(got, want, "heads {heads} step {step}");
+        }
+        // Every occupied slot is listed exactly once.
+        let index = mem
+            .index()
+            .unwrap()
+            .as_any()
+            .downcast_ref::<IvfIndex>()
+            .unwrap();
+        for b in 0..2 {
+            let mut listed = index.listed(b);
+            listed.sort_unstable();
+            let occupied: Vec<u32> = (0..slots as u32)
+                .filter(|&i| mem.meta().occupied[b * slots + i as usize])
+                .collect();
+            assert_eq!(listed, occupied, "memory {b}");
+        }
+    }
+}
+
+#[test]
+fn reduced_keys_hold_the_keys_and_rank_like_exact_keys_through_evictions() {
+    let d = 32;
+    let slots = 1000;
+    for keys in [KeyMode::F16, KeyMode::Int8] {
+        for heads in [1, 2] {
+            let c = config(slots, ReadConfig::topk(4), keys, heads);
+            let (layer, map) = layer(&c, d, DType::F32);
+            // The reference keeps f32 keys of the same contents.
+            let exact_cfg = config(slots, ReadConfig::topk(4), KeyMode::Cached, heads);
+            let exact =
+                RetentionLayer::new(&exact_cfg, d, map.var_builder(DType::F32, &DEV)).unwrap();
+            let mut mem = layer.new_memory(2, 0, DType::F32, &DEV).unwrap();
+            let mut exact_mem = exact.new_memory(2, 0, DType::F32, &DEV).unwrap();
+            mem.record_usage(false);
+            exact_mem.record_usage(false);
+            for (step, n) in [(0, 300), (1, 1200)] {
+                write_rows(&layer, &mut mem, n, 100, step + 10);
+                write_rows(&exact, &mut exact_mem, n, 100, step + 10);
+                let low = mem.low_keys().expect("reduced keys are kept");
+                assert_eq!(low.pending(), 0);
+                let want: Vec<f32> = exact_mem
+                    .keys()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let w = low.width();
+                for f in 0..2 * slots {
+                    let key = &want[f * w..(f + 1) * w];
+                    let max = key.iter().fold(0f32, |a, x| a.max(x.abs()));
+                    for (a, b) in low.get(f).iter().zip(key) {
+                        assert!(
+                            (a - b).abs() <= max / 200.0,
+                            "{keys:?} slot {f}: {a} vs {b}"
+                        );
+                    }
+                }
+                let (got, want) = selections(&layer, &exact, &mut mem, &mut exact_mem, step);
+                assert_eq!(got, want, "{keys:?} heads {heads} step {step}");
+            }
+            assert_eq!(
+                mem.bytes_per_slot(),
+                4 * d
+                    + 37
+                    + layer.d_model() * if keys == KeyMode::F16 { 2 } else { 1 }
+                    + if keys == KeyMode::Int8 { 8 } else { 0 }
+            );
+        }
+    }
+}
+
+#[test]
+fn ivf_needs_cached_keys_and_append_writes() {
+    let ivf = ReadConfig::Ivf {
+        k: 4,
+        lists: None,
+        probe: 2,
+        integrate: Integrate::PostNorm,
+        bias: false,
+    };
+    let err = config(64, ivf, KeyMode::Recompute, 1)
+        .validate()
+        .unwrap_err();
+    assert!(err.to_string().contains("keys: cached"), "{err}");
+    let mut c = config(64, ivf, KeyMode::Cached, 1);
+    c.write = WriteConfig::attention(0.5, true, WriteSource::Token {});
+    let err = c.validate().unwrap_err();
+    assert!(err.to_string().contains("append"), "{err}");
+    let mut c = config(64, ivf, KeyMode::Cached, 1);
+    c.read = ReadConfig::Ivf {
+        k: 4,
+        lists: Some(65),
+        probe: 2,
+        integrate: Integrate::PostNorm,
+        bias: false,
+    };
+    let err = c.validate().unwrap_err();
+    assert!(err.to_string().contains("read.lists"), "{err}");
+}
+
+fn product(k: usize) -> ReadConfig {
+    ReadConfig::ProductKeys {
+        k,
+        integrate: Integrate::PostNorm,
+        bias: false,
+    }
+}
+
+#[test]
+fn product_keys_read_what_their_key_addressed_and_agree_across_paths() {
+    let d = 16;
+    let slots = 64; // 8 sub-keys a half
+    let c = config(slots, product(4), KeyMode::Recompute, 1);
+    c.validate().unwrap();
+    let (layer, _) = layer(&c, d, DType::F32);
+    let mut mem = layer.new_memory(2, 0, DType::F32, &DEV).unwrap();
+    mem.record_usage(false);
+    write_rows(&layer, &mut mem, 40, 10, 3);
+    // Fewer slots than writes were filled: writes landing on one address
+    // replace each other, and each landed where its key points.
+    let filled = (0..2).map(|b| mem.occupied(b)).sum::<usize>();
+    assert!(filled < 80 && filled > 8, "{filled}");
+    let mut rng = stream("indexed", 7, "queries");
+    let h = randn_tensor(&mut rng, (2, 3, d), 1.0, DType::F32, &DEV).unwrap();
+    // The slice path, the tensor path and inspection read the same.
+    let fast = no_grad(|| layer.read(&h, &mut mem)).unwrap();
+    let slow = layer.read(&h, &mut mem).unwrap();
+    assert_eq!(fast.selection, slow.selection);
+    let diff: f32 = (&fast.r - &slow.r)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(diff < 1e-4, "{diff}");
+    let seen = layer.inspect_read(&h, &mem).unwrap();
+    let diff: f32 = (&seen.r - &slow.r)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(diff < 1e-4, "{diff}");
+    // Only occupied slots are selected.
+    let Selection::Rows { k, slots: chosen } = &fast.selection else {
+        panic!("product keys select rows")
+    };
+    for (row, s) in chosen.chunks(*k).enumerate() {
+        for &i in s.iter().filter(|&&i| i != Selection::PAD) {
+            assert!(mem.meta().occupied[(row / 3) * slots + i as usize]);
+        }
+    }
+}
+
+#[test]
+fn product_sub_keys_get_gradients_through_the_read() {
+    let d = 16;
+    let c = config(64, product(4), KeyMode::Recompute, 1);
+    let (layer, map) = layer(&c, d, DType::F32);
+    let mut mem = layer.new_memory(1, 0, DType::F32, &DEV).unwrap();
+    write_rows(&layer, &mut mem, 30, 10, 4);
+    let mut rng = stream("indexed", 8, "queries");
+    let h = randn_tensor(&mut rng, (1, 2, d), 1.0, DType::F32, &DEV).unwrap();
+    let r = layer.read(&h, &mut mem).unwrap().r;
+    let grads = r.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let data = map.varmap().data().lock().unwrap();
+    let mut touched = 0;
+    for (name, v) in data.iter() {
+        if name.contains("pk_c") {
+            let g = grads
+                .get(v.as_tensor())
+                .expect("a sub-key table has a gradient");
+            let norm: f32 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
+            assert!(norm > 0.0, "{name}");
+            touched += 1;
+        }
+    }
+    assert_eq!(touched, 2);
+}
+
+#[test]
+fn product_keys_need_a_square_memory_one_head_and_append_writes() {
+    let err = config(60, product(4), KeyMode::Recompute, 1)
+        .validate()
+        .unwrap_err();
+    assert!(err.to_string().contains("square"), "{err}");
+    let err = config(64, product(9), KeyMode::Recompute, 1)
+        .validate()
+        .unwrap_err();
+    assert!(err.to_string().contains("k ≤ 8"), "{err}");
+    let err = config(64, product(4), KeyMode::Recompute, 2)
+        .validate()
+        .unwrap_err();
+    assert!(err.to_string().contains("one head"), "{err}");
+    let mut c = config(64, product(4), KeyMode::Recompute, 1);
+    c.write = WriteConfig::attention(0.5, true, WriteSource::Token {});
+    assert!(c.validate().unwrap_err().to_string().contains("append"));
+}
