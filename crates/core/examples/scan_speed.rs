@@ -1,7 +1,9 @@
 //! Quick timing of the scan kernels at 1e6 × 64 on one thread, beside the
 //! STREAM triad: `cargo run --release -p retbench-core --example scan_speed`
 //! (arguments: query counts, default 1 and 64). Top-k also over f16 and int8
-//! copies of the keys (`core::quant`), without the exact re-ranking.
+//! copies of the keys (`core::quant`), without the exact re-ranking; the
+//! k best of 1000 × 32 sub-keys (a product-key half); and the multiply-add
+//! rate of a large matrix product on this core.
 use retbench_core::quant::{LowKeys, Precision};
 use retbench_core::scan::{Rows, attend, top_k, top_k_in};
 use std::time::Instant;
@@ -88,6 +90,21 @@ fn main() {
         if std::env::var_os("SUBKEYS_ONLY").is_some() {
             return;
         }
+        // This core's multiply-add rate in a large matrix product (the
+        // ceiling of a batched exact read, which needs 2·nq·d·m of them).
+        let (ga, gb) = (&keys[..2048 * 256], &keys[2048 * 256..4096 * 256]);
+        let mut gout = vec![0f32; 2048 * 2048];
+        let ts: Vec<f64> = (0..5)
+            .map(|_| {
+                let s = Instant::now();
+                retbench_core::scan::products(ga, 2048, gb, 2048, 256, &mut gout);
+                s.elapsed().as_secs_f64()
+            })
+            .collect();
+        println!(
+            "gemm 2048 x 2048 x 256: {:.1} G multiply-adds/s",
+            2048.0 * 2048.0 * 256.0 / median(ts) / 1e9
+        );
         let which: Vec<usize> = std::env::args()
             .skip(1)
             .map(|a| a.parse().unwrap())

@@ -1368,11 +1368,19 @@ mod tests {
                     value_width: kw,
                     occupied: Some(&occ),
                 };
+                // One reservoir across chunks on one thread, merged
+                // per-chunk reservoirs on two.
                 let got = rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .build()
+                    .unwrap()
+                    .install(|| top_k(&q, nq, rows, k));
+                let got2 = rayon::ThreadPoolBuilder::new()
                     .num_threads(2)
                     .build()
                     .unwrap()
                     .install(|| top_k(&q, nq, rows, k));
+                assert_eq!(got, got2, "nq {nq} m {m} k {k}");
                 for i in 0..nq {
                     let score =
                         |j: usize| dot(&q[i * kw..(i + 1) * kw], &keys[j * kw..(j + 1) * kw]);
