@@ -315,6 +315,7 @@ impl RetentionLayer {
             scores_wanted: false,
             scan: &scan,
             scan_cache: None,
+            q_host: Some(&q_heads),
         };
         let selection = match self.read.select(&mut query) {
             Ok(s) => s,

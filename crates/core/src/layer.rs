@@ -527,6 +527,7 @@ impl RetentionLayer {
             scores_wanted: false,
             scan: &scan,
             scan_cache: None,
+            q_host: None,
         };
         let selection = self.read.select(&mut query)?;
         let scores = query.scores.take();

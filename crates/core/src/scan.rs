@@ -369,6 +369,7 @@ mod avx512 {
         keys: &[f32],
         scale: f32,
         s: &mut [f32],
+        ahead: usize,
     ) {
         let kw = NK * 16;
         let bl = s.len();
@@ -383,11 +384,16 @@ mod avx512 {
                 ($r:expr) => {{
                     let k = keys.as_ptr().add($r * kw);
                     // Far enough ahead to keep DRAM busy while this block
-                    // computes (one line per 16 floats).
-                    for c in 0..NK {
-                        _mm_prefetch::<_MM_HINT_T0>(
-                            k.wrapping_add(PREFETCH_ROWS * kw + c * 16).cast(),
-                        );
+                    // computes (one line per 16 floats), and only within
+                    // the rows that follow (`ahead` of them past the
+                    // block): a prefetch past the end of a small table
+                    // (product-key halves) can cost a page walk each.
+                    if $r + PREFETCH_ROWS < bl + ahead {
+                        for c in 0..NK {
+                            _mm_prefetch::<_MM_HINT_T0>(
+                                k.wrapping_add(PREFETCH_ROWS * kw + c * 16).cast(),
+                            );
+                        }
                     }
                     let mut a = _mm512_mul_ps(qi[0], _mm512_loadu_ps(k));
                     for c in 1..NK {
@@ -564,7 +570,8 @@ mod avx512 {
             for i in 0..nq {
                 // SAFETY: every load below reads whole rows of the slices.
                 unsafe {
-                    scores::<NK>(&q[i * kw..(i + 1) * kw], keys, scale, &mut s[..bl]);
+                    let ahead = rows.len() - end;
+                    scores::<NK>(&q[i * kw..(i + 1) * kw], keys, scale, &mut s[..bl], ahead);
                     if let Some(occ) = rows.occupied {
                         for (sr, &o) in s[..bl].iter_mut().zip(&occ[start..end]) {
                             if !o {
@@ -718,16 +725,16 @@ fn attend_chunk_gemm(
 /// Unscaled scores of a block by the AVX-512 kernel, where the CPU and
 /// width allow; false otherwise.
 #[inline(always)]
-fn fast_scores(q: &[f32], keys: &[f32], kw: usize, s: &mut [f32]) -> bool {
+fn fast_scores(q: &[f32], keys: &[f32], kw: usize, s: &mut [f32], ahead: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx512f") {
         // SAFETY: the CPU has AVX-512F (checked above).
         unsafe {
             match kw {
-                16 => avx512::scores::<1>(q, keys, 1.0, s),
-                32 => avx512::scores::<2>(q, keys, 1.0, s),
-                64 => avx512::scores::<4>(q, keys, 1.0, s),
-                128 => avx512::scores::<8>(q, keys, 1.0, s),
+                16 => avx512::scores::<1>(q, keys, 1.0, s, ahead),
+                32 => avx512::scores::<2>(q, keys, 1.0, s, ahead),
+                64 => avx512::scores::<4>(q, keys, 1.0, s, ahead),
+                128 => avx512::scores::<8>(q, keys, 1.0, s, ahead),
                 _ => return false,
             }
         }
@@ -1209,7 +1216,7 @@ fn top_k_chunk<S: KeySource>(
             let qi = &q[i * kw..(i + 1) * kw];
             if direct {
                 src.scores(qi, &prepared[i], start..end, &mut s[..bl]);
-            } else if !fast_scores(qi, keys, kw, &mut s[..bl]) {
+            } else if !fast_scores(qi, keys, kw, &mut s[..bl], src.rows() - end) {
                 for (sr, k) in s[..bl].iter_mut().zip(keys.chunks_exact(kw)) {
                     *sr = dot(qi, k);
                 }

@@ -66,6 +66,9 @@ pub struct ReadQuery<'a> {
     /// `crate::infer`), where the layer can give them.
     pub(crate) scan: &'a dyn Fn() -> Result<Option<crate::infer::ScanQueries>>,
     pub(crate) scan_cache: Option<Option<crate::infer::ScanQueries>>,
+    /// The queries' data [B, H, T, d_k] on the host, where the layer has it
+    /// (the graph-free read): no tensor round trip per read.
+    pub(crate) q_host: Option<&'a [f32]>,
 }
 
 impl<'a> ReadQuery<'a> {
@@ -77,6 +80,20 @@ impl<'a> ReadQuery<'a> {
     /// Per-head queries [B, H, T, d_k], in the space of the slot keys.
     pub fn queries(&self) -> &Tensor {
         self.q
+    }
+
+    /// The same queries as f32, row-major.
+    pub fn query_rows(&self) -> Result<std::borrow::Cow<'a, [f32]>> {
+        Ok(match self.q_host {
+            Some(q) => std::borrow::Cow::Borrowed(q),
+            None => std::borrow::Cow::Owned(
+                self.q
+                    .detach()
+                    .to_dtype(candle_core::DType::F32)?
+                    .flatten_all()?
+                    .to_vec1()?,
+            ),
+        })
     }
 
     /// (B, H, T, m).

@@ -116,12 +116,7 @@ impl ReadBackend for ProductKeys {
     fn select(&self, query: &mut ReadQuery<'_>) -> Result<Selection> {
         let mem = query.memory();
         let (b, nh, t, m) = query.dims()?;
-        let q: Vec<f32> = query
-            .queries()
-            .detach()
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1()?;
+        let q = query.query_rows()?;
         let (k, dk) = (self.k, 2 * self.half);
         let kk = k.min(self.n);
         let mut slots = Vec::with_capacity(b * nh * t * k);
