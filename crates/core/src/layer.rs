@@ -499,7 +499,7 @@ impl RetentionLayer {
         // O(H·T·m·d) instead of O(m·d·H·d_k) to project every slot. Same
         // product; only the order of float additions differs.
         let few = t < dk;
-        let owns_keys = self.read.keys_of(&[])?.is_some();
+        let owns_keys = self.read.owns_keys();
         let content = mem.content();
         let scorer = || -> Result<Tensor> {
             let scores = if few && !self.cfg.keys.cached() && !owns_keys {

@@ -401,13 +401,9 @@ impl MemoryState {
         if let Some(f) = self.fill_free(b, score) {
             return (f, false);
         }
-        let f = b * self.slots + policy.victim(self, b);
-        self.evictions[b] += 1;
-        if let Some(index) = &mut self.index {
-            index.on_evict(f);
-        }
-        self.fill_slot(f, score);
-        (f, true)
+        // A full memory: the victim is occupied, so this evicts.
+        let victim = policy.victim(self, b);
+        self.take_addressed(b, victim, score)
     }
 
     /// Fills slot `i` of memory `b` (a write addressed there), evicting its

@@ -196,15 +196,8 @@ impl KeySource for LowView<'_> {
     }
     fn direct(&self) -> bool {
         let w = self.keys.width;
-        match self.keys.precision {
-            Precision::Int8 if crate::scan::int8_direct(w) => true,
-            // The kernels exist for these widths; a probe with zero rows
-            // asks the CPU without scoring anything.
-            p => {
-                let scales = (p == Precision::Int8).then_some(&[][..]);
-                crate::scan::coded_scores(&[0.0; 128][..w.min(128)], &[], scales, w, &mut [])
-            }
-        }
+        crate::scan::int8_direct(w) && self.keys.precision == Precision::Int8
+            || crate::scan::coded_direct(w)
     }
     fn prepare(&self, q: &[f32]) -> Prepared {
         if self.keys.precision == Precision::Int8 && crate::scan::int8_direct(self.keys.width) {

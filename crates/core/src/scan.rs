@@ -743,6 +743,16 @@ fn fast_scores(q: &[f32], keys: &[f32], kw: usize, s: &mut [f32], ahead: usize) 
     false
 }
 
+/// Whether [`coded_scores`] has a kernel for rows `kw` wide on this CPU.
+pub(crate) fn coded_direct(kw: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if matches!(kw, 16 | 32 | 64 | 128) && std::arch::is_x86_feature_detected!("avx512f") {
+        return true;
+    }
+    let _ = kw;
+    false
+}
+
 /// Scores of a block of reduced-precision rows (f16 when `scales` is
 /// `None`, else int8 codes times the row scales) by the AVX-512 kernel,
 /// decoded in registers; false (nothing done) where the CPU or the width
@@ -794,12 +804,11 @@ pub(crate) fn int8_direct(kw: usize) -> bool {
 /// A query (at most 128 wide) quantised for [`int8_scores`]: int8 (round
 /// to nearest even, scale max |q| / 127) shifted by 128 to unsigned.
 pub fn quantise_query(q: &[f32]) -> Prepared {
-    let max = q.iter().fold(0f32, |a, x| a.max(x.abs()));
-    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
-    let inv = 1.0 / scale;
+    let mut signed = [0i8; 128];
+    let (scale, _) = crate::quant::encode_int8(q, &mut signed[..q.len()]);
     let mut codes = [128u8; 128];
-    for (c, &x) in codes.iter_mut().zip(q) {
-        *c = ((x * inv).round_ties_even().clamp(-127.0, 127.0) as i32 + 128) as u8;
+    for (c, &x) in codes.iter_mut().zip(&signed) {
+        *c = (x as i32 + 128) as u8;
     }
     Prepared { codes, scale }
 }

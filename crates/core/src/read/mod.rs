@@ -189,6 +189,11 @@ pub trait ReadBackend: Send + Sync + std::fmt::Debug {
     fn keys_of(&self, _slots: &[u32]) -> Result<Option<Tensor>> {
         Ok(None)
     }
+    /// Whether [`ReadBackend::keys_of`] gives the slot keys (true exactly
+    /// when it returns `Some`).
+    fn owns_keys(&self) -> bool {
+        false
+    }
     /// q·key (unscaled) of `slots` for one query row `q` [d_k] on slices,
     /// for such backends (the graph-free read); false where it does not
     /// apply.

@@ -170,6 +170,10 @@ impl ReadBackend for ProductKeys {
         )?))
     }
 
+    fn owns_keys(&self) -> bool {
+        true
+    }
+
     fn score_slots(&self, q: &[f32], slots: &[u32], out: &mut [f32]) -> Result<bool> {
         let (h, n) = (self.half, self.n);
         self.with_tables(|c1, c2| {
