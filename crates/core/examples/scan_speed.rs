@@ -109,54 +109,53 @@ fn main() {
             .skip(1)
             .map(|a| a.parse().unwrap())
             .collect();
-        let ts: Vec<f64> = (0..9)
-            .map(|_| {
-                let s = Instant::now();
-                let mut acc = [0f32; 32];
-                for c in keys.chunks_exact(32) {
-                    for l in 0..32 {
-                        acc[l] += c[l];
-                    }
+        // One pass that only reads: the bandwidth a scan can hope for.
+        let read_only = || {
+            let s = Instant::now();
+            let mut acc = [0f32; 32];
+            for c in keys.chunks_exact(32) {
+                for l in 0..32 {
+                    acc[l] += c[l];
                 }
-                std::hint::black_box(acc);
-                s.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        let t = median(ts);
-        println!(
-            "read-only sum: {t:.2} ms, {:.2} of triad",
-            bytes / (t / 1e3) / 1e9 / triad
-        );
+            }
+            std::hint::black_box(acc);
+            s.elapsed().as_secs_f64() * 1e3
+        };
         for nq in if which.is_empty() {
             vec![1usize, 64]
         } else {
-            which
+            which.clone()
         } {
             let mut out = vec![0f32; nq * d];
-            let ts: Vec<f64> = (0..9)
-                .map(|_| {
-                    let s = Instant::now();
-                    attend(&q[..nq * d], nq, rows, 0.125, &mut out);
-                    s.elapsed().as_secs_f64() * 1e3
-                })
-                .collect();
-            let t = median(ts);
+            // Interleaved, so that the ratios compare calls made under the
+            // same load (this machine's bandwidth drifts by tens of %).
+            let (mut tr, mut ta, mut tk) = (vec![], vec![], vec![]);
+            for _ in 0..11 {
+                tr.push(read_only());
+                let s = Instant::now();
+                attend(&q[..nq * d], nq, rows, 0.125, &mut out);
+                ta.push(s.elapsed().as_secs_f64() * 1e3);
+                let s = Instant::now();
+                std::hint::black_box(top_k(&q[..nq * d], nq, rows, 32));
+                tk.push(s.elapsed().as_secs_f64() * 1e3);
+            }
+            let ratio = |x: &[f64]| median(x.iter().zip(&tr).map(|(x, r)| r / x).collect());
+            let (r, t) = (median(tr.clone()), median(ta.clone()));
             println!(
-                "attend nq={nq}: {t:.2} ms/call, {:.3} ms/query, {:.2} of triad",
-                t / nq as f64,
-                bytes / (t / 1e3) / 1e9 / triad
+                "read-only sum: {r:.2} ms, {:.2} of triad",
+                bytes / (r / 1e3) / 1e9 / triad
             );
-            let ts: Vec<f64> = (0..9)
-                .map(|_| {
-                    let s = Instant::now();
-                    std::hint::black_box(top_k(&q[..nq * d], nq, rows, 32));
-                    s.elapsed().as_secs_f64() * 1e3
-                })
-                .collect();
-            let t = median(ts);
             println!(
-                "top_k nq={nq}: {t:.2} ms/call, {:.3} ms/query",
-                t / nq as f64
+                "attend nq={nq}: {t:.2} ms/call, {:.3} ms/query, {:.2} of triad, {:.2} of read-only",
+                t / nq as f64,
+                bytes / (t / 1e3) / 1e9 / triad,
+                ratio(&ta)
+            );
+            let t = median(tk.clone());
+            println!(
+                "top_k nq={nq}: {t:.2} ms/call, {:.3} ms/query, {:.2} of read-only",
+                t / nq as f64,
+                ratio(&tk)
             );
             for p in [Precision::F16, Precision::Int8] {
                 let mut low = LowKeys::new(p, m, d);

@@ -17,10 +17,11 @@
 use std::cell::Cell;
 
 use candle_core::{DType, Layout, Storage, Tensor};
+use multiversion::multiversion;
 
 use crate::config::SlotAge;
 use crate::error::{Error, Result};
-use crate::fused::{Kernels, kernels, row_stats};
+use crate::fused::{Kernels, exp_f32, kernels, row_stats};
 use crate::layer::RetentionLayer;
 use crate::memory::MemoryState;
 use crate::read::Selection;
@@ -59,7 +60,9 @@ pub(crate) fn view<'a>(s: &'a Storage, l: &Layout) -> Option<&'a [f32]> {
     }
 }
 
-/// y = W·x (+ b), W [n, k] row-major.
+/// y = W·x (+ b), W [n, k] row-major. Compiled for the CPU's vector width
+/// too: the build's baseline (SSE2) took most of a 100-slot read in these.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn matvec(w: &[f32], b: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
     let k = x.len();
     for (i, yi) in y.iter_mut().enumerate() {
@@ -384,7 +387,9 @@ impl RetentionLayer {
                             let z: f32 = s
                                 .iter_mut()
                                 .map(|x| {
-                                    *x = (*x - mx).exp();
+                                    // The scan's own exp (inlined, as in
+                                    // `scan::attend`), not libm's call.
+                                    *x = exp_f32(*x - mx);
                                     *x
                                 })
                                 .sum();
@@ -423,10 +428,17 @@ impl RetentionLayer {
                 for hi in 0..nh {
                     let row = bi * per + hi * t + ti;
                     let x = &wm[row * d..(row + 1) * d];
-                    for e in 0..dk {
-                        let i = hi * dk + e;
-                        o[i] =
-                            dot(&wv[i * d..(i + 1) * d], x) + bv.map_or(0.0, |b| b[i] * mass[row]);
+                    let span = hi * dk..(hi + 1) * dk;
+                    matvec(
+                        &wv[span.start * d..span.end * d],
+                        None,
+                        x,
+                        &mut o[span.clone()],
+                    );
+                    if let Some(bv) = bv {
+                        for (oi, bi) in o[span.clone()].iter_mut().zip(&bv[span]) {
+                            *oi += bi * mass[row];
+                        }
                     }
                 }
                 matvec(wo, bo, &o, &mut r[(bi * t + ti) * d..(bi * t + ti + 1) * d]);
