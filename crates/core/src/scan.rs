@@ -127,14 +127,7 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     // A tree of halves (vector adds) rather than a chain of 15 scalar ones.
-    let mut w = 8;
-    while w > 0 {
-        for l in 0..w {
-            acc[l] += acc[l + w];
-        }
-        w /= 2;
-    }
-    acc[0] + tail
+    sum_lanes(acc) + tail
 }
 
 /// Softmax-weighted values of the occupied rows for `nq` queries (q:
@@ -224,16 +217,61 @@ fn attend_chunk(
 }
 
 /// exp(s − max), exactly 0 for masked rows and for weights below f32's
-/// normal range (e^-87), so that rows with no weight are skipped.
+/// normal range (e^-87), so that rows with no weight are skipped. Sixteen
+/// partial sums, so that the loop vectorises (one running sum is a chain
+/// the compiler must keep scalar; it was a third of a batch-64 read).
 #[inline(always)]
 fn weights(s: &mut [f32], mx: f32) -> f32 {
-    let mut sum = 0f32;
-    for sr in s.iter_mut() {
-        let x = *sr - mx;
-        *sr = if x < -87.0 { 0.0 } else { exp_f32(x) };
-        sum += *sr;
+    let w = |x: f32| {
+        let x = x - mx;
+        if x < -87.0 { 0.0 } else { exp_f32(x) }
+    };
+    let mut acc = [0f32; 16];
+    let mut chunks = s.chunks_exact_mut(16);
+    for c in &mut chunks {
+        for l in 0..16 {
+            c[l] = w(c[l]);
+            acc[l] += c[l];
+        }
     }
-    sum
+    let mut tail = 0f32;
+    for x in chunks.into_remainder() {
+        *x = w(*x);
+        tail += *x;
+    }
+    sum_lanes(acc) + tail
+}
+
+/// Σ of sixteen partial sums, pairwise.
+#[inline(always)]
+fn sum_lanes(mut acc: [f32; 16]) -> f32 {
+    let mut w = 8;
+    while w > 0 {
+        for l in 0..w {
+            acc[l] += acc[l + w];
+        }
+        w /= 2;
+    }
+    acc[0]
+}
+
+/// The largest of `s` (−∞ when empty), sixteen lanes at a time (a fold
+/// with `f32::max` stays scalar: a chain of dependent maxima).
+#[inline(always)]
+fn block_max(s: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; 16];
+    let mut chunks = s.chunks_exact(16);
+    for c in &mut chunks {
+        for l in 0..16 {
+            m[l] = if c[l] > m[l] { c[l] } else { m[l] };
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max);
+    m.iter().copied().fold(tail, f32::max)
 }
 
 #[inline(always)]
@@ -746,7 +784,7 @@ fn attend_chunk_gemm(
                     }
                 }
             }
-            let bmax = si.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let bmax = block_max(si);
             if bmax == f32::NEG_INFINITY {
                 si.fill(0.0);
                 continue;
