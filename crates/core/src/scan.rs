@@ -222,9 +222,13 @@ fn attend_chunk(
 /// the compiler must keep scalar; it was a third of a batch-64 read).
 #[inline(always)]
 fn weights(s: &mut [f32], mx: f32) -> f32 {
+    // Both sides computed, then selected: a branch here mispredicts on
+    // every mix of kept and vanishing weights (clustered keys) and keeps
+    // the loop scalar.
     let w = |x: f32| {
         let x = x - mx;
-        if x < -87.0 { 0.0 } else { exp_f32(x) }
+        let e = exp_f32(x);
+        if x < -87.0 { 0.0 } else { e }
     };
     let mut acc = [0f32; 16];
     let mut chunks = s.chunks_exact_mut(16);

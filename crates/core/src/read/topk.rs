@@ -20,6 +20,33 @@ impl ReadBackend for TopK {
     }
 
     fn select(&self, query: &mut ReadQuery<'_>) -> Result<Selection> {
+        #[cfg(feature = "degraded-topk")]
+        return degraded(self.k, query);
+        #[cfg(not(feature = "degraded-topk"))]
         query.top_k(self.k)
     }
+}
+
+/// A deliberately broken top-k for checking that regression tracking
+/// catches a bad backend (`--features degraded-topk`, never a release):
+/// k occupied slots per query row drawn at random, ignoring the scores.
+#[cfg(feature = "degraded-topk")]
+fn degraded(k: usize, query: &mut ReadQuery<'_>) -> Result<Selection> {
+    use rand::seq::SliceRandom;
+    use rand::{SeedableRng, rngs::StdRng};
+    let (b, nh, t, m) = query.dims()?;
+    let occupied = &query.mem.meta().occupied;
+    let mut rng = StdRng::seed_from_u64(0x5eed);
+    let mut slots = vec![Selection::PAD; b * nh * t * k];
+    for row in 0..b * nh * t {
+        let bi = row / (nh * t);
+        let mut cand: Vec<u32> = (0..m as u32)
+            .filter(|&i| occupied[bi * m + i as usize])
+            .collect();
+        cand.shuffle(&mut rng);
+        cand.truncate(k);
+        cand.sort_unstable();
+        slots[row * k..row * k + cand.len()].copy_from_slice(&cand);
+    }
+    Ok(Selection::Rows { k, slots })
 }
