@@ -39,3 +39,25 @@ bench-table:
 # List backends, options, tasks and suites.
 list:
     cargo run --release -- list
+
+# Rerun every suite's smoke profile and rewrite reports/baselines/ (commit
+# that on its own, saying why the baseline moved).
+baseline:
+    scripts/baselines.sh refresh
+
+# Rerun every suite's smoke profile and compare it with reports/baselines/
+# (what CI runs; exit 1 on a regression, timings only warn).
+check-baselines:
+    scripts/baselines.sh check
+
+# Compare two run folders: a Markdown table, exit 1 on a regression.
+compare baseline current *args:
+    cargo run --release -- compare {{baseline}} {{current}} {{args}}
+
+# Save criterion's wall-clock results of the kernel benches as a baseline.
+bench-save name="main":
+    cargo bench -p retbench-core -- --save-baseline {{name}}
+
+# The kernel benches against a saved criterion baseline.
+bench-compare name="main":
+    cargo bench -p retbench-core -- --baseline {{name}}

@@ -29,6 +29,12 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum CompareFormat {
+    Markdown,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum KernelsArg {
     Fused,
     Unfused,
@@ -103,6 +109,32 @@ enum Command {
         /// A folder written by `retbench run` (holds plan.json and runs/).
         dir: PathBuf,
     },
+    /// Compare two run folders (a baseline and current results): exit 1 when a metric regressed.
+    ///
+    /// Joins the final values on config (variant and parameter values), metric and
+    /// slice. A quality metric regresses when it moves in its bad direction by more
+    /// than max(--tolerance, the 95% interval half-width of either side); a timing
+    /// metric moving beyond --timing-tolerance is a warning, or a regression with
+    /// --strict-timing. A metric the baseline has and the current results lack
+    /// regresses too. Prints a Markdown table (for a PR comment or a CI step
+    /// summary) or JSON.
+    Compare {
+        /// The reference folder (e.g. reports/baselines/<suite>).
+        baseline: PathBuf,
+        /// The folder to check.
+        current: PathBuf,
+        /// Absolute move a quality metric may make in its bad direction.
+        #[arg(long, default_value_t = 0.05)]
+        tolerance: f64,
+        /// Relative move a timing may make (0.25 = 25% slower).
+        #[arg(long, default_value_t = 0.25)]
+        timing_tolerance: f64,
+        /// A timing beyond its tolerance fails instead of warning.
+        #[arg(long)]
+        strict_timing: bool,
+        #[arg(long, value_enum, default_value_t = CompareFormat::Markdown)]
+        format: CompareFormat,
+    },
     /// Run every suite in suites/, then report each (what `just bench` runs).
     Bench {
         /// Apply this profile to every suite (each must define it, e.g. smoke).
@@ -117,6 +149,12 @@ enum Command {
         /// Refuse runs estimated to need more memory than this (e.g. 8G, 512M) [default: the machine's RAM].
         #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
         max_memory: Option<u64>,
+        /// Write each suite to OUT/<suite> [default: reports/<suite>[-<profile>]].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Rerun runs that already have results.
+        #[arg(long)]
+        force: bool,
     },
     /// Training throughput (tokens/s) of the reference model: 2 layers, 4
     /// heads, sequence 64, batch 32, AdamW, without and with a retention
@@ -294,12 +332,59 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             );
             Ok(Outcome::Ok)
         }
+        Command::Compare {
+            baseline,
+            current,
+            tolerance,
+            timing_tolerance,
+            strict_timing,
+            format,
+        } => {
+            for (name, v) in [
+                ("--tolerance", tolerance),
+                ("--timing-tolerance", timing_tolerance),
+            ] {
+                anyhow::ensure!(v.is_finite() && v >= 0.0, "{name} must be >= 0, got {v}");
+            }
+            let tol = retbench_report::Tolerances {
+                quality: tolerance,
+                timing: timing_tolerance,
+                strict_timing,
+            };
+            let report = retbench_report::compare(&baseline, &current, tol).with_context(|| {
+                format!(
+                    "comparing {} with {}",
+                    baseline.display(),
+                    current.display()
+                )
+            })?;
+            match format {
+                CompareFormat::Markdown => print!("{}", report.markdown()),
+                CompareFormat::Json => {
+                    println!("{}", serde_json::to_string_pretty(&report)?)
+                }
+            }
+            Ok(if report.regressed() {
+                Outcome::SomeFailed
+            } else {
+                Outcome::Ok
+            })
+        }
         Command::Bench {
             profile,
             suites,
             jobs,
             max_memory,
-        } => bench(&suites, profile.as_deref(), jobs, &limits(max_memory)),
+            out,
+            force,
+        } => bench(
+            &suites,
+            profile.as_deref(),
+            jobs,
+            &limits(max_memory),
+            out.as_deref(),
+            force,
+        ),
         Command::TrainBench {
             d_model,
             steps,
@@ -591,6 +676,8 @@ fn bench(
     profile: Option<&str>,
     jobs: Option<usize>,
     limits: &suite::Limits,
+    out: Option<&Path>,
+    force: bool,
 ) -> anyhow::Result<Outcome> {
     let files = suite_files(dir)?;
     if files.is_empty() {
@@ -606,11 +693,11 @@ fn bench(
     let mut outcome = Outcome::Ok;
     for plan in &plans {
         let opts = RunOptions {
-            out: default_out(plan),
+            out: out.map_or_else(|| default_out(plan), |o| o.join(&plan.suite)),
             jobs,
             shard: None,
             only: None,
-            force: false,
+            force,
             progress: Progress::Auto,
         };
         if let Outcome::SomeFailed = run_suite(plan, &opts, true)? {

@@ -36,8 +36,10 @@ use crate::summary::{SummaryRow, short_value};
 /// The x axis of sweeps, when the suite varies it.
 const X_PARAM: &str = "retention.slots";
 
-/// Tableau 10: distinguishable, colour-blind aware.
-const PALETTE: [RGBColor; 10] = [
+/// Tableau 10 (distinguishable, colour-blind aware), then its lighter
+/// pairs (Tableau 20's other half) so that figures of 11 to 20 series do
+/// not repeat a colour.
+const PALETTE: [RGBColor; 20] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -48,6 +50,16 @@ const PALETTE: [RGBColor; 10] = [
     RGBColor(127, 127, 127),
     RGBColor(188, 189, 34),
     RGBColor(23, 190, 207),
+    RGBColor(174, 199, 232),
+    RGBColor(255, 187, 120),
+    RGBColor(152, 223, 138),
+    RGBColor(255, 152, 150),
+    RGBColor(197, 176, 213),
+    RGBColor(196, 156, 148),
+    RGBColor(247, 182, 210),
+    RGBColor(199, 199, 199),
+    RGBColor(219, 219, 141),
+    RGBColor(158, 218, 229),
 ];
 
 static FONT: Once = Once::new();
@@ -685,6 +697,51 @@ impl Figures<'_> {
     }
 }
 
+/// Orders labels as people read them: runs of digits (with a decimal
+/// point) compare as numbers, the rest as text — `d=64` before `d=128`,
+/// `probe 8` before `probe 16`.
+fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn chunks(s: &str) -> Vec<Result<f64, &str>> {
+        let mut out = Vec::new();
+        let mut rest = s;
+        while !rest.is_empty() {
+            let digits = rest
+                .char_indices()
+                .take_while(|&(i, c)| c.is_ascii_digit() || (c == '.' && i > 0))
+                .count();
+            let (head, tail) = if digits > 0 {
+                rest.split_at(digits)
+            } else {
+                let text = rest
+                    .char_indices()
+                    .find(|&(_, c)| c.is_ascii_digit())
+                    .map_or(rest.len(), |(i, _)| i);
+                rest.split_at(text)
+            };
+            out.push(if digits > 0 {
+                head.trim_end_matches('.').parse::<f64>().map_err(|_| head)
+            } else {
+                Err(head)
+            });
+            rest = tail;
+        }
+        out
+    }
+    let (x, y) = (chunks(a), chunks(b));
+    for (p, q) in x.iter().zip(&y) {
+        let o = match (p, q) {
+            (Ok(m), Ok(n)) => m.total_cmp(n),
+            (Err(s), Err(t)) => s.cmp(t),
+            (Ok(_), Err(_)) => std::cmp::Ordering::Less,
+            (Err(_), Ok(_)) => std::cmp::Ordering::Greater,
+        };
+        if o.is_ne() {
+            return o;
+        }
+    }
+    x.len().cmp(&y.len()).then_with(|| a.cmp(b))
+}
+
 /// "1e3" at powers of ten, nothing in between (log axes label every tick).
 fn decade_label(x: f64) -> String {
     let l = x.log10();
@@ -823,7 +880,10 @@ fn draw<DB: DrawingBackend>(
                 .axis_desc_style(("sans-serif", 16))
                 .draw()
                 .map_err(e)?;
-            for (name, pts) in series {
+            // Legends in natural order (d=64 before d=128), not the map's.
+            let mut named: Vec<(&String, &Vec<Point>)> = series.iter().collect();
+            named.sort_by(|a, b| natural_cmp(a.0, b.0));
+            for (name, pts) in named {
                 let c = colour[name];
                 if configs {
                     chart
@@ -956,4 +1016,33 @@ fn draw<DB: DrawingBackend>(
         (false, false) => plot!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(e)?),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod natural_order_tests {
+    #[test]
+    fn labels_sort_with_numbers_as_numbers() {
+        let mut v = vec![
+            "d=128",
+            "d=64",
+            "probe 16",
+            "probe 8",
+            "probe 2",
+            "dense",
+            "d=64 k=32",
+        ];
+        v.sort_by(|a, b| super::natural_cmp(a, b));
+        assert_eq!(
+            v,
+            [
+                "d=64",
+                "d=64 k=32",
+                "d=128",
+                "dense",
+                "probe 2",
+                "probe 8",
+                "probe 16"
+            ]
+        );
+    }
 }

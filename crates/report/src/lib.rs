@@ -7,6 +7,7 @@
 //! system fonts are needed, and each series (a backend: the varied
 //! parameters other than the x axis) keeps one colour across every figure.
 
+pub mod compare;
 mod figures;
 mod summary;
 
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 use retbench_core::fsutil::FileError;
 
+pub use compare::{CompareReport, Tolerances, compare};
 pub use summary::{Row, SummaryRow, read_results, summarize};
 
 #[derive(Debug, thiserror::Error)]
