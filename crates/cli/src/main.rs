@@ -104,10 +104,14 @@ enum Command {
         #[arg(required = true)]
         shard_dirs: Vec<PathBuf>,
     },
-    /// Write summary.csv, summary.md, report.html and figures/ for a run folder.
+    /// Write summary.csv, summary.md, report.html and figures/ for run folders.
     Report {
-        /// A folder written by `retbench run` (holds plan.json and runs/).
-        dir: PathBuf,
+        /// Folders written by `retbench run` (each holds plan.json and runs/).
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Also write an index page linking these reports (e.g. reports/index.html).
+        #[arg(long)]
+        index: Option<PathBuf>,
     },
     /// Compare two run folders (a baseline and current results): exit 1 when a metric regressed.
     ///
@@ -321,15 +325,24 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             );
             Ok(Outcome::Ok)
         }
-        Command::Report { dir } => {
-            retbench_harness::refresh(&dir)?;
-            let out = retbench_report::report(&dir)?;
-            eprintln!(
-                "{}: {} summary rows, {} figure files",
-                dir.display(),
-                out.summary_rows,
-                out.figures.len()
-            );
+        Command::Report { dirs, index } => {
+            let mut done = Vec::new();
+            for dir in dirs {
+                retbench_harness::refresh(&dir)?;
+                let out = retbench_report::report(&dir)?;
+                eprintln!(
+                    "{}: {} summary rows, {} figure files",
+                    dir.display(),
+                    out.summary_rows,
+                    out.figures.len()
+                );
+                done.push((dir, out));
+            }
+            if let Some(index) = index {
+                retbench_report::write_index(&index, &done)
+                    .with_context(|| format!("writing {}", index.display()))?;
+                eprintln!("{}: {} reports", index.display(), done.len());
+            }
             Ok(Outcome::Ok)
         }
         Command::Compare {

@@ -117,6 +117,7 @@ fn provenance_base(jobs: usize, threads: usize) -> Provenance {
         wall_seconds: 0.0,
         dataset_hash: None,
         kernels: Some(retbench_core::fused::kernels().name().into()),
+        finished_unix: None,
     }
 }
 
@@ -266,6 +267,10 @@ pub fn run_plan_with(
                 provenance: Provenance {
                     wall_seconds: wall,
                     dataset_hash: dataset_hash.clone(),
+                    finished_unix: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .ok()
+                        .map(|d| d.as_secs()),
                     ..base.clone()
                 },
             }),

@@ -68,6 +68,10 @@ pub struct Provenance {
     /// the fused kernels existed, which used candle's ops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernels: Option<String>,
+    /// When the run finished, in seconds since the Unix epoch (UTC), for
+    /// the reports' provenance. Absent in records made before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_unix: Option<u64>,
 }
 
 /// `runs/<run_id>.json`.

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use retbench_core::fsutil::FileError;
 
 pub use compare::{CompareReport, Tolerances, compare};
-pub use summary::{Row, SummaryRow, read_results, summarize};
+pub use summary::{IndexEntry, Page, Provenance, Row, SummaryRow, read_results, summarize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -29,8 +29,10 @@ pub enum ReportError {
 /// What `report` wrote.
 #[derive(Debug, Default)]
 pub struct ReportOutput {
+    pub suite: String,
     pub summary_rows: usize,
     pub figures: Vec<PathBuf>,
+    pub page: Page,
 }
 
 /// Writes `summary.csv`, `summary.md` and `figures/` for the run folder
@@ -65,17 +67,125 @@ pub fn report(dir: &Path) -> Result<ReportOutput, ReportError> {
         &declared,
     )?;
     remove_stale_figures(&dir.join("figures"), &figures)?;
+    let page = Page {
+        description: read_description(&dir.join("plan.json"))?,
+        provenance: read_provenance(&dir.join("runs"))?,
+    };
     summary::write_html(
         &dir.join("report.html"),
         &suite,
         &params,
         &summary,
         &figures,
+        &page,
     )?;
     Ok(ReportOutput {
+        suite,
         summary_rows: summary.len(),
         figures,
+        page,
     })
+}
+
+/// Writes `index` linking the reports of `dirs` (as `report` returned
+/// them), paths relative to the index's folder.
+pub fn write_index(index: &Path, dirs: &[(PathBuf, ReportOutput)]) -> Result<(), ReportError> {
+    let base = index.parent().unwrap_or(Path::new(""));
+    let entries: Vec<IndexEntry> = dirs
+        .iter()
+        .map(|(dir, out)| {
+            let page = dir.join("report.html");
+            let href = page
+                .strip_prefix(base)
+                .unwrap_or(&page)
+                .to_string_lossy()
+                .replace('\\', "/");
+            IndexEntry {
+                suite: out.suite.clone(),
+                href,
+                description: out.page.description.clone(),
+                provenance: out.page.provenance.clone(),
+                figures: out
+                    .figures
+                    .iter()
+                    .filter(|f| f.extension().is_some_and(|e| e == "svg"))
+                    .count(),
+            }
+        })
+        .collect();
+    summary::write_index(index, &entries)
+}
+
+/// The suite's description from `plan.json` (empty without one).
+fn read_description(path: &Path) -> Result<String, ReportError> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(String::new());
+    };
+    let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| FileError::Bad {
+        path: path.to_path_buf(),
+        message: format!("not JSON: {e}"),
+    })?;
+    Ok(doc
+        .get("description")
+        .and_then(|d| d.as_str())
+        .unwrap_or_default()
+        .trim()
+        .to_string())
+}
+
+/// Commits, machines, compilers, kernels, dates and run time of the run
+/// records in `runs` (sorted and deduplicated: the page does not depend
+/// on the order files are listed in).
+fn read_provenance(runs: &Path) -> Result<Provenance, ReportError> {
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(runs) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect(),
+        Err(_) => return Ok(Provenance::default()),
+    };
+    files.sort();
+    let mut sets: [std::collections::BTreeSet<String>; 4] = Default::default();
+    let mut p = Provenance::default();
+    let mut dates: Vec<u64> = Vec::new();
+    for f in &files {
+        let bytes = std::fs::read(f).map_err(|source| FileError::Io {
+            path: f.clone(),
+            source,
+        })?;
+        let doc: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| FileError::Bad {
+                path: f.clone(),
+                message: format!("not JSON: {e}"),
+            })?;
+        let prov = &doc["provenance"];
+        for (set, key) in
+            sets.iter_mut()
+                .zip(["git_commit", "cpu_model", "rustc_version", "kernels"])
+        {
+            if let Some(v) = prov[key].as_str() {
+                set.insert(v.to_string());
+            }
+        }
+        p.wall_seconds += prov["wall_seconds"].as_f64().unwrap_or(0.0);
+        match prov["finished_unix"].as_u64() {
+            Some(t) => dates.push(t),
+            None => p.undated += 1,
+        }
+        p.runs += 1;
+    }
+    let [commits, machines, rustc, kernels] = sets;
+    p.commits = commits.into_iter().collect();
+    p.machines = machines.into_iter().collect();
+    p.rustc = rustc.into_iter().collect();
+    p.kernels = kernels.into_iter().collect();
+    p.finished = dates
+        .iter()
+        .min()
+        .zip(dates.iter().max())
+        .map(|(&a, &b)| (a, b));
+    Ok(p)
 }
 
 /// The metric specs `run` wrote beside the plan.

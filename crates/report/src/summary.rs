@@ -357,30 +357,109 @@ fn html_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A self-contained page: the figures (SVG, by relative path) and one table
-/// per metric.
+/// Where a report's numbers come from, read from its run records.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Provenance {
+    pub runs: usize,
+    /// Distinct values over the runs, sorted.
+    pub commits: Vec<String>,
+    pub machines: Vec<String>,
+    pub rustc: Vec<String>,
+    pub kernels: Vec<String>,
+    /// First and last finishing time (Unix seconds), where records keep it.
+    pub finished: Option<(u64, u64)>,
+    /// Runs without a finishing time (made before records kept one).
+    pub undated: usize,
+    pub wall_seconds: f64,
+}
+
+impl Provenance {
+    fn html(&self) -> String {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "unknown".to_string()
+            } else {
+                html_escape(&v.join(", "))
+            }
+        };
+        let date = |t: u64| {
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+            )
+            .to_string()
+        };
+        let when = match self.finished {
+            Some((a, b)) if a == b => format!("finished {}", date(a)),
+            Some((a, b)) => format!("finished between {} and {}", date(a), date(b)),
+            None => "finishing dates not recorded".into(),
+        };
+        let undated = if self.finished.is_some() && self.undated > 0 {
+            format!(" ({} runs undated)", self.undated)
+        } else {
+            String::new()
+        };
+        format!(
+            "<p class=\"prov\">{} runs, {}{}; commit {}; machine {}; {}; kernels {}; {:.1} h of run time in all.</p>\n",
+            self.runs,
+            when,
+            undated,
+            list(&self.commits),
+            list(&self.machines),
+            list(&self.rustc),
+            list(&self.kernels),
+            self.wall_seconds / 3600.0
+        )
+    }
+}
+
+/// The page's text besides tables and figures.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub description: String,
+    pub provenance: Provenance,
+}
+
+const STYLE: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child{text-align:left}figure{margin:1.5em 0}figure svg{max-width:100%;height:auto}figcaption{font-size:90%;color:#444}.prov{color:#444;font-size:90%}";
+
+/// A self-contained page (no network, no other file): the suite's
+/// description and provenance, every figure inline as SVG with a caption,
+/// and one table per metric.
 pub fn write_html(
     path: &Path,
     suite: &str,
     params: &[String],
     rows: &[SummaryRow],
     figures: &[std::path::PathBuf],
+    page: &Page,
 ) -> Result<(), ReportError> {
     let mut h = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{0}</title>\n<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}table{{border-collapse:collapse;margin-bottom:1.5em}}td,th{{border:1px solid #ccc;padding:2px 8px;text-align:right}}td:first-child{{text-align:left}}img{{max-width:100%}}</style></head><body>\n<h1>{0}</h1>\n<p>Mean over seeds; 95% Student-t interval where n &ge; 2; each seed's value where there are 2 to 10. Regenerate with <code>retbench report DIR</code>.</p>\n",
-        html_escape(suite)
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{0}</title>\n<style>{STYLE}</style></head><body>\n<h1>{0}</h1>\n<p>{1}</p>\n{2}<p>Mean over seeds; 95% Student-t interval where n &ge; 2; each seed's value where there are 2 to 10. Regenerate with <code>retbench report DIR</code>.</p>\n",
+        html_escape(suite),
+        html_escape(&page.description),
+        page.provenance.html()
     );
     for f in figures
         .iter()
         .filter(|f| f.extension().is_some_and(|e| e == "svg"))
     {
-        let name = f
-            .file_name()
+        let svg = std::fs::read_to_string(f).map_err(|source| FileError::Io {
+            path: f.clone(),
+            source,
+        })?;
+        // The document's own prologue cannot sit inside HTML.
+        let body = match svg.find("<svg") {
+            Some(i) => &svg[i..],
+            None => svg.as_str(),
+        };
+        let stem = f
+            .file_stem()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         h.push_str(&format!(
-            "<figure><img src=\"figures/{0}\" alt=\"{0}\"></figure>\n",
-            html_escape(&name)
+            "<figure id=\"{0}\">\n{1}\n<figcaption>{2} (<code>figures/{0}.svg</code>, <code>.png</code>)</figcaption></figure>\n",
+            html_escape(&stem),
+            body.trim_end(),
+            html_escape(&stem.replace('_', " "))
         ));
     }
     for (title, cells) in tables(params, rows) {
@@ -393,6 +472,38 @@ pub fn write_html(
             h.push_str(&format!("<tr>{}</tr>\n", tds.concat()));
         }
         h.push_str("</table>\n");
+    }
+    h.push_str("</body></html>\n");
+    write_atomic(path, h.as_bytes())
+}
+
+/// One suite on the index page.
+#[derive(Debug, Clone)]
+pub struct IndexEntry {
+    pub suite: String,
+    /// The report page, relative to the index.
+    pub href: String,
+    pub description: String,
+    pub provenance: Provenance,
+    /// Figures drawn (each as SVG and PNG).
+    pub figures: usize,
+}
+
+/// `index.html` across suites: a link to each report with its description
+/// and provenance.
+pub fn write_index(path: &Path, entries: &[IndexEntry]) -> Result<(), ReportError> {
+    let mut h = format!(
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>retbench reports</title>\n<style>{STYLE}</style></head><body>\n<h1>retbench reports</h1>\n<p>One page per suite, each self-contained. Regenerate with <code>just report</code>.</p>\n"
+    );
+    for e in entries {
+        h.push_str(&format!(
+            "<h2><a href=\"{}\">{}</a></h2>\n<p>{}</p>\n{}<p class=\"prov\">{} figures.</p>\n",
+            html_escape(&e.href),
+            html_escape(&e.suite),
+            html_escape(&e.description),
+            e.provenance.html(),
+            e.figures
+        ));
     }
     h.push_str("</body></html>\n");
     write_atomic(path, h.as_bytes())
