@@ -75,3 +75,7 @@ bench-save name="main":
 # The kernel benches against a saved criterion baseline.
 bench-compare name="main":
     cargo bench -p retbench-core -- --baseline {{name}}
+
+# Compile every committed summary.tex with pdflatex (needs texlive).
+check-latex:
+    scripts/check_latex.sh

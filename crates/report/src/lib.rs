@@ -1,6 +1,8 @@
 //! retbench-report: turns a run folder's `results.csv` into `summary.csv`
 //! (per config over seeds: n, mean, std and a 95% Student-t interval),
-//! `summary.md`, `report.html`, and figures in SVG and PNG. Reports only read what the
+//! `summary.md`, `summary.tex` (booktabs tables), a self-contained
+//! `report.html`, and figures in SVG and PNG; and compares two folders
+//! (`compare`). Reports only read what the
 //! harness recorded; they re-derive nothing upstream decided.
 //!
 //! Figures render with a font bundled in this crate (DejaVu Sans), so no
@@ -9,6 +11,7 @@
 
 pub mod compare;
 mod figures;
+mod latex;
 mod summary;
 
 use std::path::{Path, PathBuf};
@@ -43,8 +46,8 @@ pub fn report(dir: &Path) -> Result<ReportOutput, ReportError> {
     let summary = summarize(&params, &rows);
     let suite = rows.first().map(|r| r.suite.clone()).unwrap_or_default();
     summary::write_csv(&dir.join("summary.csv"), &params, &summary)?;
-    summary::write_markdown(&dir.join("summary.md"), &suite, &params, &summary)?;
     let specs = read_specs(&dir.join("metrics.json"))?;
+    summary::write_markdown(&dir.join("summary.md"), &suite, &params, &summary, &specs)?;
     for row in &rows {
         if !specs.iter().any(|s| s.name == row.metric) {
             return Err(FileError::Bad {
@@ -57,6 +60,7 @@ pub fn report(dir: &Path) -> Result<ReportOutput, ReportError> {
             .into());
         }
     }
+    latex::write_latex(&dir.join("summary.tex"), &suite, &params, &summary, &specs)?;
     let declared = read_declared_figures(&dir.join("plan.json"))?;
     let figures = figures::render_all(
         &dir.join("figures"),
@@ -78,6 +82,7 @@ pub fn report(dir: &Path) -> Result<ReportOutput, ReportError> {
         &summary,
         &figures,
         &page,
+        &specs,
     )?;
     Ok(ReportOutput {
         suite,

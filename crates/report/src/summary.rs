@@ -7,6 +7,7 @@ use std::path::Path;
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
 use retbench_core::fsutil::FileError;
+use retbench_tasks::MetricSpec;
 
 use crate::{ReportError, write_atomic};
 
@@ -190,7 +191,13 @@ pub fn write_csv(path: &Path, params: &[String], rows: &[SummaryRow]) -> Result<
 /// One table per (metric, slice), in order of first appearance: its title
 /// and rows of cells (config, step, n, mean, 95% CI, per seed), shared by
 /// the Markdown and HTML summaries.
-fn tables(params: &[String], rows: &[SummaryRow]) -> Vec<(String, Vec<[String; 6]>)> {
+/// One table per (metric, slice); intervals clipped to the metric's
+/// bounds where its spec gives them (a share's interval never passes 1).
+fn tables(
+    params: &[String],
+    rows: &[SummaryRow],
+    specs: &[MetricSpec],
+) -> Vec<(String, Vec<[String; 6]>)> {
     let mut keys: Vec<(&str, &str)> = Vec::new();
     for r in rows {
         if !keys.contains(&(r.metric.as_str(), r.slice.as_str())) {
@@ -207,9 +214,14 @@ fn tables(params: &[String], rows: &[SummaryRow]) -> Vec<(String, Vec<[String; 6
                 .iter()
                 .filter(|r| r.metric == metric && r.slice == slice)
                 .map(|r| {
+                    let spec = specs.iter().find(|s| s.name == r.metric);
                     let ci = r
                         .ci95
-                        .map(|(lo, hi)| format!("[{}, {}]", fmt_num(lo), fmt_num(hi)))
+                        .map(|(lo, hi)| {
+                            let lo = spec.and_then(|s| s.lower).map_or(lo, |b| lo.max(b));
+                            let hi = spec.and_then(|s| s.upper).map_or(hi, |b| hi.min(b));
+                            format!("[{}, {}]", fmt_num(lo), fmt_num(hi))
+                        })
                         .unwrap_or_else(|| "–".into());
                     [
                         label(params, r),
@@ -335,11 +347,12 @@ pub fn write_markdown(
     suite: &str,
     params: &[String],
     rows: &[SummaryRow],
+    specs: &[MetricSpec],
 ) -> Result<(), ReportError> {
     let mut md = format!(
-        "# {suite}: summary\n\nMean over seeds; 95% Student-t interval where n ≥ 2; each seed's value where there are 2 to 10. Regenerate with `retbench report DIR`.\n"
+        "# {suite}: summary\n\nMean over seeds; 95% Student-t interval where n ≥ 2; each seed's value where there are 2 to 10; intervals clipped to the metric's bounds. Regenerate with `retbench report DIR`.\n"
     );
-    for (title, cells) in tables(params, rows) {
+    for (title, cells) in tables(params, rows, specs) {
         md.push_str(&format!(
             "\n## {title}\n\n| config | step | n | mean | 95% CI | per seed |\n|---|---|---|---|---|---|\n"
         ));
@@ -431,9 +444,10 @@ pub fn write_html(
     rows: &[SummaryRow],
     figures: &[std::path::PathBuf],
     page: &Page,
+    specs: &[MetricSpec],
 ) -> Result<(), ReportError> {
     let mut h = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{0}</title>\n<style>{STYLE}</style></head><body>\n<h1>{0}</h1>\n<p>{1}</p>\n{2}<p>Mean over seeds; 95% Student-t interval where n &ge; 2; each seed's value where there are 2 to 10. Regenerate with <code>retbench report DIR</code>.</p>\n",
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{0}</title>\n<style>{STYLE}</style></head><body>\n<h1>{0}</h1>\n<p>{1}</p>\n{2}<p>Mean over seeds; 95% Student-t interval where n &ge; 2; each seed's value where there are 2 to 10; intervals clipped to the metric's bounds. Regenerate with <code>retbench report DIR</code>.</p>\n",
         html_escape(suite),
         html_escape(&page.description),
         page.provenance.html()
@@ -462,7 +476,7 @@ pub fn write_html(
             html_escape(&stem.replace('_', " "))
         ));
     }
-    for (title, cells) in tables(params, rows) {
+    for (title, cells) in tables(params, rows, specs) {
         h.push_str(&format!("<h2>{}</h2>\n<table><tr><th>config</th><th>step</th><th>n</th><th>mean</th><th>95% CI</th><th>per seed</th></tr>\n", html_escape(&title)));
         for row in cells {
             let tds: Vec<String> = row

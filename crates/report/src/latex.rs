@@ -1,0 +1,271 @@
+//! `summary.tex`: the suite's final values as LaTeX tables for a paper
+//! (`\usepackage{booktabs,longtable}` in the preamble), one table per
+//! metric and slice, a row per config: mean and 95% Student-t interval
+//! clipped to the metric's bounds (a share never gets an interval past 1),
+//! each seed's value where there are 2 to 10, and the best mean of the
+//! column in bold by the metric's direction (none for a metric with no
+//! better direction). Curve points (rows with a step) are left to the
+//! figures.
+
+use std::path::Path;
+
+use retbench_tasks::{Direction, MetricSpec};
+
+use crate::summary::{SummaryRow, label};
+use crate::{ReportError, write_atomic};
+
+/// Rows beyond which a table is a `longtable` (breaks across pages) rather
+/// than a float: about what a page holds at `\small`.
+const LONG_ROWS: usize = 40;
+
+/// Text safe in LaTeX's text mode.
+pub(crate) fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str(r"\textbackslash{}"),
+            '{' | '}' | '_' | '&' | '%' | '$' | '#' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '~' => out.push_str(r"\textasciitilde{}"),
+            '^' => out.push_str(r"\textasciicircum{}"),
+            '"' => out.push_str("''"),
+            'ε' => out.push_str(r"$\varepsilon$"),
+            'µ' => out.push_str(r"$\mu$"),
+            '−' => out.push_str("$-$"),
+            '‖' => out.push_str(r"$\|$"),
+            '×' => out.push_str(r"$\times$"),
+            '·' => out.push_str(r"$\cdot$"),
+            '≤' => out.push_str(r"$\leq$"),
+            '≥' => out.push_str(r"$\geq$"),
+            '→' => out.push_str(r"$\to$"),
+            '²' => out.push_str(r"$^2$"),
+            '√' => out.push_str(r"$\surd$"),
+            '–' => out.push_str("--"),
+            '—' => out.push_str("---"),
+            '…' => out.push_str(r"\dots{}"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// A number with four significant digits, as the Markdown summary.
+fn num(x: f64) -> String {
+    if !x.is_finite() {
+        return format!("{x}");
+    }
+    let a = x.abs();
+    if a != 0.0 && !(1e-3..1e5).contains(&a) {
+        let s = format!("{x:.3e}");
+        let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
+        return format!("${m}\\times10^{{{e}}}$");
+    }
+    let digits = if a >= 1000.0 {
+        0
+    } else if a >= 100.0 {
+        1
+    } else if a >= 10.0 {
+        2
+    } else {
+        3
+    };
+    format!("{x:.digits$}")
+}
+
+/// The interval of a row, clipped to the spec's bounds.
+fn clipped(r: &SummaryRow, spec: Option<&MetricSpec>) -> Option<(f64, f64)> {
+    let (mut lo, mut hi) = r.ci95?;
+    if let Some(s) = spec {
+        if let Some(l) = s.lower {
+            lo = lo.max(l);
+        }
+        if let Some(u) = s.upper {
+            hi = hi.min(u);
+        }
+    }
+    Some((lo, hi))
+}
+
+/// Writes `summary.tex` for `rows` (the summary of one suite).
+pub fn write_latex(
+    path: &Path,
+    suite: &str,
+    params: &[String],
+    rows: &[SummaryRow],
+    specs: &[MetricSpec],
+) -> Result<(), ReportError> {
+    let mut keys: Vec<(&str, &str)> = Vec::new();
+    for r in rows.iter().filter(|r| r.step.is_empty()) {
+        if !keys.contains(&(r.metric.as_str(), r.slice.as_str())) {
+            keys.push((&r.metric, &r.slice));
+        }
+    }
+    let mut tex = format!(
+        "% {suite}: final values over seeds, written by `retbench report`; needs \\usepackage{{booktabs,longtable}}.\n"
+    );
+    for (metric, slice) in keys {
+        let spec = specs.iter().find(|s| s.name == metric);
+        let group: Vec<&SummaryRow> = rows
+            .iter()
+            .filter(|r| r.step.is_empty() && r.metric == metric && r.slice == slice)
+            .collect();
+        let best = match spec.map(|s| s.direction) {
+            Some(Direction::Higher) => group
+                .iter()
+                .map(|r| r.mean)
+                .filter(|m| m.is_finite())
+                .reduce(f64::max),
+            Some(Direction::Lower) => group
+                .iter()
+                .map(|r| r.mean)
+                .filter(|m| m.is_finite())
+                .reduce(f64::min),
+            _ => None,
+        };
+        let seeds = group.iter().any(|r| (2..=10).contains(&r.seeds.len()));
+        let unit = spec
+            .filter(|s| !s.unit.is_empty())
+            .map(|s| format!(" ({})", escape(&s.unit)))
+            .unwrap_or_default();
+        let about = spec.map(|s| escape(&s.about)).unwrap_or_default();
+        let title = if slice.is_empty() {
+            format!("\\texttt{{{}}}", escape(metric))
+        } else {
+            format!("\\texttt{{{}}}, {}", escape(metric), escape(slice))
+        };
+        let direction = match spec.map(|s| s.direction) {
+            Some(Direction::Higher) => " Higher is better; the best mean is in bold.",
+            Some(Direction::Lower) => " Lower is better; the best mean is in bold.",
+            _ => "",
+        };
+        let caption = format!(
+            "{suite_e}: {title}{unit} --- {about}. Mean over seeds with its 95\\% Student-t interval{clip}.{direction}",
+            suite_e = escape(suite),
+            clip = if spec.is_some_and(|s| s.lower.is_some() || s.upper.is_some()) {
+                ", clipped to the metric's bounds"
+            } else {
+                ""
+            },
+        );
+        let columns = if seeds { "l r l l" } else { "l r l" };
+        let header = format!(
+            "\\toprule\nconfig & $n$ & mean [95\\% CI]{} \\\\\n\\midrule\n",
+            if seeds { " & per seed" } else { "" }
+        );
+        // A float taller than a page cannot be placed (and LaTeX then
+        // stops on "too many unprocessed floats"): long tables break
+        // across pages instead.
+        let long = group.len() > LONG_ROWS;
+        tex += &if long {
+            format!(
+                "\n\\begin{{longtable}}{{{columns}}}\n\\caption{{{caption}}}\\\\\n{header}\\endhead\n"
+            )
+        } else {
+            format!(
+                "\n\\begin{{table}}[htbp]\n\\centering\\small\n\\caption{{{caption}}}\n\\begin{{tabular}}{{{columns}}}\n{header}"
+            )
+        };
+        for r in &group {
+            let mean = num(r.mean);
+            let mean = if best.is_some_and(|b| b == r.mean) {
+                format!("\\textbf{{{mean}}}")
+            } else {
+                mean
+            };
+            let ci = clipped(r, spec)
+                .map(|(lo, hi)| format!(" [{}, {}]", num(lo), num(hi)))
+                .unwrap_or_default();
+            let per = if seeds {
+                let v: Vec<String> = if (2..=10).contains(&r.seeds.len()) {
+                    r.seeds.iter().map(|&(_, v)| num(v)).collect()
+                } else {
+                    vec!["--".into()]
+                };
+                format!(" & {}", v.join(", "))
+            } else {
+                String::new()
+            };
+            let config = label(params, r);
+            let config = if config.is_empty() {
+                r.variant.clone()
+            } else {
+                config
+            };
+            tex += &format!("{} & {} & {mean}{ci}{per} \\\\\n", escape(&config), r.n);
+        }
+        tex += if long {
+            "\\bottomrule\n\\end{longtable}\n"
+        } else {
+            "\\bottomrule\n\\end{tabular}\n\\end{table}\n"
+        };
+    }
+    write_atomic(path, tex.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(config: &str, seeds: &[f64], ci: Option<(f64, f64)>) -> SummaryRow {
+        let mean = seeds.iter().sum::<f64>() / seeds.len() as f64;
+        SummaryRow {
+            variant: config.into(),
+            params: vec![],
+            metric: "accuracy".into(),
+            slice: "gap=1".into(),
+            step: String::new(),
+            n: seeds.len(),
+            mean,
+            std: 0.0,
+            ci95: ci,
+            seeds: seeds
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (i as u64, v))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn tables_bold_the_best_clip_intervals_and_escape_text() {
+        let dir = std::env::temp_dir().join(format!("retbench-tex-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut spec = MetricSpec::new("accuracy", "share right_answers");
+        spec.lower = Some(0.0);
+        spec.upper = Some(1.0);
+        let rows = vec![
+            row("a_b", &[0.5, 0.7, 0.6], Some((0.35, 0.85))),
+            row("c&d", &[0.9, 1.0, 0.95], Some((0.83, 1.07))),
+            // A curve point: not tabulated.
+            SummaryRow {
+                step: "100".into(),
+                ..row("a_b", &[0.1], None)
+            },
+        ];
+        let path = dir.join("summary.tex");
+        write_latex(&path, "s_1", &[], &rows, &[spec]).unwrap();
+        let tex = std::fs::read_to_string(&path).unwrap();
+        assert!(tex.contains("a\\_b & 3 & 0.600 [0.350, 0.850] & 0.500, 0.700, 0.600 \\\\"));
+        assert!(
+            tex.contains("c\\&d & 3 & \\textbf{0.950} [0.830, 1.000]"),
+            "best in bold, interval clipped at 1: {tex}"
+        );
+        assert!(tex.contains("\\caption{s\\_1: \\texttt{accuracy}, gap=1"));
+        assert_eq!(
+            escape("‖x−y‖ ≤ 2·ε"),
+            r"$\|$x$-$y$\|$ $\leq$ 2$\cdot$$\varepsilon$"
+        );
+        assert_eq!(
+            tex.matches("\\begin{table}").count(),
+            1,
+            "no table of curve points"
+        );
+        assert_eq!(
+            tex.matches("\\toprule").count(),
+            tex.matches("\\bottomrule").count()
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
