@@ -79,3 +79,8 @@ bench-compare name="main":
 # Compile every committed summary.tex with pdflatex (needs texlive).
 check-latex:
     scripts/check_latex.sh
+
+# Draw a report's figures as PDF on a scratch copy and check they render
+# with their text selectable (needs poppler-utils).
+check-pdf dir="reports/recall":
+    scripts/check_pdf.sh {{dir}}

@@ -112,6 +112,9 @@ enum Command {
         /// Also write an index page linking these reports (e.g. reports/index.html).
         #[arg(long)]
         index: Option<PathBuf>,
+        /// Also write each figure as vector PDF (font embedded, text selectable), for papers.
+        #[arg(long)]
+        pdf: bool,
     },
     /// Compare two run folders (a baseline and current results): exit 1 when a metric regressed.
     ///
@@ -325,11 +328,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             );
             Ok(Outcome::Ok)
         }
-        Command::Report { dirs, index } => {
+        Command::Report { dirs, index, pdf } => {
             let mut done = Vec::new();
             for dir in dirs {
                 retbench_harness::refresh(&dir)?;
-                let out = retbench_report::report(&dir)?;
+                let out =
+                    retbench_report::report_with(&dir, retbench_report::ReportOptions { pdf })?;
                 eprintln!(
                     "{}: {} summary rows, {} figure files",
                     dir.display(),

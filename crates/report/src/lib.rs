@@ -12,6 +12,7 @@
 pub mod compare;
 mod figures;
 mod latex;
+mod pdf;
 mod summary;
 
 use std::path::{Path, PathBuf};
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use retbench_core::fsutil::FileError;
 
 pub use compare::{CompareReport, Tolerances, compare};
+pub use pdf::svg_to_pdf;
 pub use summary::{IndexEntry, Page, Provenance, Row, SummaryRow, read_results, summarize};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +40,21 @@ pub struct ReportOutput {
     pub page: Page,
 }
 
+/// What `report_with` draws besides the defaults.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReportOptions {
+    /// Vector PDF copies of the figures (fonts embedded, text selectable).
+    pub pdf: bool,
+}
+
 /// Writes `summary.csv`, `summary.md` and `figures/` for the run folder
 /// `dir` (removing figures an earlier report drew and this one does not).
 pub fn report(dir: &Path) -> Result<ReportOutput, ReportError> {
+    report_with(dir, ReportOptions::default())
+}
+
+/// [`report`], with options.
+pub fn report_with(dir: &Path, opts: ReportOptions) -> Result<ReportOutput, ReportError> {
     let results = dir.join("results.csv");
     let (params, rows) = read_results(&results)?;
     let summary = summarize(&params, &rows);
@@ -70,7 +84,16 @@ pub fn report(dir: &Path) -> Result<ReportOutput, ReportError> {
         &specs,
         &declared,
     )?;
-    remove_stale_figures(&dir.join("figures"), &figures)?;
+    let mut figures = figures;
+    if opts.pdf {
+        let pdfs = figures
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "svg"))
+            .map(|f| pdf::svg_to_pdf(f))
+            .collect::<Result<Vec<_>, _>>()?;
+        figures.extend(pdfs);
+    }
+    remove_stale_figures(&dir.join("figures"), &figures, opts.pdf)?;
     let page = Page {
         description: read_description(&dir.join("plan.json"))?,
         provenance: read_provenance(&dir.join("runs"))?,
@@ -207,20 +230,23 @@ pub fn read_specs(path: &Path) -> Result<Vec<retbench_tasks::MetricSpec>, Report
         .map_err(Into::into)
 }
 
-/// Deletes the figures (SVG, PNG) an earlier report of this folder drew
-/// and this one did not (a renamed or dropped figure), so that the folder
+/// Deletes the figures (SVG, PNG; PDF when this report draws PDFs) an
+/// earlier report of this folder drew and this one did not (a renamed or dropped figure), so that the folder
 /// shows this report only. `figures/` belongs to the report; other files
 /// there are left alone.
-fn remove_stale_figures(dir: &Path, written: &[PathBuf]) -> Result<(), ReportError> {
+fn remove_stale_figures(dir: &Path, written: &[PathBuf], pdf: bool) -> Result<(), ReportError> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Ok(());
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let figure = matches!(
-            path.extension().and_then(|e| e.to_str()),
-            Some("svg" | "png")
-        );
+        // PDFs are drawn on request only: a report without --pdf leaves
+        // the ones a --pdf report drew.
+        let figure = match path.extension().and_then(|e| e.to_str()) {
+            Some("svg" | "png") => true,
+            Some("pdf") => pdf,
+            _ => false,
+        };
         if figure && !written.contains(&path) {
             std::fs::remove_file(&path).map_err(|source| FileError::Io {
                 path: path.clone(),

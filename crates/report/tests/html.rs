@@ -102,5 +102,30 @@ fn the_page_inlines_every_figure_and_states_its_provenance() {
     let first = std::fs::read(dir.join("report.html")).unwrap();
     retbench_report::report(&dir).unwrap();
     assert_eq!(std::fs::read(dir.join("report.html")).unwrap(), first);
+
+    // With PDFs: one per SVG, a TrueType subset embedded with a
+    // ToUnicode map (text stays selectable). (Not byte-reproducible:
+    // svg2pdf writes resource dictionaries in hash-map order.)
+    let opts = retbench_report::ReportOptions { pdf: true };
+    let out = retbench_report::report_with(&dir, opts).unwrap();
+    let pdfs: Vec<_> = out
+        .figures
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "pdf"))
+        .cloned()
+        .collect();
+    assert_eq!(pdfs.len(), svgs);
+    let bytes = std::fs::read(&pdfs[0]).unwrap();
+    assert!(bytes.starts_with(b"%PDF-"));
+    let has = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    assert!(has(b"/FontFile2"), "the font is embedded");
+    assert!(has(b"/ToUnicode"), "glyphs map back to text");
+    assert!(
+        !has(b"/Subtype /Image") && !has(b"/Subtype/Image"),
+        "vector, not raster"
+    );
+    // A report without PDFs leaves them.
+    retbench_report::report(&dir).unwrap();
+    assert!(pdfs[0].is_file());
     std::fs::remove_dir_all(root).unwrap();
 }
