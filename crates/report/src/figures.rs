@@ -857,9 +857,28 @@ fn draw<DB: DrawingBackend>(
         XAxis::Configs(names) => names.len().max(1) * 2 + 1,
         _ => 10,
     };
-    let mut builder = ChartBuilder::on(root);
+    // The legend sits right of the plot, outside the data: a strip as wide
+    // as the longest label needs (13 px type: about 7 px a character, plus
+    // the swatch), at most 40% of the figure.
+    let legend = !configs || look.chance.is_some();
+    let longest = series
+        .keys()
+        .map(|k| k.chars().count())
+        .chain(look.chance.map(|c| format!("chance ({})", tick(c)).len()))
+        .max()
+        .unwrap_or(0);
+    let legend_w = if legend {
+        let (w, _) = root.dim_in_pixel();
+        (longest as u32 * 7 + 40).min(w * 2 / 5)
+    } else {
+        0
+    };
+    // The title spans the figure; the chart and its legend share the rest.
+    let area = root.titled(look.title, ("sans-serif", 22)).map_err(e)?;
+    let (w, _) = area.dim_in_pixel();
+    let (chart_area, legend_area) = area.split_horizontally(w - legend_w);
+    let mut builder = ChartBuilder::on(&chart_area);
     builder
-        .caption(look.title, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(72);
@@ -974,23 +993,6 @@ fn draw<DB: DrawingBackend>(
                         PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.55).stroke_width(1))
                     });
             }
-            if !configs || look.chance.is_some() {
-                chart
-                    .configure_series_labels()
-                    .background_style(WHITE.mix(0.85))
-                    .border_style(BLACK.mix(0.3))
-                    .label_font(("sans-serif", 13))
-                    .position(if matches!(look.x, XAxis::Metric { .. }) {
-                        // Cheap configs sit left, costly ones above.
-                        SeriesLabelPosition::LowerRight
-                    } else if bounded {
-                        SeriesLabelPosition::UpperLeft
-                    } else {
-                        SeriesLabelPosition::UpperRight
-                    })
-                    .draw()
-                    .map_err(e)?;
-            }
         }};
     }
     let log_x = matches!(
@@ -1014,6 +1016,49 @@ fn draw<DB: DrawingBackend>(
                 .map_err(e)?
         ),
         (false, false) => plot!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(e)?),
+    }
+    if legend {
+        // Drawn beside the chart, so that it never covers data: a swatch
+        // and the label per series, in the legend's natural order, then
+        // the chance line; labels too long for the strip are shortened.
+        let fit = (legend_w.saturating_sub(40) / 7).max(4) as usize;
+        let shorten = |t: &str| {
+            if t.chars().count() > fit {
+                format!("{}…", t.chars().take(fit - 1).collect::<String>())
+            } else {
+                t.to_string()
+            }
+        };
+        let mut names: Vec<&String> = series.keys().collect();
+        names.sort_by(|a, b| natural_cmp(a, b));
+        let mut entries: Vec<(String, ShapeStyle, bool)> = names
+            .into_iter()
+            .map(|n| (shorten(n), colour[n].stroke_width(3), false))
+            .collect();
+        if let Some(c) = look.chance {
+            entries.push((
+                format!("chance ({})", tick(c)),
+                BLACK.mix(0.55).stroke_width(1),
+                true,
+            ));
+        }
+        let font = ("sans-serif", 13).into_font();
+        for (i, (text, style, dashed)) in entries.into_iter().enumerate() {
+            let y = 24 + 18 * i as i32;
+            let segments: &[(i32, i32)] = if dashed {
+                &[(4, 10), (14, 20)]
+            } else {
+                &[(4, 22)]
+            };
+            for &(a, b) in segments {
+                legend_area
+                    .draw(&PathElement::new(vec![(a, y), (b, y)], style))
+                    .map_err(e)?;
+            }
+            legend_area
+                .draw(&Text::new(text, (28, y - 7), font.clone()))
+                .map_err(e)?;
+        }
     }
     Ok(())
 }
