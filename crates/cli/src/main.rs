@@ -29,6 +29,13 @@ struct Cli {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum SizeArg {
+    Screen,
+    OneColumn,
+    TwoColumn,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum CompareFormat {
     Markdown,
     Json,
@@ -115,6 +122,9 @@ enum Command {
         /// Also write each figure as vector PDF (font embedded, text selectable), for papers.
         #[arg(long)]
         pdf: bool,
+        /// The figures' canvas: screen (900x600), one-column (600x450) or two-column (1200x500).
+        #[arg(long, value_enum, default_value_t = SizeArg::Screen)]
+        size: SizeArg,
     },
     /// Compare two run folders (a baseline and current results): exit 1 when a metric regressed.
     ///
@@ -328,12 +338,24 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             );
             Ok(Outcome::Ok)
         }
-        Command::Report { dirs, index, pdf } => {
+        Command::Report {
+            dirs,
+            index,
+            pdf,
+            size,
+        } => {
             let mut done = Vec::new();
             for dir in dirs {
                 retbench_harness::refresh(&dir)?;
-                let out =
-                    retbench_report::report_with(&dir, retbench_report::ReportOptions { pdf })?;
+                let size = match size {
+                    SizeArg::Screen => retbench_report::FigureSize::Screen,
+                    SizeArg::OneColumn => retbench_report::FigureSize::OneColumn,
+                    SizeArg::TwoColumn => retbench_report::FigureSize::TwoColumn,
+                };
+                let out = retbench_report::report_with(
+                    &dir,
+                    retbench_report::ReportOptions { pdf, size },
+                )?;
                 eprintln!(
                     "{}: {} summary rows, {} figure files",
                     dir.display(),

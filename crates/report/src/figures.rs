@@ -174,6 +174,7 @@ pub fn render_all(
     rows: &[SummaryRow],
     specs: &[MetricSpec],
     declared: &[FigureSpec],
+    size: FigureSize,
 ) -> Result<Vec<PathBuf>, ReportError> {
     register_font();
     let x_col = params.iter().position(|p| p == X_PARAM);
@@ -198,6 +199,7 @@ pub fn render_all(
         suite,
         colour,
         written: Vec::new(),
+        pixels: size.pixels(),
     };
     // (metric, slice key) with many numeric values: no figure per value.
     let mut values_of: BTreeMap<(&str, &str), std::collections::BTreeSet<&str>> = BTreeMap::new();
@@ -435,6 +437,32 @@ struct Figures<'a> {
     suite: &'a str,
     colour: BTreeMap<String, RGBColor>,
     written: Vec<PathBuf>,
+    pixels: (u32, u32),
+}
+
+/// The canvas figures are drawn on. Type sizes are fixed in pixels, so a
+/// smaller canvas gives larger type once the figure is scaled to its
+/// column: `one-column` reads at a single column's width (about 3.3 in),
+/// `two-column` spans a page (about 7 in) at a wide aspect.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FigureSize {
+    /// 900 × 600: reports and the screen.
+    #[default]
+    Screen,
+    /// 600 × 450.
+    OneColumn,
+    /// 1200 × 500.
+    TwoColumn,
+}
+
+impl FigureSize {
+    fn pixels(self) -> (u32, u32) {
+        match self {
+            FigureSize::Screen => (900, 600),
+            FigureSize::OneColumn => (600, 450),
+            FigureSize::TwoColumn => (1200, 500),
+        }
+    }
 }
 
 impl Figures<'_> {
@@ -687,9 +715,9 @@ impl Figures<'_> {
             chance: spec.chance,
             x: &x,
         };
-        let svg_root = SVGBackend::new(&svg, (900, 600)).into_drawing_area();
+        let svg_root = SVGBackend::new(&svg, self.pixels).into_drawing_area();
         present(svg_root, &look, &series, &self.colour).map_err(plot_err)?;
-        let png_root = BitMapBackend::new(&png, (900, 600)).into_drawing_area();
+        let png_root = BitMapBackend::new(&png, self.pixels).into_drawing_area();
         present(png_root, &look, &series, &self.colour).map_err(plot_err)?;
         self.written.push(svg);
         self.written.push(png);

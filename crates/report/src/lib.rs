@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use retbench_core::fsutil::FileError;
 
 pub use compare::{CompareReport, Tolerances, compare};
+pub use figures::FigureSize;
 pub use pdf::svg_to_pdf;
 pub use summary::{IndexEntry, Page, Provenance, Row, SummaryRow, read_results, summarize};
 
@@ -45,6 +46,8 @@ pub struct ReportOutput {
 pub struct ReportOptions {
     /// Vector PDF copies of the figures (fonts embedded, text selectable).
     pub pdf: bool,
+    /// The figures' canvas (a paper's one- or two-column width).
+    pub size: FigureSize,
 }
 
 /// Writes `summary.csv`, `summary.md` and `figures/` for the run folder
@@ -83,6 +86,7 @@ pub fn report_with(dir: &Path, opts: ReportOptions) -> Result<ReportOutput, Repo
         &summary,
         &specs,
         &declared,
+        opts.size,
     )?;
     let mut figures = figures;
     if opts.pdf {

@@ -106,7 +106,10 @@ fn the_page_inlines_every_figure_and_states_its_provenance() {
     // With PDFs: one per SVG, a TrueType subset embedded with a
     // ToUnicode map (text stays selectable). (Not byte-reproducible:
     // svg2pdf writes resource dictionaries in hash-map order.)
-    let opts = retbench_report::ReportOptions { pdf: true };
+    let opts = retbench_report::ReportOptions {
+        pdf: true,
+        ..Default::default()
+    };
     let out = retbench_report::report_with(&dir, opts).unwrap();
     let pdfs: Vec<_> = out
         .figures
