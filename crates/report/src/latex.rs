@@ -11,7 +11,7 @@ use std::path::Path;
 
 use retbench_tasks::{Direction, MetricSpec};
 
-use crate::summary::{SummaryRow, label};
+use crate::summary::{SummaryRow, clipped_ci, label};
 use crate::{ReportError, write_atomic};
 
 /// Rows beyond which a table is a `longtable` (breaks across pages) rather
@@ -72,20 +72,6 @@ fn num(x: f64) -> String {
         3
     };
     format!("{x:.digits$}")
-}
-
-/// The interval of a row, clipped to the spec's bounds.
-fn clipped(r: &SummaryRow, spec: Option<&MetricSpec>) -> Option<(f64, f64)> {
-    let (mut lo, mut hi) = r.ci95?;
-    if let Some(s) = spec {
-        if let Some(l) = s.lower {
-            lo = lo.max(l);
-        }
-        if let Some(u) = s.upper {
-            hi = hi.min(u);
-        }
-    }
-    Some((lo, hi))
 }
 
 /// Writes `summary.tex` for `rows` (the summary of one suite).
@@ -174,7 +160,7 @@ pub fn write_latex(
             } else {
                 mean
             };
-            let ci = clipped(r, spec)
+            let ci = clipped_ci(r, spec)
                 .map(|(lo, hi)| format!(" [{}, {}]", num(lo), num(hi)))
                 .unwrap_or_default();
             let per = if seeds {

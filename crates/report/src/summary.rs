@@ -191,6 +191,15 @@ pub fn write_csv(path: &Path, params: &[String], rows: &[SummaryRow]) -> Result<
 /// One table per (metric, slice), in order of first appearance: its title
 /// and rows of cells (config, step, n, mean, 95% CI, per seed), shared by
 /// the Markdown and HTML summaries.
+/// A row's 95% interval clipped to its metric's bounds, where the spec
+/// gives them (summary.csv keeps the raw interval).
+pub(crate) fn clipped_ci(r: &SummaryRow, spec: Option<&MetricSpec>) -> Option<(f64, f64)> {
+    let (lo, hi) = r.ci95?;
+    let lo = spec.and_then(|s| s.lower).map_or(lo, |b| lo.max(b));
+    let hi = spec.and_then(|s| s.upper).map_or(hi, |b| hi.min(b));
+    Some((lo, hi))
+}
+
 /// One table per (metric, slice); intervals clipped to the metric's
 /// bounds where its spec gives them (a share's interval never passes 1).
 fn tables(
@@ -215,13 +224,8 @@ fn tables(
                 .filter(|r| r.metric == metric && r.slice == slice)
                 .map(|r| {
                     let spec = specs.iter().find(|s| s.name == r.metric);
-                    let ci = r
-                        .ci95
-                        .map(|(lo, hi)| {
-                            let lo = spec.and_then(|s| s.lower).map_or(lo, |b| lo.max(b));
-                            let hi = spec.and_then(|s| s.upper).map_or(hi, |b| hi.min(b));
-                            format!("[{}, {}]", fmt_num(lo), fmt_num(hi))
-                        })
+                    let ci = clipped_ci(r, spec)
+                        .map(|(lo, hi)| format!("[{}, {}]", fmt_num(lo), fmt_num(hi)))
                         .unwrap_or_else(|| "–".into());
                     [
                         label(params, r),
