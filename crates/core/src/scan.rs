@@ -329,7 +329,7 @@ fn attend_rows(
 /// lane by lane.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
-    use super::{BLOCK, Partial, Rows};
+    use super::{BLOCK, Partial, Rows, block_max};
     use std::arch::x86_64::*;
 
     /// e^x lane-wise, the polynomial of `fused::exp_f32`; lanes below −87
@@ -632,18 +632,7 @@ mod avx512 {
                             }
                         }
                     }
-                    // Sixteen lanes at a time: a scalar fold is a chain of
-                    // 64 dependent maxima per block.
-                    let mut vmax = _mm512_set1_ps(f32::NEG_INFINITY);
-                    let mut r = 0;
-                    while r + 16 <= bl {
-                        vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(s.as_ptr().add(r)));
-                        r += 16;
-                    }
-                    let bmax = s[r..bl]
-                        .iter()
-                        .copied()
-                        .fold(_mm512_reduce_max_ps(vmax), f32::max);
+                    let bmax = block_max(&s[..bl]);
                     if bmax == f32::NEG_INFINITY {
                         continue;
                     }

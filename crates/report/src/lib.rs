@@ -78,7 +78,7 @@ pub fn report_with(dir: &Path, opts: ReportOptions) -> Result<ReportOutput, Repo
         }
     }
     latex::write_latex(&dir.join("summary.tex"), &suite, &params, &summary, &specs)?;
-    let declared = read_declared_figures(&dir.join("plan.json"))?;
+    let (declared, description) = read_plan(&dir.join("plan.json"))?;
     let figures = figures::render_all(
         &dir.join("figures"),
         &suite,
@@ -99,7 +99,7 @@ pub fn report_with(dir: &Path, opts: ReportOptions) -> Result<ReportOutput, Repo
     }
     remove_stale_figures(&dir.join("figures"), &figures, opts.pdf)?;
     let page = Page {
-        description: read_description(&dir.join("plan.json"))?,
+        description,
         provenance: read_provenance(&dir.join("runs"))?,
     };
     summary::write_html(
@@ -146,23 +146,6 @@ pub fn write_index(index: &Path, dirs: &[(PathBuf, ReportOutput)]) -> Result<(),
         })
         .collect();
     summary::write_index(index, &entries)
-}
-
-/// The suite's description from `plan.json` (empty without one).
-fn read_description(path: &Path) -> Result<String, ReportError> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return Ok(String::new());
-    };
-    let doc: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| FileError::Bad {
-        path: path.to_path_buf(),
-        message: format!("not JSON: {e}"),
-    })?;
-    Ok(doc
-        .get("description")
-        .and_then(|d| d.as_str())
-        .unwrap_or_default()
-        .trim()
-        .to_string())
 }
 
 /// Commits, machines, compilers, kernels, dates and run time of the run
@@ -261,11 +244,12 @@ fn remove_stale_figures(dir: &Path, written: &[PathBuf], pdf: bool) -> Result<()
     Ok(())
 }
 
-/// The figures the suite declared (`figures` in `plan.json`); none when
-/// the folder has no plan or the plan declares none.
-fn read_declared_figures(path: &Path) -> Result<Vec<retbench_tasks::FigureSpec>, ReportError> {
+/// What a report reads from `plan.json`: the figures the suite declared
+/// (`figures`) and its description; none and empty when the folder has no
+/// plan or the plan lacks them.
+fn read_plan(path: &Path) -> Result<(Vec<retbench_tasks::FigureSpec>, String), ReportError> {
     let Ok(bytes) = std::fs::read(path) else {
-        return Ok(Vec::new());
+        return Ok((Vec::new(), String::new()));
     };
     let bad = |message: String| FileError::Bad {
         path: path.to_path_buf(),
@@ -273,12 +257,17 @@ fn read_declared_figures(path: &Path) -> Result<Vec<retbench_tasks::FigureSpec>,
     };
     let doc: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
-    match doc.get("figures") {
-        None | Some(serde_json::Value::Null) => Ok(Vec::new()),
-        Some(f) => {
-            serde_json::from_value(f.clone()).map_err(|e| bad(format!("figures: {e}")).into())
-        }
-    }
+    let figures = match doc.get("figures") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(f) => serde_json::from_value(f.clone()).map_err(|e| bad(format!("figures: {e}")))?,
+    };
+    let description = doc
+        .get("description")
+        .and_then(|d| d.as_str())
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    Ok((figures, description))
 }
 
 /// Writes `bytes` to `path` atomically, as every retbench output is
