@@ -84,3 +84,9 @@ check-latex:
 # with their text selectable (needs poppler-utils).
 check-pdf dir="reports/recall":
     scripts/check_pdf.sh {{dir}}
+
+# Open every committed report.html in headless Chromium and check each figure
+# is laid out visible with its caption (needs chromium; SCREENSHOTS=DIR keeps
+# a screenshot of each page).
+check-html *dirs:
+    scripts/check_html.sh {{dirs}}
