@@ -44,7 +44,7 @@ report *dirs:
 
 # Criterion micro-benchmarks of memory read/write (1e2..1e5 slots).
 microbench:
-    cargo bench -p retbench-core
+    cargo bench -p retbench-core --bench memory
 
 # Medians of the last microbench run as a Markdown table.
 bench-table:
@@ -70,11 +70,22 @@ compare baseline current *args:
 
 # Save criterion's wall-clock results of the kernel benches as a baseline.
 bench-save name="main":
-    cargo bench -p retbench-core -- --save-baseline {{name}}
+    cargo bench -p retbench-core --bench memory -- --save-baseline {{name}}
 
 # The kernel benches against a saved criterion baseline.
 bench-compare name="main":
-    cargo bench -p retbench-core -- --baseline {{name}}
+    cargo bench -p retbench-core --bench memory -- --baseline {{name}}
+
+# Instruction counts of the hot kernels under Callgrind (gungraun) against
+# reports/baselines/instructions.json: exit 1 when one grew beyond 2% (what
+# CI runs; needs valgrind, installs gungraun-runner once).
+bench-instructions:
+    scripts/instructions.sh check
+
+# Rewrite reports/baselines/instructions.json (commit it on its own, saying
+# why the counts moved).
+baseline-instructions:
+    scripts/instructions.sh refresh
 
 # Compile every committed summary.tex with pdflatex (needs texlive).
 check-latex:

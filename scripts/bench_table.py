@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prints the medians of the last `cargo bench -p retbench-core` run as a
+"""Prints the medians of the last `cargo bench -p retbench-core --bench memory` run as a
 Markdown table (one row per benchmark, one column per slot count), read from
 criterion's estimates under target/criterion (or $CARGO_TARGET_DIR)."""
 import glob
@@ -16,7 +16,7 @@ for path in sorted(glob.glob(os.path.join(target, "criterion", "*", "*", "*", "n
     with open(path) as f:
         rows.setdefault(f"{group}/{name}", {})[int(size)] = json.load(f)["median"]["point_estimate"] / 1e3
 if not rows:
-    sys.exit(f"no criterion results under {target}/criterion: run `cargo bench -p retbench-core` first")
+    sys.exit(f"no criterion results under {target}/criterion: run `cargo bench -p retbench-core --bench memory` first")
 sizes = sorted({s for v in rows.values() for s in v})
 fmt = lambda us: f"{us:.1f} µs" if us < 1000 else f"{us / 1000:.2f} ms"
 print("| benchmark (median) | " + " | ".join(f"{s:.0e} slots" for s in sizes) + " |")

@@ -1,6 +1,6 @@
 //! Read and write latency of the retention backends at 1e2–1e5 slots
 //! (d = 64, batch 1, one query / one write vector per call, memory full and
-//! detached, as at evaluation). `cargo bench -p retbench-core`.
+//! detached, as at evaluation). `cargo bench -p retbench-core --bench memory`.
 
 use candle_core::{DType, Device};
 use candle_nn::VarMap;
