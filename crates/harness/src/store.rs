@@ -445,14 +445,21 @@ pub fn plan_metric_specs(plan: &Plan) -> Vec<MetricSpec> {
 }
 
 /// The specs of every metric the tasks of `configs` report, by name. Two
-/// tasks that give one metric different chance levels leave it without one.
+/// tasks that give one metric different chance levels leave it without one;
+/// it keeps only the reference levels and the independent parameters that
+/// every task gives it.
 pub fn metric_specs<'a>(configs: impl Iterator<Item = &'a crate::RunConfig>) -> Vec<MetricSpec> {
     let mut out: Vec<MetricSpec> = Vec::new();
     for config in configs {
         for spec in config.task.task().metrics() {
             match out.iter_mut().find(|s| s.name == spec.name) {
-                Some(s) if s.chance != spec.chance => s.chance = None,
-                Some(_) => {}
+                Some(s) => {
+                    if s.chance != spec.chance {
+                        s.chance = None;
+                    }
+                    s.references.retain(|r| spec.references.contains(r));
+                    s.independent_of.retain(|p| spec.independent_of.contains(p));
+                }
                 None => out.push(spec),
             }
         }

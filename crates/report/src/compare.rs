@@ -492,6 +492,7 @@ mod tests {
             mean: 0.0,
             std: 0.0,
             ci95: None,
+            interval: Default::default(),
             seeds: vec![],
         };
         let a = config(

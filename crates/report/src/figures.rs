@@ -167,6 +167,93 @@ fn labeller(
 /// line figure against it, not as a figure per value.
 const MANY_SLICES: usize = 12;
 
+/// The value a pooled parameter shows in a figure's legend.
+const POOLED: &str = "any";
+
+/// Rows for figures: the configs of a metric that differ only in
+/// parameters it cannot depend on (`MetricSpec::independent_of`; a column
+/// named by the path or lying under it) become one row over all their
+/// seeds, the parameter shown as `any`, appended after the other rows (so
+/// colours of configs drawn elsewhere do not move). Seeds are renumbered
+/// in pooled order, so a seed's thin line follows one config.
+fn pool_independent(
+    params: &[String],
+    rows: &[SummaryRow],
+    specs: &[MetricSpec],
+) -> Vec<SummaryRow> {
+    type Key = (String, Vec<String>, String, String, String);
+    let mut out = Vec::new();
+    let mut pooled: Vec<(SummaryRow, usize)> = Vec::new();
+    let mut at: BTreeMap<Key, usize> = BTreeMap::new();
+    for r in rows {
+        let free = specs
+            .iter()
+            .find(|s| s.name == r.metric)
+            .map(|s| s.independent_of.as_slice())
+            .unwrap_or_default();
+        let cols: Vec<usize> = params
+            .iter()
+            .enumerate()
+            .filter(|(c, p)| {
+                !r.params[*c].is_empty()
+                    && free
+                        .iter()
+                        .any(|f| *p == f || p.starts_with(&format!("{f}.")))
+            })
+            .map(|(c, _)| c)
+            .collect();
+        if cols.is_empty() {
+            out.push(r.clone());
+            continue;
+        }
+        let mut p = r.params.clone();
+        for c in cols {
+            p[c] = POOLED.into();
+        }
+        let key = (
+            r.variant.clone(),
+            p.clone(),
+            r.metric.clone(),
+            r.slice.clone(),
+            r.step.clone(),
+        );
+        match at.get(&key) {
+            Some(&i) => {
+                pooled[i].0.seeds.extend(r.seeds.iter().copied());
+                pooled[i].1 += 1;
+            }
+            None => {
+                at.insert(key, pooled.len());
+                pooled.push((
+                    SummaryRow {
+                        params: p,
+                        ..r.clone()
+                    },
+                    1,
+                ));
+            }
+        }
+    }
+    let mut merged: Vec<SummaryRow> = pooled
+        .into_iter()
+        .map(|(mut r, _)| {
+            r.seeds = r
+                .seeds
+                .iter()
+                .enumerate()
+                .map(|(i, &(_, v))| (i as u64, v))
+                .collect();
+            let xs: Vec<f64> = r.seeds.iter().map(|&(_, v)| v).collect();
+            (r.n, r.mean, r.std, r.ci95) = crate::summary::stats(&xs);
+            r.interval = Default::default();
+            r
+        })
+        .collect();
+    crate::summary::bimodal_intervals(&mut merged, specs);
+    out.extend(merged);
+    out
+}
+
 pub fn render_all(
     dir: &Path,
     suite: &str,
@@ -178,12 +265,18 @@ pub fn render_all(
 ) -> Result<Vec<PathBuf>, ReportError> {
     register_font();
     let x_col = params.iter().position(|p| p == X_PARAM);
-    let names = labeller(params, rows, x_col);
+    // Figures draw configs that cannot differ as one (declared figures keep
+    // the suite's own choice of lines).
+    let as_declared = rows;
+    let pooled = pool_independent(params, rows, specs);
+    let rows = &pooled[..];
+    let both: Vec<SummaryRow> = rows.iter().chain(as_declared).cloned().collect();
+    let names = labeller(params, &both, x_col);
     let label = |r: &SummaryRow| names[&full_label(params, r, x_col)].clone();
     // One colour per series, fixed across figures, in order of first
     // appearance (the plan's order).
     let mut order: Vec<String> = Vec::new();
-    for r in rows {
+    for r in &both {
         let l = label(r);
         if !order.contains(&l) {
             order.push(l);
@@ -335,12 +428,12 @@ pub fn render_all(
                     key: key.to_string(),
                     log,
                 };
-                fig.emit_named(spec, &name, &format!("by {key}"), &size, axis, series)?;
+                fig.emit_named(spec, &name, &format!("by {key}"), &size, "", axis, series)?;
             }
         }
     }
     for f in declared {
-        fig.declared(f, params, rows, specs)?;
+        fig.declared(f, params, as_declared, specs)?;
     }
     // Trade-offs: a quality metric against a cost of the same config
     // (`MetricSpec::against`: a whole-run metric, or `name[slice]` for one
@@ -403,11 +496,11 @@ pub fn render_all(
                 } else {
                     format!("({slice}) against {cost_name} ({cost_slice})")
                 };
-                fig.emit_named(spec, &name, &what, "", axis(), series)?;
+                fig.emit_named(spec, &name, &what, "", slice, axis(), series)?;
                 if by_size.len() > 1 {
                     for (size, series) in by_size {
                         let name = format!("{name}_slots{size}");
-                        fig.emit_named(spec, &name, &what, &size, axis(), series)?;
+                        fig.emit_named(spec, &name, &what, &size, slice, axis(), series)?;
                     }
                 }
             }
@@ -594,7 +687,7 @@ impl Figures<'_> {
                 key: f.by.clone(),
                 log,
             };
-            if let Err(e) = self.emit_named(spec, &name, &what, "", axis, series) {
+            if let Err(e) = self.emit_named(spec, &name, &what, "", "", axis, series) {
                 self.colour = report_wide;
                 return Err(e);
             }
@@ -658,17 +751,21 @@ impl Figures<'_> {
         } else {
             format!("{}: {metric} ({slice}){what}", self.suite)
         };
-        self.write(spec, &name, &title, x, series)
+        self.write(spec, &name, &title, slice, x, series)
     }
 
     /// A figure of a metric against a slice's value or a cost: `name` as
-    /// given, `what` (`by load`) and the memory size (if any) in the title.
+    /// given, `what` (`by load`) and the memory size (if any) in the title;
+    /// `slice` the one slice it draws, if it draws one (its reference
+    /// levels).
+    #[allow(clippy::too_many_arguments)]
     fn emit_named(
         &mut self,
         spec: &MetricSpec,
         name: &str,
         what: &str,
         size: &str,
+        slice: &str,
         x: XAxis,
         mut series: BTreeMap<String, Vec<Point>>,
     ) -> Result<(), ReportError> {
@@ -681,15 +778,17 @@ impl Figures<'_> {
         } else {
             format!("{}: {} {what}, {size} slots", self.suite, spec.name)
         };
-        self.write(spec, name, &title, x, series)
+        self.write(spec, name, &title, slice, x, series)
     }
 
-    /// Writes SVG and PNG of a figure.
+    /// Writes SVG and PNG of a figure; `slice` picks the reference levels
+    /// that hold for it (those of every slice, and those of `slice`).
     fn write(
         &mut self,
         spec: &MetricSpec,
         name: &str,
         title: &str,
+        slice: &str,
         x: XAxis,
         series: BTreeMap<String, Vec<Point>>,
     ) -> Result<(), ReportError> {
@@ -706,13 +805,33 @@ impl Figures<'_> {
             message: e,
         };
         let y_label = spec.label();
+        let levels: Vec<Level> = spec
+            .chance
+            .map(|c| Level {
+                label: format!("chance ({})", tick(c)),
+                value: c,
+                dashes: &[(4, 10), (14, 20)],
+            })
+            .into_iter()
+            .chain(
+                spec.references
+                    .iter()
+                    .filter(|r| r.slice.is_empty() || r.slice == slice)
+                    .map(|r| Level {
+                        label: format!("{} ({})", r.label, tick(r.value)),
+                        value: r.value,
+                        dashes: &[(4, 6), (9, 11), (14, 16), (19, 21)],
+                    }),
+            )
+            .filter(|l| l.value.is_finite())
+            .collect();
         let look = Look {
             title: &title,
             y_label: &y_label,
             log_y: spec.log_axis,
             lower: spec.lower,
             upper: spec.upper,
-            chance: spec.chance,
+            levels: &levels,
             x: &x,
         };
         let svg_root = SVGBackend::new(&svg, self.pixels).into_drawing_area();
@@ -786,8 +905,18 @@ struct Look<'a> {
     log_y: bool,
     lower: Option<f64>,
     upper: Option<f64>,
-    chance: Option<f64>,
+    /// Horizontal reference lines: chance, then the spec's references.
+    levels: &'a [Level],
     x: &'a XAxis,
+}
+
+/// A labelled horizontal line across a figure.
+struct Level {
+    label: String,
+    value: f64,
+    /// The legend swatch's dashes (pixel spans); the line's own pattern
+    /// follows from their count: two for chance, more for a reference.
+    dashes: &'static [(i32, i32)],
 }
 
 /// Draws one figure on `root` and writes it out.
@@ -822,7 +951,7 @@ fn draw<DB: DrawingBackend>(
             .chain(p.seeds.iter().map(|&(_, v)| v))
     });
     let ys: Vec<f64> = ys
-        .chain(look.chance)
+        .chain(look.levels.iter().map(|l| l.value))
         .filter(|y| y.is_finite() && (!log_y || *y > 0.0))
         .collect();
     let (mut y0, mut y1) = ys
@@ -888,11 +1017,11 @@ fn draw<DB: DrawingBackend>(
     // The legend sits right of the plot, outside the data: a strip as wide
     // as the longest label needs (13 px type: about 7 px a character, plus
     // the swatch), at most 40% of the figure.
-    let legend = !configs || look.chance.is_some();
+    let legend = !configs || !look.levels.is_empty();
     let longest = series
         .keys()
+        .chain(look.levels.iter().map(|l| &l.label))
         .map(|k| k.chars().count())
-        .chain(look.chance.map(|c| format!("chance ({})", tick(c)).len()))
         .max()
         .unwrap_or(0);
     let legend_w = if legend {
@@ -1007,19 +1136,24 @@ fn draw<DB: DrawingBackend>(
                     )
                     .map_err(e)?;
             }
-            if let Some(c) = look.chance {
+            for level in look.levels {
+                let (dash, gap) = if level.dashes.len() > 2 {
+                    (2, 3)
+                } else {
+                    (6, 4)
+                };
+                let c = level.value;
+                if log_y && c <= 0.0 {
+                    continue;
+                }
                 chart
                     .draw_series(DashedLineSeries::new(
                         vec![(x0, c), (x1, c)],
-                        6,
-                        4,
+                        dash,
+                        gap,
                         BLACK.mix(0.55).stroke_width(1),
                     ))
-                    .map_err(e)?
-                    .label(format!("chance ({})", tick(c)))
-                    .legend(|(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.55).stroke_width(1))
-                    });
+                    .map_err(e)?;
             }
         }};
     }
@@ -1059,25 +1193,23 @@ fn draw<DB: DrawingBackend>(
         };
         let mut names: Vec<&String> = series.keys().collect();
         names.sort_by(|a, b| natural_cmp(a, b));
-        let mut entries: Vec<(String, ShapeStyle, bool)> = names
+        // (label, stroke, swatch spans): a solid swatch per series, the
+        // level's own dashes after them.
+        type Entry = (String, ShapeStyle, &'static [(i32, i32)]);
+        let mut entries: Vec<Entry> = names
             .into_iter()
-            .map(|n| (shorten(n), colour[n].stroke_width(3), false))
+            .map(|n| (shorten(n), colour[n].stroke_width(3), &[(4, 22)][..]))
             .collect();
-        if let Some(c) = look.chance {
+        for level in look.levels {
             entries.push((
-                format!("chance ({})", tick(c)),
+                shorten(&level.label),
                 BLACK.mix(0.55).stroke_width(1),
-                true,
+                level.dashes,
             ));
         }
         let font = ("sans-serif", 13).into_font();
-        for (i, (text, style, dashed)) in entries.into_iter().enumerate() {
+        for (i, (text, style, segments)) in entries.into_iter().enumerate() {
             let y = 24 + 18 * i as i32;
-            let segments: &[(i32, i32)] = if dashed {
-                &[(4, 10), (14, 20)]
-            } else {
-                &[(4, 22)]
-            };
             for &(a, b) in segments {
                 legend_area
                     .draw(&PathElement::new(vec![(a, y), (b, y)], style))
@@ -1117,5 +1249,117 @@ mod natural_order_tests {
                 "probe 16"
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod level_and_pooling_tests {
+    use super::*;
+
+    fn row(metric: &str, slice: &str, params: &[&str], seeds: &[f64]) -> SummaryRow {
+        let (n, mean, std, ci95) = crate::summary::stats(seeds);
+        SummaryRow {
+            variant: "grid".into(),
+            params: params.iter().map(|p| p.to_string()).collect(),
+            metric: metric.into(),
+            slice: slice.into(),
+            step: String::new(),
+            n,
+            mean,
+            std,
+            ci95,
+            interval: Default::default(),
+            seeds: seeds
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| (i as u64, v))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn configs_that_cannot_differ_are_pooled_and_others_kept() {
+        let params = vec!["retention.slots".to_string(), "retention.write".to_string()];
+        let specs = vec![
+            MetricSpec::latency_us("read_us", "read").independent_of(&["retention.write"]),
+            MetricSpec::latency_us("write_us", "write"),
+        ];
+        let rows = vec![
+            row(
+                "read_us",
+                "",
+                &["100", "{\"kind\":\"append\"}"],
+                &[1.0, 2.0],
+            ),
+            row(
+                "read_us",
+                "",
+                &["100", "{\"kind\":\"attention\"}"],
+                &[3.0, 4.0],
+            ),
+            row(
+                "read_us",
+                "",
+                &["1000", "{\"kind\":\"append\"}"],
+                &[9.0, 9.0],
+            ),
+            row(
+                "write_us",
+                "",
+                &["100", "{\"kind\":\"append\"}"],
+                &[5.0, 5.0],
+            ),
+            row(
+                "write_us",
+                "",
+                &["100", "{\"kind\":\"attention\"}"],
+                &[7.0, 7.0],
+            ),
+        ];
+        let out = pool_independent(&params, &rows, &specs);
+        // The write rows untouched and first; one pooled read row per size.
+        assert_eq!(out[..2], rows[3..]);
+        assert_eq!(out.len(), 4);
+        let p100 = &out[2];
+        assert_eq!(p100.params, ["100", POOLED]);
+        assert_eq!((p100.n, p100.mean), (4, 2.5));
+        assert_eq!(
+            p100.seeds,
+            [(0, 1.0), (1, 2.0), (2, 3.0), (3, 4.0)],
+            "seeds renumbered so a seed's line follows one config"
+        );
+        assert!(p100.ci95.is_some_and(|(lo, hi)| lo < 1.0 && hi > 4.0));
+        assert_eq!((out[3].n, out[3].params[0].as_str()), (2, "1000"));
+    }
+
+    #[test]
+    fn reference_levels_are_drawn_labelled_for_their_slice_only() {
+        let dir = std::env::temp_dir().join(format!("retbench-levels-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let spec = MetricSpec::share("accuracy", "accuracy")
+            .chance(0.0625)
+            .reference("values without keys", "gap=1", 0.258)
+            .reference("everywhere", "", 0.5);
+        let rows = vec![
+            row("accuracy", "gap=0", &[], &[0.9, 0.95]),
+            row("accuracy", "gap=1", &[], &[0.4, 0.45]),
+        ];
+        let written =
+            render_all(&dir, "t", &[], &rows, &[spec], &[], FigureSize::default()).unwrap();
+        let text = |name: &str| {
+            let path = written
+                .iter()
+                .find(|p| p.file_name().is_some_and(|f| f == name))
+                .unwrap_or_else(|| panic!("{name} not drawn: {written:?}"));
+            std::fs::read_to_string(path).unwrap()
+        };
+        let gap1 = text("accuracy_gap1.svg");
+        assert!(gap1.contains("chance (0.0625)"));
+        assert!(gap1.contains("values without keys (0.258)"));
+        assert!(gap1.contains("everywhere (0.5)"));
+        let gap0 = text("accuracy_gap0.svg");
+        assert!(!gap0.contains("values without keys"));
+        assert!(gap0.contains("everywhere (0.5)"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -1,7 +1,8 @@
 //! `summary.tex`: the suite's final values as LaTeX tables for a paper
 //! (`\usepackage{booktabs,longtable}` in the preamble), one table per
-//! metric and slice, a row per config: mean and 95% Student-t interval
-//! clipped to the metric's bounds (a share never gets an interval past 1),
+//! metric and slice, a row per config: mean and 95% interval (Student t,
+//! or a percentile bootstrap marked $^{b}$ for bimodal seeds) clipped to
+//! the metric's bounds (a share never gets an interval past 1),
 //! each seed's value where there are 2 to 10, and the best mean of the
 //! column in bold by the metric's direction (none for a metric with no
 //! better direction). Curve points (rows with a step) are left to the
@@ -11,7 +12,7 @@ use std::path::Path;
 
 use retbench_tasks::{Direction, MetricSpec};
 
-use crate::summary::{SummaryRow, clipped_ci, label};
+use crate::summary::{Interval, SummaryRow, clipped_ci, label};
 use crate::{ReportError, write_atomic};
 
 /// Rows beyond which a table is a `longtable` (breaks across pages) rather
@@ -127,7 +128,12 @@ pub fn write_latex(
             _ => "",
         };
         let caption = format!(
-            "{suite_e}: {title}{unit} --- {about}. Mean over seeds with its 95\\% Student-t interval{clip}.{direction}",
+            "{suite_e}: {title}{unit} --- {about}. Mean over seeds with its 95\\% Student-t interval{boot}{clip}.{direction}",
+            boot = if group.iter().any(|r| r.interval == Interval::Bootstrap) {
+                " ($^{b}$: percentile bootstrap, 10\\,000 resamples, where the seeds split into two clusters)"
+            } else {
+                ""
+            },
             suite_e = escape(suite),
             clip = if spec.is_some_and(|s| s.lower.is_some() || s.upper.is_some()) {
                 ", clipped to the metric's bounds"
@@ -160,8 +166,12 @@ pub fn write_latex(
             } else {
                 mean
             };
+            let mark = match r.interval {
+                Interval::Bootstrap => "$^{b}$",
+                Interval::StudentT => "",
+            };
             let ci = clipped_ci(r, spec)
-                .map(|(lo, hi)| format!(" [{}, {}]", num(lo), num(hi)))
+                .map(|(lo, hi)| format!(" [{}, {}]{mark}", num(lo), num(hi)))
                 .unwrap_or_default();
             let per = if seeds {
                 let v: Vec<String> = if (2..=10).contains(&r.seeds.len()) {
@@ -206,6 +216,7 @@ mod tests {
             mean,
             std: 0.0,
             ci95: ci,
+            interval: Interval::StudentT,
             seeds: seeds
                 .iter()
                 .enumerate()

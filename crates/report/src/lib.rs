@@ -1,5 +1,6 @@
 //! retbench-report: turns a run folder's `results.csv` into `summary.csv`
-//! (per config over seeds: n, mean, std and a 95% Student-t interval),
+//! (per config over seeds: n, mean, std and a 95% interval, Student-t or,
+//! for bimodal bounded outcomes, a percentile bootstrap),
 //! `summary.md`, `summary.tex` (booktabs tables), a self-contained
 //! `report.html`, and figures in SVG and PNG; and compares two folders
 //! (`compare`). Reports only read what the
@@ -60,10 +61,11 @@ pub fn report(dir: &Path) -> Result<ReportOutput, ReportError> {
 pub fn report_with(dir: &Path, opts: ReportOptions) -> Result<ReportOutput, ReportError> {
     let results = dir.join("results.csv");
     let (params, rows) = read_results(&results)?;
-    let summary = summarize(&params, &rows);
+    let mut summary = summarize(&params, &rows);
     let suite = rows.first().map(|r| r.suite.clone()).unwrap_or_default();
-    summary::write_csv(&dir.join("summary.csv"), &params, &summary)?;
     let specs = read_specs(&dir.join("metrics.json"))?;
+    summary::bimodal_intervals(&mut summary, &specs);
+    summary::write_csv(&dir.join("summary.csv"), &params, &summary)?;
     summary::write_markdown(&dir.join("summary.md"), &suite, &params, &summary, &specs)?;
     for row in &rows {
         if !specs.iter().any(|s| s.name == row.metric) {

@@ -1,9 +1,12 @@
 //! Aggregation over seeds: one summary row per (variant, parameters, metric,
-//! slice, step) with n, mean, sample std and a 95% Student-t interval.
+//! slice, step) with n, mean, sample std and a 95% interval: Student-t, or a
+//! percentile bootstrap where a bounded outcome is bimodal across seeds
+//! ([`bimodal_intervals`]); each row says which.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use rand::Rng;
 use statrs::distribution::{ContinuousCDF, StudentsT};
 
 use retbench_core::fsutil::FileError;
@@ -39,9 +42,104 @@ pub struct SummaryRow {
     pub std: f64,
     /// `None` with a single seed: no interval can be claimed.
     pub ci95: Option<(f64, f64)>,
+    /// How `ci95` was computed.
+    pub interval: Interval,
     /// Each seed's value, in the order of the results: figures mark them,
     /// because a mean and interval over 3 seeds hide a bimodal outcome.
     pub seeds: Vec<(u64, f64)>,
+}
+
+/// Which 95% interval a summary row carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Interval {
+    /// Student t over the seeds' values (the default).
+    #[default]
+    StudentT,
+    /// Percentile bootstrap of the mean ([`bootstrap_ci`]): the seeds split
+    /// into two clusters ([`bimodal`]), where a t-interval, symmetric about
+    /// a mean that no seed is near, would claim values none reached.
+    Bootstrap,
+}
+
+impl Interval {
+    /// The name `summary.csv` gives it (`ci95_method`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Interval::StudentT => "t",
+            Interval::Bootstrap => "bootstrap",
+        }
+    }
+}
+
+/// Resamples of a bootstrap interval.
+pub const RESAMPLES: usize = 10_000;
+
+/// Whether the values split into two clusters: at least 3 values, and the
+/// largest gap between neighbours in sorted order is at least a quarter of
+/// the metric's range (`upper - lower`) and at least twice the spread
+/// within either side. A seed that binds (accuracy 1) beside two that do
+/// not (0.28) is bimodal; timing noise around one level, or a spread of
+/// learning outcomes without a gap, is not.
+pub fn bimodal(xs: &[f64], lower: f64, upper: f64) -> bool {
+    if xs.len() < 3 || upper.partial_cmp(&lower) != Some(std::cmp::Ordering::Greater) {
+        return false;
+    }
+    if xs.iter().any(|x| !x.is_finite()) {
+        return false;
+    }
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let Some((i, gap)) = v
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+    else {
+        return false;
+    };
+    let spread = (v[i] - v[0]).max(v[v.len() - 1] - v[i + 1]);
+    gap >= 0.25 * (upper - lower) && gap >= 2.0 * spread
+}
+
+/// The 95% percentile-bootstrap interval of the mean of `xs`:
+/// [`RESAMPLES`] resamples with replacement, drawn from the stream of
+/// `key` (the row's identity), so a report is the same every time.
+pub fn bootstrap_ci(xs: &[f64], key: &str) -> (f64, f64) {
+    let n = xs.len();
+    let mut rng = retbench_core::rng::stream(key, 0, "report/bootstrap");
+    let mut means: Vec<f64> = (0..RESAMPLES)
+        .map(|_| (0..n).map(|_| xs[rng.random_range(0..n)]).sum::<f64>() / n as f64)
+        .collect();
+    means.sort_by(f64::total_cmp);
+    let at = |q: f64| means[((q * (RESAMPLES - 1) as f64).round() as usize).min(RESAMPLES - 1)];
+    (at(0.025), at(0.975))
+}
+
+/// Replaces the Student-t interval of every row whose metric has both
+/// bounds and whose seeds are [`bimodal`] by [`bootstrap_ci`].
+pub fn bimodal_intervals(rows: &mut [SummaryRow], specs: &[MetricSpec]) {
+    for r in rows.iter_mut() {
+        let Some((lo, hi)) = specs
+            .iter()
+            .find(|s| s.name == r.metric)
+            .and_then(|s| Some((s.lower?, s.upper?)))
+        else {
+            continue;
+        };
+        let xs: Vec<f64> = r.seeds.iter().map(|&(_, v)| v).collect();
+        if bimodal(&xs, lo, hi) {
+            let key = format!(
+                "{}\0{}\0{}\0{}\0{}",
+                r.variant,
+                r.params.join("\0"),
+                r.metric,
+                r.slice,
+                r.step
+            );
+            r.ci95 = Some(bootstrap_ci(&xs, &key));
+            r.interval = Interval::Bootstrap;
+        }
+    }
 }
 
 const FIXED: [&str; 8] = [
@@ -140,6 +238,7 @@ pub fn summarize(_params: &[String], rows: &[Row]) -> Vec<SummaryRow> {
                 mean,
                 std,
                 ci95,
+                interval: Interval::StudentT,
                 seeds,
             }
         })
@@ -167,7 +266,15 @@ pub fn write_csv(path: &Path, params: &[String], rows: &[SummaryRow]) -> Result<
     let mut header = vec!["variant"];
     header.extend(params.iter().map(String::as_str));
     header.extend([
-        "metric", "slice", "step", "n", "mean", "std", "ci95_lo", "ci95_hi",
+        "metric",
+        "slice",
+        "step",
+        "n",
+        "mean",
+        "std",
+        "ci95_lo",
+        "ci95_hi",
+        "ci95_method",
     ]);
     w.write_record(&header).expect("in-memory csv");
     for r in rows {
@@ -182,6 +289,9 @@ pub fn write_csv(path: &Path, params: &[String], rows: &[SummaryRow]) -> Result<
             r.std.to_string(),
             r.ci95.map(|c| c.0.to_string()).unwrap_or_default(),
             r.ci95.map(|c| c.1.to_string()).unwrap_or_default(),
+            r.ci95
+                .map(|_| r.interval.name().to_string())
+                .unwrap_or_default(),
         ]);
         w.write_record(&rec).expect("in-memory csv");
     }
@@ -224,8 +334,12 @@ fn tables(
                 .filter(|r| r.metric == metric && r.slice == slice)
                 .map(|r| {
                     let spec = specs.iter().find(|s| s.name == r.metric);
+                    let mark = match r.interval {
+                        Interval::Bootstrap => BOOTSTRAP_MARK,
+                        Interval::StudentT => "",
+                    };
                     let ci = clipped_ci(r, spec)
-                        .map(|(lo, hi)| format!("[{}, {}]", fmt_num(lo), fmt_num(hi)))
+                        .map(|(lo, hi)| format!("[{}, {}]{mark}", fmt_num(lo), fmt_num(hi)))
                         .unwrap_or_else(|| "–".into());
                     [
                         label(params, r),
@@ -241,6 +355,12 @@ fn tables(
         })
         .collect()
 }
+
+/// Marks a bootstrap interval in the Markdown and HTML tables.
+pub(crate) const BOOTSTRAP_MARK: &str = " (b)";
+
+/// What the tables' intervals are, for the text above them.
+pub(crate) const INTERVALS: &str = "95% Student-t interval where n ≥ 2, or, marked (b), a percentile bootstrap (10 000 resamples) where a bounded metric's seeds split into two clusters (a gap between sorted values of at least a quarter of its range and twice the spread on either side)";
 
 /// "s0 0.416, s1 0.422, s2 1" for a handful of seeds: the values behind a
 /// mean, which an interval over 3 seeds can misrepresent (a bimodal outcome).
@@ -354,7 +474,7 @@ pub fn write_markdown(
     specs: &[MetricSpec],
 ) -> Result<(), ReportError> {
     let mut md = format!(
-        "# {suite}: summary\n\nMean over seeds; 95% Student-t interval where n ≥ 2; each seed's value where there are 2 to 10; intervals clipped to the metric's bounds. Regenerate with `retbench report DIR`.\n"
+        "# {suite}: summary\n\nMean over seeds; {INTERVALS}; each seed's value where there are 2 to 10; intervals clipped to the metric's bounds. Regenerate with `retbench report DIR`.\n"
     );
     for (title, cells) in tables(params, rows, specs) {
         md.push_str(&format!(
@@ -451,10 +571,11 @@ pub fn write_html(
     specs: &[MetricSpec],
 ) -> Result<(), ReportError> {
     let mut h = format!(
-        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{0}</title>\n<style>{STYLE}</style></head><body>\n<h1>{0}</h1>\n<p>{1}</p>\n{2}<p>Mean over seeds; 95% Student-t interval where n &ge; 2; each seed's value where there are 2 to 10; intervals clipped to the metric's bounds. Regenerate with <code>retbench report DIR</code>.</p>\n",
+        "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{0}</title>\n<style>{STYLE}</style></head><body>\n<h1>{0}</h1>\n<p>{1}</p>\n{2}<p>Mean over seeds; {3}; each seed's value where there are 2 to 10; intervals clipped to the metric's bounds. Regenerate with <code>retbench report DIR</code>.</p>\n",
         html_escape(suite),
         html_escape(&page.description),
-        page.provenance.html()
+        page.provenance.html(),
+        html_escape(INTERVALS)
     );
     for f in figures
         .iter()
@@ -547,6 +668,75 @@ mod tests {
             short_names(&p(&["a.b.k", "c.b.k", "d"])),
             p(&["a.b.k", "c.b.k", "d"])
         );
+    }
+
+    #[test]
+    fn bimodal_needs_a_wide_gap_and_tight_clusters() {
+        // One seed binds, two do not (recall-long, gap 0).
+        assert!(bimodal(&[1.0, 0.284, 0.287], 0.0, 1.0));
+        assert!(bimodal(&[0.0, 0.0, 1.0, 1.0, 0.98], 0.0, 1.0));
+        // A spread without a gap, and a gap narrower than a quarter of the range.
+        assert!(!bimodal(&[0.2, 0.45, 0.7, 0.95], 0.0, 1.0));
+        assert!(!bimodal(&[0.5, 0.51, 0.7], 0.0, 1.0));
+        // The gap must be twice the spread within either side.
+        assert!(!bimodal(&[0.0, 0.35, 0.9], 0.0, 1.0));
+        // Two seeds, a NaN, or no range: never.
+        assert!(!bimodal(&[0.0, 1.0], 0.0, 1.0));
+        assert!(!bimodal(&[0.0, f64::NAN, 1.0], 0.0, 1.0));
+        assert!(!bimodal(&[0.0, 0.0, 1.0], 1.0, 1.0));
+    }
+
+    #[test]
+    fn bootstrap_interval_spans_the_two_modes_and_is_reproducible() {
+        // Means of 3 draws from {1, 0.28, 0.28} range over 0.28..1; all three
+        // 0.28 has chance 8/27 > 2.5%, all three 1 has 1/27 > 2.5%.
+        let xs = [1.0, 0.28, 0.28];
+        let (lo, hi) = bootstrap_ci(&xs, "k");
+        assert_eq!((lo, hi), (0.28, 1.0));
+        // Five seeds, one high: the upper end falls below the high mode
+        // (all five draws high has chance 1/3125), the lower end is the low mode.
+        let xs = [0.0, 0.0, 0.0, 0.0, 1.0];
+        let (lo, hi) = bootstrap_ci(&xs, "k");
+        assert_eq!(lo, 0.0);
+        assert!((0.5..0.9).contains(&hi), "{hi}");
+        assert_eq!(bootstrap_ci(&xs, "k"), (lo, hi));
+        // The t-interval of the same seeds leaves the metric's range.
+        let t = stats(&xs).3.unwrap();
+        assert!(t.0 < 0.0 && t.1 > hi);
+    }
+
+    #[test]
+    fn only_bounded_bimodal_rows_get_a_bootstrap_interval() {
+        let row = |metric: &str, xs: &[f64]| {
+            let (n, mean, std, ci95) = stats(xs);
+            SummaryRow {
+                variant: "grid".into(),
+                params: vec![],
+                metric: metric.into(),
+                slice: String::new(),
+                step: String::new(),
+                n,
+                mean,
+                std,
+                ci95,
+                interval: Interval::StudentT,
+                seeds: xs.iter().enumerate().map(|(i, &v)| (i as u64, v)).collect(),
+            }
+        };
+        let specs = vec![
+            MetricSpec::share("accuracy", "accuracy"),
+            MetricSpec::new("loss", "loss").lower().at_least(0.0),
+        ];
+        let mut rows = vec![
+            row("accuracy", &[1.0, 0.28, 0.28]),
+            row("accuracy", &[0.5, 0.6, 0.55]),
+            row("loss", &[0.0, 0.0, 5.0]),
+        ];
+        let t = rows.clone();
+        bimodal_intervals(&mut rows, &specs);
+        assert_eq!(rows[0].interval, Interval::Bootstrap);
+        assert_eq!(rows[0].ci95, Some((0.28, 1.0)));
+        assert_eq!(rows[1..], t[1..]);
     }
 
     #[test]

@@ -33,20 +33,28 @@ use crate::{RunSpec, Task, TaskContext, TaskError};
 /// telemetry per session when the task asks for it.
 pub fn metric_specs(task: &dyn Episodes) -> Vec<MetricSpec> {
     let key = task.slice_key();
+    let references = task.references();
     let with_chance = |s: MetricSpec| match task.chance() {
         Some(c) => s.chance(c),
         None => s,
+    };
+    let with_references = |s: MetricSpec| {
+        references
+            .iter()
+            .fold(s, |s, (label, slice, v)| s.reference(label, slice, *v))
     };
     let sliced = |s: MetricSpec| match task.second_slice() {
         Some(k2) => s.sliced(key).sliced(k2),
         None => s.sliced(key),
     };
-    let mut out = vec![with_chance(sliced(MetricSpec::share(
+    let mut out = vec![with_references(with_chance(sliced(MetricSpec::share(
         "accuracy",
         "held-out accuracy",
-    )))];
+    ))))];
     for c in task.controls() {
-        out.push(with_chance(sliced(MetricSpec::share(c.metric, c.about))));
+        out.push(with_references(with_chance(sliced(MetricSpec::share(
+            c.metric, c.about,
+        )))));
     }
     for (name, about) in task.probe_groups() {
         out.push(with_chance(MetricSpec::share(name, about).sliced(key)));
@@ -291,6 +299,12 @@ pub trait Episodes {
     /// Accuracy of a model that guesses, where there is one.
     fn chance(&self) -> Option<f64> {
         None
+    }
+    /// Accuracy levels beyond chance that a predictor with partial
+    /// knowledge reaches, as (label, slice, value): drawn as reference
+    /// lines on the accuracy figures.
+    fn references(&self) -> Vec<(String, String, f64)> {
+        Vec::new()
     }
     /// The controls to evaluate besides the plain run; by default, memory
     /// cleared before the second session of a multi-session episode.

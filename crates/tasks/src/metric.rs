@@ -105,6 +105,30 @@ pub struct MetricSpec {
     /// the trade-off figures (`copy_cosine` against `write_us_p50`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub against: Vec<String>,
+    /// Levels beyond chance that a result should be read against, drawn as
+    /// labelled dotted lines (the recall task's "values without keys"
+    /// predictor).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub references: Vec<Reference>,
+    /// Parameters (dotted paths, as in a suite's grid) the metric cannot
+    /// depend on, because the task measures it before they act (the scaling
+    /// task times its reads before any write). Figures pool the configs
+    /// that differ only in these, so noise between identical measurements
+    /// is not drawn as a difference; tables keep every config.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub independent_of: Vec<String>,
+}
+
+/// A named level of a metric (see [`MetricSpec::references`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reference {
+    /// What reaches it, as a legend label (`values without keys`).
+    pub label: String,
+    pub value: f64,
+    /// The slice it holds for (`gap=1`); empty for every slice.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub slice: String,
 }
 
 impl MetricSpec {
@@ -123,6 +147,8 @@ impl MetricSpec {
             timing: false,
             plot: true,
             against: Vec::new(),
+            references: Vec::new(),
+            independent_of: Vec::new(),
         }
     }
     /// A share in [0, 1] where higher is better.
@@ -178,6 +204,23 @@ impl MetricSpec {
     /// Also drawn against the whole-run metric `cost`, one point per config.
     pub fn against(mut self, cost: &str) -> Self {
         self.against.push(cost.into());
+        self
+    }
+    /// A labelled reference level for slice `slice` (empty: every slice;
+    /// see [`MetricSpec::references`]).
+    pub fn reference(mut self, label: &str, slice: &str, value: f64) -> Self {
+        self.references.push(Reference {
+            label: label.into(),
+            value,
+            slice: slice.into(),
+        });
+        self
+    }
+    /// Declares parameters the metric cannot depend on (see
+    /// [`MetricSpec::independent_of`]).
+    pub fn independent_of(mut self, paths: &[&str]) -> Self {
+        self.independent_of
+            .extend(paths.iter().map(|p| p.to_string()));
         self
     }
     /// The axis label: what it measures, with its unit.

@@ -162,6 +162,9 @@ pub struct Unbound {
     pub values_not_yet_asked: f64,
 }
 
+/// Episodes behind the reference levels a recall run's figures draw.
+pub const REFERENCE_EPISODES: usize = 8192;
+
 impl RecallConfig {
     /// [`Unbound`] levels per gap (`[gap=0, gap=1]`) over a batch of
     /// episodes from [`RecallConfig::generate`].
@@ -240,6 +243,35 @@ impl Episodes for RecallConfig {
     }
     fn chance(&self) -> Option<f64> {
         Some(1.0 / self.values as f64)
+    }
+    /// The [`Unbound`] levels per gap, over [`REFERENCE_EPISODES`] episodes
+    /// of a fixed stream (standard error about 0.002): a run that plateaus
+    /// at one carries session 1's values without their keys.
+    fn references(&self) -> Vec<(String, String, f64)> {
+        if self.validate().is_err() {
+            return Vec::new();
+        }
+        let data = RecallConfig::generate(
+            self,
+            &mut retbench_core::rng::stream("recall", 0, "reference-levels"),
+            REFERENCE_EPISODES,
+        );
+        let levels = self.unbound_accuracy(&data, REFERENCE_EPISODES);
+        let round = |x: f64| (x * 1000.0).round() / 1000.0;
+        levels
+            .iter()
+            .enumerate()
+            .flat_map(|(gap, l)| {
+                [
+                    ("values without keys".to_string(), l.values),
+                    (
+                        "values without keys, asked excluded".to_string(),
+                        l.values_not_yet_asked,
+                    ),
+                ]
+                .map(|(label, v)| (label, format!("gap={gap}"), round(v)))
+            })
+            .collect()
     }
     fn dataset_config(&self) -> serde_json::Value {
         learned::without_layout(self)
@@ -322,6 +354,25 @@ mod tests {
         assert!((v - 2.0).abs() < 1e-12);
         // {A2 B1 C1} → A: 1; {A1 B1 C1} → B: 1/3; {A1 C1} → A: 1/2; {C1} → 1.
         assert!((va - (1.0 + 1.0 / 3.0 + 0.5 + 1.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn reference_levels_reach_the_accuracy_specs_per_gap() {
+        let cfg: RecallConfig = serde_json::from_str("{}").unwrap();
+        let specs = crate::learned::metric_specs(&cfg);
+        let acc = specs.iter().find(|s| s.name == "accuracy").unwrap();
+        let at = |label: &str, slice: &str| {
+            acc.references
+                .iter()
+                .find(|r| r.label == label && r.slice == slice)
+                .map(|r| r.value)
+                .unwrap()
+        };
+        assert!((0.24..0.28).contains(&at("values without keys", "gap=1")));
+        assert!((0.40..0.45).contains(&at("values without keys, asked excluded", "gap=1")));
+        assert!(at("values without keys, asked excluded", "gap=0") < 0.3);
+        // The same levels every time: figures must not move between reports.
+        assert_eq!(crate::learned::metric_specs(&cfg)[0], *acc);
     }
 
     #[test]
