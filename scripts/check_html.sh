@@ -10,7 +10,7 @@
 # Exit 1 when a figure is missing or not visible, 2 when Chromium is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-browser="${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}"
+browser="${CHROMIUM:-$(command -v chromium || command -v google-chrome || command -v chromium-browser || true)}"
 test -n "$browser" || { echo "chromium not found (apt install chromium, or set CHROMIUM)" >&2; exit 2; }
 if [ $# -eq 0 ]; then
   set -- $(for f in reports/*/report.html; do dirname "$f"; done)

@@ -12,7 +12,8 @@
 # 0.1% for the layer write's allocator path), so the tolerance is tight, unlike
 # wall-clock timings. They depend on the compiler and on the CPU features
 # Valgrind reports (AVX2, never AVX-512): the baseline records rustc and
-# valgrind, and a check on another toolchain says so.
+# valgrind, and on another toolchain the check shows the counts without
+# gating them.
 #
 # Needs valgrind (Debian package) and gungraun-runner of the version in
 # Cargo.lock: taken from GUNGRAUN_RUNNER, else installed once with cargo into
@@ -70,8 +71,12 @@ if mode != "check":
     sys.exit(f"unknown mode {mode!r}: check or refresh")
 base = json.load(open(path, encoding="utf-8"))
 tol = float(tol_arg) if tol_arg else float(base["tolerance_pct"])
-if base.get("rustc") != rustc or base.get("valgrind") != valgrind:
-    print(f"note: baseline from {base.get('rustc')}, {base.get('valgrind')}; this is {rustc}, {valgrind}")
+# Counts are of one compiler's code under one Valgrind: across toolchains
+# they are shown, not gated.
+comparable = base.get("rustc") == rustc and base.get("valgrind") == valgrind
+if not comparable:
+    print(f"note: baseline from {base.get('rustc')}, {base.get('valgrind')}; this is {rustc}, {valgrind}:")
+    print("counts shown, not gated (`just baseline-instructions` on this toolchain to gate)\n")
 print(f"| bench | baseline | now | change | |\n|---|---:|---:|---:|---|")
 regressed = 0
 for name in sorted(set(counts) | set(base["instructions"])):
@@ -86,5 +91,5 @@ for name in sorted(set(counts) | set(base["instructions"])):
     regressed += status == "REGRESSED"
     print(f"| {name} | {old} | {new} | {change:+.2f}% | {status} |")
 print(f"\n{regressed} regressed beyond +{tol}% of {len(counts)} benches")
-sys.exit(1 if regressed else 0)
+sys.exit(1 if regressed and comparable else 0)
 PY
