@@ -99,9 +99,26 @@ impl Point {
     }
 }
 
-/// Tick labels without trailing zeros ("0.25", "1", "12000").
+/// Tick labels without trailing zeros ("0.25", "1", "12000", "2.5e-5").
 fn tick(y: f64) -> String {
-    crate::summary::trim(&crate::summary::fmt_num(y))
+    let s = crate::summary::fmt_num(y);
+    match s.split_once('e') {
+        Some((mantissa, exp)) => format!("{}e{exp}", crate::summary::trim(mantissa)),
+        None => crate::summary::trim(&s),
+    }
+}
+
+/// Labels of a log y axis: where it leaves the range plain numbers read
+/// well in (1e-3 to 1e5), every decade as a power ("1e-4" … "1e0"), so that
+/// one axis never mixes "0.001" with "1e-4"; otherwise plain ticks.
+fn log_tick(y: f64, powers: bool) -> String {
+    if powers {
+        let d = decade_label(y);
+        if !d.is_empty() {
+            return d;
+        }
+    }
+    tick(y)
 }
 
 /// What the x axis of a figure is.
@@ -1009,6 +1026,7 @@ fn draw<DB: DrawingBackend>(
             }
         }
     };
+    let powers = log_y && (y0 < 1e-3 || y1 > 1e5);
     let configs = matches!(look.x, XAxis::Configs(_));
     let x_labels = match look.x {
         XAxis::Configs(names) => names.len().max(1) * 2 + 1,
@@ -1049,7 +1067,13 @@ fn draw<DB: DrawingBackend>(
             }
             mesh.x_labels(x_labels)
                 .x_label_formatter(&x_fmt)
-                .y_label_formatter(&|y: &f64| tick(*y))
+                .y_label_formatter(&|y: &f64| {
+                    if log_y {
+                        log_tick(*y, powers)
+                    } else {
+                        tick(*y)
+                    }
+                })
                 .x_desc(x_desc)
                 .y_desc(look.y_label)
                 .label_style(("sans-serif", 14))
@@ -1275,6 +1299,18 @@ mod level_and_pooling_tests {
                 .map(|(i, &v)| (i as u64, v))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn ticks_drop_padding_and_log_axes_do_not_mix_notations() {
+        assert_eq!(tick(0.25), "0.25");
+        assert_eq!(tick(12000.0), "12000");
+        assert_eq!(tick(2.5e-5), "2.5e-5");
+        assert_eq!(tick(1e-4), "1e-4");
+        // An axis past 1e-3 labels every decade as a power, 1 included.
+        assert_eq!(log_tick(0.001, true), "1e-3");
+        assert_eq!(log_tick(1.0, true), "1e0");
+        assert_eq!(log_tick(0.001, false), "0.001");
     }
 
     #[test]
