@@ -1280,26 +1280,7 @@ mod natural_order_tests {
 mod level_and_pooling_tests {
     use super::*;
 
-    fn row(metric: &str, slice: &str, params: &[&str], seeds: &[f64]) -> SummaryRow {
-        let (n, mean, std, ci95) = crate::summary::stats(seeds);
-        SummaryRow {
-            variant: "grid".into(),
-            params: params.iter().map(|p| p.to_string()).collect(),
-            metric: metric.into(),
-            slice: slice.into(),
-            step: String::new(),
-            n,
-            mean,
-            std,
-            ci95,
-            interval: Default::default(),
-            seeds: seeds
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| (i as u64, v))
-                .collect(),
-        }
-    }
+    use crate::summary::test_row as row;
 
     #[test]
     fn ticks_drop_padding_and_log_axes_do_not_mix_notations() {

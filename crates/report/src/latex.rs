@@ -205,23 +205,11 @@ mod tests {
     use super::*;
 
     fn row(config: &str, seeds: &[f64], ci: Option<(f64, f64)>) -> SummaryRow {
-        let mean = seeds.iter().sum::<f64>() / seeds.len() as f64;
         SummaryRow {
             variant: config.into(),
-            params: vec![],
-            metric: "accuracy".into(),
-            slice: "gap=1".into(),
-            step: String::new(),
-            n: seeds.len(),
-            mean,
             std: 0.0,
             ci95: ci,
-            interval: Interval::StudentT,
-            seeds: seeds
-                .iter()
-                .enumerate()
-                .map(|(i, &v)| (i as u64, v))
-                .collect(),
+            ..crate::summary::test_row("accuracy", "gap=1", &[], seeds)
         }
     }
 

@@ -648,6 +648,30 @@ pub fn write_index(path: &Path, entries: &[IndexEntry]) -> Result<(), ReportErro
     write_atomic(path, h.as_bytes())
 }
 
+/// A summary row of the grid over `seeds` (seed i has value `seeds[i]`),
+/// with the statistics `summarize` would give it: the unit tests' input.
+#[cfg(test)]
+pub(crate) fn test_row(metric: &str, slice: &str, params: &[&str], seeds: &[f64]) -> SummaryRow {
+    let (n, mean, std, ci95) = stats(seeds);
+    SummaryRow {
+        variant: "grid".into(),
+        params: params.iter().map(|p| p.to_string()).collect(),
+        metric: metric.into(),
+        slice: slice.into(),
+        step: String::new(),
+        n,
+        mean,
+        std,
+        ci95,
+        interval: Interval::StudentT,
+        seeds: seeds
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| (i as u64, v))
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -707,22 +731,7 @@ mod tests {
 
     #[test]
     fn only_bounded_bimodal_rows_get_a_bootstrap_interval() {
-        let row = |metric: &str, xs: &[f64]| {
-            let (n, mean, std, ci95) = stats(xs);
-            SummaryRow {
-                variant: "grid".into(),
-                params: vec![],
-                metric: metric.into(),
-                slice: String::new(),
-                step: String::new(),
-                n,
-                mean,
-                std,
-                ci95,
-                interval: Interval::StudentT,
-                seeds: xs.iter().enumerate().map(|(i, &v)| (i as u64, v)).collect(),
-            }
-        };
+        let row = |metric: &str, xs: &[f64]| test_row(metric, "", &[], xs);
         let specs = vec![
             MetricSpec::share("accuracy", "accuracy"),
             MetricSpec::new("loss", "loss").lower().at_least(0.0),

@@ -3,22 +3,14 @@
 //! runs outside every panel drawn in each, `where` keeping only matching
 //! runs, and no figure per value of a slice with many values.
 
-use retbench_tasks::{MetricSpec, TaskConfig};
+mod common;
 
 #[test]
 fn declared_figures_split_panels_name_lines_and_share_references() {
-    let dir = std::env::temp_dir().join(format!("retbench-declfig-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let specs: Vec<MetricSpec> = TaskConfig::with_defaults("drift").unwrap().task().metrics();
-    std::fs::write(
-        dir.join("metrics.json"),
-        serde_json::to_vec(&specs).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("plan.json"),
-        serde_json::to_vec(&serde_json::json!({
+    let dir = common::run_folder("declfig", "drift");
+    common::write_plan(
+        &dir,
+        serde_json::json!({
             "suite": "t",
             "figures": [
                 { "metric": "accuracy", "by": "writes",
@@ -26,10 +18,8 @@ fn declared_figures_split_panels_name_lines_and_share_references() {
                 { "metric": "recent_accuracy", "by": "writes",
                   "lines": ["task.noise"], "where": { "retention.gate": { "kind": "none" } } },
             ],
-        }))
-        .unwrap(),
-    )
-    .unwrap();
+        }),
+    );
     let mut csv = String::from(
         "run_id,suite,variant,seed,metric,slice,step,value,task.noise,retention.gate\n",
     );
@@ -59,11 +49,7 @@ fn declared_figures_split_panels_name_lines_and_share_references() {
     }
     std::fs::write(dir.join("results.csv"), csv).unwrap();
     let out = retbench_report::report(&dir).unwrap();
-    let names: Vec<String> = out
-        .figures
-        .iter()
-        .filter_map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
-        .collect();
+    let names = common::figure_names(&out);
     for want in [
         "accuracy_by_writes_noise_0.1.svg",
         "accuracy_by_writes_noise_0.5.svg",

@@ -4,28 +4,16 @@
 
 use std::path::Path;
 
-use retbench_tasks::{MetricSpec, TaskConfig};
+mod common;
 
 fn folder(dir: &Path) {
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::create_dir_all(dir.join("runs")).unwrap();
-    let specs: Vec<MetricSpec> = TaskConfig::with_defaults("scaling")
-        .unwrap()
-        .task()
-        .metrics();
-    std::fs::write(
-        dir.join("metrics.json"),
-        serde_json::to_vec(&specs).unwrap(),
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("plan.json"),
-        serde_json::to_vec(&serde_json::json!({
+    common::run_folder_at(dir, "scaling");
+    common::write_plan(
+        dir,
+        serde_json::json!({
             "suite": "tiny", "description": "Reads <fast> & exact.",
-        }))
-        .unwrap(),
-    )
-    .unwrap();
+        }),
+    );
     let mut csv =
         String::from("run_id,suite,variant,seed,metric,slice,step,value,retention.slots\n");
     for (i, slots) in [100, 1000, 10000].into_iter().enumerate() {

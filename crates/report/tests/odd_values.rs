@@ -5,22 +5,11 @@
 use std::sync::mpsc;
 use std::time::Duration;
 
-use retbench_tasks::{MetricSpec, TaskConfig};
+mod common;
 
 #[test]
 fn odd_values_on_log_axes_are_left_out_not_looped_on() {
-    let dir = std::env::temp_dir().join(format!("retbench-odd-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let specs: Vec<MetricSpec> = TaskConfig::with_defaults("scaling")
-        .unwrap()
-        .task()
-        .metrics();
-    std::fs::write(
-        dir.join("metrics.json"),
-        serde_json::to_vec(&specs).unwrap(),
-    )
-    .unwrap();
+    let dir = common::run_folder("odd", "scaling");
     let mut csv =
         String::from("run_id,suite,variant,seed,metric,slice,step,value,retention.slots\n");
     let slots = ["0", "inf", "NaN", "-5", "100", "1000"];

@@ -4,22 +4,11 @@
 //! per-config figures of their own instead of being dropped from the sweep;
 //! a metric declared `against` a cost is drawn against it.
 
-use retbench_tasks::{MetricSpec, TaskConfig};
+mod common;
 
 #[test]
 fn a_numeric_slice_becomes_an_axis_and_unswept_variants_are_drawn() {
-    let dir = std::env::temp_dir().join(format!("retbench-slicefig-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let specs: Vec<MetricSpec> = TaskConfig::with_defaults("copy_probe")
-        .unwrap()
-        .task()
-        .metrics();
-    std::fs::write(
-        dir.join("metrics.json"),
-        serde_json::to_vec(&specs).unwrap(),
-    )
-    .unwrap();
+    let dir = common::run_folder("slicefig", "copy_probe");
     let mut csv =
         String::from("run_id,suite,variant,seed,metric,slice,step,value,retention.slots\n");
     let mut n = 0;
@@ -40,11 +29,7 @@ fn a_numeric_slice_becomes_an_axis_and_unswept_variants_are_drawn() {
     }
     std::fs::write(dir.join("results.csv"), csv).unwrap();
     let out = retbench_report::report(&dir).unwrap();
-    let names: Vec<String> = out
-        .figures
-        .iter()
-        .filter_map(|p| p.file_name().map(|f| f.to_string_lossy().into_owned()))
-        .collect();
+    let names = common::figure_names(&out);
     for want in [
         "copy_exact_by_load_slots16.svg",
         "copy_exact_by_load_slots64.svg",
