@@ -26,6 +26,12 @@ const D: usize = 64;
 const SLOTS: usize = 4096;
 const K: usize = 32;
 
+/// Builds rayon's global pool in a setup (outside the counted region) and
+/// checks it has the one thread `main!` asks for.
+fn one_thread() {
+    assert_eq!(rayon::current_num_threads(), 1, "RAYON_NUM_THREADS=1");
+}
+
 /// `n` values in [-0.5, 0.5) from a fixed xorshift: the same on every run.
 fn table(n: usize, seed: u32) -> Vec<f32> {
     let mut x = seed.max(1);
@@ -41,8 +47,7 @@ fn table(n: usize, seed: u32) -> Vec<f32> {
 
 /// Keys (also the values), and `nq` queries near the first rows.
 fn scan_inputs(nq: usize) -> (Vec<f32>, Vec<f32>) {
-    // The global pool is built here, outside the counted region.
-    assert_eq!(rayon::current_num_threads(), 1, "RAYON_NUM_THREADS=1");
+    one_thread();
     let keys = table(SLOTS * D, 7);
     let q = keys[..nq * D].iter().map(|v| v * 0.5).collect();
     (keys, q)
@@ -80,7 +85,7 @@ fn topk_exact(input: (Vec<f32>, Vec<f32>)) -> Vec<u32> {
 
 /// A product-key half: the k best of 1000 sub-keys 32 wide.
 fn subkey_inputs() -> (Vec<f32>, Vec<f32>) {
-    assert_eq!(rayon::current_num_threads(), 1, "RAYON_NUM_THREADS=1");
+    one_thread();
     let keys = table(1000 * 32, 11);
     let q = table(32, 13);
     (keys, q)
@@ -116,7 +121,7 @@ fn topk_reduced(input: (LowKeys, Vec<f32>, Vec<bool>)) -> Vec<u32> {
 /// A layer over a memory of 1000 slots filled through an append layer, and
 /// one query or write input, from the harness's seeded streams.
 fn layer_inputs(read: ReadConfig) -> (RetentionLayer, MemoryState, Tensor) {
-    assert_eq!(rayon::current_num_threads(), 1, "RAYON_NUM_THREADS=1");
+    one_thread();
     let dev = Device::Cpu;
     let mut cfg = RetentionConfig::new(1000);
     cfg.read = read;

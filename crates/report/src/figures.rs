@@ -200,7 +200,7 @@ fn pool_independent(
 ) -> Vec<SummaryRow> {
     type Key = (String, Vec<String>, String, String, String);
     let mut out = Vec::new();
-    let mut pooled: Vec<(SummaryRow, usize)> = Vec::new();
+    let mut pooled: Vec<SummaryRow> = Vec::new();
     let mut at: BTreeMap<Key, usize> = BTreeMap::new();
     for r in rows {
         let free = specs
@@ -235,25 +235,19 @@ fn pool_independent(
             r.step.clone(),
         );
         match at.get(&key) {
-            Some(&i) => {
-                pooled[i].0.seeds.extend(r.seeds.iter().copied());
-                pooled[i].1 += 1;
-            }
+            Some(&i) => pooled[i].seeds.extend(r.seeds.iter().copied()),
             None => {
                 at.insert(key, pooled.len());
-                pooled.push((
-                    SummaryRow {
-                        params: p,
-                        ..r.clone()
-                    },
-                    1,
-                ));
+                pooled.push(SummaryRow {
+                    params: p,
+                    ..r.clone()
+                });
             }
         }
     }
     let mut merged: Vec<SummaryRow> = pooled
         .into_iter()
-        .map(|(mut r, _)| {
+        .map(|mut r| {
             r.seeds = r
                 .seeds
                 .iter()
@@ -827,7 +821,7 @@ impl Figures<'_> {
             .map(|c| Level {
                 label: format!("chance ({})", tick(c)),
                 value: c,
-                dashes: &[(4, 10), (14, 20)],
+                dotted: false,
             })
             .into_iter()
             .chain(
@@ -837,7 +831,7 @@ impl Figures<'_> {
                     .map(|r| Level {
                         label: format!("{} ({})", r.label, tick(r.value)),
                         value: r.value,
-                        dashes: &[(4, 6), (9, 11), (14, 16), (19, 21)],
+                        dotted: true,
                     }),
             )
             .filter(|l| l.value.is_finite())
@@ -931,9 +925,23 @@ struct Look<'a> {
 struct Level {
     label: String,
     value: f64,
-    /// The legend swatch's dashes (pixel spans); the line's own pattern
-    /// follows from their count: two for chance, more for a reference.
-    dashes: &'static [(i32, i32)],
+    /// Dotted (a reference) or dashed (chance).
+    dotted: bool,
+}
+
+impl Level {
+    /// Dash and gap lengths of the line in the chart.
+    fn pattern(&self) -> (u32, u32) {
+        if self.dotted { (2, 3) } else { (6, 4) }
+    }
+    /// The legend swatch's dashes (pixel spans), drawn to match.
+    fn swatch(&self) -> &'static [(i32, i32)] {
+        if self.dotted {
+            &[(4, 6), (9, 11), (14, 16), (19, 21)]
+        } else {
+            &[(4, 10), (14, 20)]
+        }
+    }
 }
 
 /// Draws one figure on `root` and writes it out.
@@ -1161,11 +1169,7 @@ fn draw<DB: DrawingBackend>(
                     .map_err(e)?;
             }
             for level in look.levels {
-                let (dash, gap) = if level.dashes.len() > 2 {
-                    (2, 3)
-                } else {
-                    (6, 4)
-                };
+                let (dash, gap) = level.pattern();
                 let c = level.value;
                 if log_y && c <= 0.0 {
                     continue;
@@ -1228,7 +1232,7 @@ fn draw<DB: DrawingBackend>(
             entries.push((
                 shorten(&level.label),
                 BLACK.mix(0.55).stroke_width(1),
-                level.dashes,
+                level.swatch(),
             ));
         }
         let font = ("sans-serif", 13).into_font();
