@@ -7,7 +7,8 @@
 # verdict into the DOM, which Chromium prints (--dump-dom). A screenshot of
 # the page's top is kept beside the verdict for a human look.
 # Usage: scripts/check_html.sh [REPORT_DIR...]   (default: every reports/*/report.html)
-# Exit 1 when a figure is missing or not visible, 2 when Chromium is absent.
+# Exit 1 when a figure is missing or not visible, 2 when Chromium is absent
+# or a folder has no report.html.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 browser="${CHROMIUM:-$(command -v chromium || command -v google-chrome || command -v chromium-browser || true)}"
@@ -48,7 +49,7 @@ failed=0
 total=0
 for dir in "$@"; do
   page="$dir/report.html"
-  test -s "$page" || { echo "$page: missing" >&2; failed=1; continue; }
+  test -s "$page" || { echo "$dir: no report.html (run \`retbench report $dir\` first)" >&2; exit 2; }
   name="$(basename "$dir")"
   mkdir -p "$work/$name"
   # The probe goes just before </body>; everything else is byte for byte.

@@ -21,6 +21,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode="${1:-check}"
+case "$mode" in
+  check|refresh) ;;
+  *) echo "usage: scripts/instructions.sh check [TOLERANCE_PCT] | refresh (not \"$mode\")" >&2; exit 2 ;;
+esac
+if [ -n "${2:-}" ] && ! [[ "$2" =~ ^[0-9]+([.][0-9]+)?$ ]]; then
+  echo "scripts/instructions.sh: tolerance \"$2\" is not a percentage (e.g. 2 or 0.5)" >&2; exit 2
+fi
 baseline="reports/baselines/instructions.json"
 command -v valgrind >/dev/null || { echo "valgrind not found (apt install valgrind)" >&2; exit 2; }
 version="$(awk '/^name = "gungraun"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)"
