@@ -54,6 +54,10 @@ bench-table:
 list:
     cargo run --release -- list
 
+# Regenerate docs/AXES.md from the code's catalogue (CI checks it is current).
+axes:
+    cargo run --release --quiet -- list --format markdown > docs/AXES.md
+
 # Rerun every suite's smoke profile and rewrite reports/baselines/ (commit
 # that on its own, saying why the baseline moved).
 baseline:

@@ -2,6 +2,8 @@
 //! library crates, prints the whole error chain on failure, and maps failures
 //! to the exit codes of the README (2 for bad input: usage, YAML, files).
 
+mod alloc;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -22,10 +24,26 @@ use retbench_harness::{Plan, RunOptions, suite};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// The `--kernels` option of the verbs that train or read (run, bench,
+/// train-bench); the others never touch a kernel.
+#[derive(Clone, Copy, clap::Args)]
+struct KernelsOpt {
     /// The model's CPU kernels: fused custom ops, or candle's generic ops
     /// (the same results to rounding; for testing and comparison).
-    #[arg(long, global = true, value_enum, default_value_t = KernelsArg::Fused)]
+    #[arg(long, value_enum, default_value_t = KernelsArg::Fused)]
     kernels: KernelsArg,
+}
+
+impl KernelsOpt {
+    /// Makes this choice the process default.
+    fn select(self) {
+        retbench_kernels::set_default(match self.kernels {
+            KernelsArg::Fused => retbench_kernels::Kernels::Fused,
+            KernelsArg::Unfused => retbench_kernels::Kernels::Unfused,
+        });
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -41,6 +59,11 @@ enum CompareFormat {
     Json,
 }
 
+// Every verb's --format takes names from one vocabulary: text (aligned
+// columns for a terminal), markdown, json (one document), jsonl (a JSON
+// object per line), ids (run ids only). Each verb offers the ones it can
+// write; `table`, the old name of `text`, is still accepted.
+
 #[derive(Clone, Copy, ValueEnum)]
 enum KernelsArg {
     Fused,
@@ -51,8 +74,9 @@ enum KernelsArg {
 enum Command {
     /// List every backend and option (as typed in a suite's `retention:` block) and the suites in suites/.
     List {
-        #[arg(long, value_enum, default_value_t = Format::Text)]
-        format: Format,
+        /// text: for a terminal; markdown: the reference in docs/AXES.md; json: for tools.
+        #[arg(long, value_enum, default_value_t = ListFormat::Text)]
+        format: ListFormat,
         /// Folder of suite files.
         #[arg(long, default_value = "suites")]
         suites: PathBuf,
@@ -64,8 +88,8 @@ enum Command {
         /// Apply this profile's overrides first (e.g. smoke).
         #[arg(long)]
         profile: Option<String>,
-        /// table: one line per run; ids: run ids only; jsonl: each run as JSON.
-        #[arg(long, value_enum, default_value_t = PlanFormat::Table)]
+        /// text: one line per run; ids: run ids only; jsonl: each run as JSON.
+        #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
         format: PlanFormat,
         /// Refuse runs estimated to need more memory than this (e.g. 8G, 512M) [default: the machine's RAM].
         #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
@@ -102,6 +126,8 @@ enum Command {
         /// No progress output.
         #[arg(long, short)]
         quiet: bool,
+        #[command(flatten)]
+        kernels: KernelsOpt,
     },
     /// Join shard folders into OUT_DIR; a run present twice with different results is refused.
     Merge {
@@ -172,6 +198,8 @@ enum Command {
         /// Rerun runs that already have results.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        kernels: KernelsOpt,
     },
     /// Training throughput (tokens/s) of the reference model: 2 layers, 4
     /// heads, sequence 64, batch 32, AdamW, without and with a retention
@@ -189,8 +217,10 @@ enum Command {
         /// Trainings side by side (as `run --jobs` schedules them); tokens/s is their sum.
         #[arg(long, default_value_t = 1, value_parser = parse_jobs)]
         jobs: usize,
-        #[arg(long, value_enum, default_value_t = BenchFormat::Table)]
+        #[arg(long, value_enum, default_value_t = BenchFormat::Text)]
         format: BenchFormat,
+        #[command(flatten)]
+        kernels: KernelsOpt,
     },
     /// Write the frozen held-out sets of the suites' learned runs to
     /// DIR/<task>/ (JSONL, with a sha256 manifest), or check them.
@@ -217,13 +247,15 @@ enum Command {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum BenchFormat {
-    Table,
+    #[value(alias = "table")]
+    Text,
     Jsonl,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum PlanFormat {
-    Table,
+    #[value(alias = "table")]
+    Text,
     Ids,
     Jsonl,
 }
@@ -246,6 +278,13 @@ enum MemoryCommand {
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ListFormat {
+    Text,
+    Markdown,
     Json,
 }
 
@@ -272,12 +311,8 @@ fn quiet_on_closed_pipe() {}
 
 fn main() -> ExitCode {
     quiet_on_closed_pipe();
-    retbench_core::alloc::keep_freed_memory();
+    alloc::keep_freed_memory();
     let cli = Cli::parse(); // clap exits 2 on usage errors
-    retbench_core::fused::set_default(match cli.kernels {
-        KernelsArg::Fused => retbench_core::fused::Kernels::Fused,
-        KernelsArg::Unfused => retbench_core::fused::Kernels::Unfused,
-    });
     match dispatch(cli) {
         Ok(Outcome::Ok) => ExitCode::SUCCESS,
         Ok(Outcome::SomeFailed) => ExitCode::from(1),
@@ -308,7 +343,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             no_report,
             quiet,
             max_memory,
+            kernels,
         } => {
+            kernels.select();
             let plan = suite::load_with(&suite, profile.as_deref(), &limits(max_memory))?;
             let out = out.unwrap_or_else(|| default_out(&plan));
             let opts = RunOptions {
@@ -416,21 +453,29 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             max_memory,
             out,
             force,
-        } => bench(
-            &suites,
-            profile.as_deref(),
-            jobs,
-            &limits(max_memory),
-            out.as_deref(),
-            force,
-        ),
+            kernels,
+        } => {
+            kernels.select();
+            bench(
+                &suites,
+                profile.as_deref(),
+                jobs,
+                &limits(max_memory),
+                out.as_deref(),
+                force,
+            )
+        }
         Command::TrainBench {
             d_model,
             steps,
             threads,
             jobs,
             format,
-        } => train_bench(&d_model, steps, threads, jobs, format).map(|_| Outcome::Ok),
+            kernels,
+        } => {
+            kernels.select();
+            train_bench(&d_model, steps, threads, jobs, format).map(|_| Outcome::Ok)
+        }
         Command::Datasets {
             suites,
             profile,
@@ -498,9 +543,9 @@ fn parse_bytes(s: &str) -> Result<u64, String> {
 /// with 2 threads when it has one thread), so it gets one. A value the user
 /// set is kept.
 fn limit_candle_threads(threads: usize) {
-    let threads = match retbench_core::fused::kernels() {
-        retbench_core::fused::Kernels::Fused => 1,
-        retbench_core::fused::Kernels::Unfused => threads,
+    let threads = match retbench_kernels::kernels() {
+        retbench_kernels::Kernels::Fused => 1,
+        retbench_kernels::Kernels::Unfused => threads,
     };
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // SAFETY: called from main before any other thread exists (no rayon
@@ -527,8 +572,8 @@ fn train_bench(
         unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
     }
     limit_candle_threads(threads);
-    let kernels = retbench_core::fused::kernels().name();
-    if let BenchFormat::Table = format {
+    let kernels = retbench_kernels::kernels().name();
+    if let BenchFormat::Text = format {
         println!(
             "kernels {kernels}, {jobs} job(s) x {threads} thread(s), {cores} cores; median of {steps} steps after one warm-up\n"
         );
@@ -557,7 +602,7 @@ fn train_bench(
             let total: f64 = per_job.iter().sum();
             let retention = if with_retention { "block 1" } else { "none" };
             match format {
-                BenchFormat::Table => println!(
+                BenchFormat::Text => println!(
                     "| {d} | {retention} | {total:.0} | {} |",
                     per_job
                         .iter()
@@ -609,7 +654,7 @@ fn plan(
                 println!("{}", serde_json::to_string(r)?);
             }
         }
-        PlanFormat::Table => {
+        PlanFormat::Text => {
             println!(
                 "{} ({} runs{})",
                 plan.suite,
@@ -800,10 +845,59 @@ fn suite_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn list(format: Format, suites: &Path) -> anyhow::Result<()> {
+/// docs/AXES.md: the catalogue of options, the tasks and their metrics, and
+/// the suites, as Markdown tables (CI checks the file is this output).
+fn list_markdown(files: &[PathBuf]) -> String {
+    use std::fmt::Write;
+    let cell = |s: &str| s.replace('|', "\\|");
+    let mut md = String::from(
+        "# Axes, tasks and metrics\n\n\
+         Generated by `retbench list --format markdown` from the code (the \
+         backend catalogue and the tasks' metric specs); CI fails when this file \
+         is not current. Every value is written as it is typed under \
+         `retention:` in a suite file, and a test parses each one.\n",
+    );
+    let mut axis = "";
+    for e in CATALOG {
+        if e.axis != axis {
+            axis = e.axis;
+            let _ = write!(md, "\n## `{axis}`\n\n| value | what it does |\n|---|---|\n");
+        }
+        let _ = writeln!(md, "| `{}` | {} |", cell(e.yaml), cell(e.about));
+    }
+    md.push_str("\n## Tasks (the `task:` block) and their metrics\n");
+    for kind in retbench_tasks::TaskConfig::KINDS {
+        let Some(cfg) = retbench_tasks::TaskConfig::with_defaults(kind) else {
+            continue;
+        };
+        let task = cfg.task();
+        let _ = write!(md, "\n### `{kind}`\n\n{}\n\n", task.about());
+        if let Some(defaults) = retbench_tasks::task_defaults(kind) {
+            let _ = write!(md, "Defaults: `{defaults}`\n\n");
+        }
+        md.push_str("| metric | what it measures | slices |\n|---|---|---|\n");
+        for m in task.metrics() {
+            let _ = writeln!(
+                md,
+                "| `{}` | {} | {} |",
+                m.name,
+                cell(&m.label()),
+                m.slices.join(", ")
+            );
+        }
+    }
+    md.push_str("\n## Suites\n\n");
+    for f in files {
+        let _ = writeln!(md, "- `{}`", f.display());
+    }
+    md
+}
+
+fn list(format: ListFormat, suites: &Path) -> anyhow::Result<()> {
     let files = suite_files(suites)?;
     match format {
-        Format::Json => {
+        ListFormat::Markdown => print!("{}", list_markdown(&files)),
+        ListFormat::Json => {
             let tasks: Vec<serde_json::Value> = retbench_tasks::TaskConfig::KINDS
                 .iter()
                 .filter_map(|kind| retbench_tasks::TaskConfig::with_defaults(kind))
@@ -825,7 +919,7 @@ fn list(format: Format, suites: &Path) -> anyhow::Result<()> {
             });
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
-        Format::Text => {
+        ListFormat::Text => {
             println!("Retention backends and options (keys under `retention:` in a suite file):");
             let mut axis = "";
             for e in CATALOG {

@@ -178,19 +178,20 @@ fn killing_a_run_and_running_again_completes_without_duplicates() {
         "--no-report",
         "--quiet",
     ];
+    // Progress lines ("[n/6] <run id> ok") reach stderr after the run's
+    // file is written: kill at the first one, whatever the machine's speed
+    // (no wall-clock deadline), then check the resume.
     let mut child = Command::new(env!("CARGO_BIN_EXE_retbench"))
-        .args(args)
+        .args(&args[..args.len() - 1])
+        .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let runs = out.join("runs");
-    let started = std::time::Instant::now();
-    loop {
-        let done = std::fs::read_dir(&runs).map(|d| d.count()).unwrap_or(0);
-        if done >= 1 || started.elapsed().as_secs() > 120 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let first = std::io::BufRead::lines(stderr)
+        .map(|l| l.unwrap())
+        .find(|l| l.starts_with("[1/6] ") && l.contains(" ok ("));
+    assert!(first.is_some(), "the sweep ended before its first run");
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let after_kill = std::fs::read_dir(&runs).unwrap().count();
@@ -229,12 +230,25 @@ fn killing_a_run_and_running_again_completes_without_duplicates() {
 }
 
 #[test]
+fn kernels_is_an_option_of_the_verbs_that_run_kernels_only() {
+    let (code, _, err) = retbench(&["list", "--kernels", "unfused"]);
+    assert_eq!(code, 2, "list takes no --kernels: {err}");
+    let (code, _, err) = retbench(&["--kernels", "unfused", "list"]);
+    assert_eq!(code, 2, "--kernels is not global: {err}");
+    for verb in ["run", "bench", "train-bench"] {
+        let (code, out, _) = retbench(&[verb, "--help"]);
+        assert_eq!(code, 0);
+        assert!(out.contains("--kernels"), "{verb} --help lists --kernels");
+    }
+}
+
+#[test]
 fn train_bench_measures_both_rows_on_the_kernels_asked_for() {
     for kernels in ["fused", "unfused"] {
         let (code, out, err) = retbench(&[
+            "train-bench",
             "--kernels",
             kernels,
-            "train-bench",
             "--d-model",
             "16",
             "--steps",

@@ -17,10 +17,10 @@ use std::hint::black_box;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarMap;
 use gungraun::prelude::*;
-use retbench_core::quant::{LowKeys, Precision};
 use retbench_core::rng::{randn_tensor, stream};
-use retbench_core::scan::{Rows, attend, top_k, top_k_in};
 use retbench_core::*;
+use retbench_kernels::quant::{LowKeys, Precision};
+use retbench_kernels::scan::{Rows, attend, top_k, top_k_in};
 
 const D: usize = 64;
 const SLOTS: usize = 4096;

@@ -4,8 +4,8 @@
 //! copies of the keys (`core::quant`), without the exact re-ranking; the
 //! k best of 1000 × 32 sub-keys (a product-key half); and the multiply-add
 //! rate of a large matrix product on this core.
-use retbench_core::quant::{LowKeys, Precision};
-use retbench_core::scan::{Rows, attend, top_k, top_k_in};
+use retbench_kernels::quant::{LowKeys, Precision};
+use retbench_kernels::scan::{Rows, attend, top_k, top_k_in};
 use std::time::Instant;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -97,7 +97,7 @@ fn main() {
         let ts: Vec<f64> = (0..5)
             .map(|_| {
                 let s = Instant::now();
-                retbench_core::scan::products(ga, 2048, gb, 2048, 256, &mut gout);
+                retbench_kernels::scan::products(ga, 2048, gb, 2048, 256, &mut gout);
                 s.elapsed().as_secs_f64()
             })
             .collect();

@@ -452,10 +452,10 @@ impl KeyMode {
     }
 
     /// The reduced-precision key storage this mode keeps, if any.
-    pub fn reduced(self) -> Option<crate::quant::Precision> {
+    pub fn reduced(self) -> Option<retbench_kernels::quant::Precision> {
         match self {
-            KeyMode::F16 => Some(crate::quant::Precision::F16),
-            KeyMode::Int8 => Some(crate::quant::Precision::Int8),
+            KeyMode::F16 => Some(retbench_kernels::quant::Precision::F16),
+            KeyMode::Int8 => Some(retbench_kernels::quant::Precision::Int8),
             KeyMode::Recompute | KeyMode::Cached => None,
         }
     }

@@ -1,24 +1,13 @@
 //! Eviction policies: which occupied slot an append overwrites when memory is
-//! full. Each policy is a small [`EvictionPolicy`]; the memory calls it only
+//! full. Each policy is a small [`EvictionPolicy`] (the trait lives with the
+//! memory that calls it, so this module depends on `memory` and not back); the memory calls it only
 //! when no slot is free, and ties fall to the oldest insertion so that every
 //! policy but `random` is deterministic.
 
 use rand::Rng;
 
+pub use crate::memory::EvictionPolicy;
 use crate::memory::MemoryState;
-
-/// Picks the victim slot of a full memory.
-pub trait EvictionPolicy: Send + Sync + std::fmt::Debug {
-    /// The name as written in YAML (`fifo`).
-    fn name(&self) -> &'static str;
-    /// The slot index (within memory `b`, not flat) to overwrite.
-    fn victim(&self, mem: &mut MemoryState, b: usize) -> usize;
-    /// Whether the policy ranks slots by read statistics, so that reads must
-    /// keep them whatever [`MemoryState::record_usage`] says.
-    fn needs_usage(&self) -> bool {
-        false
-    }
-}
 
 /// The slot written longest ago.
 #[derive(Debug)]

@@ -7,26 +7,28 @@
 //! optional learned slot age — plus the memory state those backends share,
 //! its telemetry, and snapshots that let a memory outlive the process.
 //!
+//! The CPU kernels under it (scans, reduced-precision keys, fused training
+//! ops) live in `retbench-kernels`; this crate holds no `unsafe` code.
+//!
 //! The memory is owned by the caller and passed by `&mut`, so persistence,
 //! resets and saving are the caller's decisions (see [`memory`]).
 
-pub mod alloc;
+#![forbid(unsafe_code)]
+
 pub mod backends;
 pub mod canonical;
 pub mod config;
 pub mod error;
 pub mod evict;
 pub mod fsutil;
-pub mod fused;
 pub mod gate;
-pub mod infer;
-pub mod kernels;
 pub mod layer;
+// The graph-free read is part of the layer (`impl RetentionLayer`); its
+// public functions keep their path.
+pub use layer::infer;
 pub mod memory;
-pub mod quant;
 pub mod read;
 pub mod rng;
-pub mod scan;
 pub mod snapshot;
 pub mod telemetry;
 pub mod write;

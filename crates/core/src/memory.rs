@@ -23,7 +23,19 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
-use crate::evict::EvictionPolicy;
+
+/// Picks the victim slot of a full memory.
+pub trait EvictionPolicy: Send + Sync + std::fmt::Debug {
+    /// The name as written in YAML (`fifo`).
+    fn name(&self) -> &'static str;
+    /// The slot index (within memory `b`, not flat) to overwrite.
+    fn victim(&self, mem: &mut MemoryState, b: usize) -> usize;
+    /// Whether the policy ranks slots by read statistics, so that reads must
+    /// keep them whatever [`MemoryState::record_usage`] says.
+    fn needs_usage(&self) -> bool {
+        false
+    }
+}
 
 /// State a read backend keeps beside the slots (an inverted-file index, a
 /// product-key table). The memory calls these hooks as slots change, and
@@ -153,7 +165,7 @@ pub struct MemoryState {
     pub(crate) saved_index: Option<Vec<u8>>,
     /// Reduced-precision keys (`keys: f16 | int8`), encoded by the layer
     /// for the slots each write call filled.
-    pub(crate) low: Option<crate::quant::LowKeys>,
+    pub(crate) low: Option<retbench_kernels::quant::LowKeys>,
 }
 
 /// Host metadata bytes per slot: occupied (1), seq, written_at and last_read
@@ -277,7 +289,7 @@ impl MemoryState {
     }
 
     /// Reduced-precision keys, when the layer keeps them.
-    pub fn low_keys(&self) -> Option<&crate::quant::LowKeys> {
+    pub fn low_keys(&self) -> Option<&retbench_kernels::quant::LowKeys> {
         self.low.as_ref()
     }
 
@@ -343,7 +355,7 @@ impl MemoryState {
             index.on_fill(f);
         }
         if let Some(low) = &mut self.low {
-            low.dirty.push(f);
+            low.mark_pending(f);
         }
     }
 
@@ -548,7 +560,7 @@ impl MemoryState {
             index.on_clear();
         }
         if let Some(low) = &mut self.low {
-            low.dirty.clear();
+            low.clear_pending();
         }
         Ok(())
     }

@@ -5,7 +5,7 @@
 
 use retbench_core::RetentionConfig;
 use retbench_model::{EvalConfig, ModelConfig, TrainConfig};
-use retbench_tasks::{RunSpec, TaskConfig, TaskError};
+use retbench_tasks::{MetricSpec, RunSpec, TaskConfig, TaskError};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,4 +62,27 @@ impl RunConfig {
         }
         retbench_core::canonical::canonical_hash(&canonical)
     }
+}
+
+/// The specs of every metric the tasks of `configs` report, by name. Two
+/// tasks that give one metric different chance levels leave it without one;
+/// it keeps only the reference levels and the independent parameters that
+/// every task gives it.
+pub fn metric_specs<'a>(configs: impl Iterator<Item = &'a RunConfig>) -> Vec<MetricSpec> {
+    let mut out: Vec<MetricSpec> = Vec::new();
+    for config in configs {
+        for spec in config.task.task().metrics() {
+            match out.iter_mut().find(|s| s.name == spec.name) {
+                Some(s) => {
+                    if s.chance != spec.chance {
+                        s.chance = None;
+                    }
+                    s.references.retain(|r| spec.references.contains(r));
+                    s.independent_of.retain(|p| spec.independent_of.contains(p));
+                }
+                None => out.push(spec),
+            }
+        }
+    }
+    out
 }

@@ -116,7 +116,7 @@ fn provenance_base(jobs: usize, threads: usize) -> Provenance {
         threads,
         wall_seconds: 0.0,
         dataset_hash: None,
-        kernels: Some(retbench_core::fused::kernels().name().into()),
+        kernels: Some(retbench_kernels::kernels().name().into()),
         finished_unix: None,
     }
 }

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::config::RunConfig;
+pub use crate::config::metric_specs;
 use crate::suite::{Plan, PlannedRun};
 
 /// What the plan expects of a run's record.
@@ -442,29 +443,6 @@ fn config_difference(stored: &RunConfig, planned: &RunConfig) -> String {
 /// The specs of every metric the plan's tasks report, by name.
 pub fn plan_metric_specs(plan: &Plan) -> Vec<MetricSpec> {
     metric_specs(plan.runs.iter().map(|r| &r.config))
-}
-
-/// The specs of every metric the tasks of `configs` report, by name. Two
-/// tasks that give one metric different chance levels leave it without one;
-/// it keeps only the reference levels and the independent parameters that
-/// every task gives it.
-pub fn metric_specs<'a>(configs: impl Iterator<Item = &'a crate::RunConfig>) -> Vec<MetricSpec> {
-    let mut out: Vec<MetricSpec> = Vec::new();
-    for config in configs {
-        for spec in config.task.task().metrics() {
-            match out.iter_mut().find(|s| s.name == spec.name) {
-                Some(s) => {
-                    if s.chance != spec.chance {
-                        s.chance = None;
-                    }
-                    s.references.retain(|r| spec.references.contains(r));
-                    s.independent_of.retain(|p| spec.independent_of.contains(p));
-                }
-                None => out.push(spec),
-            }
-        }
-    }
-    out
 }
 
 /// A parameter value as a CSV cell: scalars plain, structures as compact JSON.

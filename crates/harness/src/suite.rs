@@ -657,7 +657,7 @@ pub fn parse_with(
     }
     // Declared figures: a metric some run reports, sliced by `by`, and
     // parameters the plan varies.
-    let specs = crate::store::metric_specs(runs.iter().map(|r| &r.config));
+    let specs = crate::config::metric_specs(runs.iter().map(|r| &r.config));
     for f in &file.figures {
         let loc = Loc::from(f);
         let fig = &f.value;

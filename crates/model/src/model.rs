@@ -15,9 +15,9 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
-use retbench_core::fused;
 use retbench_core::layer::Norm;
 use retbench_core::{InitConfig, MemoryState, RetentionConfig, RetentionLayer, Sharing, WriteFrom};
+use retbench_kernels::fused;
 use serde::{Deserialize, Serialize};
 
 /// The transformer's shape. `vocab` and `max_len` may be left out of a suite

@@ -12,7 +12,7 @@ use candle_core::{CpuStorage, DType, InplaceOp1, Layout, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
 use serde::{Deserialize, Serialize};
 
-use retbench_core::fused::{Kernels, with_f32};
+use retbench_kernels::{Kernels, with_f32};
 
 use crate::model::Model;
 
@@ -146,7 +146,7 @@ pub fn masked_cross_entropy(
     targets: &Tensor,
     mask: &Tensor,
 ) -> candle_core::Result<Tensor> {
-    retbench_core::fused::masked_cross_entropy(logits, targets, mask)
+    retbench_kernels::fused::masked_cross_entropy(logits, targets, mask)
 }
 
 /// The parameters training updates: everything, or only retention's.
@@ -291,7 +291,7 @@ impl Trainer {
         let fusable = vars
             .iter()
             .all(|v| v.device().is_cpu() && v.dtype() == DType::F32 && v.is_contiguous());
-        let opt = if fusable && retbench_core::fused::kernels() == Kernels::Fused {
+        let opt = if fusable && retbench_kernels::kernels() == Kernels::Fused {
             Optim::Fused(FusedAdamW::new(vars.clone(), params))
         } else {
             Optim::Candle(AdamW::new(vars.clone(), params)?)

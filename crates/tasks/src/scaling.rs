@@ -590,7 +590,7 @@ pub fn run(
                 )?
                 .broadcast_as(approx.scores.shape())?
                 .contiguous()?;
-                let weights = retbench_core::kernels::masked_softmax(&approx.scores, &occupied)?;
+                let weights = retbench_kernels::rows::masked_softmax(&approx.scores, &occupied)?;
                 retbench_core::DenseRead {
                     r: approx.r.clone(),
                     weights,

@@ -10,7 +10,7 @@
 //! inverted lists, each holding its slot ids and contiguous int8 codes of
 //! their keys (per-row scale, as `keys: int8`; FAISS calls this IVF-SQ8). A
 //! read scores the centroids, scans the `probe` best lists' codes for
-//! `infer::RERANK`·k candidates and re-ranks those exactly against the
+//! `read::RERANK`·k candidates and re-ranks those exactly against the
 //! cached f32 keys in memory. A fill assigns the new row to its best centroid
 //! and appends it; an eviction swap-removes it (O(width)). Clustering waits
 //! until a memory holds [`TRAIN_PER_LIST`] rows per list (or is full), and
@@ -28,7 +28,7 @@ use rand_chacha::ChaCha8Rng;
 use super::{ReadBackend, ReadQuery, Selection};
 use crate::error::Result;
 use crate::memory::{MemoryState, SlotIndex};
-use crate::scan::{self, Rows};
+use retbench_kernels::scan::{self, Rows};
 
 /// Rows per list a memory holds before it is first clustered.
 pub const TRAIN_PER_LIST: usize = 32;
@@ -78,7 +78,7 @@ impl ReadBackend for Ivf {
         }
         let scanned = mem.scanned();
         let (storage, layout) = scanned.storage_and_layout();
-        let Some(all) = crate::infer::view(&storage, layout) else {
+        let Some(all) = retbench_kernels::storage_f32(&storage, layout) else {
             return query.top_k(k);
         };
         let (m, w) = (mem.slots(), sq.width);
@@ -266,7 +266,7 @@ impl IvfIndex {
         inv.ids[l].push((f % self.m) as u32);
         let at = inv.codes[l].len();
         inv.codes[l].resize(at + row.len(), 0);
-        let (scale, sum) = crate::quant::encode_int8(row, &mut inv.codes[l][at..]);
+        let (scale, sum) = retbench_kernels::quant::encode_int8(row, &mut inv.codes[l][at..]);
         inv.scales[l].push(scale);
         inv.sums[l].push(sum);
     }
@@ -361,11 +361,11 @@ impl IvfIndex {
         };
         let lists = scan::top_k(q, 1, centroids, probe.min(self.lists));
         let prepared = if w <= 128 {
-            scan::quantise_query(q)
+            retbench_kernels::quant::quantise_query(q)
         } else {
             scan::Prepared::default()
         };
-        let mut pick = scan::Selector::new(crate::infer::RERANK * k);
+        let mut pick = scan::Selector::new(super::RERANK * k);
         let mut s = [0f32; 64];
         for &l in lists.iter().filter(|&&l| l != u32::MAX) {
             let l = l as usize;
@@ -441,7 +441,7 @@ impl SlotIndex for IvfIndex {
         }
         let (storage, layout) = rows.storage_and_layout();
         let copied;
-        let all: &[f32] = match crate::infer::view(&storage, layout) {
+        let all: &[f32] = match retbench_kernels::storage_f32(&storage, layout) {
             Some(v) => v,
             None => {
                 copied = rows.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;

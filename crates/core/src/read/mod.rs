@@ -26,6 +26,20 @@ use candle_core::Tensor;
 use crate::error::Result;
 use crate::memory::{MemoryState, SlotIndex};
 
+/// Candidates per top-k slot that a scan of reduced-precision keys passes to
+/// the exact re-ranking (measured: `reports/scaling-index`).
+pub const RERANK: usize = 4;
+
+/// Per-memory query rows in the space of what is scanned: content rows (d
+/// wide; recomputed keys) or cached key rows (H·d_k wide, zero outside the
+/// head's span). `q` is [B, H, T, d_k] row-major.
+#[derive(Debug, Clone)]
+pub(crate) struct ScanQueries {
+    pub width: usize,
+    /// [B][H·T rows × width].
+    pub rows: Vec<Vec<f32>>,
+}
+
 /// Which slots each query row attends to. Rows are (memory, head, position)
 /// in that order: B·H·T of them.
 #[derive(Debug, Clone, PartialEq)]
@@ -64,8 +78,8 @@ pub struct ReadQuery<'a> {
     pub(crate) scores_wanted: bool,
     /// Query rows in the space of the rows reads score (see
     /// `crate::infer`), where the layer can give them.
-    pub(crate) scan: &'a dyn Fn() -> Result<Option<crate::infer::ScanQueries>>,
-    pub(crate) scan_cache: Option<Option<crate::infer::ScanQueries>>,
+    pub(crate) scan: &'a dyn Fn() -> Result<Option<ScanQueries>>,
+    pub(crate) scan_cache: Option<Option<ScanQueries>>,
     /// The queries' data [B, H, T, d_k] on the host, where the layer has it
     /// (the graph-free read): no tensor round trip per read.
     pub(crate) q_host: Option<&'a [f32]>,
@@ -119,7 +133,7 @@ impl ReadQuery<'_> {
     /// head) for recomputed keys, each head's span of the key row for
     /// cached ones. `None` where the layer cannot give them (not f32 on
     /// the CPU, learned slot age).
-    pub(crate) fn scan_queries(&mut self) -> Result<Option<&crate::infer::ScanQueries>> {
+    pub(crate) fn scan_queries(&mut self) -> Result<Option<&ScanQueries>> {
         if self.scan_cache.is_none() {
             self.scan_cache = Some((self.scan)()?);
         }
@@ -129,7 +143,7 @@ impl ReadQuery<'_> {
     /// The `k` occupied slots with the highest scores per query row (ties to
     /// the lower slot), in increasing slot order, padded with
     /// [`Selection::PAD`]. One scan over memory with a bounded heap per row
-    /// (`crate::scan::top_k`) where the layer supports it; otherwise from
+    /// (`retbench_kernels::scan::top_k`) where the layer supports it; otherwise from
     /// [`ReadQuery::all_scores`].
     pub fn top_k(&mut self, k: usize) -> Result<Selection> {
         if let Some(rank) = self.ranker

@@ -14,7 +14,7 @@ use candle_nn::{Init, VarBuilder};
 
 use super::{ReadBackend, ReadQuery, Selection};
 use crate::error::{Error, Result};
-use crate::scan::{self, Rows};
+use retbench_kernels::scan::{self, Rows};
 
 #[derive(Debug)]
 pub struct ProductKeys {
@@ -57,7 +57,10 @@ impl ProductKeys {
     fn with_tables<R>(&self, f: impl FnOnce(&[f32], &[f32]) -> R) -> Result<R> {
         let (s1, l1) = self.c1.storage_and_layout();
         let (s2, l2) = self.c2.storage_and_layout();
-        if let (Some(a), Some(b)) = (crate::infer::view(&s1, l1), crate::infer::view(&s2, l2)) {
+        if let (Some(a), Some(b)) = (
+            retbench_kernels::storage_f32(&s1, l1),
+            retbench_kernels::storage_f32(&s2, l2),
+        ) {
             return Ok(f(a, b));
         }
         drop((s1, s2));

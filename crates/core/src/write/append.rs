@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 
 use super::{Candidates, WriteBackend, put_rows};
+use super::{WriteContext, WriteReport};
 use crate::error::Result;
 use crate::evict::EvictionPolicy;
-use crate::layer::{RetentionLayer, WriteReport};
 use crate::memory::MemoryState;
 
 #[derive(Debug)]
@@ -27,7 +27,7 @@ impl WriteBackend for Append {
 
     fn write(
         &self,
-        layer: &RetentionLayer,
+        layer: &dyn WriteContext,
         mem: &mut MemoryState,
         c: &Candidates<'_>,
         report: &mut WriteReport,
@@ -35,7 +35,7 @@ impl WriteBackend for Append {
         let (b, n, _) = c.v.dims3()?;
         // A read that addresses writes (product keys) places each candidate
         // in the slot its key picks; the eviction policy is not consulted.
-        let addressed = layer.read.address_writes(&|| layer.key_rows(c.v))?;
+        let addressed = layer.address_writes(&|| layer.key_rows(c.v))?;
         // Target flat slot -> source flat candidate; a later candidate that
         // lands on the same slot (more candidates than slots) wins.
         let mut targets: BTreeMap<u32, u32> = BTreeMap::new();

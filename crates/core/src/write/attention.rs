@@ -8,10 +8,10 @@
 use candle_core::{DType, Tensor};
 
 use super::{Candidates, WriteBackend, put_rows};
+use super::{WriteContext, WriteReport};
 use crate::error::Result;
-use crate::kernels;
-use crate::layer::{RetentionLayer, WriteReport};
 use crate::memory::MemoryState;
+use retbench_kernels::rows;
 
 #[derive(Debug)]
 pub struct Attention {
@@ -26,7 +26,7 @@ impl WriteBackend for Attention {
 
     fn write(
         &self,
-        layer: &RetentionLayer,
+        layer: &dyn WriteContext,
         mem: &mut MemoryState,
         c: &Candidates<'_>,
         report: &mut WriteReport,
@@ -67,7 +67,7 @@ impl Attention {
     /// `addressed` [B·n] marks the candidates that take part.
     fn blend_content(
         &self,
-        layer: &RetentionLayer,
+        layer: &dyn WriteContext,
         u: &Tensor,
         v: &Tensor,
         mem: &mut MemoryState,
@@ -88,7 +88,7 @@ impl Attention {
         let logits = layer.address_logits(u, mem)?; // [B, n, m]
         let logits = (logits / (layer.inner_dim() as f64).sqrt())?;
         let occ = occ.broadcast_as(logits.shape())?.contiguous()?;
-        let address = kernels::masked_softmax(&logits, &occ)?.broadcast_mul(&addressed)?;
+        let address = rows::masked_softmax(&logits, &occ)?.broadcast_mul(&addressed)?;
         let w = (address * rate)?.transpose(1, 2)?.contiguous()?; // [B, m, n]
         let w = if erase {
             // Cap each slot's total weight at 1: a convex combination.
@@ -118,9 +118,9 @@ impl Attention {
             None => None,
         };
         // A detached memory is updated in place, touching only rows with weight.
-        if !tracked && kernels::blend_rows_in_place(&mem.content, &w, v, erase)? {
+        if !tracked && rows::blend_rows_in_place(&mem.content, &w, v, erase)? {
             if let (Some(keys), Some(k)) = (&mem.keys, &new_keys) {
-                kernels::blend_rows_in_place(keys, &w, k, erase)?;
+                rows::blend_rows_in_place(keys, &w, k, erase)?;
             }
         } else {
             mem.content = update(&mem.content, v)?;

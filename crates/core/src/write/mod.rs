@@ -14,8 +14,35 @@ use candle_core::Tensor;
 
 use crate::error::Result;
 use crate::evict::EvictionPolicy;
-use crate::layer::{RetentionLayer, WriteReport};
 use crate::memory::MemoryState;
+
+/// What a write did, per call.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct WriteReport {
+    /// Candidate vectors produced by the write source (B × n).
+    pub candidates: usize,
+    /// Candidates the gate let through and that changed memory.
+    pub written: usize,
+    /// Occupied slots overwritten by appends.
+    pub evicted: usize,
+    /// Gate score per candidate, in (memory, candidate) order.
+    pub gate_scores: Vec<f32>,
+}
+
+/// What a write backend may ask of the layer it writes for. The layer
+/// implements it; backends see this and not the whole `RetentionLayer`.
+pub trait WriteContext {
+    /// Keys of content rows x [.., d]: x·W_K.
+    fn key_rows(&self, x: &Tensor) -> Result<Tensor>;
+    /// H·d_k, the width of a key row.
+    fn inner_dim(&self) -> usize;
+    /// Addressing logits of candidates u [B, n, d] against every slot of
+    /// `mem` ([B, n, m]), unscaled.
+    fn address_logits(&self, u: &Tensor, mem: &MemoryState) -> Result<Tensor>;
+    /// The slots the read backend addresses for these candidates' keys
+    /// (product keys), or None when writes take any slot.
+    fn address_writes(&self, keys: &dyn Fn() -> Result<Tensor>) -> Result<Option<Vec<usize>>>;
+}
 
 /// The candidates of one write call.
 pub struct Candidates<'a> {
@@ -35,7 +62,7 @@ pub trait WriteBackend: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
     fn write(
         &self,
-        layer: &RetentionLayer,
+        layer: &dyn WriteContext,
         mem: &mut MemoryState,
         cand: &Candidates<'_>,
         report: &mut WriteReport,
@@ -49,7 +76,7 @@ pub trait WriteBackend: Send + Sync + std::fmt::Debug {
 /// Writes candidates `src` (flat indices into v [B, n, d]), scaled, into flat
 /// slots `dst`, with their cached keys when the memory keeps them.
 pub(crate) fn put_rows(
-    layer: &RetentionLayer,
+    layer: &dyn WriteContext,
     mem: &mut MemoryState,
     v: &Tensor,
     dst: &[u32],

@@ -19,7 +19,7 @@
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use crate::fused::exp_f32;
+use crate::math::exp_f32;
 
 /// Rows per parallel chunk (fixed, for thread-independent results).
 pub const CHUNK: usize = 16_384;
@@ -112,7 +112,7 @@ impl Partial {
 /// Σ a⊙b with sixteen partial sums (one AVX-512 register; vectorises),
 /// added pairwise at the end.
 #[inline(always)]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 16];
     let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
     let tail: f32 = ca
@@ -334,8 +334,15 @@ mod avx512 {
 
     /// e^x lane-wise, the polynomial of `fused::exp_f32`; lanes below −87
     /// give exactly 0.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F (and VNNI where a `target_feature` below
+    /// says so; callers check with `is_x86_feature_detected!`), and slices
+    /// hold what the asserts say.
     #[inline(always)]
     unsafe fn exp(x: __m512) -> __m512 {
+        // SAFETY: register arithmetic only (no memory access); the caller
+        // runs on a CPU with AVX-512F, as every function of this module.
         unsafe {
             let tiny = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, _mm512_set1_ps(-87.0));
             let x = _mm512_min_ps(x, _mm512_set1_ps(88.0));
@@ -370,8 +377,15 @@ mod avx512 {
 
     /// Lane l of the result = Σ of the 16 lanes of a[l]: the reductions of
     /// 16 rows' dot products share their shuffles (a tree of 15 adds).
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F (and VNNI where a `target_feature` below
+    /// says so; callers check with `is_x86_feature_detected!`), and slices
+    /// hold what the asserts say.
     #[inline(always)]
     unsafe fn sum16(a: [__m512; 16]) -> __m512 {
+        // SAFETY: shuffles and adds of registers (no memory access); the
+        // caller runs on a CPU with AVX-512F.
         unsafe {
             // Pairs: lanes of a[2j], a[2j+1] interleaved within 128 bits.
             let mut b = [_mm512_setzero_ps(); 8];
@@ -403,6 +417,10 @@ mod avx512 {
         }
     }
 
+    /// # Safety
+    /// The CPU supports AVX-512F (and VNNI where a `target_feature` below
+    /// says so; callers check with `is_x86_feature_detected!`), and slices
+    /// hold what the asserts say.
     #[inline(always)]
     unsafe fn load<const N: usize>(x: &[f32]) -> [__m512; N] {
         debug_assert!(x.len() >= N * 16);
@@ -415,6 +433,11 @@ mod avx512 {
     }
 
     /// s[r] = scale·(q·key r) for the rows of `keys` (s.len() rows of NK·16).
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F (and VNNI where a `target_feature` below
+    /// says so; callers check with `is_x86_feature_detected!`), and slices
+    /// hold what the asserts say.
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn scores<const NK: usize>(
@@ -474,6 +497,11 @@ mod avx512 {
     /// s[r] = q·key r for rows stored reduced: f16 (`HALF`) or int8 codes
     /// times a per-row scale, NK·16 components a row, decoded in registers
     /// (no buffer). `codes` holds s.len() rows of such bytes.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F (and VNNI where a `target_feature` below
+    /// says so; callers check with `is_x86_feature_detected!`), and slices
+    /// hold what the asserts say.
     #[inline]
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn scores_coded<const NK: usize, const HALF: bool>(
@@ -541,6 +569,11 @@ mod avx512 {
     /// products: the query quantised to int8 (scale `qs`) and shifted by
     /// 128 to unsigned, so s[r] = qs·scale_r·(Σ (q_e + 128)·c_e − 128·Σ c_e),
     /// with Σ c_e stored per row. One instruction per 64 components.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F (and VNNI where a `target_feature` below
+    /// says so; callers check with `is_x86_feature_detected!`), and slices
+    /// hold what the asserts say.
     #[inline]
     #[target_feature(enable = "avx512f,avx512vnni")]
     pub(super) unsafe fn scores_vnni<const NZ: usize>(
@@ -603,6 +636,11 @@ mod avx512 {
     }
 
     /// Returns false (doing nothing) when the block layout does not apply.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F (and VNNI where a `target_feature` below
+    /// says so; callers check with `is_x86_feature_detected!`), and slices
+    /// hold what the asserts say.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn attend<const NK: usize, const NV: usize>(
         q: &[f32],
@@ -892,19 +930,7 @@ pub(crate) fn int8_direct(kw: usize) -> bool {
     false
 }
 
-/// A query (at most 128 wide) quantised for [`int8_scores`]: int8 (round
-/// to nearest even, scale max |q| / 127) shifted by 128 to unsigned.
-pub fn quantise_query(q: &[f32]) -> Prepared {
-    let mut signed = [0i8; 128];
-    let (scale, _) = crate::quant::encode_int8(q, &mut signed[..q.len()]);
-    let mut codes = [128u8; 128];
-    for (c, &x) in codes.iter_mut().zip(&signed) {
-        *c = (x as i32 + 128) as u8;
-    }
-    Prepared { codes, scale }
-}
-
-/// Scores of a block of int8 rows against a query from [`quantise_query`]
+/// Scores of a block of int8 rows against a query from [`crate::quant::quantise_query`]
 /// by VNNI dot products, where [`int8_direct`] holds.
 #[inline(always)]
 pub(crate) fn int8_scores(
@@ -1210,7 +1236,7 @@ impl Selector {
 
 /// s[r] = q·row r for `s.len()` int8 rows `w` wide (codes, per-row scales
 /// and code sums): the VNNI kernel where it applies (`prepared` from
-/// [`quantise_query`]), else decoded and scored in f32.
+/// [`crate::quant::quantise_query`]), else decoded and scored in f32.
 pub fn int8_block_scores(
     q: &[f32],
     prepared: &Prepared,
@@ -1220,8 +1246,8 @@ pub fn int8_block_scores(
     w: usize,
     s: &mut [f32],
 ) {
-    // SAFETY: i8 and u8 have one layout; the kernels read signed.
-    let bytes = unsafe { std::slice::from_raw_parts(codes.as_ptr().cast::<u8>(), codes.len()) };
+    // The kernels read the codes as signed bytes.
+    let bytes: &[u8] = bytemuck::cast_slice(codes);
     if int8_direct(w) {
         int8_scores(&prepared.codes, prepared.scale, bytes, sums, scales, s);
     } else if !coded_scores(q, bytes, Some(scales), w, s) {
@@ -1362,7 +1388,7 @@ fn top_k_chunk<S: KeySource>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::{randn, stream};
+    use crate::test_data::{randn, stream};
 
     fn data(m: usize, w: usize, seed: u64) -> Vec<f32> {
         let mut rng = stream("scan", seed, "rows");

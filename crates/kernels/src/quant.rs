@@ -20,6 +20,12 @@ use half::slice::HalfFloatSliceExt;
 
 use crate::scan::{KeySource, Prepared};
 
+// The coded scans decode f16 keys from their bytes as little-endian.
+const _: () = assert!(
+    cfg!(target_endian = "little"),
+    "retbench-kernels reads f16 keys as little-endian bytes"
+);
+
 /// Storage of a reduced-precision key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Precision {
@@ -48,8 +54,9 @@ pub struct LowKeys {
     /// Per slot Σ codes (the VNNI kernel's correction for its unsigned
     /// query).
     sums: Vec<i32>,
-    /// Flat slots filled since the layer last encoded keys.
-    pub(crate) dirty: Vec<usize>,
+    /// Flat slots filled since their owner last encoded keys (the caller
+    /// keeps this list: see [`LowKeys::mark_pending`]).
+    pending: Vec<usize>,
 }
 
 impl LowKeys {
@@ -71,14 +78,34 @@ impl LowKeys {
             int8,
             scale,
             sums,
-            dirty: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
     /// Slots filled whose keys are not encoded yet (0 after every write
     /// call; a read ranks exactly while any are).
     pub fn pending(&self) -> usize {
-        self.dirty.len()
+        self.pending.len()
+    }
+
+    /// Notes that flat slot `slot` was filled and needs encoding.
+    pub fn mark_pending(&mut self, slot: usize) {
+        self.pending.push(slot);
+    }
+
+    /// Replaces the slots to encode (e.g. every occupied slot).
+    pub fn set_pending(&mut self, slots: Vec<usize>) {
+        self.pending = slots;
+    }
+
+    /// The slots to encode, leaving none pending.
+    pub fn take_pending(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Forgets every pending slot (the memory was cleared).
+    pub fn clear_pending(&mut self) {
+        self.pending.clear();
     }
 
     pub fn precision(&self) -> Precision {
@@ -201,7 +228,7 @@ impl KeySource for LowView<'_> {
     }
     fn prepare(&self, q: &[f32]) -> Prepared {
         if self.keys.precision == Precision::Int8 && crate::scan::int8_direct(self.keys.width) {
-            crate::scan::quantise_query(q)
+            quantise_query(q)
         } else {
             Prepared::default()
         }
@@ -212,18 +239,15 @@ impl KeySource for LowView<'_> {
         let done = match self.keys.precision {
             Precision::F16 => {
                 let halves = &self.keys.half[a * w..b * w];
-                // SAFETY: f16 is a 2-byte plain-old-data type; the bytes of
-                // the slice are its values, little-endian as the kernel reads.
-                let bytes = unsafe {
-                    std::slice::from_raw_parts(halves.as_ptr().cast::<u8>(), 2 * halves.len())
-                };
+                // Native-order bytes, which are the little-endian ones the
+                // kernels decode (checked at compile time below).
+                let bytes: &[u8] = bytemuck::cast_slice(halves);
                 crate::scan::coded_scores(q, bytes, None, w, s)
             }
             Precision::Int8 => {
                 let codes = &self.keys.int8[a * w..b * w];
-                // SAFETY: i8 and u8 have one layout; the kernels read signed.
-                let bytes =
-                    unsafe { std::slice::from_raw_parts(codes.as_ptr().cast::<u8>(), codes.len()) };
+                // The kernels read the codes as signed bytes.
+                let bytes: &[u8] = bytemuck::cast_slice(codes);
                 let scales = &self.keys.scale[a..b];
                 if crate::scan::int8_direct(w) {
                     let (qu, qs) = (&prepared.codes, prepared.scale);
@@ -236,6 +260,18 @@ impl KeySource for LowView<'_> {
         };
         debug_assert!(done, "direct() promised a kernel");
     }
+}
+
+/// A query (at most 128 wide) quantised for [`crate::scan`]'s int8 scores: int8 (round
+/// to nearest even, scale max |q| / 127) shifted by 128 to unsigned.
+pub fn quantise_query(q: &[f32]) -> Prepared {
+    let mut signed = [0i8; 128];
+    let (scale, _) = encode_int8(q, &mut signed[..q.len()]);
+    let mut codes = [128u8; 128];
+    for (c, &x) in codes.iter_mut().zip(&signed) {
+        *c = (x as i32 + 128) as u8;
+    }
+    Prepared { codes, scale }
 }
 
 #[cfg(test)]

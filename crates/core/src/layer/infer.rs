@@ -3,7 +3,7 @@
 //! scale"), and the exact top-k ranking every top-k read uses.
 //!
 //! Under [`no_grad`] a read of f32 memory on the CPU computes the query
-//! projection, the scan over memory ([`crate::scan`]), the value and output
+//! projection, the scan over memory ([`retbench_kernels::scan`]), the value and output
 //! projections as loops over the parameters' storage: no candle op, no
 //! tensor of size m, one pass over memory for all queries of the call. It
 //! reads in content space for recomputed keys (q·W_K against the raw slots,
@@ -16,16 +16,17 @@
 
 use std::cell::Cell;
 
-use candle_core::{DType, Layout, Storage, Tensor};
+use candle_core::{DType, Tensor};
 use multiversion::multiversion;
 
+use super::RetentionLayer;
 use crate::config::SlotAge;
 use crate::error::{Error, Result};
-use crate::fused::{Kernels, exp_f32, kernels, row_stats};
-use crate::layer::RetentionLayer;
 use crate::memory::MemoryState;
-use crate::read::Selection;
-use crate::scan::{self, Rows, dot};
+use crate::read::{RERANK, ScanQueries, Selection};
+use retbench_kernels::math::{exp_f32, row_stats};
+use retbench_kernels::scan::{self, Rows, dot};
+use retbench_kernels::{Kernels, kernels, storage_f32};
 
 thread_local! {
     static NO_GRAD: Cell<bool> = const { Cell::new(false) };
@@ -51,15 +52,6 @@ pub fn grad_enabled() -> bool {
     !NO_GRAD.with(|g| g.get())
 }
 
-/// The f32 data behind a contiguous CPU storage.
-pub(crate) fn view<'a>(s: &'a Storage, l: &Layout) -> Option<&'a [f32]> {
-    let (a, b) = l.contiguous_offsets()?;
-    match s {
-        Storage::Cpu(candle_core::CpuStorage::F32(v)) => Some(&v[a..b]),
-        _ => None,
-    }
-}
-
 /// y = W·x (+ b), W [n, k] row-major. Compiled for the CPU's vector width
 /// too: the build's baseline (SSE2) took most of a 100-slot read in these.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
@@ -68,20 +60,6 @@ fn matvec(w: &[f32], b: Option<&[f32]>, x: &[f32], y: &mut [f32]) {
     for (i, yi) in y.iter_mut().enumerate() {
         *yi = dot(&w[i * k..(i + 1) * k], x) + b.map_or(0.0, |b| b[i]);
     }
-}
-
-/// Candidates per top-k slot that a scan of reduced-precision keys passes to
-/// the exact re-ranking (measured: `reports/scaling-index`).
-pub const RERANK: usize = 4;
-
-/// Per-memory query rows in the space of what is scanned: content rows (d
-/// wide; recomputed keys) or cached key rows (H·d_k wide, zero outside the
-/// head's span). `q` is [B, H, T, d_k] row-major.
-#[derive(Debug, Clone)]
-pub(crate) struct ScanQueries {
-    pub width: usize,
-    /// [B][H·T rows × width].
-    pub rows: Vec<Vec<f32>>,
 }
 
 impl RetentionLayer {
@@ -107,7 +85,7 @@ impl RetentionLayer {
         let (nh, dk, d) = (self.heads, self.head_dim, self.d_model);
         let per = nh * t;
         let (ws, wl) = self.w_k.weight().storage_and_layout();
-        let wk = view(&ws, wl).ok_or_else(|| Error::Usage("W_K is not f32".into()))?;
+        let wk = storage_f32(&ws, wl).ok_or_else(|| Error::Usage("W_K is not f32".into()))?;
         let rows = (0..b)
             .map(|bi| {
                 let mut out = vec![0f32; per * d];
@@ -153,12 +131,12 @@ impl RetentionLayer {
         f: impl FnOnce(&[f32], &[f32]) -> Result<R>,
     ) -> Result<Option<R>> {
         let (cs, cl) = mem.content().storage_and_layout();
-        let Some(content) = view(&cs, cl) else {
+        let Some(content) = storage_f32(&cs, cl) else {
             return Ok(None);
         };
         let keys_guard = mem.keys().map(|k| k.storage_and_layout());
         let keys = match (&keys_guard, self.cfg.keys) {
-            (Some((s, l)), keys) if keys.cached() => match view(s, l) {
+            (Some((s, l)), keys) if keys.cached() => match storage_f32(s, l) {
                 Some(k) => k,
                 None => return Ok(None),
             },
@@ -216,7 +194,7 @@ impl RetentionLayer {
         let low = mem
             .low
             .as_ref()
-            .filter(|l| self.cfg.keys.reduced() == Some(l.precision()) && l.dirty.is_empty());
+            .filter(|l| self.cfg.keys.reduced() == Some(l.precision()) && l.pending() == 0);
         let padded = low.map(|_| self.key_space_queries(q, queries.rows.len(), t));
         self.with_rows(mem, |_, keys| {
             let mut out = Vec::new();
@@ -265,7 +243,7 @@ impl RetentionLayer {
         let hd = nh * dk;
         let h = h.contiguous()?;
         let (hs, hl) = h.storage_and_layout();
-        let Some(hv) = view(&hs, hl) else {
+        let Some(hv) = storage_f32(&hs, hl) else {
             return Ok(None);
         };
         // Per-head queries [B, H, T, d_k] = W_Q·LN(h) + b_Q.
@@ -276,11 +254,14 @@ impl RetentionLayer {
             let (bs, bl) = ln.1.storage_and_layout();
             let (ws, wl) = self.w_q.weight().storage_and_layout();
             let bq = self.w_q.bias().map(|b| b.storage_and_layout());
-            let (Some(g), Some(beta), Some(wq)) = (view(&gs, gl), view(&bs, bl), view(&ws, wl))
-            else {
+            let (Some(g), Some(beta), Some(wq)) = (
+                storage_f32(&gs, gl),
+                storage_f32(&bs, bl),
+                storage_f32(&ws, wl),
+            ) else {
                 return Ok(None);
             };
-            let bq = bq.as_ref().and_then(|(s, l)| view(s, l));
+            let bq = bq.as_ref().and_then(|(s, l)| storage_f32(s, l));
             let mut x = vec![0f32; d];
             let mut y = vec![0f32; hd];
             for bi in 0..b {
@@ -416,11 +397,11 @@ impl RetentionLayer {
         let (os, ol) = self.w_o.weight().storage_and_layout();
         let bv = self.w_v.bias().map(|b| b.storage_and_layout());
         let bo = self.w_o.bias().map(|b| b.storage_and_layout());
-        let (Some(wv), Some(wo)) = (view(&vs, vl), view(&os, ol)) else {
+        let (Some(wv), Some(wo)) = (storage_f32(&vs, vl), storage_f32(&os, ol)) else {
             return Ok(None);
         };
-        let bv = bv.as_ref().and_then(|(s, l)| view(s, l));
-        let bo = bo.as_ref().and_then(|(s, l)| view(s, l));
+        let bv = bv.as_ref().and_then(|(s, l)| storage_f32(s, l));
+        let bo = bo.as_ref().and_then(|(s, l)| storage_f32(s, l));
         let mut r = vec![0f32; b * t * d];
         let mut o = vec![0f32; hd];
         for bi in 0..b {

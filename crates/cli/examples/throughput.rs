@@ -3,10 +3,14 @@
 //! `retbench train-bench`, for profiling the model crate alone
 //! (`perf record -g target/release/examples/throughput 30`).
 //!
-//! `cargo run --release -p retbench-model --example throughput [STEPS]`
+//! `cargo run --release -p retbench --example throughput [STEPS]`
+
+// The binary's allocator tuning, shared by path (it is not a library API).
+#[path = "../src/alloc.rs"]
+mod alloc;
 
 fn main() -> anyhow::Result<()> {
-    retbench_core::alloc::keep_freed_memory();
+    alloc::keep_freed_memory();
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // As `retbench train-bench` does: candle's spinning elementwise pool
         // would take the cores from the fused kernels' threads.

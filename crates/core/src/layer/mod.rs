@@ -15,6 +15,8 @@
 //! of [`crate::backends`]; the layer owns the parameters and the tensor
 //! algebra around them.
 
+pub mod infer;
+
 use std::sync::Arc;
 
 use candle_core::{D, DType, Device, Tensor};
@@ -24,12 +26,13 @@ use crate::backends::{self, Backends};
 use crate::config::{GateConfig, Integrate, KeyMode, RetentionConfig, SlotAge, WriteSource};
 use crate::error::{Error, Result};
 use crate::gate::{Gate, GateInput};
-use crate::kernels;
 use crate::memory::MemoryState;
-use crate::quant::LowKeys;
 use crate::read::{ReadBackend, ReadQuery, Selection};
 use crate::rng::stream_seed;
-use crate::write::{Candidates, WriteBackend};
+pub use crate::write::WriteReport;
+use crate::write::{Candidates, WriteBackend, WriteContext};
+use retbench_kernels::quant::LowKeys;
+use retbench_kernels::rows;
 
 /// Layer normalisation from primitive ops, so that it has a backward pass.
 #[derive(Debug, Clone)]
@@ -54,7 +57,7 @@ impl Norm {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(crate::fused::layer_norm(
+        Ok(retbench_kernels::fused::layer_norm(
             x,
             &self.weight,
             &self.bias,
@@ -94,19 +97,6 @@ struct ReadParts {
     selection: Selection,
     usage: Option<Usage>,
     dense: Option<DenseRead>,
-}
-
-/// What a write did, per call.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct WriteReport {
-    /// Candidate vectors produced by the write source (B × n).
-    pub candidates: usize,
-    /// Candidates the gate let through and that changed memory.
-    pub written: usize,
-    /// Occupied slots overwritten by appends.
-    pub evicted: usize,
-    /// Gate score per candidate, in (memory, candidate) order.
-    pub gate_scores: Vec<f32>,
 }
 
 /// A retention layer over memories of width d_model.
@@ -282,9 +272,11 @@ impl RetentionLayer {
             && mem.low.as_ref().is_none_or(|l| l.precision() != p)
         {
             let mut low = LowKeys::new(p, mem.batch * mem.slots, self.inner_dim());
-            low.dirty = (0..mem.batch * mem.slots)
-                .filter(|&f| mem.meta.occupied[f])
-                .collect();
+            low.set_pending(
+                (0..mem.batch * mem.slots)
+                    .filter(|&f| mem.meta.occupied[f])
+                    .collect(),
+            );
             mem.low = Some(low);
             self.encode_low_keys(mem)?;
         }
@@ -306,7 +298,7 @@ impl RetentionLayer {
         else {
             return Ok(());
         };
-        let mut dirty = std::mem::take(&mut low.dirty);
+        let mut dirty = low.take_pending();
         dirty.sort_unstable();
         dirty.dedup();
         let flat = content.reshape((*batch * *slots, *dim))?;
@@ -413,7 +405,7 @@ impl RetentionLayer {
                     "cached keys requested but memory holds none".into(),
                 ));
             }
-            (_, _) => crate::fused::linear(mem.content(), &self.w_k)?,
+            (_, _) => retbench_kernels::fused::linear(mem.content(), &self.w_k)?,
         };
         match self.age_keys(mem)? {
             Some(ages) => Ok((base + ages)?),
@@ -493,7 +485,10 @@ impl RetentionLayer {
         let split = |x: Tensor, n: usize| -> Result<Tensor> {
             Ok(x.reshape((b, n, nh, dk))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = split(crate::fused::linear(&self.ln_q.forward(h)?, &self.w_q)?, t)?;
+        let q = split(
+            retbench_kernels::fused::linear(&self.ln_q.forward(h)?, &self.w_q)?,
+            t,
+        )?;
         // With fewer queries than the head width, contracting the slot axis
         // first is cheaper: Q(M·W_K)ᵀ = (Q·W_K)Mᵀ and w(M·W_V) = (w·M)W_V cost
         // O(H·T·m·d) instead of O(m·d·H·d_k) to project every slot. Same
@@ -505,7 +500,7 @@ impl RetentionLayer {
             let scores = if few && !self.cfg.keys.cached() && !owns_keys {
                 let w_k = self.w_k.weight().reshape((nh, dk, d))?;
                 let qk = per_head(&q, &w_k)?.reshape((b, nh * t, d))?;
-                let s = kernels::rows_dot(&qk, content)?.reshape((b, nh, t, m))?;
+                let s = rows::rows_dot(&qk, content)?.reshape((b, nh, t, m))?;
                 let s = self.add_key_bias(s, &q)?;
                 match self.age_keys(mem)? {
                     Some(ages) => (s + q.matmul(&split(ages, m)?.t()?)?)?,
@@ -552,15 +547,15 @@ impl RetentionLayer {
         // included).
         if !few && scores.is_none() && matches!(selection, Selection::Occupied) {
             let keys = split(self.slot_keys(mem)?, m)?;
-            let values = split(crate::fused::linear(content, &self.w_v)?, m)?;
+            let values = split(retbench_kernels::fused::linear(content, &self.w_v)?, m)?;
             let scale = 1.0 / (dk as f64).sqrt();
             let usage = want_usage && !inspect;
             let occupied = mem.occupancy_mask()?;
-            if let Some((out, used)) =
-                crate::fused::slot_attention(&q, &keys, &values, &occupied, scale, usage)?
-            {
+            if let Some((out, used)) = retbench_kernels::fused::slot_attention(
+                &q, &keys, &values, &occupied, scale, usage,
+            )? {
                 let out = out.transpose(1, 2)?.reshape((b, t, nh * dk))?;
-                let r = crate::fused::linear(&out, &self.w_o)?;
+                let r = retbench_kernels::fused::linear(&out, &self.w_o)?;
                 if !inspect {
                     return Ok(ReadParts {
                         r,
@@ -596,19 +591,22 @@ impl RetentionLayer {
                 Tensor::from_vec(mask, (b, nh, t, m), scores.device())?.to_dtype(scores.dtype())?
             }
         };
-        let weights = kernels::masked_softmax(&scores, &select)?;
+        let weights = rows::masked_softmax(&scores, &select)?;
         let r = match fused_r {
             Some(r) => r,
             None => {
                 let out = if few {
                     let w_v = self.w_v.weight().reshape((nh, dk, d))?.transpose(1, 2)?;
-                    let wm = kernels::rows_mix(&weights.reshape((b, nh * t, m))?, content)?;
+                    let wm = rows::rows_mix(&weights.reshape((b, nh * t, m))?, content)?;
                     self.add_value_bias(per_head(&wm.reshape((b, nh, t, d))?, &w_v)?, &weights)?
                 } else {
-                    weights.matmul(&split(crate::fused::linear(content, &self.w_v)?, m)?)?
+                    weights.matmul(&split(
+                        retbench_kernels::fused::linear(content, &self.w_v)?,
+                        m,
+                    )?)?
                 };
                 let out = out.transpose(1, 2)?.reshape((b, t, nh * dk))?;
-                crate::fused::linear(&out, &self.w_o)?
+                retbench_kernels::fused::linear(&out, &self.w_o)?
             }
         };
         let usage = if want_usage && !inspect {
@@ -721,14 +719,14 @@ impl RetentionLayer {
         }
         let scores = (scores / (dk as f64).sqrt())?;
         let sel = Tensor::from_vec(sel, (b, nh, t, k), dev)?.to_dtype(scores.dtype())?;
-        let weights = kernels::masked_softmax(&scores, &sel)?; // [B, H, T, k]
+        let weights = rows::masked_softmax(&scores, &sel)?; // [B, H, T, k]
         let wm = weights.unsqueeze(D::Minus1)?.broadcast_mul(&rows)?.sum(3)?; // [B, H, T, d]
         let w_v = self.w_v.weight().reshape((nh, dk, d))?.transpose(1, 2)?;
         let out = self
             .add_value_bias(per_head(&wm, &w_v)?, &weights)?
             .transpose(1, 2)?
             .reshape((b, t, nh * dk))?;
-        let r = crate::fused::linear(&out, &self.w_o)?;
+        let r = retbench_kernels::fused::linear(&out, &self.w_o)?;
         let usage = if want_usage {
             let w: Vec<f32> = weights
                 .detach()
@@ -789,13 +787,13 @@ impl RetentionLayer {
         self.check_memory(mem, b)?;
         self.ensure_index(mem)?;
         let v = match &self.w_u {
-            Some(w_u) => crate::fused::linear(&u, w_u)?,
+            Some(w_u) => retbench_kernels::fused::linear(&u, w_u)?,
             None => u.clone(),
         };
         let stored_keys = || -> Result<Tensor> {
             match mem.keys() {
                 Some(k) => Ok(k.clone()),
-                None => Ok(crate::fused::linear(mem.content(), &self.w_k)?),
+                None => Ok(retbench_kernels::fused::linear(mem.content(), &self.w_k)?),
             }
         };
         let key_of = |x: &Tensor| self.key_rows(x);
@@ -832,9 +830,11 @@ impl RetentionLayer {
         }
         if let Some(low) = &mut mem.low {
             if matches!(self.cfg.write, crate::config::WriteConfig::Attention { .. }) {
-                low.dirty = (0..mem.batch * mem.slots)
-                    .filter(|&f| mem.meta.occupied[f])
-                    .collect();
+                low.set_pending(
+                    (0..mem.batch * mem.slots)
+                        .filter(|&f| mem.meta.occupied[f])
+                        .collect(),
+                );
             }
             self.encode_low_keys(mem)?;
         }
@@ -843,7 +843,7 @@ impl RetentionLayer {
 
     /// Keys of content rows, x·W_Kᵀ [.., H·d_k].
     pub(crate) fn key_rows(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(crate::fused::linear(x, &self.w_k)?)
+        Ok(retbench_kernels::fused::linear(x, &self.w_k)?)
     }
 
     /// H·d_k, the width of keys and queries.
@@ -855,12 +855,12 @@ impl RetentionLayer {
     /// attention write.
     pub(crate) fn address_logits(&self, u: &Tensor, mem: &MemoryState) -> Result<Tensor> {
         let n = u.dim(1)?;
-        let q = crate::fused::linear(u, &self.w_q)?; // [B, n, H·d_k]
+        let q = retbench_kernels::fused::linear(u, &self.w_q)?; // [B, n, H·d_k]
         // As in reads: with few candidates, q(M·W_K)ᵀ = (q·W_K)Mᵀ avoids
         // projecting every slot.
         Ok(if !self.cfg.keys.cached() && n < self.inner_dim() {
             let qk = q.broadcast_matmul(&self.w_k.weight().unsqueeze(0)?)?; // [B, n, d]
-            let s = kernels::rows_dot(&qk, &mem.content)?;
+            let s = rows::rows_dot(&qk, &mem.content)?;
             let s = match self.w_k.bias() {
                 Some(bk) => s.broadcast_add(&q.broadcast_mul(bk)?.sum_keepdim(D::Minus1)?)?,
                 None => s,
@@ -917,4 +917,18 @@ fn per_head(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// ⌊log2(age + 1)⌋, capped at `buckets − 1`.
 pub fn age_bucket(age: u64, buckets: usize) -> usize {
     ((64 - (age + 1).leading_zeros() - 1) as usize).min(buckets - 1)
+}
+impl WriteContext for RetentionLayer {
+    fn key_rows(&self, x: &Tensor) -> Result<Tensor> {
+        RetentionLayer::key_rows(self, x)
+    }
+    fn inner_dim(&self) -> usize {
+        RetentionLayer::inner_dim(self)
+    }
+    fn address_logits(&self, u: &Tensor, mem: &MemoryState) -> Result<Tensor> {
+        RetentionLayer::address_logits(self, u, mem)
+    }
+    fn address_writes(&self, keys: &dyn Fn() -> Result<Tensor>) -> Result<Option<Vec<usize>>> {
+        self.read.address_writes(keys)
+    }
 }
