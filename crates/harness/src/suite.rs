@@ -15,7 +15,7 @@
 //! unequal zip lengths, invalid values, empty expansions and duplicate run ids
 //! by the checks here, at the node that caused them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -266,7 +266,10 @@ pub fn parse(path: &Path, text: &str, profile: Option<&str>) -> Result<Plan, Sui
     parse_with(path, text, profile, &Limits::default())
 }
 
-/// [`parse`] under explicit limits.
+/// [`parse`] under explicit limits, in phases: read the file, locate the
+/// base, overlay the profile, lay out the axes, expand the points into
+/// runs, validate the declared figures. Each phase refuses at the location
+/// of what it finds wrong, before anything is written.
 pub fn parse_with(
     path: &Path,
     text: &str,
@@ -274,6 +277,39 @@ pub fn parse_with(
     limits: &Limits,
 ) -> Result<Plan, SuiteError> {
     let cx = Ctx { path };
+    let file = read(&cx, text)?;
+    let mut draft = Draft::new(&cx, &file, text)?;
+    let profiles: Vec<String> = file
+        .profiles
+        .0
+        .iter()
+        .map(|(k, _)| k.value.clone())
+        .collect();
+    if let Some(wanted) = profile {
+        draft.overlay(&cx, &file, wanted, &profiles)?;
+    }
+    let axes = draft.axes(&cx, &file)?;
+    let excludes = excludes(&cx, &file, &draft.base)?;
+    draft.check_size(&cx, &file, &axes, limits)?;
+    let points = draft.points(&cx, &file, &axes)?;
+    let runs = draft.expand(&cx, &points, &excludes, limits)?;
+    let param_columns = param_columns(&runs);
+    check_figures(&cx, &file, &runs, &param_columns)?;
+    Ok(Plan {
+        figures: file.figures.iter().map(|f| f.value.clone()).collect(),
+        file: path.to_path_buf(),
+        suite: file.name.value.clone(),
+        description: file.description.clone(),
+        profile: profile.map(String::from),
+        runs,
+        param_columns,
+        profiles,
+    })
+}
+
+/// Phase 1: the YAML into a typed suite file, and its name checked (it
+/// names the output folder).
+fn read(cx: &Ctx, text: &str) -> Result<SuiteFile, SuiteError> {
     let file: SuiteFile = serde_saphyr::from_str(text).map_err(|e| {
         let loc = e.location().map_or(Loc { line: 1, column: 1 }, |l| Loc {
             line: l.line(),
@@ -282,86 +318,95 @@ pub fn parse_with(
         // The reader's message may carry its own position; ours leads.
         cx.at(loc, yaml_message(&e.to_string()))
     })?;
-    let name_loc = Loc::from(&file.name);
-    if file.name.value.trim().is_empty()
-        || !file
-            .name
-            .value
+    let name = &file.name.value;
+    if name.trim().is_empty()
+        || !name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        || file.name.value.starts_with('.')
+        || name.starts_with('.')
     {
         return Err(cx.at(
-            name_loc,
+            Loc::from(&file.name),
             "name must be non-empty, use only [A-Za-z0-9._-] and not start with a dot (it names the output folder under reports/)",
         ));
     }
-    let base_loc = Loc::from(&file.base);
-    let located = Located {
-        text,
-        base_loc,
-        profile: Vec::new(),
-    };
-    if let Err(message) = file.base.value.validate() {
-        let loc = located.find(&message, &[]).unwrap_or(base_loc);
-        return Err(cx.at(loc, format!("base: invalid run config: {message}")));
-    }
-    let mut base = serde_json::to_value(&file.base.value).expect("run config serializes");
-    if serde_json::from_value::<RunConfig>(base.clone())
-        .ok()
-        .as_ref()
-        != Some(&file.base.value)
-    {
-        return Err(cx.at(
+    Ok(file)
+}
+
+/// A point of the plan before expansion: its variant name, where it was
+/// written, and its overrides.
+type Point = (String, Loc, Vec<Override>);
+
+/// What the phases build up between reading the file and expanding it.
+struct Draft<'t> {
+    /// The base config as JSON, with the profile's base overrides applied.
+    base: Value,
+    base_loc: Loc,
+    name_loc: Loc,
+    located: Located<'t>,
+    seeds: Vec<u64>,
+    grid: Vec<GridAxis>,
+    /// Profile overrides every point takes after its own (see `overlay`).
+    late: Vec<Override>,
+    /// A profile's replacement values of zip axes (`zip.<path>`).
+    zip_profile: HashMap<String, Vec<(Value, Loc)>>,
+}
+
+impl<'t> Draft<'t> {
+    /// Phase 2: the base (validated, finite), the seeds and the grid axes,
+    /// each located.
+    fn new(cx: &Ctx, file: &SuiteFile, text: &'t str) -> Result<Self, SuiteError> {
+        let base_loc = Loc::from(&file.base);
+        let located = Located {
+            text,
             base_loc,
-            "base: a value is not a finite number (NaN or infinity)",
-        ));
-    }
-    let mut located = located;
-    let mut seeds = match &file.seeds {
-        Some(s) if s.value.is_empty() => {
-            return Err(cx.at(Loc::from(s), "seeds must list at least one seed"));
+            profile: Vec::new(),
+        };
+        if let Err(message) = file.base.value.validate() {
+            let loc = located.find(&message, &[]).unwrap_or(base_loc);
+            return Err(cx.at(loc, format!("base: invalid run config: {message}")));
         }
-        Some(s) => s.value.clone(),
-        None => vec![0],
-    };
-    // Axes as (path, values) lists, so that profiles can replace them.
-    let mut late: Vec<Override> = Vec::new();
-    let mut used_late: std::collections::HashSet<String> = std::collections::HashSet::new();
-    let mut grid: Vec<GridAxis> = Vec::new();
-    for (key, values) in &file.grid.0 {
-        check_path(&base, &key.value).map_err(|m| cx.at(Loc::from(key), m))?;
-        if values.value.is_empty() {
+        let base = serde_json::to_value(&file.base.value).expect("run config serializes");
+        if serde_json::from_value::<RunConfig>(base.clone())
+            .ok()
+            .as_ref()
+            != Some(&file.base.value)
+        {
             return Err(cx.at(
-                Loc::from(values),
-                format!("grid axis {} has no values", key.value),
+                base_loc,
+                "base: a value is not a finite number (NaN or infinity)",
             ));
         }
-        if grid.iter().any(|(p, _, _)| *p == key.value) {
-            return Err(cx.at(
-                Loc::from(key),
-                format!("grid axis {} appears twice", key.value),
-            ));
-        }
-        grid.push((
-            key.value.clone(),
-            Loc::from(key),
-            values
-                .value
-                .iter()
-                .map(|v| (v.value.clone(), Loc::from(v)))
-                .collect(),
-        ));
+        let seeds = match &file.seeds {
+            Some(s) if s.value.is_empty() => {
+                return Err(cx.at(Loc::from(s), "seeds must list at least one seed"));
+            }
+            Some(s) => s.value.clone(),
+            None => vec![0],
+        };
+        let grid = grid_axes(cx, file, &base)?;
+        Ok(Draft {
+            base,
+            base_loc,
+            name_loc: Loc::from(&file.name),
+            located,
+            seeds,
+            grid,
+            late: Vec::new(),
+            zip_profile: HashMap::new(),
+        })
     }
-    let profiles: Vec<String> = file
-        .profiles
-        .0
-        .iter()
-        .map(|(k, _)| k.value.clone())
-        .collect();
-    // A profile's replacement values of zip axes (`zip.<path>`).
-    let mut zip_profile: HashMap<String, Vec<(Value, Loc)>> = HashMap::new();
-    if let Some(wanted) = profile {
+
+    /// Phase 3: profile `wanted`'s overrides: `seeds`, `grid.<path>` and
+    /// `zip.<path>` replace values; any other path applies to the base now
+    /// and to every point after its own overrides.
+    fn overlay(
+        &mut self,
+        cx: &Ctx,
+        file: &SuiteFile,
+        wanted: &str,
+        profiles: &[String],
+    ) -> Result<(), SuiteError> {
         let Some((_, overrides)) = file.profiles.0.iter().find(|(k, _)| k.value == wanted) else {
             let have = if profiles.is_empty() {
                 "none".to_string()
@@ -369,33 +414,16 @@ pub fn parse_with(
                 profiles.join(", ")
             };
             return Err(cx.at(
-                name_loc,
+                self.name_loc,
                 format!("no profile named {wanted:?} in this suite (profiles: {have})"),
             ));
         };
         for (key, value) in &overrides.0 {
             let loc = Loc::from(key);
-            // A `grid.<path>` or `zip.<path>` value: the axis's new values.
-            let axis_values = || -> Result<Vec<(Value, Loc)>, SuiteError> {
-                let values = value
-                    .value
-                    .as_array()
-                    .filter(|a| !a.is_empty())
-                    .ok_or_else(|| {
-                        cx.at(
-                            Loc::from(value),
-                            format!("{} must be a non-empty list", key.value),
-                        )
-                    })?;
-                Ok(values
-                    .iter()
-                    .map(|v| (v.clone(), Loc::from(value)))
-                    .collect())
-            };
             if key.value == "seeds" {
-                seeds = serde_json::from_value::<Vec<u64>>(value.value.clone())
+                self.seeds = serde_json::from_value::<Vec<u64>>(value.value.clone())
                     .map_err(|e| cx.at(Loc::from(value), format!("seeds: {e}")))?;
-                if seeds.is_empty() {
+                if self.seeds.is_empty() {
                     return Err(cx.at(Loc::from(value), "seeds must list at least one seed"));
                 }
             } else if let Some(axis) = key.value.strip_prefix("zip.") {
@@ -406,59 +434,86 @@ pub fn parse_with(
                 if !known {
                     return Err(cx.at(loc, format!("{}: no zip group has axis {axis}", key.value)));
                 }
-                zip_profile.insert(axis.to_string(), axis_values()?);
+                self.zip_profile
+                    .insert(axis.to_string(), axis_values(cx, key, value)?);
             } else if let Some(axis) = key.value.strip_prefix("grid.") {
-                let Some(slot) = grid.iter_mut().find(|(p, _, _)| p == axis) else {
+                let Some(slot) = self.grid.iter_mut().find(|(p, _, _)| p == axis) else {
                     return Err(cx.at(loc, format!("{}: the grid has no axis {axis}", key.value)));
                 };
-                slot.2 = axis_values()?;
+                slot.2 = axis_values(cx, key, value)?;
             } else {
-                // Every point gets the profile's value (after its own
-                // overrides: a variant that replaces a whole block, say its
-                // `train:`, still trains for the profile's steps), wherever
-                // the path's block exists. A block the base lacks (the
-                // learned variants of a probe suite) is only checked when
-                // the points are.
-                late.push(Override {
-                    path: key.value.clone(),
-                    value: value.value.clone(),
-                    loc: Loc::from(value),
-                });
-                if parent_is_null(&base, &key.value) {
-                    continue;
-                }
-                check_path(&base, &key.value).map_err(|m| cx.at(loc, m))?;
-                set_path(&mut base, &key.value, value.value.clone()).map_err(|m| cx.at(loc, m))?;
-                located.profile.push((key.value.clone(), Loc::from(value)));
-                if let Err(e) = serde_json::from_value::<RunConfig>(base.clone()) {
-                    return Err(cx.at(Loc::from(value), format!("{}: {e}", key.value)));
-                }
+                self.overlay_path(cx, key, value)?;
             }
         }
+        Ok(())
     }
 
-    // Axes: each a list of points, each point a list of overrides.
-    let mut axes: Vec<Vec<Vec<Override>>> = grid
-        .iter()
-        .map(|(path, _, values)| {
-            values
-                .iter()
-                .map(|(v, loc)| {
-                    vec![Override {
-                        path: path.clone(),
-                        value: v.clone(),
-                        loc: *loc,
-                    }]
-                })
-                .collect()
-        })
-        .collect();
-    for group in &file.zip {
+    /// A profile's override of a config path. Every point gets the value
+    /// (after its own overrides: a variant that replaces a whole block, say
+    /// its `train:`, still trains for the profile's steps), wherever the
+    /// path's block exists. A block the base lacks (the learned variants of
+    /// a probe suite) is only checked when the points are.
+    fn overlay_path(
+        &mut self,
+        cx: &Ctx,
+        key: &Spanned<String>,
+        value: &Spanned<Value>,
+    ) -> Result<(), SuiteError> {
+        let loc = Loc::from(key);
+        self.late.push(Override {
+            path: key.value.clone(),
+            value: value.value.clone(),
+            loc: Loc::from(value),
+        });
+        if parent_is_null(&self.base, &key.value) {
+            return Ok(());
+        }
+        check_path(&self.base, &key.value).map_err(|m| cx.at(loc, m))?;
+        set_path(&mut self.base, &key.value, value.value.clone()).map_err(|m| cx.at(loc, m))?;
+        self.located
+            .profile
+            .push((key.value.clone(), Loc::from(value)));
+        if let Err(e) = serde_json::from_value::<RunConfig>(self.base.clone()) {
+            return Err(cx.at(Loc::from(value), format!("{}: {e}", key.value)));
+        }
+        Ok(())
+    }
+
+    /// Phase 4: the axes, each a list of points, each point a list of
+    /// overrides: the grid's axes, then one axis per zip group.
+    fn axes(&self, cx: &Ctx, file: &SuiteFile) -> Result<Vec<Vec<Vec<Override>>>, SuiteError> {
+        let mut axes: Vec<Vec<Vec<Override>>> = self
+            .grid
+            .iter()
+            .map(|(path, _, values)| {
+                values
+                    .iter()
+                    .map(|(v, loc)| {
+                        vec![Override {
+                            path: path.clone(),
+                            value: v.clone(),
+                            loc: *loc,
+                        }]
+                    })
+                    .collect()
+            })
+            .collect();
+        for group in &file.zip {
+            let points = self.zip_points(cx, &group.value)?;
+            if !points.is_empty() {
+                axes.push(points);
+            }
+        }
+        Ok(axes)
+    }
+
+    /// The lock-step points of one zip group (axes of equal length).
+    fn zip_points(&self, cx: &Ctx, group: &Axis) -> Result<Vec<Vec<Override>>, SuiteError> {
         let mut len = None;
         let mut points: Vec<Vec<Override>> = Vec::new();
-        for (key, values) in &group.value.0 {
-            check_path(&base, &key.value).map_err(|m| cx.at(Loc::from(key), m))?;
-            let values: Vec<(Value, Loc)> = match zip_profile.get(&key.value) {
+        for (key, values) in &group.0 {
+            check_path(&self.base, &key.value).map_err(|m| cx.at(Loc::from(key), m))?;
+            let values: Vec<(Value, Loc)> = match self.zip_profile.get(&key.value) {
                 Some(v) => v.clone(),
                 None => values
                     .value
@@ -494,83 +549,165 @@ pub fn parse_with(
                 });
             }
         }
-        if !points.is_empty() {
-            axes.push(points);
-        }
-    }
-    let mut excludes: Vec<(Loc, Vec<(String, Value)>)> = Vec::new();
-    for ex in &file.exclude {
-        let mut conds = Vec::new();
-        for (key, value) in &ex.value.0 {
-            check_path(&base, &key.value).map_err(|m| cx.at(Loc::from(key), m))?;
-            conds.push((key.value.clone(), value.value.clone()));
-        }
-        excludes.push((Loc::from(ex), conds));
+        Ok(points)
     }
 
-    // Points: the grid × zip product, then the variants. Without grid or
-    // zip axes but with variants, the base is only their template (a suite
-    // of named baselines names every point, `retention: {}` included).
-    // Refuse a plan too large to hold before expanding it: 4 axes of 200
-    // values are 1.6e9 points.
-    let variants = file.variants.0.len() as u128;
-    let mut grid_points: u128 = 1;
-    for (i, axis) in axes.iter().enumerate() {
-        grid_points = grid_points.saturating_mul(axis.len() as u128);
-        let runs = (grid_points + variants).saturating_mul(seeds.len() as u128);
-        if runs > limits.max_runs as u128 {
-            let loc = grid
-                .get(i)
-                .map_or_else(|| axis[0].first().map_or(base_loc, |o| o.loc), |g| g.1);
-            return Err(cx.at(
-                loc,
-                format!(
-                    "the plan would hold {runs} runs or more, over the limit of {}: shrink the grid",
-                    limits.max_runs
-                ),
-            ));
+    /// Refuses a plan too large to hold before expanding it: 4 axes of 200
+    /// values are 1.6e9 points.
+    fn check_size(
+        &self,
+        cx: &Ctx,
+        file: &SuiteFile,
+        axes: &[Vec<Vec<Override>>],
+        limits: &Limits,
+    ) -> Result<(), SuiteError> {
+        let variants = file.variants.0.len() as u128;
+        let mut grid_points: u128 = 1;
+        for (i, axis) in axes.iter().enumerate() {
+            grid_points = grid_points.saturating_mul(axis.len() as u128);
+            let runs = (grid_points + variants).saturating_mul(self.seeds.len() as u128);
+            if runs > limits.max_runs as u128 {
+                let loc = self
+                    .grid
+                    .get(i)
+                    .map_or_else(|| axis[0].first().map_or(self.base_loc, |o| o.loc), |g| g.1);
+                return Err(cx.at(
+                    loc,
+                    format!(
+                        "the plan would hold {runs} runs or more, over the limit of {}: shrink the grid",
+                        limits.max_runs
+                    ),
+                ));
+            }
         }
-    }
-    let mut points: Vec<(String, Loc, Vec<Override>)> = Vec::new();
-    if !axes.is_empty() || file.variants.0.is_empty() {
-        for combo in cartesian(&axes) {
-            points.push(("grid".to_string(), base_loc, combo));
-        }
-    }
-    for (name, overrides) in &file.variants.0 {
-        let mut ovs = Vec::new();
-        if name.value == "grid" || name.value.is_empty() {
-            return Err(cx.at(
-                Loc::from(name),
-                "a variant cannot be named \"grid\" or be empty",
-            ));
-        }
-        for (key, value) in &overrides.0 {
-            check_path(&base, &key.value).map_err(|m| cx.at(Loc::from(key), m))?;
-            ovs.push(Override {
-                path: key.value.clone(),
-                value: value.value.clone(),
-                loc: Loc::from(value),
-            });
-        }
-        points.push((name.value.clone(), Loc::from(name), ovs));
+        Ok(())
     }
 
-    let mut runs = Vec::new();
-    let mut seen: HashMap<String, Loc> = HashMap::new();
-    let mut excluded_any = false;
-    for (variant, loc, ovs) in &points {
-        let mut ovs_all = ovs.clone();
-        let own = resolve(&cx, &base, &located, ovs).ok();
-        for l in &late {
+    /// The grid × zip product, then the variants. Without grid or zip axes
+    /// but with variants, the base is only their template (a suite of named
+    /// baselines names every point, `retention: {}` included).
+    fn points(
+        &self,
+        cx: &Ctx,
+        file: &SuiteFile,
+        axes: &[Vec<Vec<Override>>],
+    ) -> Result<Vec<Point>, SuiteError> {
+        let mut points: Vec<Point> = Vec::new();
+        if !axes.is_empty() || file.variants.0.is_empty() {
+            for combo in cartesian(axes) {
+                points.push(("grid".to_string(), self.base_loc, combo));
+            }
+        }
+        for (name, overrides) in &file.variants.0 {
+            if name.value == "grid" || name.value.is_empty() {
+                return Err(cx.at(
+                    Loc::from(name),
+                    "a variant cannot be named \"grid\" or be empty",
+                ));
+            }
+            let mut ovs = Vec::new();
+            for (key, value) in &overrides.0 {
+                check_path(&self.base, &key.value).map_err(|m| cx.at(Loc::from(key), m))?;
+                ovs.push(Override {
+                    path: key.value.clone(),
+                    value: value.value.clone(),
+                    loc: Loc::from(value),
+                });
+            }
+            points.push((name.value.clone(), Loc::from(name), ovs));
+        }
+        Ok(points)
+    }
+
+    /// Phase 5: every point that no `exclude` drops, resolved, validated,
+    /// sized against the memory limit, and crossed with the seeds.
+    fn expand(
+        &self,
+        cx: &Ctx,
+        points: &[Point],
+        excludes: &[Exclude],
+        limits: &Limits,
+    ) -> Result<Vec<PlannedRun>, SuiteError> {
+        let mut runs = Vec::new();
+        let mut seen: HashMap<String, Loc> = HashMap::new();
+        let mut used_late: HashSet<String> = HashSet::new();
+        let mut excluded_any = false;
+        for (variant, loc, ovs) in points {
+            let ovs_all = self.with_late(cx, ovs, &mut used_late);
+            let json = resolve(cx, &self.base, &self.located, &ovs_all)?;
+            if excludes.iter().any(|(_, conds)| {
+                conds
+                    .iter()
+                    .all(|(p, v)| get_path(&json, p).is_some_and(|x| same(x, v)))
+            }) {
+                excluded_any = true;
+                continue;
+            }
+            let config: RunConfig = serde_json::from_value(json).expect("resolve checked it");
+            self.check_memory(cx, &config, ovs, *loc, limits)?;
+            let config_hash = config.hash();
+            let params: Vec<(String, Value)> = ovs
+                .iter()
+                .map(|o| (o.path.clone(), o.value.clone()))
+                .collect();
+            for &seed in &self.seeds {
+                let run_id = run_id(variant, &params, seed, &config);
+                let here = ovs.first().map_or(*loc, |o| o.loc);
+                if let Some(prev) = seen.insert(run_id.clone(), here) {
+                    return Err(cx.at(
+                        here,
+                        format!(
+                            "this point repeats run {run_id} (same config and seed as line {})",
+                            prev.line
+                        ),
+                    ));
+                }
+                runs.push(PlannedRun {
+                    run_id,
+                    variant: variant.clone(),
+                    seed,
+                    params: params.clone(),
+                    config: config.clone(),
+                    config_hash: config_hash.clone(),
+                });
+            }
+        }
+        if let Some(l) = self.late.iter().find(|l| !used_late.contains(&l.path)) {
+            return Err(cx.at(
+                l.loc,
+                format!("{}: names nothing in any run of this suite", l.path),
+            ));
+        }
+        if runs.is_empty() {
+            let loc = if excluded_any {
+                excludes[0].0
+            } else {
+                self.name_loc
+            };
+            return Err(cx.at(loc, "the suite expands to no runs"));
+        }
+        Ok(runs)
+    }
+
+    /// A point's overrides followed by the profile's late overrides that
+    /// reach it: those whose block the point's config has, and whose field
+    /// that block knows (the probe's `task.loads` is not a learned
+    /// variant's to take).
+    fn with_late(
+        &self,
+        cx: &Ctx,
+        ovs: &[Override],
+        used_late: &mut HashSet<String>,
+    ) -> Vec<Override> {
+        let mut ovs_all = ovs.to_vec();
+        let own = resolve(cx, &self.base, &self.located, ovs).ok();
+        for l in &self.late {
             let parent = l.path.rsplit_once('.').map(|(p, _)| p);
             let has_block = match (&own, parent) {
                 (Some(json), Some(p)) => get_path(json, p).is_some_and(Value::is_object),
                 (Some(_), None) => true,
-                (None, _) => !parent_is_null(&base, &l.path),
+                (None, _) => !parent_is_null(&self.base, &l.path),
             };
-            // A field this point's block does not have (the probe's
-            // `task.loads` on a learned variant's task) is not its to take.
             let knows_field = own.as_ref().is_none_or(|json| {
                 let mut probe = json.clone();
                 set_path(&mut probe, &l.path, l.value.clone()).is_ok()
@@ -582,81 +719,126 @@ pub fn parse_with(
                 ovs_all.push(l.clone());
             }
         }
-        let json = resolve(&cx, &base, &located, &ovs_all)?;
-        if excludes.iter().any(|(_, conds)| {
-            conds
-                .iter()
-                .all(|(p, v)| get_path(&json, p).is_some_and(|x| same(x, v)))
-        }) {
-            excluded_any = true;
-            continue;
-        }
-        let config: RunConfig = serde_json::from_value(json).expect("resolve checked it");
+        ovs_all
+    }
+
+    /// Refuses a run whose estimated peak memory exceeds the limit, at the
+    /// field that costs most.
+    fn check_memory(
+        &self,
+        cx: &Ctx,
+        config: &RunConfig,
+        ovs: &[Override],
+        loc: Loc,
+        limits: &Limits,
+    ) -> Result<(), SuiteError> {
         let terms = config.task.task().estimate_bytes(&config.spec());
         let need: u128 = terms.iter().map(|t| t.1).fold(0, u128::saturating_add);
-        if need > limits.max_memory as u128 {
-            let (field, _) = terms.iter().max_by_key(|t| t.1).expect("need > 0");
-            let loc = located.find(field, ovs).unwrap_or(*loc);
+        if need <= limits.max_memory as u128 {
+            return Ok(());
+        }
+        let (field, _) = terms.iter().max_by_key(|t| t.1).expect("need > 0");
+        let loc = self.located.find(field, ovs).unwrap_or(loc);
+        Err(cx.at(
+            loc,
+            format!(
+                "{field}: this run would need about {} at its peak, more than the {} allowed (the machine's RAM; --max-memory to change)",
+                human_bytes(need),
+                human_bytes(limits.max_memory as u128)
+            ),
+        ))
+    }
+}
+
+/// The grid's axes, located, each path checked against the base.
+fn grid_axes(cx: &Ctx, file: &SuiteFile, base: &Value) -> Result<Vec<GridAxis>, SuiteError> {
+    let mut grid: Vec<GridAxis> = Vec::new();
+    for (key, values) in &file.grid.0 {
+        check_path(base, &key.value).map_err(|m| cx.at(Loc::from(key), m))?;
+        if values.value.is_empty() {
             return Err(cx.at(
-                loc,
-                format!(
-                    "{field}: this run would need about {} at its peak, more than the {} allowed (the machine's RAM; --max-memory to change)",
-                    human_bytes(need),
-                    human_bytes(limits.max_memory as u128)
-                ),
+                Loc::from(values),
+                format!("grid axis {} has no values", key.value),
             ));
         }
-        let config_hash = config.hash();
-        let params: Vec<(String, Value)> = ovs
-            .iter()
-            .map(|o| (o.path.clone(), o.value.clone()))
-            .collect();
-        for &seed in &seeds {
-            let run_id = run_id(variant, &params, seed, &config);
-            let here = ovs.first().map_or(*loc, |o| o.loc);
-            if let Some(prev) = seen.insert(run_id.clone(), here) {
-                return Err(cx.at(
-                    here,
-                    format!(
-                        "this point repeats run {run_id} (same config and seed as line {})",
-                        prev.line
-                    ),
-                ));
-            }
-            runs.push(PlannedRun {
-                run_id,
-                variant: variant.clone(),
-                seed,
-                params: params.clone(),
-                config: config.clone(),
-                config_hash: config_hash.clone(),
-            });
+        if grid.iter().any(|(p, _, _)| *p == key.value) {
+            return Err(cx.at(
+                Loc::from(key),
+                format!("grid axis {} appears twice", key.value),
+            ));
         }
-    }
-    if let Some(l) = late.iter().find(|l| !used_late.contains(&l.path)) {
-        return Err(cx.at(
-            l.loc,
-            format!("{}: names nothing in any run of this suite", l.path),
+        grid.push((
+            key.value.clone(),
+            Loc::from(key),
+            values
+                .value
+                .iter()
+                .map(|v| (v.value.clone(), Loc::from(v)))
+                .collect(),
         ));
     }
-    if runs.is_empty() {
-        let loc = if excluded_any {
-            excludes[0].0
-        } else {
-            name_loc
-        };
-        return Err(cx.at(loc, "the suite expands to no runs"));
+    Ok(grid)
+}
+
+/// A profile's `grid.<path>` or `zip.<path>` value: the axis's new values.
+fn axis_values(
+    cx: &Ctx,
+    key: &Spanned<String>,
+    value: &Spanned<Value>,
+) -> Result<Vec<(Value, Loc)>, SuiteError> {
+    let values = value
+        .value
+        .as_array()
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| {
+            cx.at(
+                Loc::from(value),
+                format!("{} must be a non-empty list", key.value),
+            )
+        })?;
+    Ok(values
+        .iter()
+        .map(|v| (v.clone(), Loc::from(value)))
+        .collect())
+}
+
+/// An `exclude` entry: where it was written and its (path, value) conditions.
+type Exclude = (Loc, Vec<(String, Value)>);
+
+fn excludes(cx: &Ctx, file: &SuiteFile, base: &Value) -> Result<Vec<Exclude>, SuiteError> {
+    let mut excludes: Vec<Exclude> = Vec::new();
+    for ex in &file.exclude {
+        let mut conds = Vec::new();
+        for (key, value) in &ex.value.0 {
+            check_path(base, &key.value).map_err(|m| cx.at(Loc::from(key), m))?;
+            conds.push((key.value.clone(), value.value.clone()));
+        }
+        excludes.push((Loc::from(ex), conds));
     }
-    let mut param_columns: Vec<String> = Vec::new();
-    for r in &runs {
+    Ok(excludes)
+}
+
+/// Every varied parameter, in order of first appearance.
+fn param_columns(runs: &[PlannedRun]) -> Vec<String> {
+    let mut columns: Vec<String> = Vec::new();
+    for r in runs {
         for (p, _) in &r.params {
-            if !param_columns.contains(p) {
-                param_columns.push(p.clone());
+            if !columns.contains(p) {
+                columns.push(p.clone());
             }
         }
     }
-    // Declared figures: a metric some run reports, sliced by `by`, and
-    // parameters the plan varies.
+    columns
+}
+
+/// Phase 6: each declared figure names a metric some run reports, sliced
+/// by `by`, and parameters the plan varies.
+fn check_figures(
+    cx: &Ctx,
+    file: &SuiteFile,
+    runs: &[PlannedRun],
+    param_columns: &[String],
+) -> Result<(), SuiteError> {
     let specs = crate::config::metric_specs(runs.iter().map(|r| &r.config));
     for f in &file.figures {
         let loc = Loc::from(f);
@@ -697,16 +879,7 @@ pub fn parse_with(
             }
         }
     }
-    Ok(Plan {
-        figures: file.figures.iter().map(|f| f.value.clone()).collect(),
-        file: path.to_path_buf(),
-        suite: file.name.value.clone(),
-        description: file.description.clone(),
-        profile: profile.map(String::from),
-        runs,
-        param_columns,
-        profiles,
-    })
+    Ok(())
 }
 
 /// Strips the reader's own position suffix, if any, from its message.
