@@ -76,7 +76,7 @@ fn register_font() {
 }
 
 #[derive(Clone)]
-struct Point {
+pub struct Point {
     x: f64,
     mean: f64,
     ci: Option<(f64, f64)>,
@@ -85,7 +85,7 @@ struct Point {
 }
 
 impl Point {
-    fn of(x: f64, r: &SummaryRow) -> Self {
+    pub fn of(x: f64, r: &SummaryRow) -> Self {
         Self {
             x,
             mean: r.mean,
@@ -123,7 +123,7 @@ fn log_tick(y: f64, powers: bool) -> String {
 
 /// What the x axis of a figure is.
 #[derive(Debug, Clone)]
-enum XAxis {
+pub enum XAxis {
     /// Memory size, log-scaled.
     Slots,
     /// Training step, linear.
@@ -265,7 +265,104 @@ fn pool_independent(
     out
 }
 
+/// What every figure kind reads: the summary rows (configs that cannot
+/// differ pooled), the rows as the suite declared them, the metric specs,
+/// and the series labels and their order (one colour per label across
+/// every figure of a report).
+pub struct FigureInput<'a> {
+    pub params: &'a [String],
+    /// Summary rows, configs a metric cannot depend on pooled (`…=any`).
+    pub rows: &'a [SummaryRow],
+    /// Summary rows as the plan has them (declared figures choose their lines).
+    pub as_declared: &'a [SummaryRow],
+    pub specs: &'a [MetricSpec],
+    pub declared: &'a [FigureSpec],
+    /// The column of `retention.slots` when the suite varies it.
+    pub x_col: Option<usize>,
+    /// Series labels in order of first appearance (the plan's order).
+    pub order: Vec<String>,
+    names: BTreeMap<String, String>,
+    /// (metric, slice key) → its numeric slice values.
+    values_of: BTreeMap<(String, String), std::collections::BTreeSet<String>>,
+}
+
+impl FigureInput<'_> {
+    /// The series label of a row.
+    pub fn label(&self, r: &SummaryRow) -> String {
+        self.names[&full_label(self.params, r, self.x_col)].clone()
+    }
+
+    /// The specs that get figures (`plot: true`).
+    pub fn plotted(&self) -> impl Iterator<Item = &MetricSpec> {
+        self.specs.iter().filter(|s| s.plot)
+    }
+
+    /// The slices of `metric` with final values (`with_step`: with values
+    /// recorded during training), sorted; a slice key with many numeric
+    /// values gets no figure per value.
+    pub fn slices_of(&self, metric: &str, with_step: bool) -> Vec<&str> {
+        let many = |slice: &str| {
+            slice.split_once('=').is_some_and(|(key, _)| {
+                self.values_of
+                    .get(&(metric.to_string(), key.to_string()))
+                    .is_some_and(|v| v.len() >= MANY_SLICES)
+            })
+        };
+        let mut slices: Vec<&str> = self
+            .rows
+            .iter()
+            .filter(|r| r.metric == metric && r.step.is_empty() != with_step)
+            .map(|r| r.slice.as_str())
+            .filter(|s| with_step || !many(s))
+            .collect();
+        slices.sort();
+        slices.dedup();
+        slices
+    }
+
+    /// Final rows of `metric` at `slice`.
+    pub fn finals<'r>(
+        &'r self,
+        metric: &'r str,
+        slice: &'r str,
+    ) -> impl Iterator<Item = &'r SummaryRow> {
+        self.rows
+            .iter()
+            .filter(move |r| r.metric == metric && r.slice == slice && r.step.is_empty())
+    }
+}
+
+/// A kind of figure: draws every figure of its kind that the input has
+/// data for, through [`Figures::emit`] or [`Figures::emit_named`].
+pub type FigureKind = fn(&mut Figures<'_>, &FigureInput<'_>) -> Result<(), ReportError>;
+
+/// Every kind of figure, in the order they are drawn (and listed in a
+/// report). A new kind is one function and one line here.
+pub const KINDS: &[(&str, FigureKind)] = &[
+    ("final", finals),
+    ("by_slice", by_slice),
+    ("declared", declared_figures),
+    ("tradeoff", tradeoffs),
+    ("curve", curves),
+];
+
+/// Every figure of every kind in [`KINDS`].
 pub fn render_all(
+    dir: &Path,
+    suite: &str,
+    params: &[String],
+    rows: &[SummaryRow],
+    specs: &[MetricSpec],
+    declared: &[FigureSpec],
+    size: FigureSize,
+) -> Result<Vec<PathBuf>, ReportError> {
+    render_with(KINDS, dir, suite, params, rows, specs, declared, size)
+}
+
+/// The figures of `kinds`, drawn into `dir/figures/`; returns the files.
+#[allow(clippy::too_many_arguments)]
+pub fn render_with(
+    kinds: &[(&str, FigureKind)],
     dir: &Path,
     suite: &str,
     params: &[String],
@@ -278,22 +375,41 @@ pub fn render_all(
     let x_col = params.iter().position(|p| p == X_PARAM);
     // Figures draw configs that cannot differ as one (declared figures keep
     // the suite's own choice of lines).
-    let as_declared = rows;
     let pooled = pool_independent(params, rows, specs);
-    let rows = &pooled[..];
-    let both: Vec<SummaryRow> = rows.iter().chain(as_declared).cloned().collect();
+    let both: Vec<SummaryRow> = pooled.iter().chain(rows).cloned().collect();
     let names = labeller(params, &both, x_col);
-    let label = |r: &SummaryRow| names[&full_label(params, r, x_col)].clone();
+    let mut input = FigureInput {
+        params,
+        rows: &pooled,
+        as_declared: rows,
+        specs,
+        declared,
+        x_col,
+        order: Vec::new(),
+        names,
+        values_of: BTreeMap::new(),
+    };
     // One colour per series, fixed across figures, in order of first
     // appearance (the plan's order).
-    let mut order: Vec<String> = Vec::new();
     for r in &both {
-        let l = label(r);
-        if !order.contains(&l) {
-            order.push(l);
+        let l = input.label(r);
+        if !input.order.contains(&l) {
+            input.order.push(l);
         }
     }
-    let colour: BTreeMap<String, RGBColor> = order
+    for r in input.rows {
+        if let Some((key, v)) = r.slice.split_once('=')
+            && v.parse::<f64>().is_ok()
+        {
+            input
+                .values_of
+                .entry((r.metric.clone(), key.to_string()))
+                .or_default()
+                .insert(v.to_string());
+        }
+    }
+    let colour: BTreeMap<String, RGBColor> = input
+        .order
         .iter()
         .enumerate()
         .map(|(i, l)| (l.clone(), PALETTE[i % PALETTE.len()]))
@@ -305,99 +421,91 @@ pub fn render_all(
         written: Vec::new(),
         pixels: size.pixels(),
     };
-    // (metric, slice key) with many numeric values: no figure per value.
-    let mut values_of: BTreeMap<(&str, &str), std::collections::BTreeSet<&str>> = BTreeMap::new();
-    for r in rows {
-        if let Some((key, v)) = r.slice.split_once('=')
-            && v.parse::<f64>().is_ok()
-        {
-            values_of.entry((&r.metric, key)).or_default().insert(v);
-        }
+    for (_, kind) in kinds {
+        kind(&mut fig, &input)?;
     }
-    let many = |metric: &str, slice: &str| {
-        slice.split_once('=').is_some_and(|(key, _)| {
-            values_of
-                .get(&(metric, key))
-                .is_some_and(|v| v.len() >= MANY_SLICES)
-        })
-    };
-    let slices_of = |metric: &str, with_step: bool| {
-        let mut slices: Vec<&str> = rows
-            .iter()
-            .filter(|r| r.metric == metric && r.step.is_empty() != with_step)
-            .map(|r| r.slice.as_str())
-            .filter(|s| with_step || !many(metric, s))
-            .collect();
-        slices.sort();
-        slices.dedup();
-        slices
-    };
-    let plotted = || specs.iter().filter(|s| s.plot);
-    if let Some(x_col) = x_col {
-        for spec in plotted() {
-            let metric = spec.name.as_str();
-            for slice in slices_of(metric, false) {
-                let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
-                for r in rows
-                    .iter()
-                    .filter(|r| r.metric == metric && r.slice == slice && r.step.is_empty())
-                {
-                    // A log axis has no place for 0, negatives, inf or NaN.
-                    let Some(x) = r.params[x_col]
-                        .parse::<f64>()
-                        .ok()
-                        .filter(|x| x.is_finite() && *x > 0.0)
-                    else {
-                        continue;
-                    };
-                    series.entry(label(r)).or_default().push(Point::of(x, r));
+    Ok(fig.written)
+}
+
+/// Final metrics: against memory size when the suite sweeps it (and one
+/// point per config for the variants that do not), else one point per
+/// config with 95% error bars.
+fn finals(fig: &mut Figures<'_>, inp: &FigureInput<'_>) -> Result<(), ReportError> {
+    for spec in inp.plotted() {
+        let metric = spec.name.as_str();
+        for slice in inp.slices_of(metric, false) {
+            match inp.x_col {
+                Some(x_col) => sweep(fig, inp, spec, slice, x_col)?,
+                None => {
+                    let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+                    for r in inp.finals(metric, slice) {
+                        let l = inp.label(r);
+                        let x = inp.order.iter().position(|o| *o == l).unwrap_or(0) as f64;
+                        series.entry(l).or_default().push(Point::of(x, r));
+                    }
+                    let axis = XAxis::Configs(inp.order.clone());
+                    fig.emit(spec, slice, "", axis, series)?;
                 }
-                fig.emit(spec, slice, "", XAxis::Slots, series)?;
-                // Variants that do not vary the memory size (a probe suite's
-                // learned variants) get one point per config of their own.
-                let unswept: Vec<&SummaryRow> = rows
-                    .iter()
-                    .filter(|r| r.metric == metric && r.slice == slice && r.step.is_empty())
-                    .filter(|r| r.params[x_col].is_empty())
-                    .collect();
-                let names: Vec<String> = order
-                    .iter()
-                    .filter(|o| unswept.iter().any(|r| label(r) == **o))
-                    .cloned()
-                    .collect();
-                let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
-                for r in unswept {
-                    let l = label(r);
-                    let x = names.iter().position(|o| *o == l).unwrap_or(0) as f64;
-                    series.entry(l).or_default().push(Point::of(x, r));
-                }
-                fig.emit(spec, slice, "configs_", XAxis::Configs(names), series)?;
-            }
-        }
-    } else {
-        for spec in plotted() {
-            let metric = spec.name.as_str();
-            for slice in slices_of(metric, false) {
-                let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
-                for r in rows
-                    .iter()
-                    .filter(|r| r.metric == metric && r.slice == slice && r.step.is_empty())
-                {
-                    let l = label(r);
-                    let x = order.iter().position(|o| *o == l).unwrap_or(0) as f64;
-                    series.entry(l).or_default().push(Point::of(x, r));
-                }
-                fig.emit(spec, slice, "", XAxis::Configs(order.clone()), series)?;
             }
         }
     }
-    // Metrics sliced by a number (`load=`, `len=`, `gap=`): the metric
-    // against that number, one line per config; with a memory-size sweep,
-    // one figure per size (and one for configs without a size).
-    for spec in plotted() {
+    Ok(())
+}
+
+/// One metric and slice against memory size, then the configs that vary
+/// no size (a probe suite's learned variants) as points of their own.
+fn sweep(
+    fig: &mut Figures<'_>,
+    inp: &FigureInput<'_>,
+    spec: &MetricSpec,
+    slice: &str,
+    x_col: usize,
+) -> Result<(), ReportError> {
+    let metric = spec.name.as_str();
+    let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+    for r in inp.finals(metric, slice) {
+        // A log axis has no place for 0, negatives, inf or NaN.
+        let Some(x) = r.params[x_col]
+            .parse::<f64>()
+            .ok()
+            .filter(|x| x.is_finite() && *x > 0.0)
+        else {
+            continue;
+        };
+        series
+            .entry(inp.label(r))
+            .or_default()
+            .push(Point::of(x, r));
+    }
+    fig.emit(spec, slice, "", XAxis::Slots, series)?;
+    let unswept: Vec<&SummaryRow> = inp
+        .finals(metric, slice)
+        .filter(|r| r.params[x_col].is_empty())
+        .collect();
+    let names: Vec<String> = inp
+        .order
+        .iter()
+        .filter(|o| unswept.iter().any(|r| inp.label(r) == **o))
+        .cloned()
+        .collect();
+    let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+    for r in unswept {
+        let l = inp.label(r);
+        let x = names.iter().position(|o| *o == l).unwrap_or(0) as f64;
+        series.entry(l).or_default().push(Point::of(x, r));
+    }
+    fig.emit(spec, slice, "configs_", XAxis::Configs(names), series)
+}
+
+/// Metrics sliced by a number (`load=`, `len=`, `gap=`): the metric
+/// against that number, one line per config; with a memory-size sweep,
+/// one figure per size (and one for configs without a size).
+fn by_slice(fig: &mut Figures<'_>, inp: &FigureInput<'_>) -> Result<(), ReportError> {
+    for spec in inp.plotted() {
         let metric = spec.name.as_str();
         let mut by_key: BTreeMap<&str, Vec<(f64, &SummaryRow)>> = BTreeMap::new();
-        for r in rows
+        for r in inp
+            .rows
             .iter()
             .filter(|r| r.metric == metric && r.step.is_empty())
         {
@@ -409,134 +517,185 @@ pub fn render_all(
             }
         }
         for (key, points) in by_key {
-            if declared.iter().any(|f| f.metric == metric && f.by == key) {
-                continue; // drawn as the suite declares, below
+            if inp
+                .declared
+                .iter()
+                .any(|f| f.metric == metric && f.by == key)
+            {
+                continue; // drawn as the suite declares
             }
-            let mut values: Vec<f64> = points.iter().map(|(v, _)| *v).collect();
-            values.sort_by(f64::total_cmp);
-            values.dedup();
-            if values.len() < 2 {
-                continue;
-            }
-            let log = values[0] > 0.0 && values[values.len() - 1] / values[0] >= 10.0;
-            let mut groups: BTreeMap<String, BTreeMap<String, Vec<Point>>> = BTreeMap::new();
-            for (v, r) in points {
-                let size = x_col.map(|c| r.params[c].clone()).unwrap_or_default();
-                groups
-                    .entry(size)
-                    .or_default()
-                    .entry(label(r))
-                    .or_default()
-                    .push(Point::of(v, r));
-            }
-            for (size, series) in groups {
-                let name = if size.is_empty() {
-                    format!("{metric}_by_{key}")
-                } else {
-                    format!("{metric}_by_{key}_slots{size}")
-                };
-                let axis = XAxis::Slice {
-                    key: key.to_string(),
-                    log,
-                };
-                fig.emit_named(spec, &name, &format!("by {key}"), &size, "", axis, series)?;
-            }
+            by_slice_key(fig, inp, spec, key, points)?;
         }
     }
-    for f in declared {
-        fig.declared(f, params, as_declared, specs)?;
+    Ok(())
+}
+
+/// The figures of one metric against one numeric slice key.
+fn by_slice_key(
+    fig: &mut Figures<'_>,
+    inp: &FigureInput<'_>,
+    spec: &MetricSpec,
+    key: &str,
+    points: Vec<(f64, &SummaryRow)>,
+) -> Result<(), ReportError> {
+    let metric = spec.name.as_str();
+    let mut values: Vec<f64> = points.iter().map(|(v, _)| *v).collect();
+    values.sort_by(f64::total_cmp);
+    values.dedup();
+    if values.len() < 2 {
+        return Ok(());
     }
-    // Trade-offs: a quality metric against a cost of the same config
-    // (`MetricSpec::against`: a whole-run metric, or `name[slice]` for one
-    // slice of a sliced one), one point per config; in a memory-size sweep
-    // each series joins its sizes (cost grows with memory), and each size
-    // gets a figure of its own with one point per config: the Pareto view.
-    for spec in plotted() {
-        let metric = spec.name.as_str();
+    let log = values[0] > 0.0 && values[values.len() - 1] / values[0] >= 10.0;
+    let mut groups: BTreeMap<String, BTreeMap<String, Vec<Point>>> = BTreeMap::new();
+    for (v, r) in points {
+        let size = inp.x_col.map(|c| r.params[c].clone()).unwrap_or_default();
+        groups
+            .entry(size)
+            .or_default()
+            .entry(inp.label(r))
+            .or_default()
+            .push(Point::of(v, r));
+    }
+    for (size, series) in groups {
+        let name = if size.is_empty() {
+            format!("{metric}_by_{key}")
+        } else {
+            format!("{metric}_by_{key}_slots{size}")
+        };
+        let axis = XAxis::Slice {
+            key: key.to_string(),
+            log,
+        };
+        fig.emit_named(spec, &name, &format!("by {key}"), &size, "", axis, series)?;
+    }
+    Ok(())
+}
+
+/// The figures a suite declares (`figures:` in its YAML).
+fn declared_figures(fig: &mut Figures<'_>, inp: &FigureInput<'_>) -> Result<(), ReportError> {
+    for f in inp.declared {
+        fig.declared(f, inp.params, inp.as_declared, inp.specs)?;
+    }
+    Ok(())
+}
+
+/// Trade-offs: a quality metric against a cost of the same config
+/// (`MetricSpec::against`: a whole-run metric, or `name[slice]` for one
+/// slice of a sliced one), one point per config; in a memory-size sweep
+/// each series joins its sizes (cost grows with memory), and each size
+/// gets a figure of its own with one point per config: the Pareto view.
+fn tradeoffs(fig: &mut Figures<'_>, inp: &FigureInput<'_>) -> Result<(), ReportError> {
+    for spec in inp.plotted() {
         for cost in &spec.against {
             let (cost_name, cost_slice) = match cost.split_once('[') {
                 Some((n, rest)) => (n, rest.trim_end_matches(']')),
                 None => (cost.as_str(), ""),
             };
-            let Some(cost_spec) = specs.iter().find(|c| c.name == cost_name) else {
+            let Some(cost_spec) = inp.specs.iter().find(|c| c.name == cost_name) else {
                 continue;
             };
-            let cost_of = |r: &SummaryRow| {
-                rows.iter()
-                    .find(|c| {
-                        c.metric == cost_name
-                            && c.slice == cost_slice
-                            && c.step.is_empty()
-                            && c.variant == r.variant
-                            && c.params == r.params
-                    })
-                    .map(|c| c.mean)
-                    .filter(|x| x.is_finite() && (!cost_spec.log_axis || *x > 0.0))
-            };
-            let cost_tag = format!("{cost_name}{}", cost_slice.replace('=', ""));
-            let axis = || XAxis::Metric {
-                label: cost_spec.label(),
-                log: cost_spec.log_axis,
-            };
-            for slice in slices_of(metric, false) {
-                let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
-                let mut by_size: BTreeMap<String, BTreeMap<String, Vec<Point>>> = BTreeMap::new();
-                for r in rows
-                    .iter()
-                    .filter(|r| r.metric == metric && r.slice == slice && r.step.is_empty())
-                {
-                    let Some(x) = cost_of(r) else { continue };
-                    series.entry(label(r)).or_default().push(Point::of(x, r));
-                    if let Some(c) = x_col.filter(|&c| !r.params[c].is_empty()) {
-                        by_size
-                            .entry(r.params[c].clone())
-                            .or_default()
-                            .entry(label(r))
-                            .or_default()
-                            .push(Point::of(x, r));
-                    }
-                }
-                let tag = slice.replace('=', "");
-                let name = if tag.is_empty() {
-                    format!("{metric}_vs_{cost_tag}")
-                } else {
-                    format!("{metric}_{tag}_vs_{cost_tag}")
-                };
-                let what = if cost_slice.is_empty() {
-                    format!("({slice}) against {cost_name}")
-                } else {
-                    format!("({slice}) against {cost_name} ({cost_slice})")
-                };
-                fig.emit_named(spec, &name, &what, "", slice, axis(), series)?;
-                if by_size.len() > 1 {
-                    for (size, series) in by_size {
-                        let name = format!("{name}_slots{size}");
-                        fig.emit_named(spec, &name, &what, &size, slice, axis(), series)?;
-                    }
-                }
+            for slice in inp.slices_of(&spec.name, false) {
+                tradeoff(fig, inp, spec, slice, cost_spec, cost_slice)?;
             }
         }
     }
-    for spec in plotted() {
+    Ok(())
+}
+
+/// One metric and slice against one cost.
+fn tradeoff(
+    fig: &mut Figures<'_>,
+    inp: &FigureInput<'_>,
+    spec: &MetricSpec,
+    slice: &str,
+    cost_spec: &MetricSpec,
+    cost_slice: &str,
+) -> Result<(), ReportError> {
+    let (metric, cost_name) = (spec.name.as_str(), cost_spec.name.as_str());
+    let cost_of = |r: &SummaryRow| {
+        inp.rows
+            .iter()
+            .find(|c| {
+                c.metric == cost_name
+                    && c.slice == cost_slice
+                    && c.step.is_empty()
+                    && c.variant == r.variant
+                    && c.params == r.params
+            })
+            .map(|c| c.mean)
+            .filter(|x| x.is_finite() && (!cost_spec.log_axis || *x > 0.0))
+    };
+    let cost_tag = format!("{cost_name}{}", cost_slice.replace('=', ""));
+    let axis = || XAxis::Metric {
+        label: cost_spec.label(),
+        log: cost_spec.log_axis,
+    };
+    let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+    let mut by_size: BTreeMap<String, BTreeMap<String, Vec<Point>>> = BTreeMap::new();
+    for r in inp.finals(metric, slice) {
+        let Some(x) = cost_of(r) else { continue };
+        series
+            .entry(inp.label(r))
+            .or_default()
+            .push(Point::of(x, r));
+        if let Some(c) = inp.x_col.filter(|&c| !r.params[c].is_empty()) {
+            by_size
+                .entry(r.params[c].clone())
+                .or_default()
+                .entry(inp.label(r))
+                .or_default()
+                .push(Point::of(x, r));
+        }
+    }
+    let tag = slice.replace('=', "");
+    let name = if tag.is_empty() {
+        format!("{metric}_vs_{cost_tag}")
+    } else {
+        format!("{metric}_{tag}_vs_{cost_tag}")
+    };
+    let what = if cost_slice.is_empty() {
+        format!("({slice}) against {cost_name}")
+    } else {
+        format!("({slice}) against {cost_name} ({cost_slice})")
+    };
+    fig.emit_named(spec, &name, &what, "", slice, axis(), series)?;
+    if by_size.len() > 1 {
+        for (size, series) in by_size {
+            let name = format!("{name}_slots{size}");
+            fig.emit_named(spec, &name, &what, &size, slice, axis(), series)?;
+        }
+    }
+    Ok(())
+}
+
+/// Training curves: every metric recorded with a step, one line per config.
+fn curves(fig: &mut Figures<'_>, inp: &FigureInput<'_>) -> Result<(), ReportError> {
+    for spec in inp.plotted() {
         let metric = spec.name.as_str();
-        for slice in slices_of(metric, true) {
+        for slice in inp.slices_of(metric, true) {
             let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
-            for r in rows
+            for r in inp
+                .rows
                 .iter()
                 .filter(|r| r.metric == metric && r.slice == slice && !r.step.is_empty())
             {
                 let Some(x) = r.step.parse::<f64>().ok().filter(|x| x.is_finite()) else {
                     continue;
                 };
-                series.entry(label(r)).or_default().push(Point::of(x, r));
+                series
+                    .entry(inp.label(r))
+                    .or_default()
+                    .push(Point::of(x, r));
             }
             fig.emit(spec, slice, "curve_", XAxis::Step, series)?;
         }
     }
-    Ok(fig.written)
+    Ok(())
 }
 
-struct Figures<'a> {
+/// The figures of a report being drawn: where they go, the colour of each
+/// series, what was written.
+pub struct Figures<'a> {
     dir: &'a Path,
     suite: &'a str,
     colour: BTreeMap<String, RGBColor>,
@@ -734,7 +893,7 @@ impl Figures<'_> {
     }
 
     /// Writes one figure (SVG and PNG) unless it would be empty.
-    fn emit(
+    pub fn emit(
         &mut self,
         spec: &MetricSpec,
         slice: &str,
@@ -770,7 +929,7 @@ impl Figures<'_> {
     /// `slice` the one slice it draws, if it draws one (its reference
     /// levels).
     #[allow(clippy::too_many_arguments)]
-    fn emit_named(
+    pub fn emit_named(
         &mut self,
         spec: &MetricSpec,
         name: &str,

@@ -11,7 +11,7 @@
 //! parameters other than the x axis) keeps one colour across every figure.
 
 pub mod compare;
-mod figures;
+pub mod figures;
 mod latex;
 mod pdf;
 mod summary;
