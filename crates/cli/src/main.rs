@@ -675,7 +675,7 @@ fn plan(
                         r.params
                             .iter()
                             .find(|(p, _)| p == c)
-                            .map(|(_, v)| retbench_harness::store::csv_value(v))
+                            .map(|(_, v)| retbench_harness::folder::csv_value(v))
                             .unwrap_or_default()
                     }));
                     row
@@ -735,7 +735,9 @@ fn run_suite(plan: &Plan, opts: &RunOptions, with_report: bool) -> anyhow::Resul
     if s.failed > 0 {
         eprintln!(
             "failed runs are listed in {}",
-            opts.out.join("failures.csv").display()
+            retbench_harness::RunFolder::new(&opts.out)
+                .failures_csv_path()
+                .display()
         );
     }
     if with_report && s.rows > 0 {

@@ -16,8 +16,8 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use retbench_tasks::{Metric, TaskContext};
 
-use crate::store::{
-    Expected, ExpectedRuns, FailureRecord, Provenance, RunRecord, Store, StoreError, metric_specs,
+use crate::folder::{
+    FailureRecord, FolderError, PlanFile, Provenance, RunFolder, RunRecord, metric_specs,
     plan_expectations,
 };
 use crate::suite::{Plan, PlannedRun};
@@ -25,7 +25,7 @@ use crate::suite::{Plan, PlannedRun};
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(#[from] FolderError),
     #[error("{0}")]
     Usage(String),
     #[error("cannot start a thread pool: {0}")]
@@ -125,7 +125,7 @@ fn provenance_base(jobs: usize, threads: usize) -> Provenance {
 /// more jobs than runs left to do, and jobs × threads ≤ cores.
 pub fn schedule(plan: &Plan, opts: &RunOptions) -> (usize, usize) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let store = Store::new(&opts.out);
+    let store = RunFolder::new(&opts.out);
     let todo = select(plan, opts)
         .into_iter()
         .filter(|r| opts.force || store.is_done(r) != Ok(true))
@@ -179,7 +179,7 @@ pub fn run_plan_with(
             plan.file.display()
         )));
     }
-    let store = Store::new(&opts.out);
+    let store = RunFolder::new(&opts.out);
     store.remove_stale_temp_files();
     store.write_plan(plan)?;
     let total = selected.len();
@@ -227,7 +227,7 @@ pub fn run_plan_with(
     let bar = progress_bar(opts.progress, todo.len() as u64);
     let done = AtomicUsize::new(0);
     let failed = AtomicUsize::new(0);
-    let store_errors: Mutex<Vec<StoreError>> = Mutex::new(Vec::new());
+    let store_errors: Mutex<Vec<FolderError>> = Mutex::new(Vec::new());
     // `jobs` plain threads take runs from a shared counter; each owns a rayon
     // pool of `threads` for its kernels. (Not a rayon pool of jobs: a rayon
     // worker blocked in another pool's `install` steals more runs meanwhile,
@@ -363,26 +363,26 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 /// shard's run files are read and checked before anything is written, so a
 /// refused merge leaves `out` as it was.
 pub fn merge(out: &std::path::Path, shards: &[PathBuf]) -> Result<usize, RunError> {
-    let target = Store::new(out);
-    let mut plan: Option<serde_json::Value> = None;
-    let mut specs: Option<Vec<u8>> = None;
+    let target = RunFolder::new(out);
+    // The first shard with a plan gives the plan, its bytes and its specs.
+    let mut plan: Option<(PlanFile, Vec<u8>, Option<Vec<u8>>)> = None;
     let mut incoming: BTreeMap<String, (PathBuf, RunRecord)> = BTreeMap::new();
     let mut failures = Vec::new();
     for dir in shards {
-        let shard = Store::new(dir);
+        let shard = RunFolder::new(dir);
         if !shard.runs_dir().is_dir() {
             return Err(RunError::Usage(format!(
                 "{}: not a run folder (no runs/)",
                 dir.display()
             )));
         }
-        if plan.is_none() {
-            plan = read_plan(dir)?;
+        if plan.is_none()
+            && let Some(p) = shard.plan()?
+        {
+            let bytes = shard.plan_bytes().unwrap_or_default();
+            plan = Some((p, bytes, shard.metric_specs_bytes()));
         }
-        if specs.is_none() {
-            specs = std::fs::read(dir.join("metrics.json")).ok();
-        }
-        let expected = plan.as_ref().map(expectations_of);
+        let expected = plan.as_ref().map(|(p, _, _)| p.expectations());
         for record in shard.runs(expected.as_ref())? {
             match incoming.get(&record.run_id) {
                 Some((other, prev))
@@ -403,7 +403,7 @@ pub fn merge(out: &std::path::Path, shards: &[PathBuf]) -> Result<usize, RunErro
         }
         failures.extend(shard.failures()?);
     }
-    let expected = plan.as_ref().map(expectations_of);
+    let expected = plan.as_ref().map(|(p, _, _)| p.expectations());
     let existing: BTreeMap<String, RunRecord> = target
         .runs(expected.as_ref())?
         .into_iter()
@@ -432,16 +432,13 @@ pub fn merge(out: &std::path::Path, shards: &[PathBuf]) -> Result<usize, RunErro
             target.write_failure(&failure)?;
         }
     }
-    if let Some(bytes) = &specs {
-        crate::store::write_atomic(&out.join("metrics.json"), bytes)?;
+    if let Some((_, plan_bytes, specs)) = &plan {
+        target.write_plan_bytes(plan_bytes, specs.as_deref())?;
     }
-    if let Some(p) = &plan {
-        crate::store::write_atomic(
-            &out.join("plan.json"),
-            &serde_json::to_vec_pretty(p).expect("json"),
-        )?;
-    }
-    let (order, columns) = layout_of(plan.as_ref());
+    let (order, columns) = plan
+        .as_ref()
+        .map(|(p, _, _)| (p.order(), p.param_columns.clone()))
+        .unwrap_or_default();
     target.rebuild_csvs(&order, &columns, expected.as_ref())?;
     Ok(copied)
 }
@@ -452,92 +449,32 @@ pub fn merge(out: &std::path::Path, shards: &[PathBuf]) -> Result<usize, RunErro
 /// plan's configs when it is missing (folders from before it existed).
 /// Returns the number of result rows.
 pub fn refresh(out: &std::path::Path) -> Result<usize, RunError> {
-    let store = Store::new(out);
-    if !store.runs_dir().is_dir() {
+    let folder = RunFolder::new(out);
+    if !folder.runs_dir().is_dir() {
         return Err(RunError::Usage(format!(
             "{}: not a run folder (no runs/)",
             out.display()
         )));
     }
-    let plan = read_plan(out)?;
-    let expected = plan.as_ref().map(expectations_of);
+    let plan = folder.plan()?.unwrap_or_default();
+    let expected = (!plan.runs.is_empty()).then(|| plan.expectations());
     // Verify every run file before writing anything.
-    store.runs(expected.as_ref())?;
-    let (order, columns) = layout_of(plan.as_ref());
-    if !out.join("metrics.json").is_file() {
-        let runs = plan
-            .as_ref()
-            .and_then(|p| p["runs"].as_array().cloned())
-            .unwrap_or_default();
-        let configs = runs
+    folder.runs(expected.as_ref())?;
+    if !folder.has_metric_specs() {
+        let configs = plan
+            .runs
             .iter()
             .map(|r| {
-                serde_json::from_value::<crate::RunConfig>(r["config"].clone()).map_err(|e| {
-                    StoreError::Bad {
-                        path: out.join("plan.json"),
-                        message: format!("run {}: {e}", r["run_id"]),
+                serde_json::from_value::<crate::RunConfig>(r.config.clone()).map_err(|e| {
+                    FolderError::Bad {
+                        path: folder.plan_path(),
+                        message: format!("run {:?}: {e}", r.run_id),
                     }
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        store.write_metric_specs(&metric_specs(configs.iter()))?;
+        folder.write_metric_specs(&metric_specs(configs.iter()))?;
     }
-    let (rows, _) = store.rebuild_csvs(&order, &columns, expected.as_ref())?;
+    let (rows, _) = folder.rebuild_csvs(&plan.order(), &plan.param_columns, expected.as_ref())?;
     Ok(rows)
-}
-
-/// The `plan.json` of a run folder, if it has one.
-fn read_plan(dir: &std::path::Path) -> Result<Option<serde_json::Value>, StoreError> {
-    let path = dir.join("plan.json");
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| StoreError::Bad {
-                path,
-                message: format!("not a readable plan: {e}"),
-            }),
-        Err(_) => Ok(None),
-    }
-}
-
-/// Run ids in plan order and the parameter columns of a `plan.json`
-/// document (both empty without one).
-fn layout_of(plan: Option<&serde_json::Value>) -> (Vec<String>, Vec<String>) {
-    let strings = |list: &serde_json::Value, field: Option<&str>| -> Vec<String> {
-        list.as_array()
-            .map(|xs| {
-                xs.iter()
-                    .filter_map(|x| field.map_or(x, |f| &x[f]).as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    match plan {
-        Some(p) => (
-            strings(&p["runs"], Some("run_id")),
-            strings(&p["param_columns"], None),
-        ),
-        None => (Vec::new(), Vec::new()),
-    }
-}
-
-/// What each run's record must match, from a `plan.json` document: its
-/// config hash, and its config where today's code reads it.
-pub fn expectations_of(plan: &serde_json::Value) -> ExpectedRuns {
-    plan["runs"]
-        .as_array()
-        .map(|rs| {
-            rs.iter()
-                .filter_map(|r| {
-                    Some((
-                        r["run_id"].as_str()?.to_string(),
-                        Expected {
-                            config_hash: r["config_hash"].as_str()?.to_string(),
-                            config: serde_json::from_value(r["config"].clone()).ok(),
-                        },
-                    ))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use retbench_harness::Store;
+use retbench_harness::RunFolder;
 use retbench_harness::datasets::{self, check, of_plan};
 use retbench_harness::runner::{Progress, RunOptions, run_plan};
 use retbench_harness::suite::parse;
@@ -80,7 +80,7 @@ fn a_learned_run_records_its_dataset_files_sha256() {
     };
     run_plan(&plan, &opts).unwrap();
     let sets = of_plan(&plan);
-    for r in Store::new(&out).runs(None).unwrap() {
+    for r in RunFolder::new(&out).runs(None).unwrap() {
         let expect = sets.iter().find(|d| d.seed == r.seed).unwrap().sha256();
         assert_eq!(
             r.provenance.dataset_hash.as_deref(),

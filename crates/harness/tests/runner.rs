@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use retbench_harness::runner::{Progress, RunOptions, merge, run_plan, run_plan_with};
 use retbench_harness::suite::parse;
-use retbench_harness::{Plan, Store};
+use retbench_harness::{Plan, RunFolder};
 use retbench_tasks::Metric;
 
 const SUITE: &str = "\
@@ -44,7 +44,7 @@ fn opts(out: &Path) -> RunOptions {
 
 /// run_id → assoc_accuracy values (the quality metric of the scaling task).
 fn quality(dir: &Path) -> BTreeMap<String, Vec<(String, u64)>> {
-    Store::new(dir)
+    RunFolder::new(dir)
         .runs(None)
         .unwrap()
         .into_iter()
@@ -101,7 +101,7 @@ fn every_record_names_the_hash_of_the_data_it_read() {
     let p = plan();
     let out = scratch("dataset-hash");
     run_plan(&p, &opts(&out)).unwrap();
-    let runs = Store::new(&out).runs(None).unwrap();
+    let runs = RunFolder::new(&out).runs(None).unwrap();
     let hash = |id: &str| {
         let r = runs.iter().find(|r| r.run_id == id).unwrap();
         r.provenance.dataset_hash.clone().expect("filled")
@@ -124,7 +124,7 @@ fn a_deleted_run_file_is_the_only_run_redone() {
     run_plan(&p, &opts(&out)).unwrap();
     let before = csv_rows(&out);
     let victim = &p.runs[3].run_id;
-    std::fs::remove_file(Store::new(&out).run_path(victim)).unwrap();
+    std::fs::remove_file(RunFolder::new(&out).run_path(victim)).unwrap();
     let again = run_plan(&p, &opts(&out)).unwrap();
     assert_eq!((again.skipped, again.succeeded), (7, 1));
     // Timings differ, but every row is back exactly once, in plan order.
@@ -146,7 +146,7 @@ fn a_record_made_under_another_default_is_redone_not_reused() {
     run_plan(&p, &opts(&out)).unwrap();
     // What a record from before a default changed looks like: the same hash
     // (defaults are not hashed) but, written out, the old default's value.
-    let store = Store::new(&out);
+    let store = RunFolder::new(&out);
     let victim = &p.runs[2];
     let path = store.run_path(&victim.run_id);
     let mut record: serde_json::Value =
@@ -216,7 +216,7 @@ fn one_id_runs_alone_and_an_unknown_id_is_refused() {
     )
     .unwrap();
     assert_eq!((s.selected, s.succeeded), (1, 1));
-    assert_eq!(Store::new(&out).is_done(&p.runs[5]), Ok(true));
+    assert_eq!(RunFolder::new(&out).is_done(&p.runs[5]), Ok(true));
     assert!(
         run_plan(
             &p,
@@ -265,7 +265,7 @@ fn quality_metrics_do_not_depend_on_jobs_or_shards() {
     assert_eq!(csv_rows(&merged).len(), csv_rows(&single).len());
     // Merging the same shard twice is fine; conflicting results are refused.
     merge(&merged, std::slice::from_ref(&a)).unwrap();
-    let store = Store::new(&a);
+    let store = RunFolder::new(&a);
     let mut record = store.runs(None).unwrap().remove(0);
     record.metrics[0].value += 1.0;
     store.write_run(&record).unwrap();

@@ -16,8 +16,9 @@ use serde::Serialize;
 use retbench_core::fsutil::FileError;
 use retbench_tasks::{Direction, MetricSpec};
 
-use crate::summary::{SummaryRow, read_results, summarize};
-use crate::{ReportError, read_specs};
+use crate::ReportError;
+use crate::summary::{SummaryRow, summarize};
+use retbench_harness::RunFolder;
 
 /// How far a value may move before it counts.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -258,8 +259,9 @@ type Key = (String, String, String);
 /// The summary rows of a folder's final values, by (config, metric,
 /// slice), and its metric specs.
 fn load(dir: &Path) -> Result<(BTreeMap<Key, SummaryRow>, Vec<MetricSpec>), ReportError> {
-    let (params, rows) = read_results(&dir.join("results.csv"))?;
-    let specs = read_specs(&dir.join("metrics.json"))?;
+    let folder = RunFolder::new(dir);
+    let (params, rows) = folder.results()?;
+    let specs = folder.metric_specs()?;
     let mut out = BTreeMap::new();
     for s in summarize(&params, &rows) {
         if !s.step.is_empty() {
@@ -311,7 +313,7 @@ pub fn compare(
             .find(|s| s.name == metric)
             .ok_or_else(|| {
                 FileError::Bad {
-                    path: current.join("metrics.json"),
+                    path: RunFolder::new(current).metrics_path(),
                     message: format!("metric {metric} has no spec on either side"),
                 }
                 .into()

@@ -19,11 +19,12 @@ mod summary;
 use std::path::{Path, PathBuf};
 
 use retbench_core::fsutil::FileError;
+use retbench_harness::RunFolder;
 
 pub use compare::{CompareReport, Tolerances, compare};
 pub use figures::FigureSize;
 pub use pdf::svg_to_pdf;
-pub use summary::{IndexEntry, Page, Provenance, Row, SummaryRow, read_results, summarize};
+pub use summary::{IndexEntry, Page, Provenance, SummaryRow, summarize};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -59,18 +60,18 @@ pub fn report(dir: &Path) -> Result<ReportOutput, ReportError> {
 
 /// [`report`], with options.
 pub fn report_with(dir: &Path, opts: ReportOptions) -> Result<ReportOutput, ReportError> {
-    let results = dir.join("results.csv");
-    let (params, rows) = read_results(&results)?;
+    let folder = RunFolder::new(dir);
+    let (params, rows) = folder.results()?;
     let mut summary = summarize(&params, &rows);
     let suite = rows.first().map(|r| r.suite.clone()).unwrap_or_default();
-    let specs = read_specs(&dir.join("metrics.json"))?;
+    let specs = folder.metric_specs()?;
     summary::bimodal_intervals(&mut summary, &specs);
     summary::write_csv(&dir.join("summary.csv"), &params, &summary)?;
     summary::write_markdown(&dir.join("summary.md"), &suite, &params, &summary, &specs)?;
     for row in &rows {
         if !specs.iter().any(|s| s.name == row.metric) {
             return Err(FileError::Bad {
-                path: dir.join("metrics.json"),
+                path: folder.metrics_path(),
                 message: format!(
                     "metric {} (run {}) has no spec: every metric a task reports must be declared",
                     row.metric, row.run_id
@@ -80,7 +81,8 @@ pub fn report_with(dir: &Path, opts: ReportOptions) -> Result<ReportOutput, Repo
         }
     }
     latex::write_latex(&dir.join("summary.tex"), &suite, &params, &summary, &specs)?;
-    let (declared, description) = read_plan(&dir.join("plan.json"))?;
+    let plan = folder.plan()?.unwrap_or_default();
+    let (declared, description) = (plan.figures, plan.description.trim().to_string());
     let figures = figures::render_all(
         &dir.join("figures"),
         &suite,
@@ -102,7 +104,7 @@ pub fn report_with(dir: &Path, opts: ReportOptions) -> Result<ReportOutput, Repo
     remove_stale_figures(&dir.join("figures"), &figures, opts.pdf)?;
     let page = Page {
         description,
-        provenance: read_provenance(&dir.join("runs"))?,
+        provenance: read_provenance(&folder)?,
     };
     summary::write_html(
         &dir.join("report.html"),
@@ -153,40 +155,26 @@ pub fn write_index(index: &Path, dirs: &[(PathBuf, ReportOutput)]) -> Result<(),
 /// Commits, machines, compilers, kernels, dates and run time of the run
 /// records in `runs` (sorted and deduplicated: the page does not depend
 /// on the order files are listed in).
-fn read_provenance(runs: &Path) -> Result<Provenance, ReportError> {
-    let mut files: Vec<PathBuf> = match std::fs::read_dir(runs) {
-        Ok(entries) => entries
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "json"))
-            .collect(),
-        Err(_) => return Ok(Provenance::default()),
-    };
-    files.sort();
+fn read_provenance(folder: &RunFolder) -> Result<Provenance, ReportError> {
     let mut sets: [std::collections::BTreeSet<String>; 4] = Default::default();
     let mut p = Provenance::default();
     let mut dates: Vec<u64> = Vec::new();
-    for f in &files {
-        let bytes = std::fs::read(f).map_err(|source| FileError::Io {
-            path: f.clone(),
-            source,
-        })?;
-        let doc: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| FileError::Bad {
-                path: f.clone(),
-                message: format!("not JSON: {e}"),
-            })?;
-        let prov = &doc["provenance"];
-        for (set, key) in
-            sets.iter_mut()
-                .zip(["git_commit", "cpu_model", "rustc_version", "kernels"])
-        {
-            if let Some(v) = prov[key].as_str() {
-                set.insert(v.to_string());
+    // Sorted by file name, so that the sum of run times is the same sum.
+    for record in folder.runs(None)? {
+        let prov = &record.provenance;
+        let values = [
+            Some(&prov.git_commit),
+            Some(&prov.cpu_model),
+            Some(&prov.rustc_version),
+            prov.kernels.as_ref(),
+        ];
+        for (set, value) in sets.iter_mut().zip(values) {
+            if let Some(v) = value {
+                set.insert(v.clone());
             }
         }
-        p.wall_seconds += prov["wall_seconds"].as_f64().unwrap_or(0.0);
-        match prov["finished_unix"].as_u64() {
+        p.wall_seconds += prov.wall_seconds;
+        match prov.finished_unix {
             Some(t) => dates.push(t),
             None => p.undated += 1,
         }
@@ -203,20 +191,6 @@ fn read_provenance(runs: &Path) -> Result<Provenance, ReportError> {
         .zip(dates.iter().max())
         .map(|(&a, &b)| (a, b));
     Ok(p)
-}
-
-/// The metric specs `run` wrote beside the plan.
-pub fn read_specs(path: &Path) -> Result<Vec<retbench_tasks::MetricSpec>, ReportError> {
-    let bytes = std::fs::read(path).map_err(|source| FileError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| FileError::Bad {
-            path: path.to_path_buf(),
-            message: format!("not a list of metric specs: {e}"),
-        })
-        .map_err(Into::into)
 }
 
 /// Deletes the figures (SVG, PNG; PDF when this report draws PDFs) an
@@ -244,32 +218,6 @@ fn remove_stale_figures(dir: &Path, written: &[PathBuf], pdf: bool) -> Result<()
         }
     }
     Ok(())
-}
-
-/// What a report reads from `plan.json`: the figures the suite declared
-/// (`figures`) and its description; none and empty when the folder has no
-/// plan or the plan lacks them.
-fn read_plan(path: &Path) -> Result<(Vec<retbench_tasks::FigureSpec>, String), ReportError> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return Ok((Vec::new(), String::new()));
-    };
-    let bad = |message: String| FileError::Bad {
-        path: path.to_path_buf(),
-        message,
-    };
-    let doc: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
-    let figures = match doc.get("figures") {
-        None | Some(serde_json::Value::Null) => Vec::new(),
-        Some(f) => serde_json::from_value(f.clone()).map_err(|e| bad(format!("figures: {e}")))?,
-    };
-    let description = doc
-        .get("description")
-        .and_then(|d| d.as_str())
-        .unwrap_or_default()
-        .trim()
-        .to_string();
-    Ok((figures, description))
 }
 
 /// Writes `bytes` to `path` atomically, as every retbench output is

@@ -3,6 +3,7 @@
 //! percentile bootstrap where a bounded outcome is bimodal across seeds
 //! ([`bimodal_intervals`]); each row says which.
 
+use retbench_harness::folder::ResultRow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -13,21 +14,6 @@ use retbench_core::fsutil::FileError;
 use retbench_tasks::MetricSpec;
 
 use crate::{ReportError, write_atomic};
-
-/// One row of `results.csv`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    pub run_id: String,
-    pub suite: String,
-    pub variant: String,
-    pub seed: u64,
-    pub metric: String,
-    pub slice: String,
-    pub step: String,
-    pub value: f64,
-    /// Values of the parameter columns, in column order.
-    pub params: Vec<String>,
-}
 
 /// One row of `summary.csv`.
 #[derive(Debug, Clone, PartialEq)]
@@ -142,65 +128,8 @@ pub fn bimodal_intervals(rows: &mut [SummaryRow], specs: &[MetricSpec]) {
     }
 }
 
-const FIXED: [&str; 8] = [
-    "run_id", "suite", "variant", "seed", "metric", "slice", "step", "value",
-];
-
-/// Reads `results.csv`: the parameter column names and every row.
-pub fn read_results(path: &Path) -> Result<(Vec<String>, Vec<Row>), ReportError> {
-    let bad = |message: String| FileError::Bad {
-        path: path.to_path_buf(),
-        message,
-    };
-    let mut reader = csv::Reader::from_path(path).map_err(|e| match e.kind() {
-        csv::ErrorKind::Io(_) => FileError::Io {
-            path: path.to_path_buf(),
-            source: std::io::Error::other(e.to_string()),
-        },
-        _ => bad(e.to_string()),
-    })?;
-    let header: Vec<String> = reader
-        .headers()
-        .map_err(|e| bad(e.to_string()))?
-        .iter()
-        .map(String::from)
-        .collect();
-    if header.len() < FIXED.len() || header[..FIXED.len()] != FIXED {
-        return Err(bad(format!(
-            "expected columns {} first, found {}",
-            FIXED.join(","),
-            header.join(",")
-        ))
-        .into());
-    }
-    let params = header[FIXED.len()..].to_vec();
-    let mut rows = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        let r = record.map_err(|e| bad(e.to_string()))?;
-        let line = i + 2;
-        let seed = r[3]
-            .parse()
-            .map_err(|_| bad(format!("line {line}: seed {:?} is not a number", &r[3])))?;
-        let value = r[7]
-            .parse()
-            .map_err(|_| bad(format!("line {line}: value {:?} is not a number", &r[7])))?;
-        rows.push(Row {
-            run_id: r[0].to_string(),
-            suite: r[1].to_string(),
-            variant: r[2].to_string(),
-            seed,
-            metric: r[4].to_string(),
-            slice: r[5].to_string(),
-            step: r[6].to_string(),
-            value,
-            params: r.iter().skip(FIXED.len()).map(String::from).collect(),
-        });
-    }
-    Ok((params, rows))
-}
-
 /// Groups rows over seeds, in order of first appearance.
-pub fn summarize(_params: &[String], rows: &[Row]) -> Vec<SummaryRow> {
+pub fn summarize(_params: &[String], rows: &[ResultRow]) -> Vec<SummaryRow> {
     type Key = (String, Vec<String>, String, String, String);
     let mut order: Vec<Key> = Vec::new();
     let mut groups: BTreeMap<Key, Vec<(u64, f64)>> = BTreeMap::new();
@@ -761,7 +690,7 @@ mod tests {
 
     #[test]
     fn summary_groups_over_seeds_only() {
-        let row = |seed: u64, slots: &str, value: f64| Row {
+        let row = |seed: u64, slots: &str, value: f64| ResultRow {
             run_id: format!("r{seed}{slots}"),
             suite: "s".into(),
             variant: "grid".into(),

@@ -6,10 +6,11 @@ mod common;
 
 use std::collections::BTreeMap;
 
+use retbench_harness::RunFolder;
 use retbench_report::figures::{
     FigureInput, FigureSize, Figures, KINDS, Point, XAxis, render_with,
 };
-use retbench_report::{ReportError, read_results, summarize};
+use retbench_report::{ReportError, summarize};
 use retbench_tasks::{MetricSpec, TaskConfig};
 
 /// A toy kind: each plotted metric's final values against the number of
@@ -57,7 +58,7 @@ fn a_figure_kind_added_to_the_table_is_drawn_beside_the_others() {
         }
     }
     std::fs::write(dir.join("results.csv"), &csv).unwrap();
-    let (params, rows) = read_results(&dir.join("results.csv")).unwrap();
+    let (params, rows) = RunFolder::new(&dir).results().unwrap();
     let summary = summarize(&params, &rows);
     let specs: Vec<MetricSpec> = TaskConfig::with_defaults("copy_probe")
         .unwrap()

@@ -26,16 +26,21 @@ fn folder(dir: &Path) {
             csv += &format!("{id},tiny,grid,{seed},recall_at_k,,,0.9,{slots}\n");
             // Two commits, two finishing times, one record without a date.
             let mut prov = serde_json::json!({
-                "git_commit": format!("abc{seed}"), "cpu_model": "Test CPU",
-                "rustc_version": "rustc 1.0", "kernels": "fused", "wall_seconds": 1800.0,
+                "retbench_version": "0.1.0", "git_commit": format!("abc{seed}"),
+                "cpu_model": "Test CPU", "rustc_version": "rustc 1.0", "kernels": "fused",
+                "jobs": 1, "threads": 1, "wall_seconds": 1800.0,
             });
             if !(i == 2 && seed == 1) {
                 prov["finished_unix"] = serde_json::json!(1_764_000_000u64 + 3600 * i as u64);
             }
             std::fs::write(
                 dir.join("runs").join(format!("{id}.json")),
-                serde_json::to_vec(&serde_json::json!({ "run_id": id, "provenance": prov }))
-                    .unwrap(),
+                serde_json::to_vec(&serde_json::json!({
+                    "run_id": id, "suite": "tiny", "variant": "grid", "seed": seed,
+                    "params": {}, "config_hash": "h", "config": {}, "metrics": [],
+                    "provenance": prov,
+                }))
+                .unwrap(),
             )
             .unwrap();
         }

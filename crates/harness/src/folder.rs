@@ -1,5 +1,8 @@
-//! The run store: the on-disk layout of docs/ARCHITECTURE.md and the only code that
-//! writes it. Every file is written whole to a temporary name and renamed,
+//! The run folder: the on-disk layout of docs/ARCHITECTURE.md ("Files a run
+//! folder holds") and the only code that reads or writes it. `run`,
+//! `merge`, `report` and `compare` go through [`RunFolder`] and its typed
+//! records ([`PlanFile`], [`RunRecord`], [`FailureRecord`], [`ResultRow`],
+//! the metric specs); nothing else parses these files. Every file is written whole to a temporary name and renamed,
 //! so a crash or `kill -9` never leaves a half-written file. A finished run
 //! is `runs/<run_id>.json`; a failed one is `failures/<run_id>.json` until it
 //! succeeds; `results.csv` and `failures.csv` are rebuilt from those files,
@@ -39,11 +42,11 @@ pub struct Expected {
 /// Run id → what its record must match.
 pub type ExpectedRuns = BTreeMap<String, Expected>;
 
-/// The store's errors: a file that cannot be read or written, or a bad one.
-pub use retbench_core::fsutil::FileError as StoreError;
+/// A run folder's errors: a file that cannot be read or written, or a bad one.
+pub use retbench_core::fsutil::FileError as FolderError;
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FolderError + '_ {
+    move |source| FolderError::Io {
         path: path.to_path_buf(),
         source,
     }
@@ -97,19 +100,39 @@ pub struct FailureRecord {
 }
 
 /// Writes `bytes` to `path` atomically (see [`retbench_core::fsutil`]).
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FolderError> {
     retbench_core::fsutil::write_atomic(path, bytes).map_err(io(path))
 }
 
-/// The output folder of one suite.
+/// The output folder of one suite's runs.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct RunFolder {
     pub dir: PathBuf,
 }
 
-impl Store {
+impl RunFolder {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Store { dir: dir.into() }
+        RunFolder { dir: dir.into() }
+    }
+
+    /// `plan.json`: every planned run.
+    pub fn plan_path(&self) -> PathBuf {
+        self.dir.join("plan.json")
+    }
+
+    /// `metrics.json`: the spec of every metric the plan's tasks report.
+    pub fn metrics_path(&self) -> PathBuf {
+        self.dir.join("metrics.json")
+    }
+
+    /// `results.csv`: one row per metric value of every finished run.
+    pub fn results_path(&self) -> PathBuf {
+        self.dir.join("results.csv")
+    }
+
+    /// `failures.csv`: the runs that failed and why.
+    pub fn failures_csv_path(&self) -> PathBuf {
+        self.dir.join("failures.csv")
     }
 
     pub fn runs_dir(&self) -> PathBuf {
@@ -140,7 +163,7 @@ impl Store {
         let expected = BTreeMap::from([(run.run_id.clone(), Expected::of(run))]);
         match verify_run(&path, Some(&expected)) {
             Ok(_) => Ok(true),
-            Err(StoreError::Bad { message, .. }) => Err(message),
+            Err(FolderError::Bad { message, .. }) => Err(message),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -178,7 +201,7 @@ impl Store {
     }
 
     /// Writes `plan.json` and `metrics.json`.
-    pub fn write_plan(&self, plan: &Plan) -> Result<(), StoreError> {
+    pub fn write_plan(&self, plan: &Plan) -> Result<(), FolderError> {
         self.write_metric_specs(&plan_metric_specs(plan))?;
         let doc = serde_json::json!({
             "suite": plan.suite,
@@ -189,17 +212,17 @@ impl Store {
             "figures": plan.figures,
             "runs": plan.runs,
         });
-        let path = self.dir.join("plan.json");
+        let path = self.plan_path();
         write_atomic(&path, &serde_json::to_vec_pretty(&doc).expect("json"))
     }
 
-    pub fn write_metric_specs(&self, specs: &[MetricSpec]) -> Result<(), StoreError> {
-        let path = self.dir.join("metrics.json");
+    pub fn write_metric_specs(&self, specs: &[MetricSpec]) -> Result<(), FolderError> {
+        let path = self.metrics_path();
         write_atomic(&path, &serde_json::to_vec_pretty(specs).expect("json"))
     }
 
     /// Records a finished run and clears any earlier failure of it.
-    pub fn write_run(&self, record: &RunRecord) -> Result<(), StoreError> {
+    pub fn write_run(&self, record: &RunRecord) -> Result<(), FolderError> {
         let bytes = serde_json::to_vec_pretty(record).expect("json");
         write_atomic(&self.run_path(&record.run_id), &bytes)?;
         let failed = self.failures_dir().join(format!("{}.json", record.run_id));
@@ -209,19 +232,19 @@ impl Store {
         Ok(())
     }
 
-    pub fn write_failure(&self, failure: &FailureRecord) -> Result<(), StoreError> {
+    pub fn write_failure(&self, failure: &FailureRecord) -> Result<(), FolderError> {
         let path = self.failures_dir().join(format!("{}.json", failure.run_id));
         write_atomic(&path, &serde_json::to_vec_pretty(failure).expect("json"))
     }
 
     fn read_dir_json<T: for<'de> Deserialize<'de>>(
         dir: &Path,
-    ) -> Result<Vec<(PathBuf, T)>, StoreError> {
+    ) -> Result<Vec<(PathBuf, T)>, FolderError> {
         json_files(dir)?
             .into_iter()
             .map(|p| {
                 let bytes = std::fs::read(&p).map_err(io(&p))?;
-                let value = serde_json::from_slice(&bytes).map_err(|e| StoreError::Bad {
+                let value = serde_json::from_slice(&bytes).map_err(|e| FolderError::Bad {
                     path: p.clone(),
                     message: e.to_string(),
                 })?;
@@ -233,14 +256,14 @@ impl Store {
     /// Every finished run, sorted by file name, each verified: it parses,
     /// its id is its file name, and where `expected` (from the plan) names
     /// it, its config matches.
-    pub fn runs(&self, expected: Option<&ExpectedRuns>) -> Result<Vec<RunRecord>, StoreError> {
+    pub fn runs(&self, expected: Option<&ExpectedRuns>) -> Result<Vec<RunRecord>, FolderError> {
         json_files(&self.runs_dir())?
             .iter()
             .map(|p| verify_run(p, expected))
             .collect()
     }
 
-    pub fn failures(&self) -> Result<Vec<FailureRecord>, StoreError> {
+    pub fn failures(&self) -> Result<Vec<FailureRecord>, FolderError> {
         Ok(Self::read_dir_json(&self.failures_dir())?
             .into_iter()
             .map(|(_, r)| r)
@@ -254,7 +277,7 @@ impl Store {
         order: &[String],
         param_columns: &[String],
         expected: Option<&ExpectedRuns>,
-    ) -> Result<(usize, usize), StoreError> {
+    ) -> Result<(usize, usize), FolderError> {
         let mut runs = self.runs(expected)?;
         let rank: BTreeMap<&str, usize> = order
             .iter()
@@ -304,7 +327,7 @@ impl Store {
             }
         }
         let bytes = w.into_inner().expect("in-memory csv");
-        write_atomic(&self.dir.join("results.csv"), &bytes)?;
+        write_atomic(&self.results_path(), &bytes)?;
 
         let failures = self.failures()?;
         let mut w = csv::Writer::from_writer(Vec::new());
@@ -314,16 +337,202 @@ impl Store {
                 .expect("in-memory csv");
         }
         write_atomic(
-            &self.dir.join("failures.csv"),
+            &self.failures_csv_path(),
             &w.into_inner().expect("in-memory csv"),
         )?;
         Ok((rows, failures.len()))
     }
 }
 
+/// `plan.json` as the tools read it back. Every field has a default, so a
+/// folder from an older retbench (or a hand-written test folder) reads.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+pub struct PlanFile {
+    #[serde(default)]
+    pub suite: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// The varied parameters: the extra columns of `results.csv`.
+    #[serde(default)]
+    pub param_columns: Vec<String>,
+    /// The figures the suite declares (null in older plans).
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub figures: Vec<retbench_tasks::FigureSpec>,
+    #[serde(default)]
+    pub runs: Vec<PlanEntry>,
+}
+
+/// One run of `plan.json`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct PlanEntry {
+    pub run_id: String,
+    pub config_hash: String,
+    /// The resolved config as written; read by today's code on demand
+    /// ([`PlanFile::expectations`]).
+    pub config: Value,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
+impl PlanFile {
+    /// Run ids in plan order.
+    pub fn order(&self) -> Vec<String> {
+        self.runs.iter().map(|r| r.run_id.clone()).collect()
+    }
+
+    /// What each run's record must match: its config hash, and its config
+    /// where today's code reads it.
+    pub fn expectations(&self) -> ExpectedRuns {
+        self.runs
+            .iter()
+            .map(|r| {
+                let expected = Expected {
+                    config_hash: r.config_hash.clone(),
+                    config: serde_json::from_value(r.config.clone()).ok(),
+                };
+                (r.run_id.clone(), expected)
+            })
+            .collect()
+    }
+}
+
+/// One row of `results.csv`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultRow {
+    pub run_id: String,
+    pub suite: String,
+    pub variant: String,
+    pub seed: u64,
+    pub metric: String,
+    pub slice: String,
+    pub step: String,
+    pub value: f64,
+    /// Values of the parameter columns, in column order.
+    pub params: Vec<String>,
+}
+
+/// The fixed columns of `results.csv`, before the parameter columns.
+pub const RESULT_COLUMNS: [&str; 8] = [
+    "run_id", "suite", "variant", "seed", "metric", "slice", "step", "value",
+];
+
+/// Reads a `results.csv`: the parameter column names and every row.
+pub fn read_results(path: &Path) -> Result<(Vec<String>, Vec<ResultRow>), FolderError> {
+    let bad = |message: String| FolderError::Bad {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut reader = csv::Reader::from_path(path).map_err(|e| match e.kind() {
+        csv::ErrorKind::Io(_) => FolderError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        },
+        _ => bad(e.to_string()),
+    })?;
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| bad(e.to_string()))?
+        .iter()
+        .map(String::from)
+        .collect();
+    let fixed = RESULT_COLUMNS.len();
+    if header.len() < fixed || header[..fixed] != RESULT_COLUMNS {
+        return Err(bad(format!(
+            "expected columns {} first, found {}",
+            RESULT_COLUMNS.join(","),
+            header.join(",")
+        )));
+    }
+    let params = header[fixed..].to_vec();
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let r = record.map_err(|e| bad(e.to_string()))?;
+        let line = i + 2;
+        let seed = r[3]
+            .parse()
+            .map_err(|_| bad(format!("line {line}: seed {:?} is not a number", &r[3])))?;
+        let value = r[7]
+            .parse()
+            .map_err(|_| bad(format!("line {line}: value {:?} is not a number", &r[7])))?;
+        rows.push(ResultRow {
+            run_id: r[0].to_string(),
+            suite: r[1].to_string(),
+            variant: r[2].to_string(),
+            seed,
+            metric: r[4].to_string(),
+            slice: r[5].to_string(),
+            step: r[6].to_string(),
+            value,
+            params: r.iter().skip(fixed).map(String::from).collect(),
+        });
+    }
+    Ok((params, rows))
+}
+
+impl RunFolder {
+    /// `plan.json`, if the folder has one.
+    pub fn plan(&self) -> Result<Option<PlanFile>, FolderError> {
+        let path = self.plan_path();
+        let Ok(bytes) = std::fs::read(&path) else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| FolderError::Bad {
+                path,
+                message: format!("not a readable plan: {e}"),
+            })
+    }
+
+    /// `plan.json`'s bytes as written (a merge copies them unchanged).
+    pub fn plan_bytes(&self) -> Option<Vec<u8>> {
+        std::fs::read(self.plan_path()).ok()
+    }
+
+    /// `metrics.json`: the spec of every metric the plan's tasks report.
+    pub fn metric_specs(&self) -> Result<Vec<MetricSpec>, FolderError> {
+        let path = self.metrics_path();
+        let bytes = std::fs::read(&path).map_err(io(&path))?;
+        serde_json::from_slice(&bytes).map_err(|e| FolderError::Bad {
+            path,
+            message: format!("not a list of metric specs: {e}"),
+        })
+    }
+
+    /// `metrics.json`'s bytes as written, if any (a merge copies them).
+    pub fn metric_specs_bytes(&self) -> Option<Vec<u8>> {
+        std::fs::read(self.metrics_path()).ok()
+    }
+
+    /// Writes another folder's `plan.json` and `metrics.json` bytes
+    /// unchanged (a merge adopts its shards' plan).
+    pub fn write_plan_bytes(&self, plan: &[u8], specs: Option<&[u8]>) -> Result<(), FolderError> {
+        if let Some(specs) = specs {
+            write_atomic(&self.metrics_path(), specs)?;
+        }
+        write_atomic(&self.plan_path(), plan)
+    }
+
+    /// Whether the folder has `metrics.json`.
+    pub fn has_metric_specs(&self) -> bool {
+        self.metrics_path().is_file()
+    }
+
+    /// `results.csv`: the parameter column names and every row.
+    pub fn results(&self) -> Result<(Vec<String>, Vec<ResultRow>), FolderError> {
+        read_results(&self.results_path())
+    }
+}
+
 /// The `*.json` files of `dir` (none if it is missing), sorted, without
 /// hidden ones (temporary files of writers in flight).
-fn json_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
+fn json_files(dir: &Path) -> Result<Vec<PathBuf>, FolderError> {
     if !dir.exists() {
         return Ok(Vec::new());
     }
@@ -342,8 +551,8 @@ fn json_files(dir: &Path) -> Result<Vec<PathBuf>, StoreError> {
 }
 
 /// Reads and checks one run file (see the module docs).
-pub fn verify_run(path: &Path, expected: Option<&ExpectedRuns>) -> Result<RunRecord, StoreError> {
-    let bad = |message: String| StoreError::Bad {
+pub fn verify_run(path: &Path, expected: Option<&ExpectedRuns>) -> Result<RunRecord, FolderError> {
+    let bad = |message: String| FolderError::Bad {
         path: path.to_path_buf(),
         message,
     };
