@@ -332,37 +332,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             format,
             max_memory,
         } => plan(&suite, profile.as_deref(), format, &limits(max_memory)).map(|_| Outcome::Ok),
-        Command::Run {
-            suite,
-            profile,
-            out,
-            jobs,
-            shard,
-            only,
-            force,
-            no_report,
-            quiet,
-            max_memory,
-            kernels,
-        } => {
-            kernels.select();
-            let plan = suite::load_with(&suite, profile.as_deref(), &limits(max_memory))?;
-            let out = out.unwrap_or_else(|| default_out(&plan));
-            let opts = RunOptions {
-                out,
-                jobs,
-                shard,
-                only,
-                force,
-                progress: if quiet {
-                    Progress::Quiet
-                } else {
-                    Progress::Auto
-                },
-            };
-            limit_candle_threads(retbench_harness::runner::schedule(&plan, &opts).1);
-            run_suite(&plan, &opts, !no_report)
-        }
+        cmd @ Command::Run { .. } => run_command(cmd),
         Command::Merge {
             out_dir,
             shard_dirs,
@@ -380,72 +350,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             index,
             pdf,
             size,
-        } => {
-            let mut done = Vec::new();
-            for dir in dirs {
-                retbench_harness::refresh(&dir)?;
-                let size = match size {
-                    SizeArg::Screen => retbench_report::FigureSize::Screen,
-                    SizeArg::OneColumn => retbench_report::FigureSize::OneColumn,
-                    SizeArg::TwoColumn => retbench_report::FigureSize::TwoColumn,
-                };
-                let out = retbench_report::report_with(
-                    &dir,
-                    retbench_report::ReportOptions { pdf, size },
-                )?;
-                eprintln!(
-                    "{}: {} summary rows, {} figure files",
-                    dir.display(),
-                    out.summary_rows,
-                    out.figures.len()
-                );
-                done.push((dir, out));
-            }
-            if let Some(index) = index {
-                retbench_report::write_index(&index, &done)
-                    .with_context(|| format!("writing {}", index.display()))?;
-                eprintln!("{}: {} reports", index.display(), done.len());
-            }
-            Ok(Outcome::Ok)
-        }
-        Command::Compare {
-            baseline,
-            current,
-            tolerance,
-            timing_tolerance,
-            strict_timing,
-            format,
-        } => {
-            for (name, v) in [
-                ("--tolerance", tolerance),
-                ("--timing-tolerance", timing_tolerance),
-            ] {
-                anyhow::ensure!(v.is_finite() && v >= 0.0, "{name} must be >= 0, got {v}");
-            }
-            let tol = retbench_report::Tolerances {
-                quality: tolerance,
-                timing: timing_tolerance,
-                strict_timing,
-            };
-            let report = retbench_report::compare(&baseline, &current, tol).with_context(|| {
-                format!(
-                    "comparing {} with {}",
-                    baseline.display(),
-                    current.display()
-                )
-            })?;
-            match format {
-                CompareFormat::Markdown => print!("{}", report.markdown()),
-                CompareFormat::Json => {
-                    println!("{}", serde_json::to_string_pretty(&report)?)
-                }
-            }
-            Ok(if report.regressed() {
-                Outcome::SomeFailed
-            } else {
-                Outcome::Ok
-            })
-        }
+        } => report_command(dirs, index, pdf, size),
+        cmd @ Command::Compare { .. } => compare_command(cmd),
         Command::Bench {
             profile,
             suites,
@@ -486,6 +392,120 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             command: MemoryCommand::Inspect { snapshot, format },
         } => inspect(&snapshot, format).map(|_| Outcome::Ok),
     }
+}
+
+/// `retbench run`: plan, run (resumable), report.
+fn run_command(cmd: Command) -> anyhow::Result<Outcome> {
+    let Command::Run {
+        suite,
+        profile,
+        out,
+        jobs,
+        shard,
+        only,
+        force,
+        no_report,
+        quiet,
+        max_memory,
+        kernels,
+    } = cmd
+    else {
+        unreachable!("run_command takes Command::Run")
+    };
+    kernels.select();
+    let plan = suite::load_with(&suite, profile.as_deref(), &limits(max_memory))?;
+    let out = out.unwrap_or_else(|| default_out(&plan));
+    let opts = RunOptions {
+        out,
+        jobs,
+        shard,
+        only,
+        force,
+        progress: if quiet {
+            Progress::Quiet
+        } else {
+            Progress::Auto
+        },
+    };
+    limit_candle_threads(retbench_harness::runner::schedule(&plan, &opts).1);
+    run_suite(&plan, &opts, !no_report)
+}
+
+/// `retbench report`: re-derive each folder's tables from its run files,
+/// then its summaries, figures and page; and an index across them.
+fn report_command(
+    dirs: Vec<PathBuf>,
+    index: Option<PathBuf>,
+    pdf: bool,
+    size: SizeArg,
+) -> anyhow::Result<Outcome> {
+    let mut done = Vec::new();
+    for dir in dirs {
+        retbench_harness::refresh(&dir)?;
+        let size = match size {
+            SizeArg::Screen => retbench_report::FigureSize::Screen,
+            SizeArg::OneColumn => retbench_report::FigureSize::OneColumn,
+            SizeArg::TwoColumn => retbench_report::FigureSize::TwoColumn,
+        };
+        let out = retbench_report::report_with(&dir, retbench_report::ReportOptions { pdf, size })?;
+        eprintln!(
+            "{}: {} summary rows, {} figure files",
+            dir.display(),
+            out.summary_rows,
+            out.figures.len()
+        );
+        done.push((dir, out));
+    }
+    if let Some(index) = index {
+        retbench_report::write_index(&index, &done)
+            .with_context(|| format!("writing {}", index.display()))?;
+        eprintln!("{}: {} reports", index.display(), done.len());
+    }
+    Ok(Outcome::Ok)
+}
+
+/// `retbench compare`: a regression check of two run folders.
+fn compare_command(cmd: Command) -> anyhow::Result<Outcome> {
+    let Command::Compare {
+        baseline,
+        current,
+        tolerance,
+        timing_tolerance,
+        strict_timing,
+        format,
+    } = cmd
+    else {
+        unreachable!("compare_command takes Command::Compare")
+    };
+    for (name, v) in [
+        ("--tolerance", tolerance),
+        ("--timing-tolerance", timing_tolerance),
+    ] {
+        anyhow::ensure!(v.is_finite() && v >= 0.0, "{name} must be >= 0, got {v}");
+    }
+    let tol = retbench_report::Tolerances {
+        quality: tolerance,
+        timing: timing_tolerance,
+        strict_timing,
+    };
+    let report = retbench_report::compare(&baseline, &current, tol).with_context(|| {
+        format!(
+            "comparing {} with {}",
+            baseline.display(),
+            current.display()
+        )
+    })?;
+    match format {
+        CompareFormat::Markdown => print!("{}", report.markdown()),
+        CompareFormat::Json => {
+            println!("{}", serde_json::to_string_pretty(&report)?)
+        }
+    }
+    Ok(if report.regressed() {
+        Outcome::SomeFailed
+    } else {
+        Outcome::Ok
+    })
 }
 
 /// The plan limits, with `--max-memory` if given.

@@ -183,28 +183,7 @@ pub fn run_plan_with(
     store.remove_stale_temp_files();
     store.write_plan(plan)?;
     let total = selected.len();
-    let mut redone = Vec::new();
-    let todo: Vec<&PlannedRun> = selected
-        .iter()
-        .copied()
-        .filter(|r| {
-            if opts.force {
-                return true;
-            }
-            match store.is_done(r) {
-                Ok(done) => !done,
-                Err(why) => {
-                    redone.push(format!("{}: {why}", store.run_path(&r.run_id).display()));
-                    true
-                }
-            }
-        })
-        .collect();
-    if opts.progress != Progress::Quiet {
-        for line in &redone {
-            eprintln!("redoing {line}");
-        }
-    }
+    let todo = still_to_do(&store, &selected, opts);
     let (jobs, threads) = schedule(plan, opts);
     let mut summary = RunSummary {
         planned: plan.runs.len(),
@@ -228,12 +207,6 @@ pub fn run_plan_with(
     let done = AtomicUsize::new(0);
     let failed = AtomicUsize::new(0);
     let store_errors: Mutex<Vec<FolderError>> = Mutex::new(Vec::new());
-    // `jobs` plain threads take runs from a shared counter; each owns a rayon
-    // pool of `threads` for its kernels. (Not a rayon pool of jobs: a rayon
-    // worker blocked in another pool's `install` steals more runs meanwhile,
-    // and then far more than `jobs` runs are in flight.)
-    let next = AtomicUsize::new(0);
-    let pool_error: Mutex<Option<String>> = Mutex::new(None);
     let one = |run: &PlannedRun, kernels: &rayon::ThreadPool| {
         let ctx = TaskContext {
             config_hash: run.config_hash.clone(),
@@ -255,25 +228,16 @@ pub fn run_plan_with(
         });
         let wall = start.elapsed().as_secs_f64();
         let written = match &outcome {
-            Ok(metrics) => store.write_run(&RunRecord {
-                run_id: run.run_id.clone(),
-                suite: plan.suite.clone(),
-                variant: run.variant.clone(),
-                seed: run.seed,
-                params: run.params.iter().cloned().collect(),
-                config_hash: run.config_hash.clone(),
-                config: serde_json::to_value(&run.config).expect("json"),
-                metrics: metrics.clone(),
-                provenance: Provenance {
+            Ok(metrics) => store.write_run(&record_of(
+                plan,
+                run,
+                metrics,
+                Provenance {
                     wall_seconds: wall,
                     dataset_hash: dataset_hash.clone(),
-                    finished_unix: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .ok()
-                        .map(|d| d.as_secs()),
                     ..base.clone()
                 },
-            }),
+            )),
             Err(error) => {
                 failed.fetch_add(1, Ordering::Relaxed);
                 store.write_failure(&FailureRecord {
@@ -286,11 +250,7 @@ pub fn run_plan_with(
             store_errors.lock().expect("lock").push(e);
         }
         let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-        let status = match &outcome {
-            Ok(_) => "ok".to_string(),
-            Err(e) => format!("FAILED: {}", e.lines().next().unwrap_or("")),
-        };
-        let line = format!("[{n}/{}] {} {status} ({wall:.1}s)", todo.len(), run.run_id);
+        let line = progress_line(n, todo.len(), &run.run_id, &outcome, wall);
         match &bar {
             Some(b) => {
                 if outcome.is_err() {
@@ -302,6 +262,35 @@ pub fn run_plan_with(
             None => {}
         }
     };
+    on_threads(jobs, threads, &todo, one)?;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    if let Some(e) = store_errors.into_inner().expect("lock").into_iter().next() {
+        return Err(e.into());
+    }
+    summary.failed = failed.into_inner();
+    summary.succeeded = todo.len() - summary.failed;
+    let order: Vec<String> = plan.runs.iter().map(|r| r.run_id.clone()).collect();
+    let (rows, _) =
+        store.rebuild_csvs(&order, &plan.param_columns, Some(&plan_expectations(plan)))?;
+    summary.rows = rows;
+    Ok(summary)
+}
+
+/// Runs `one` on every run of `todo`: `jobs` plain threads take runs from a
+/// shared counter; each owns a rayon pool of `threads` for its kernels.
+/// (Not a rayon pool of jobs: a rayon worker blocked in another pool's
+/// `install` steals more runs meanwhile, and then far more than `jobs` runs
+/// are in flight.)
+fn on_threads(
+    jobs: usize,
+    threads: usize,
+    todo: &[&PlannedRun],
+    one: impl Fn(&PlannedRun, &rayon::ThreadPool) + Sync,
+) -> Result<(), RunError> {
+    let next = AtomicUsize::new(0);
+    let pool_error: Mutex<Option<String>> = Mutex::new(None);
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| {
@@ -318,22 +307,84 @@ pub fn run_plan_with(
             });
         }
     });
-    if let Some(e) = pool_error.into_inner().expect("lock") {
-        return Err(RunError::Pool(e));
+    match pool_error.into_inner().expect("lock") {
+        Some(e) => Err(RunError::Pool(e)),
+        None => Ok(()),
     }
-    if let Some(b) = bar {
-        b.finish_and_clear();
+}
+
+/// The selected runs that need running: all with `--force`, else those
+/// without a valid record (a record that fails verification is redone, and
+/// said so unless quiet).
+fn still_to_do<'p>(
+    store: &RunFolder,
+    selected: &[&'p PlannedRun],
+    opts: &RunOptions,
+) -> Vec<&'p PlannedRun> {
+    let mut redone = Vec::new();
+    let todo: Vec<&PlannedRun> = selected
+        .iter()
+        .copied()
+        .filter(|r| {
+            if opts.force {
+                return true;
+            }
+            match store.is_done(r) {
+                Ok(done) => !done,
+                Err(why) => {
+                    redone.push(format!("{}: {why}", store.run_path(&r.run_id).display()));
+                    true
+                }
+            }
+        })
+        .collect();
+    if opts.progress != Progress::Quiet {
+        for line in &redone {
+            eprintln!("redoing {line}");
+        }
     }
-    if let Some(e) = store_errors.into_inner().expect("lock").into_iter().next() {
-        return Err(e.into());
+    todo
+}
+
+/// The record of a finished run, stamped with the time it finished.
+fn record_of(
+    plan: &Plan,
+    run: &PlannedRun,
+    metrics: &[Metric],
+    provenance: Provenance,
+) -> RunRecord {
+    RunRecord {
+        run_id: run.run_id.clone(),
+        suite: plan.suite.clone(),
+        variant: run.variant.clone(),
+        seed: run.seed,
+        params: run.params.iter().cloned().collect(),
+        config_hash: run.config_hash.clone(),
+        config: serde_json::to_value(&run.config).expect("json"),
+        metrics: metrics.to_vec(),
+        provenance: Provenance {
+            finished_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs()),
+            ..provenance
+        },
     }
-    summary.failed = failed.into_inner();
-    summary.succeeded = todo.len() - summary.failed;
-    let order: Vec<String> = plan.runs.iter().map(|r| r.run_id.clone()).collect();
-    let (rows, _) =
-        store.rebuild_csvs(&order, &plan.param_columns, Some(&plan_expectations(plan)))?;
-    summary.rows = rows;
-    Ok(summary)
+}
+
+/// `[n/total] <run id> ok (1.2s)`, or FAILED with the error's first line.
+fn progress_line(
+    n: usize,
+    total: usize,
+    run_id: &str,
+    outcome: &Result<Vec<Metric>, String>,
+    wall: f64,
+) -> String {
+    let status = match outcome {
+        Ok(_) => "ok".to_string(),
+        Err(e) => format!("FAILED: {}", e.lines().next().unwrap_or("")),
+    };
+    format!("[{n}/{total}] {run_id} {status} ({wall:.1}s)")
 }
 
 fn progress_bar(progress: Progress, len: u64) -> Option<ProgressBar> {

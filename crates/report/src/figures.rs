@@ -728,6 +728,42 @@ impl FigureSize {
     }
 }
 
+/// Whether a row passes a declared figure's `where` (`only`): each named
+/// parameter is unset or has the wanted value (a cell holds a scalar as
+/// written or a structure as compact JSON).
+fn kept(f: &FigureSpec, params: &[String], r: &SummaryRow) -> bool {
+    let cell = |c: &str| {
+        serde_json::from_str::<serde_json::Value>(c)
+            .unwrap_or_else(|_| serde_json::Value::String(c.to_string()))
+    };
+    f.only.iter().all(|(p, want)| {
+        params
+            .iter()
+            .position(|x| x == p)
+            .is_none_or(|c| r.params[c].is_empty() || cell(&r.params[c]) == *want)
+    })
+}
+
+/// A panel's values as a file-name tag: runs of anything but letters,
+/// digits and dots become one underscore.
+fn panel_tag(panel: &[String]) -> String {
+    panel
+        .join("_")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect::<String>()
+        .split('_')
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
 impl Figures<'_> {
     /// A suite's declared figure ([`FigureSpec`]): one figure per value of
     /// its panel parameters, a line per value of its line parameters (plus
@@ -762,22 +798,9 @@ impl Figures<'_> {
         let mut everywhere: Series = BTreeMap::new();
         let mut lines: Vec<String> = Vec::new();
         let mut xs: Vec<f64> = Vec::new();
-        // A cell holds a scalar as written or a structure as compact JSON.
-        let cell = |c: &str| {
-            serde_json::from_str::<serde_json::Value>(c)
-                .unwrap_or_else(|_| serde_json::Value::String(c.to_string()))
-        };
-        let kept = |r: &SummaryRow| {
-            f.only.iter().all(|(p, want)| {
-                params
-                    .iter()
-                    .position(|x| x == p)
-                    .is_none_or(|c| r.params[c].is_empty() || cell(&r.params[c]) == *want)
-            })
-        };
         for r in rows
             .iter()
-            .filter(|r| r.metric == f.metric && r.step.is_empty() && kept(r))
+            .filter(|r| r.metric == f.metric && r.step.is_empty() && kept(f, params, r))
         {
             let Some(x) = r
                 .slice
@@ -828,21 +851,7 @@ impl Figures<'_> {
             for (l, pts) in &everywhere {
                 series.entry(l.clone()).or_insert_with(|| pts.clone());
             }
-            let tag: String = panel
-                .join("_")
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '.' {
-                        c
-                    } else {
-                        '_'
-                    }
-                })
-                .collect::<String>()
-                .split('_')
-                .filter(|p| !p.is_empty())
-                .collect::<Vec<_>>()
-                .join("_");
+            let tag = panel_tag(&panel);
             let name = if tag.is_empty() {
                 format!("{}_by_{}", f.metric, f.by)
             } else {

@@ -75,7 +75,8 @@ fn num(x: f64) -> String {
     format!("{x:.digits$}")
 }
 
-/// Writes `summary.tex` for `rows` (the summary of one suite).
+/// Writes `summary.tex` for `rows` (the summary of one suite): one table
+/// per final metric and slice.
 pub fn write_latex(
     path: &Path,
     suite: &str,
@@ -98,106 +99,142 @@ pub fn write_latex(
             .iter()
             .filter(|r| r.step.is_empty() && r.metric == metric && r.slice == slice)
             .collect();
-        let best = match spec.map(|s| s.direction) {
-            Some(Direction::Higher) => group
-                .iter()
-                .map(|r| r.mean)
-                .filter(|m| m.is_finite())
-                .reduce(f64::max),
-            Some(Direction::Lower) => group
-                .iter()
-                .map(|r| r.mean)
-                .filter(|m| m.is_finite())
-                .reduce(f64::min),
-            _ => None,
-        };
-        let seeds = group.iter().any(|r| (2..=10).contains(&r.seeds.len()));
-        let unit = spec
-            .filter(|s| !s.unit.is_empty())
-            .map(|s| format!(" ({})", escape(&s.unit)))
-            .unwrap_or_default();
-        let about = spec.map(|s| escape(&s.about)).unwrap_or_default();
-        let title = if slice.is_empty() {
-            format!("\\texttt{{{}}}", escape(metric))
-        } else {
-            format!("\\texttt{{{}}}, {}", escape(metric), escape(slice))
-        };
-        let direction = match spec.map(|s| s.direction) {
-            Some(Direction::Higher) => " Higher is better; the best mean is in bold.",
-            Some(Direction::Lower) => " Lower is better; the best mean is in bold.",
-            _ => "",
-        };
-        let caption = format!(
-            "{suite_e}: {title}{unit} --- {about}. Mean over seeds with its 95\\% Student-t interval{boot}{clip}.{direction}",
-            boot = if group.iter().any(|r| r.interval == Interval::Bootstrap) {
-                " ($^{b}$: percentile bootstrap, 10\\,000 resamples, where the seeds split into two clusters)"
-            } else {
-                ""
-            },
-            suite_e = escape(suite),
-            clip = if spec.is_some_and(|s| s.lower.is_some() || s.upper.is_some()) {
-                ", clipped to the metric's bounds"
-            } else {
-                ""
-            },
-        );
-        let columns = if seeds { "l r l l" } else { "l r l" };
-        let header = format!(
-            "\\toprule\nconfig & $n$ & mean [95\\% CI]{} \\\\\n\\midrule\n",
-            if seeds { " & per seed" } else { "" }
-        );
-        // A float taller than a page cannot be placed (and LaTeX then
-        // stops on "too many unprocessed floats"): long tables break
-        // across pages instead.
-        let long = group.len() > LONG_ROWS;
-        tex += &if long {
-            format!(
-                "\n\\begin{{longtable}}{{{columns}}}\n\\caption{{{caption}}}\\\\\n{header}\\endhead\n"
-            )
-        } else {
-            format!(
-                "\n\\begin{{table}}[htbp]\n\\centering\\small\n\\caption{{{caption}}}\n\\begin{{tabular}}{{{columns}}}\n{header}"
-            )
-        };
-        for r in &group {
-            let mean = num(r.mean);
-            let mean = if best.is_some_and(|b| b == r.mean) {
-                format!("\\textbf{{{mean}}}")
-            } else {
-                mean
-            };
-            let mark = match r.interval {
-                Interval::Bootstrap => "$^{b}$",
-                Interval::StudentT => "",
-            };
-            let ci = clipped_ci(r, spec)
-                .map(|(lo, hi)| format!(" [{}, {}]{mark}", num(lo), num(hi)))
-                .unwrap_or_default();
-            let per = if seeds {
-                let v: Vec<String> = if (2..=10).contains(&r.seeds.len()) {
-                    r.seeds.iter().map(|&(_, v)| num(v)).collect()
-                } else {
-                    vec!["--".into()]
-                };
-                format!(" & {}", v.join(", "))
-            } else {
-                String::new()
-            };
-            let config = label(params, r);
-            let config = if config.is_empty() {
-                r.variant.clone()
-            } else {
-                config
-            };
-            tex += &format!("{} & {} & {mean}{ci}{per} \\\\\n", escape(&config), r.n);
-        }
-        tex += if long {
-            "\\bottomrule\n\\end{longtable}\n"
-        } else {
-            "\\bottomrule\n\\end{tabular}\n\\end{table}\n"
-        };
+        tex += &table(suite, params, metric, slice, spec, &group);
     }
     write_atomic(path, tex.as_bytes())
+}
+
+/// The best mean of `group` by the metric's direction, if it has one.
+fn best_mean(group: &[&SummaryRow], spec: Option<&MetricSpec>) -> Option<f64> {
+    let means = group.iter().map(|r| r.mean).filter(|m| m.is_finite());
+    match spec.map(|s| s.direction) {
+        Some(Direction::Higher) => means.reduce(f64::max),
+        Some(Direction::Lower) => means.reduce(f64::min),
+        _ => None,
+    }
+}
+
+/// The caption of one metric's table: what it is, its unit, the interval
+/// method and the direction.
+fn caption(
+    suite: &str,
+    metric: &str,
+    slice: &str,
+    spec: Option<&MetricSpec>,
+    group: &[&SummaryRow],
+) -> String {
+    let unit = spec
+        .filter(|s| !s.unit.is_empty())
+        .map(|s| format!(" ({})", escape(&s.unit)))
+        .unwrap_or_default();
+    let about = spec.map(|s| escape(&s.about)).unwrap_or_default();
+    let title = if slice.is_empty() {
+        format!("\\texttt{{{}}}", escape(metric))
+    } else {
+        format!("\\texttt{{{}}}, {}", escape(metric), escape(slice))
+    };
+    let direction = match spec.map(|s| s.direction) {
+        Some(Direction::Higher) => " Higher is better; the best mean is in bold.",
+        Some(Direction::Lower) => " Lower is better; the best mean is in bold.",
+        _ => "",
+    };
+    format!(
+        "{suite_e}: {title}{unit} --- {about}. Mean over seeds with its 95\\% Student-t interval{boot}{clip}.{direction}",
+        boot = if group.iter().any(|r| r.interval == Interval::Bootstrap) {
+            " ($^{b}$: percentile bootstrap, 10\\,000 resamples, where the seeds split into two clusters)"
+        } else {
+            ""
+        },
+        suite_e = escape(suite),
+        clip = if spec.is_some_and(|s| s.lower.is_some() || s.upper.is_some()) {
+            ", clipped to the metric's bounds"
+        } else {
+            ""
+        },
+    )
+}
+
+/// One metric and slice as a booktabs table (a longtable past
+/// `LONG_ROWS` rows).
+fn table(
+    suite: &str,
+    params: &[String],
+    metric: &str,
+    slice: &str,
+    spec: Option<&MetricSpec>,
+    group: &[&SummaryRow],
+) -> String {
+    let best = best_mean(group, spec);
+    let seeds = group.iter().any(|r| (2..=10).contains(&r.seeds.len()));
+    let caption = caption(suite, metric, slice, spec, group);
+    let columns = if seeds { "l r l l" } else { "l r l" };
+    let header = format!(
+        "\\toprule\nconfig & $n$ & mean [95\\% CI]{} \\\\\n\\midrule\n",
+        if seeds { " & per seed" } else { "" }
+    );
+    // A float taller than a page cannot be placed (and LaTeX then
+    // stops on "too many unprocessed floats"): long tables break
+    // across pages instead.
+    let long = group.len() > LONG_ROWS;
+    let mut tex = if long {
+        format!(
+            "\n\\begin{{longtable}}{{{columns}}}\n\\caption{{{caption}}}\\\\\n{header}\\endhead\n"
+        )
+    } else {
+        format!(
+            "\n\\begin{{table}}[htbp]\n\\centering\\small\n\\caption{{{caption}}}\n\\begin{{tabular}}{{{columns}}}\n{header}"
+        )
+    };
+    for r in group {
+        tex += &table_row(params, r, spec, best, seeds);
+    }
+    tex += if long {
+        "\\bottomrule\n\\end{longtable}\n"
+    } else {
+        "\\bottomrule\n\\end{tabular}\n\\end{table}\n"
+    };
+    tex
+}
+
+/// One config's row: its name, n, the mean (bold when best) with its
+/// interval, and each seed's value where there are 2 to 10.
+fn table_row(
+    params: &[String],
+    r: &SummaryRow,
+    spec: Option<&MetricSpec>,
+    best: Option<f64>,
+    seeds: bool,
+) -> String {
+    let mean = num(r.mean);
+    let mean = if best.is_some_and(|b| b == r.mean) {
+        format!("\\textbf{{{mean}}}")
+    } else {
+        mean
+    };
+    let mark = match r.interval {
+        Interval::Bootstrap => "$^{b}$",
+        Interval::StudentT => "",
+    };
+    let ci = clipped_ci(r, spec)
+        .map(|(lo, hi)| format!(" [{}, {}]{mark}", num(lo), num(hi)))
+        .unwrap_or_default();
+    let per = if seeds {
+        let v: Vec<String> = if (2..=10).contains(&r.seeds.len()) {
+            r.seeds.iter().map(|&(_, v)| num(v)).collect()
+        } else {
+            vec!["--".into()]
+        };
+        format!(" & {}", v.join(", "))
+    } else {
+        String::new()
+    };
+    let config = label(params, r);
+    let config = if config.is_empty() {
+        r.variant.clone()
+    } else {
+        config
+    };
+    format!("{} & {} & {mean}{ci}{per} \\\\\n", escape(&config), r.n)
 }
 
 #[cfg(test)]
