@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use plotters::coord::Shift;
+use plotters::coord::ranged1d::ValueFormatter;
 use plotters::prelude::*;
 
 use retbench_tasks::{FigureSpec, MetricSpec};
@@ -1123,20 +1124,81 @@ fn present<DB: DrawingBackend>(
     root.present().map_err(|e| e.to_string())
 }
 
+/// Draws one figure: the title across it, the chart, and the legend in a
+/// strip to its right (never over the data).
 fn draw<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     look: &Look<'_>,
     series: &BTreeMap<String, Vec<Point>>,
     colour: &BTreeMap<String, RGBColor>,
 ) -> Result<(), String> {
-    let log_y = look.log_y;
-    let bounded = look.upper.is_some();
     let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     root.fill(&WHITE).map_err(e)?;
     let xs = series.values().flatten().map(|p| p.x);
     let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
         (a.min(x), b.max(x))
     });
+    let Some((y0, y1)) = y_range(look, series) else {
+        return Ok(());
+    };
+    let (x0, x1, x_desc) = x_range(look.x, x0, x1);
+    let configs = matches!(look.x, XAxis::Configs(_));
+    let legend = !configs || !look.levels.is_empty();
+    let legend_w = if legend {
+        legend_width(root.dim_in_pixel().0, look, series)
+    } else {
+        0
+    };
+    // The title spans the figure; the chart and its legend share the rest.
+    let area = root.titled(look.title, ("sans-serif", 22)).map_err(e)?;
+    let (w, _) = area.dim_in_pixel();
+    let (chart_area, legend_area) = area.split_horizontally(w - legend_w);
+    let mut builder = ChartBuilder::on(&chart_area);
+    builder
+        .margin(16)
+        .x_label_area_size(44)
+        .y_label_area_size(72);
+    let frame = Frame {
+        look,
+        series,
+        colour,
+        x: (x0, x1),
+        y: (y0, y1),
+        x_desc,
+    };
+    let log_x = matches!(
+        look.x,
+        XAxis::Slots | XAxis::Slice { log: true, .. } | XAxis::Metric { log: true, .. }
+    );
+    match (log_x, look.log_y) {
+        (true, true) => frame.plot(
+            builder
+                .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+                .map_err(e)?,
+        )?,
+        (true, false) => frame.plot(
+            builder
+                .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
+                .map_err(e)?,
+        )?,
+        (false, true) => frame.plot(
+            builder
+                .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
+                .map_err(e)?,
+        )?,
+        (false, false) => frame.plot(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(e)?)?,
+    }
+    if legend {
+        draw_legend(&legend_area, legend_w, look, series, colour)?;
+    }
+    Ok(())
+}
+
+/// The y range: every mean, interval end, seed and level, padded (by a
+/// factor on a log axis), kept within the metric's bounds, from zero for
+/// side-by-side values without bounds. None when nothing is finite.
+fn y_range(look: &Look<'_>, series: &BTreeMap<String, Vec<Point>>) -> Option<(f64, f64)> {
+    let log_y = look.log_y;
     let ys = series.values().flatten().flat_map(|p| {
         let (lo, hi) = p.ci.unwrap_or((p.mean, p.mean));
         [p.mean, lo, hi]
@@ -1153,28 +1215,31 @@ fn draw<DB: DrawingBackend>(
             (a.min(y), b.max(y))
         });
     if !y0.is_finite() {
-        return Ok(());
+        return None;
     }
     if log_y {
-        y0 /= 1.5;
-        y1 *= 1.5;
-    } else {
-        let pad = ((y1 - y0) * 0.08).max(0.02);
-        y0 -= pad;
-        y1 += pad;
-        if let Some(lo) = look.lower {
-            y0 = y0.max(lo);
-        }
-        if let Some(hi) = look.upper {
-            let span = hi - look.lower.unwrap_or(0.0);
-            y1 = y1.min(hi + 0.02 * span.abs().max(f64::MIN_POSITIVE));
-        }
-        if matches!(look.x, XAxis::Configs(_)) && y0 > 0.0 && !bounded {
-            // Side-by-side values read best from zero.
-            y0 = 0.0;
-        }
+        return Some((y0 / 1.5, y1 * 1.5));
     }
-    let (x0, x1, x_desc) = match look.x {
+    let pad = ((y1 - y0) * 0.08).max(0.02);
+    y0 -= pad;
+    y1 += pad;
+    if let Some(lo) = look.lower {
+        y0 = y0.max(lo);
+    }
+    if let Some(hi) = look.upper {
+        let span = hi - look.lower.unwrap_or(0.0);
+        y1 = y1.min(hi + 0.02 * span.abs().max(f64::MIN_POSITIVE));
+    }
+    if matches!(look.x, XAxis::Configs(_)) && y0 > 0.0 && look.upper.is_none() {
+        // Side-by-side values read best from zero.
+        y0 = 0.0;
+    }
+    Some((y0, y1))
+}
+
+/// The x range of the data padded for its axis, and the axis's name.
+fn x_range(x: &XAxis, x0: f64, x1: f64) -> (f64, f64, &str) {
+    match x {
         XAxis::Slots => (x0 / 1.3, x1 * 1.3, "memory slots"),
         XAxis::Step => (0.0, x1 * 1.03, "training step"),
         XAxis::Configs(names) => (-0.6, names.len() as f64 - 0.4, ""),
@@ -1188,233 +1253,266 @@ fn draw<DB: DrawingBackend>(
             let pad = ((x1 - x0) * 0.05).max(x1.abs() * 0.05).max(1e-9);
             (x0 - pad, x1 + pad, label.as_str())
         }
-    };
-    let x_fmt = |x: &f64| match look.x {
-        XAxis::Slots => decade_label(*x),
-        XAxis::Slice { .. } | XAxis::Metric { .. } => tick(*x),
-        XAxis::Step => format!("{x:.0}"),
-        XAxis::Configs(names) => {
-            let i = x.round();
-            if (x - i).abs() < 1e-6 && i >= 0.0 {
-                names.get(i as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        }
-    };
-    let powers = log_y && (y0 < 1e-3 || y1 > 1e5);
-    let configs = matches!(look.x, XAxis::Configs(_));
-    let x_labels = match look.x {
-        XAxis::Configs(names) => names.len().max(1) * 2 + 1,
-        _ => 10,
-    };
-    // The legend sits right of the plot, outside the data: a strip as wide
-    // as the longest label needs (13 px type: about 7 px a character, plus
-    // the swatch), at most 40% of the figure.
-    let legend = !configs || !look.levels.is_empty();
+    }
+}
+
+/// The legend strip's width: as wide as the longest label needs (13 px
+/// type: about 7 px a character, plus the swatch), at most 40% of the
+/// figure's width `w`.
+fn legend_width(w: u32, look: &Look<'_>, series: &BTreeMap<String, Vec<Point>>) -> u32 {
     let longest = series
         .keys()
         .chain(look.levels.iter().map(|l| &l.label))
         .map(|k| k.chars().count())
         .max()
         .unwrap_or(0);
-    let legend_w = if legend {
-        let (w, _) = root.dim_in_pixel();
-        (longest as u32 * 7 + 40).min(w * 2 / 5)
-    } else {
-        0
-    };
-    // The title spans the figure; the chart and its legend share the rest.
-    let area = root.titled(look.title, ("sans-serif", 22)).map_err(e)?;
-    let (w, _) = area.dim_in_pixel();
-    let (chart_area, legend_area) = area.split_horizontally(w - legend_w);
-    let mut builder = ChartBuilder::on(&chart_area);
-    builder
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(72);
-    macro_rules! plot {
-        ($chart:expr) => {{
-            let mut chart = $chart;
-            let mut mesh = chart.configure_mesh();
-            if configs {
-                // Configs are categories: no grid between them.
-                mesh.disable_x_mesh();
+    (longest as u32 * 7 + 40).min(w * 2 / 5)
+}
+
+/// What the chart of one figure draws, whatever its axes' scales.
+struct Frame<'a> {
+    look: &'a Look<'a>,
+    series: &'a BTreeMap<String, Vec<Point>>,
+    colour: &'a BTreeMap<String, RGBColor>,
+    x: (f64, f64),
+    y: (f64, f64),
+    x_desc: &'a str,
+}
+
+impl Frame<'_> {
+    /// The x tick label: a decade, a number, a step or a config's name.
+    fn x_label(&self, x: f64) -> String {
+        match self.look.x {
+            XAxis::Slots => decade_label(x),
+            XAxis::Slice { .. } | XAxis::Metric { .. } => tick(x),
+            XAxis::Step => format!("{x:.0}"),
+            XAxis::Configs(names) => {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
+                    names.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
             }
-            mesh.x_labels(x_labels)
-                .x_label_formatter(&x_fmt)
-                .y_label_formatter(&|y: &f64| {
-                    if log_y {
-                        log_tick(*y, powers)
-                    } else {
-                        tick(*y)
-                    }
-                })
-                .x_desc(x_desc)
-                .y_desc(look.y_label)
-                .label_style(("sans-serif", 14))
-                .axis_desc_style(("sans-serif", 16))
-                .draw()
-                .map_err(e)?;
-            // Legends in natural order (d=64 before d=128), not the map's.
-            let mut named: Vec<(&String, &Vec<Point>)> = series.iter().collect();
-            named.sort_by(|a, b| natural_cmp(a.0, b.0));
-            for (name, pts) in named {
-                let c = colour[name];
-                if configs {
-                    chart
-                        .draw_series(pts.iter().filter_map(|p| {
-                            p.ci.map(|(lo, hi)| {
-                                ErrorBar::new_vertical(p.x, lo, p.mean, hi, c.stroke_width(2), 14)
-                            })
-                        }))
-                        .map_err(e)?;
-                    chart
-                        .draw_series(
-                            pts.iter()
-                                .map(|p| Circle::new((p.x, p.mean), 5, c.filled())),
-                        )
-                        .map_err(e)?;
-                    // Each seed as a ring to the right of its mean.
-                    chart
-                        .draw_series(pts.iter().flat_map(|p| {
-                            p.seeds.iter().map(move |&(_, v)| {
-                                Circle::new((p.x + 0.12, v), 4, c.mix(0.8).stroke_width(1))
-                            })
-                        }))
-                        .map_err(e)?;
-                    continue;
-                }
-                let band: Vec<(f64, f64)> = pts
-                    .iter()
-                    .filter_map(|p| p.ci.map(|(_, hi)| (p.x, hi)))
-                    .chain(
-                        pts.iter()
-                            .rev()
-                            .filter_map(|p| p.ci.map(|(lo, _)| (p.x, lo))),
-                    )
-                    .filter(|(_, y)| !log_y || *y > 0.0)
-                    .collect();
-                if band.len() >= 4 {
-                    chart
-                        .draw_series(std::iter::once(Polygon::new(band, c.mix(0.18).filled())))
-                        .map_err(e)?;
-                }
-                // Each seed as a thin line under the mean's.
-                let mut per_seed: BTreeMap<u64, Vec<(f64, f64)>> = BTreeMap::new();
-                for p in pts {
-                    for &(seed, v) in &p.seeds {
-                        if v.is_finite() && (!log_y || v > 0.0) {
-                            per_seed.entry(seed).or_default().push((p.x, v));
-                        }
-                    }
-                }
-                chart
-                    .draw_series(
-                        per_seed
-                            .into_values()
-                            .filter(|l| l.len() > 1)
-                            .map(|l| PathElement::new(l, c.mix(0.45).stroke_width(1))),
-                    )
-                    .map_err(e)?;
-                let line: Vec<(f64, f64)> = pts
-                    .iter()
-                    .filter(|p| !log_y || p.mean > 0.0)
-                    .map(|p| (p.x, p.mean))
-                    .collect();
-                chart
-                    .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))
-                    .map_err(e)?
-                    .label(name.as_str())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
-                    });
-                chart
-                    .draw_series(
-                        line.iter()
-                            .map(|&(x, y)| Circle::new((x, y), 3, c.filled())),
-                    )
-                    .map_err(e)?;
-            }
-            for level in look.levels {
-                let (dash, gap) = level.pattern();
-                let c = level.value;
-                if log_y && c <= 0.0 {
-                    continue;
-                }
-                chart
-                    .draw_series(DashedLineSeries::new(
-                        vec![(x0, c), (x1, c)],
-                        dash,
-                        gap,
-                        BLACK.mix(0.55).stroke_width(1),
-                    ))
-                    .map_err(e)?;
-            }
-        }};
+        }
     }
-    let log_x = matches!(
-        look.x,
-        XAxis::Slots | XAxis::Slice { log: true, .. } | XAxis::Metric { log: true, .. }
-    );
-    match (log_x, log_y) {
-        (true, true) => plot!(
-            builder
-                .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
-                .map_err(e)?
-        ),
-        (true, false) => plot!(
-            builder
-                .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
-                .map_err(e)?
-        ),
-        (false, true) => plot!(
-            builder
-                .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
-                .map_err(e)?
-        ),
-        (false, false) => plot!(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(e)?),
-    }
-    if legend {
-        // Drawn beside the chart, so that it never covers data: a swatch
-        // and the label per series, in the legend's natural order, then
-        // the chance line; labels too long for the strip are shortened.
-        let fit = (legend_w.saturating_sub(40) / 7).max(4) as usize;
-        let shorten = |t: &str| {
-            if t.chars().count() > fit {
-                format!("{}…", t.chars().take(fit - 1).collect::<String>())
-            } else {
-                t.to_string()
-            }
+
+    /// The mesh, every series (in natural order), and the levels.
+    fn plot<DB, X, Y>(
+        &self,
+        mut chart: ChartContext<'_, DB, Cartesian2d<X, Y>>,
+    ) -> Result<(), String>
+    where
+        DB: DrawingBackend,
+        X: Ranged<ValueType = f64> + ValueFormatter<f64>,
+        Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
+    {
+        let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        let (log_y, (y0, y1)) = (self.look.log_y, self.y);
+        let powers = log_y && (y0 < 1e-3 || y1 > 1e5);
+        let configs = matches!(self.look.x, XAxis::Configs(_));
+        let x_labels = match self.look.x {
+            XAxis::Configs(names) => names.len().max(1) * 2 + 1,
+            _ => 10,
         };
-        let mut names: Vec<&String> = series.keys().collect();
-        names.sort_by(|a, b| natural_cmp(a, b));
-        // (label, stroke, swatch spans): a solid swatch per series, the
-        // level's own dashes after them.
-        type Entry = (String, ShapeStyle, &'static [(i32, i32)]);
-        let mut entries: Vec<Entry> = names
-            .into_iter()
-            .map(|n| (shorten(n), colour[n].stroke_width(3), &[(4, 22)][..]))
-            .collect();
-        for level in look.levels {
-            entries.push((
-                shorten(&level.label),
-                BLACK.mix(0.55).stroke_width(1),
-                level.swatch(),
-            ));
+        let mut mesh = chart.configure_mesh();
+        if configs {
+            // Configs are categories: no grid between them.
+            mesh.disable_x_mesh();
         }
-        let font = ("sans-serif", 13).into_font();
-        for (i, (text, style, segments)) in entries.into_iter().enumerate() {
-            let y = 24 + 18 * i as i32;
-            for &(a, b) in segments {
-                legend_area
-                    .draw(&PathElement::new(vec![(a, y), (b, y)], style))
-                    .map_err(e)?;
+        mesh.x_labels(x_labels)
+            .x_label_formatter(&|x: &f64| self.x_label(*x))
+            .y_label_formatter(&|y: &f64| {
+                if log_y {
+                    log_tick(*y, powers)
+                } else {
+                    tick(*y)
+                }
+            })
+            .x_desc(self.x_desc)
+            .y_desc(self.look.y_label)
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
+            .draw()
+            .map_err(e)?;
+        // Legends in natural order (d=64 before d=128), not the map's.
+        let mut named: Vec<(&String, &Vec<Point>)> = self.series.iter().collect();
+        named.sort_by(|a, b| natural_cmp(a.0, b.0));
+        for (name, pts) in named {
+            let c = self.colour[name];
+            if configs {
+                self.points(&mut chart, pts, c)?;
+            } else {
+                self.line(&mut chart, name, pts, c)?;
             }
-            legend_area
-                .draw(&Text::new(text, (28, y - 7), font.clone()))
+        }
+        for level in self.look.levels {
+            let (dash, gap) = level.pattern();
+            let c = level.value;
+            if log_y && c <= 0.0 {
+                continue;
+            }
+            chart
+                .draw_series(DashedLineSeries::new(
+                    vec![(self.x.0, c), (self.x.1, c)],
+                    dash,
+                    gap,
+                    BLACK.mix(0.55).stroke_width(1),
+                ))
                 .map_err(e)?;
         }
+        Ok(())
+    }
+
+    /// A config's mean with its error bar, each seed as a ring beside it.
+    fn points<DB, X, Y>(
+        &self,
+        chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
+        pts: &[Point],
+        c: RGBColor,
+    ) -> Result<(), String>
+    where
+        DB: DrawingBackend,
+        X: Ranged<ValueType = f64>,
+        Y: Ranged<ValueType = f64>,
+    {
+        let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        chart
+            .draw_series(pts.iter().filter_map(|p| {
+                p.ci.map(|(lo, hi)| {
+                    ErrorBar::new_vertical(p.x, lo, p.mean, hi, c.stroke_width(2), 14)
+                })
+            }))
+            .map_err(e)?;
+        chart
+            .draw_series(
+                pts.iter()
+                    .map(|p| Circle::new((p.x, p.mean), 5, c.filled())),
+            )
+            .map_err(e)?;
+        // Each seed as a ring to the right of its mean.
+        chart
+            .draw_series(pts.iter().flat_map(|p| {
+                p.seeds
+                    .iter()
+                    .map(move |&(_, v)| Circle::new((p.x + 0.12, v), 4, c.mix(0.8).stroke_width(1)))
+            }))
+            .map_err(e)?;
+        Ok(())
+    }
+
+    /// A series as a line over its interval band, each seed as a thin line
+    /// under it.
+    fn line<DB, X, Y>(
+        &self,
+        chart: &mut ChartContext<'_, DB, Cartesian2d<X, Y>>,
+        name: &str,
+        pts: &[Point],
+        c: RGBColor,
+    ) -> Result<(), String>
+    where
+        DB: DrawingBackend,
+        X: Ranged<ValueType = f64>,
+        Y: Ranged<ValueType = f64>,
+    {
+        let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        let log_y = self.look.log_y;
+        let band: Vec<(f64, f64)> = pts
+            .iter()
+            .filter_map(|p| p.ci.map(|(_, hi)| (p.x, hi)))
+            .chain(
+                pts.iter()
+                    .rev()
+                    .filter_map(|p| p.ci.map(|(lo, _)| (p.x, lo))),
+            )
+            .filter(|(_, y)| !log_y || *y > 0.0)
+            .collect();
+        if band.len() >= 4 {
+            chart
+                .draw_series(std::iter::once(Polygon::new(band, c.mix(0.18).filled())))
+                .map_err(e)?;
+        }
+        // Each seed as a thin line under the mean's.
+        let mut per_seed: BTreeMap<u64, Vec<(f64, f64)>> = BTreeMap::new();
+        for p in pts {
+            for &(seed, v) in &p.seeds {
+                if v.is_finite() && (!log_y || v > 0.0) {
+                    per_seed.entry(seed).or_default().push((p.x, v));
+                }
+            }
+        }
+        chart
+            .draw_series(
+                per_seed
+                    .into_values()
+                    .filter(|l| l.len() > 1)
+                    .map(|l| PathElement::new(l, c.mix(0.45).stroke_width(1))),
+            )
+            .map_err(e)?;
+        let line: Vec<(f64, f64)> = pts
+            .iter()
+            .filter(|p| !log_y || p.mean > 0.0)
+            .map(|p| (p.x, p.mean))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))
+            .map_err(e)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3)));
+        chart
+            .draw_series(
+                line.iter()
+                    .map(|&(x, y)| Circle::new((x, y), 3, c.filled())),
+            )
+            .map_err(e)?;
+        Ok(())
+    }
+}
+
+/// The legend beside the chart, so that it never covers data: a swatch
+/// and the label per series, in natural order, then the levels with their
+/// own dashes; labels too long for the strip are shortened.
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    legend_w: u32,
+    look: &Look<'_>,
+    series: &BTreeMap<String, Vec<Point>>,
+    colour: &BTreeMap<String, RGBColor>,
+) -> Result<(), String> {
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let fit = (legend_w.saturating_sub(40) / 7).max(4) as usize;
+    let shorten = |t: &str| {
+        if t.chars().count() > fit {
+            format!("{}…", t.chars().take(fit - 1).collect::<String>())
+        } else {
+            t.to_string()
+        }
+    };
+    let mut names: Vec<&String> = series.keys().collect();
+    names.sort_by(|a, b| natural_cmp(a, b));
+    // (label, stroke, swatch spans): a solid swatch per series, the
+    // level's own dashes after them.
+    type Entry = (String, ShapeStyle, &'static [(i32, i32)]);
+    let mut entries: Vec<Entry> = names
+        .into_iter()
+        .map(|n| (shorten(n), colour[n].stroke_width(3), &[(4, 22)][..]))
+        .collect();
+    for level in look.levels {
+        entries.push((
+            shorten(&level.label),
+            BLACK.mix(0.55).stroke_width(1),
+            level.swatch(),
+        ));
+    }
+    let font = ("sans-serif", 13).into_font();
+    for (i, (text, style, segments)) in entries.into_iter().enumerate() {
+        let y = 24 + 18 * i as i32;
+        for &(a, b) in segments {
+            area.draw(&PathElement::new(vec![(a, y), (b, y)], style))
+                .map_err(e)?;
+        }
+        area.draw(&Text::new(text, (28, y - 7), font.clone()))
+            .map_err(e)?;
     }
     Ok(())
 }
