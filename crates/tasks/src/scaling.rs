@@ -515,106 +515,136 @@ pub fn run(
     let mut rng = stream(&ctx.config_hash, ctx.seed, "scaling/pairs");
     let (keys, values) = clustered_pairs(&mut rng, cfg, m, half);
     fill(ret, &map, &mut mem, &keys, &values, d)?;
-    let key = |i: usize| &keys[i * half..(i + 1) * half];
-
-    let mut out = vec![Metric::new("bytes_per_slot", mem.bytes_per_slot() as f64)];
-
-    // Associative recall per noise level.
-    let unit_values = {
-        let v = Tensor::from_vec(values.clone(), (m, half), &dev)?;
-        let n = v
-            .sqr()?
-            .sum_keepdim(1)?
-            .sqrt()?
-            .clamp(1e-12, f64::INFINITY)?;
-        v.broadcast_div(&n)?
+    let p = Probe {
+        cfg,
+        ret,
+        ctx,
+        layer: &layer,
+        keys: &keys,
+        dev: &dev,
     };
-    let mut probe_rng = stream(&ctx.config_hash, ctx.seed, "scaling/probes");
-    let targets: Vec<usize> = (0..cfg.probes)
-        .map(|_| probe_rng.random_range(0..m))
-        .collect();
-    for &eps in &cfg.eps {
-        let mut noise_rng = stream(&ctx.config_hash, ctx.seed, &format!("scaling/noise/{eps}"));
-        let mut hits = 0usize;
-        for chunk in targets.chunks(PROBE_CHUNK) {
-            let rows: Vec<Vec<f32>> = chunk
-                .iter()
-                .map(|&i| noisy(key(i), eps, &mut noise_rng))
-                .collect();
-            let q = queries(&rows, d, &dev)?;
-            let read = no_grad(|| layer.read(&q, &mut mem))?;
-            let sims = value_half_unit(&read.r, half)?.matmul(&unit_values.t()?)?;
-            let best: Vec<u32> = sims.argmax(D::Minus1)?.to_vec1()?;
-            hits += best
-                .iter()
-                .zip(chunk)
-                .filter(|(b, t)| **b as usize == **t)
-                .count();
-        }
-        out.push(Metric::sliced(
-            "assoc_accuracy",
-            "eps",
-            eps,
-            hits as f64 / targets.len() as f64,
-        ));
+    let mut out = vec![Metric::new("bytes_per_slot", mem.bytes_per_slot() as f64)];
+    let targets = p.assoc_recall(&values, &mut mem, &mut out)?;
+    if let Some(k) = ret.read.k() {
+        p.topk_fidelity(&map, &mem, &targets, k, &mut out)?;
+    }
+    p.index_costs(&mut mem, &mut out)?;
+    // Usage statistics are telemetry, not part of a read: timed reads
+    // skip them (policies that evict by usage keep them regardless).
+    mem.record_usage(false);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.threads)
+        .build()
+        .map_err(|e| TaskError::Invalid(format!("task.threads: {e}")))?;
+    let mut time_rng = stream(&ctx.config_hash, ctx.seed, "scaling/timing");
+    p.read_latency(&pool, &mut mem, &mut time_rng, &mut out)?;
+    p.write_latency(&pool, &mut mem, &mut time_rng, &mut out)?;
+    Ok(out)
+}
+
+/// One scaling run's filled layer and what its measurements share.
+struct Probe<'a> {
+    cfg: &'a ScalingConfig,
+    ret: &'a RetentionConfig,
+    ctx: &'a TaskContext,
+    layer: &'a RetentionLayer,
+    /// The stored keys, `d / 2` floats each.
+    keys: &'a [f32],
+    dev: &'a Device,
+}
+
+impl Probe<'_> {
+    fn key(&self, i: usize) -> &[f32] {
+        let half = self.cfg.d / 2;
+        &self.keys[i * half..(i + 1) * half]
     }
 
-    // Top-k fidelity against the exact dense read over the same memory.
-    // Top-k fidelity against the exact dense read over the same memory, on
-    // the first 64 probes, a few at a time so that the weights over every
-    // slot stay within ~256 MiB.
-    if let Some(k) = ret.read.k() {
+    /// Associative recall per noise level: a noisy key's read must be
+    /// nearest to its own value. Returns the probed slots.
+    fn assoc_recall(
+        &self,
+        values: &[f32],
+        mem: &mut MemoryState,
+        out: &mut Vec<Metric>,
+    ) -> Result<Vec<usize>, TaskError> {
+        let (cfg, ctx, dev) = (self.cfg, self.ctx, self.dev);
+        let (d, half, m) = (cfg.d, cfg.d / 2, self.ret.slots);
+        let unit_values = {
+            let v = Tensor::from_vec(values.to_vec(), (m, half), dev)?;
+            let n = v
+                .sqr()?
+                .sum_keepdim(1)?
+                .sqrt()?
+                .clamp(1e-12, f64::INFINITY)?;
+            v.broadcast_div(&n)?
+        };
+        let mut probe_rng = stream(&ctx.config_hash, ctx.seed, "scaling/probes");
+        let targets: Vec<usize> = (0..cfg.probes)
+            .map(|_| probe_rng.random_range(0..m))
+            .collect();
+        for &eps in &cfg.eps {
+            let mut noise_rng = stream(&ctx.config_hash, ctx.seed, &format!("scaling/noise/{eps}"));
+            let mut hits = 0usize;
+            for chunk in targets.chunks(PROBE_CHUNK) {
+                let rows: Vec<Vec<f32>> = chunk
+                    .iter()
+                    .map(|&i| noisy(self.key(i), eps, &mut noise_rng))
+                    .collect();
+                let q = queries(&rows, d, dev)?;
+                let read = no_grad(|| self.layer.read(&q, mem))?;
+                let sims = value_half_unit(&read.r, half)?.matmul(&unit_values.t()?)?;
+                let best: Vec<u32> = sims.argmax(D::Minus1)?.to_vec1()?;
+                hits += best
+                    .iter()
+                    .zip(chunk)
+                    .filter(|(b, t)| **b as usize == **t)
+                    .count();
+            }
+            out.push(Metric::sliced(
+                "assoc_accuracy",
+                "eps",
+                eps,
+                hits as f64 / targets.len() as f64,
+            ));
+        }
+        Ok(targets)
+    }
+
+    /// Top-k fidelity against the exact dense read over the same memory, on
+    /// the first 64 probes, a few at a time so that the weights over every
+    /// slot stay within ~256 MiB.
+    fn topk_fidelity(
+        &self,
+        map: &SeededVarMap,
+        mem: &MemoryState,
+        targets: &[usize],
+        k: usize,
+        out: &mut Vec<Metric>,
+    ) -> Result<(), TaskError> {
+        let (ret, dev, layer) = (self.ret, self.dev, self.layer);
+        let (d, m) = (self.cfg.d, ret.slots);
         let mut dense_cfg = ret.clone();
         dense_cfg.read = ReadConfig::dense().with_params(ret.read.integrate(), ret.read.bias());
-        let dense = RetentionLayer::new(&dense_cfg, d, map.var_builder(DType::F32, &dev))?;
+        let dense = RetentionLayer::new(&dense_cfg, d, map.var_builder(DType::F32, dev))?;
         let probes = &targets[..targets.len().min(PROBE_CHUNK)];
         let owns_keys = matches!(ret.read, ReadConfig::ProductKeys { .. });
         let k = k.min(m);
         let (mut recall, mut mass, mut rel) = (0.0, 0.0, 0.0);
         for chunk in probes.chunks((FIDELITY_FLOATS / m).clamp(1, PROBE_CHUNK)) {
-            let rows: Vec<Vec<f32>> = chunk.iter().map(|&i| key(i).to_vec()).collect();
-            let q = queries(&rows, d, &dev)?;
-            let approx = layer.inspect_read(&q, &mem)?;
+            let rows: Vec<Vec<f32>> = chunk.iter().map(|&i| self.key(i).to_vec()).collect();
+            let q = queries(&rows, d, dev)?;
+            let approx = layer.inspect_read(&q, mem)?;
             // Product keys score with their own keys, which no dense read
             // has: the reference is the exhaustive ranking and softmax of
             // those keys over every occupied slot (in the inspection).
             let exact = if owns_keys {
-                let occupied = Tensor::from_vec(
-                    mem.meta()
-                        .occupied
-                        .iter()
-                        .map(|&o| o as u8 as f32)
-                        .collect::<Vec<_>>(),
-                    (1, 1, 1, m),
-                    &dev,
-                )?
-                .broadcast_as(approx.scores.shape())?
-                .contiguous()?;
-                let weights = retbench_kernels::rows::masked_softmax(&approx.scores, &occupied)?;
-                retbench_core::DenseRead {
-                    r: approx.r.clone(),
-                    weights,
-                    scores: approx.scores.clone(),
-                    selected: occupied,
-                }
+                exhaustive(&approx, mem, m, dev)?
             } else {
-                dense.inspect_read(&q, &mem)?
+                dense.inspect_read(&q, mem)?
             };
-            let rows2 = |t: &Tensor| -> Result<Vec<Vec<f32>>, TaskError> {
-                Ok(t.squeeze(0)?.squeeze(0)?.to_vec2()?)
-            };
-            let w_exact = rows2(&exact.weights)?;
-            let s_exact = rows2(&exact.scores)?;
-            let selected = rows2(&approx.selected)?;
-            for ((we, se), sel) in w_exact.iter().zip(&s_exact).zip(&selected) {
-                // The exact top-k by score: weights of far slots underflow to 0.
-                let mut order: Vec<usize> = (0..m).collect();
-                order.select_nth_unstable_by(k - 1, |&a, &b| se[b].total_cmp(&se[a]));
-                let truth: std::collections::HashSet<usize> = order[..k].iter().copied().collect();
-                let chosen: Vec<usize> = (0..m).filter(|&i| sel[i] > 0.0).collect();
-                recall += chosen.iter().filter(|i| truth.contains(i)).count() as f64 / k as f64;
-                mass += chosen.iter().map(|&i| we[i] as f64).sum::<f64>();
-            }
+            let (r, ma) = recall_and_mass(&approx, &exact, m, k)?;
+            recall += r;
+            mass += ma;
             let diff = (&approx.r - &exact.r)?.sqr()?.sum(D::Minus1)?.sqrt()?;
             let base = exact
                 .r
@@ -630,137 +660,211 @@ pub fn run(
         if !owns_keys {
             out.push(Metric::new("relative_output_error", rel / n));
         }
+        Ok(())
     }
 
-    // What reads keep beside the slots (an index, reduced-precision keys):
-    // its size, a build from the full memory, and its insert and removal
-    // of one slot, timed on the index's own hooks.
-    let kept = mem
-        .index()
-        .and_then(|i| i.bytes())
-        .or(mem.low_keys().map(|l| l.bytes()));
-    if let Some(bytes) = kept {
-        out.push(Metric::new("index_bytes", bytes as f64));
-        let start = Instant::now();
-        layer.rebuild_index(&mut mem)?;
-        out.push(Metric::new("build_s", start.elapsed().as_secs_f64()));
-    }
-    if let Some(mut index) = mem.take_index() {
-        let mut hook_rng = stream(&ctx.config_hash, ctx.seed, "scaling/index");
-        let (mut insert_us, mut evict_us) = (Vec::new(), Vec::new());
-        for _ in 0..cfg.writes.max(1) {
-            let f = hook_rng.random_range(0..m);
-            if !mem.meta().occupied[f] {
-                continue;
+    /// What reads keep beside the slots (an index, reduced-precision keys):
+    /// its size, a build from the full memory, and its insert and removal
+    /// of one slot, timed on the index's own hooks.
+    fn index_costs(&self, mem: &mut MemoryState, out: &mut Vec<Metric>) -> Result<(), TaskError> {
+        let (cfg, ctx, layer, m) = (self.cfg, self.ctx, self.layer, self.ret.slots);
+        let kept = mem
+            .index()
+            .and_then(|i| i.bytes())
+            .or(mem.low_keys().map(|l| l.bytes()));
+        if let Some(bytes) = kept {
+            out.push(Metric::new("index_bytes", bytes as f64));
+            let start = Instant::now();
+            layer.rebuild_index(mem)?;
+            out.push(Metric::new("build_s", start.elapsed().as_secs_f64()));
+        }
+        if let Some(mut index) = mem.take_index() {
+            let mut hook_rng = stream(&ctx.config_hash, ctx.seed, "scaling/index");
+            let (mut insert_us, mut evict_us) = (Vec::new(), Vec::new());
+            for _ in 0..cfg.writes.max(1) {
+                let f = hook_rng.random_range(0..m);
+                if !mem.meta().occupied[f] {
+                    continue;
+                }
+                let start = Instant::now();
+                index.on_evict(f);
+                evict_us.push(start.elapsed().as_secs_f64() * 1e6);
+                let start = Instant::now();
+                index.on_fill(f);
+                index.refresh(mem.scanned())?;
+                insert_us.push(start.elapsed().as_secs_f64() * 1e6);
             }
-            let start = Instant::now();
-            index.on_evict(f);
-            evict_us.push(start.elapsed().as_secs_f64() * 1e6);
-            let start = Instant::now();
-            index.on_fill(f);
-            index.refresh(mem.scanned())?;
-            insert_us.push(start.elapsed().as_secs_f64() * 1e6);
-        }
-        mem.set_index(Some(index));
-        if !insert_us.is_empty() {
-            out.push(Metric::new("insert_us_p50", percentile(&insert_us, 50.0)));
-            out.push(Metric::new("evict_us_p50", percentile(&evict_us, 50.0)));
-        }
-    }
-
-    // Read latency per query, per batch size. Usage statistics are
-    // telemetry, not part of a read: timed reads skip them (policies that
-    // evict by usage keep them regardless).
-    mem.record_usage(false);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(cfg.threads)
-        .build()
-        .map_err(|e| TaskError::Invalid(format!("task.threads: {e}")))?;
-    // Peers measured here, on the same threads: the bytes an exact dense
-    // read must stream (contents, and cached keys when kept) over the
-    // triad's bandwidth and over a plain read-only pass of as many bytes
-    // (at least 128 MiB, beyond the last-level cache).
-    let stream_bytes = 4.0 * m as f64 * (d + mem.key_dim()) as f64;
-    let (triad, read_only) = pool.install(|| {
-        (
-            crate::probe::triad_bandwidth_gbps(32 << 20, 3, cfg.threads),
-            crate::probe::read_bandwidth_gbps((stream_bytes as usize / 4).max(1 << 25), 3),
-        )
-    });
-    let mut time_rng = stream(&ctx.config_hash, ctx.seed, "scaling/timing");
-    for &batch in &cfg.batches {
-        let calls = cfg.queries.div_ceil(batch).max(cfg.min_reads);
-        // A fresh batch for every call: an index's lists (or any state a
-        // read touches) must not stay cached from an earlier identical
-        // query (cycling 4 batches made indexed batch-1 reads look 2.5×
-        // faster than they are).
-        let qpool: Vec<Tensor> = (0..calls + cfg.warmup)
-            .map(|_| {
-                let rows: Vec<Vec<f32>> = (0..batch)
-                    .map(|_| {
-                        let i = time_rng.random_range(0..m);
-                        noisy(key(i), 0.1, &mut time_rng)
-                    })
-                    .collect();
-                queries(&rows, d, &dev)
-            })
-            .collect::<Result<_, _>>()?;
-        let per_query_us = pool.install(|| {
-            no_grad(|| -> Result<Vec<f64>, TaskError> {
-                for q in &qpool[calls..] {
-                    layer.read(q, &mut mem)?;
-                }
-                let mut per_query_us = Vec::with_capacity(calls);
-                for q in &qpool[..calls] {
-                    let start = Instant::now();
-                    let r = layer.read(q, &mut mem)?;
-                    std::hint::black_box(&r);
-                    per_query_us.push(start.elapsed().as_secs_f64() * 1e6 / batch as f64);
-                }
-                Ok(per_query_us)
-            })
-        })?;
-        let p50 = percentile(&per_query_us, 50.0);
-        out.push(Metric::sliced("read_us_p50", "batch", batch, p50));
-        out.push(Metric::sliced(
-            "read_us_p99",
-            "batch",
-            batch,
-            percentile(&per_query_us, 99.0),
-        ));
-        out.push(Metric::sliced("queries_per_s", "batch", batch, 1e6 / p50));
-        if let (1, ReadConfig::Dense { .. }) = (batch, ret.read) {
-            let achieved = stream_bytes / (p50 * 1e-6) / 1e9;
-            out.push(Metric::new("read_roofline_fraction", achieved / triad));
-            out.push(Metric::new("read_stream_fraction", achieved / read_only));
-        }
-    }
-    out.push(Metric::new("bandwidth_gbps", triad));
-    out.push(Metric::new("stream_read_gbps", read_only));
-
-    // Write latency into the full memory (last: it evicts or blends).
-    let mut write_us = Vec::with_capacity(cfg.writes);
-    let feedback =
-        matches!(ret.gate, retbench_core::GateConfig::Feedback { .. }).then_some([1.0f32]);
-    // One hand-over to the pool for the whole loop: entering it per call
-    // would add a cross-thread wake-up (µs) to every write.
-    pool.install(|| -> Result<(), TaskError> {
-        for _ in 0..cfg.writes {
-            let i = time_rng.random_range(0..m);
-            let mut row = noisy(key(i), 0.1, &mut time_rng);
-            row.extend((0..half).map(|_| randn(&mut time_rng) as f32));
-            let h = Tensor::from_vec(row, (1, 1, d), &dev)?;
-            let start = Instant::now();
-            layer.write(&h, &mut mem, feedback.as_ref().map(|f| f.as_slice()))?;
-            write_us.push(start.elapsed().as_secs_f64() * 1e6);
+            mem.set_index(Some(index));
+            if !insert_us.is_empty() {
+                out.push(Metric::new("insert_us_p50", percentile(&insert_us, 50.0)));
+                out.push(Metric::new("evict_us_p50", percentile(&evict_us, 50.0)));
+            }
         }
         Ok(())
-    })?;
-    if !write_us.is_empty() {
-        out.push(Metric::new("write_us_p50", percentile(&write_us, 50.0)));
-        out.push(Metric::new("write_us_p99", percentile(&write_us, 99.0)));
     }
-    Ok(out)
+
+    /// Read latency per query, per batch size, and (dense reads, batch 1)
+    /// the share of the memory roofline reached. Peers measured here, on
+    /// the same threads: the bytes an exact dense read must stream
+    /// (contents, and cached keys when kept) over the triad's bandwidth and
+    /// over a plain read-only pass of as many bytes (at least 128 MiB,
+    /// beyond the last-level cache).
+    fn read_latency(
+        &self,
+        pool: &rayon::ThreadPool,
+        mem: &mut MemoryState,
+        time_rng: &mut ChaCha8Rng,
+        out: &mut Vec<Metric>,
+    ) -> Result<(), TaskError> {
+        let (cfg, ret, layer, dev) = (self.cfg, self.ret, self.layer, self.dev);
+        let (d, m) = (cfg.d, ret.slots);
+        let stream_bytes = 4.0 * m as f64 * (d + mem.key_dim()) as f64;
+        let (triad, read_only) = pool.install(|| {
+            (
+                crate::probe::triad_bandwidth_gbps(32 << 20, 3, cfg.threads),
+                crate::probe::read_bandwidth_gbps((stream_bytes as usize / 4).max(1 << 25), 3),
+            )
+        });
+        for &batch in &cfg.batches {
+            let calls = cfg.queries.div_ceil(batch).max(cfg.min_reads);
+            // A fresh batch for every call: an index's lists (or any state a
+            // read touches) must not stay cached from an earlier identical
+            // query (cycling 4 batches made indexed batch-1 reads look 2.5×
+            // faster than they are).
+            let qpool: Vec<Tensor> = (0..calls + cfg.warmup)
+                .map(|_| {
+                    let rows: Vec<Vec<f32>> = (0..batch)
+                        .map(|_| {
+                            let i = time_rng.random_range(0..m);
+                            noisy(self.key(i), 0.1, time_rng)
+                        })
+                        .collect();
+                    queries(&rows, d, dev)
+                })
+                .collect::<Result<_, _>>()?;
+            let per_query_us = pool.install(|| {
+                no_grad(|| -> Result<Vec<f64>, TaskError> {
+                    for q in &qpool[calls..] {
+                        layer.read(q, mem)?;
+                    }
+                    let mut per_query_us = Vec::with_capacity(calls);
+                    for q in &qpool[..calls] {
+                        let start = Instant::now();
+                        let r = layer.read(q, mem)?;
+                        std::hint::black_box(&r);
+                        per_query_us.push(start.elapsed().as_secs_f64() * 1e6 / batch as f64);
+                    }
+                    Ok(per_query_us)
+                })
+            })?;
+            let p50 = percentile(&per_query_us, 50.0);
+            out.push(Metric::sliced("read_us_p50", "batch", batch, p50));
+            out.push(Metric::sliced(
+                "read_us_p99",
+                "batch",
+                batch,
+                percentile(&per_query_us, 99.0),
+            ));
+            out.push(Metric::sliced("queries_per_s", "batch", batch, 1e6 / p50));
+            if let (1, ReadConfig::Dense { .. }) = (batch, ret.read) {
+                let achieved = stream_bytes / (p50 * 1e-6) / 1e9;
+                out.push(Metric::new("read_roofline_fraction", achieved / triad));
+                out.push(Metric::new("read_stream_fraction", achieved / read_only));
+            }
+        }
+        out.push(Metric::new("bandwidth_gbps", triad));
+        out.push(Metric::new("stream_read_gbps", read_only));
+        Ok(())
+    }
+
+    /// Write latency into the full memory (last: it evicts or blends).
+    fn write_latency(
+        &self,
+        pool: &rayon::ThreadPool,
+        mem: &mut MemoryState,
+        time_rng: &mut ChaCha8Rng,
+        out: &mut Vec<Metric>,
+    ) -> Result<(), TaskError> {
+        let (cfg, ret, layer, dev) = (self.cfg, self.ret, self.layer, self.dev);
+        let (d, half, m) = (cfg.d, cfg.d / 2, ret.slots);
+        let mut write_us = Vec::with_capacity(cfg.writes);
+        let feedback =
+            matches!(ret.gate, retbench_core::GateConfig::Feedback { .. }).then_some([1.0f32]);
+        // One hand-over to the pool for the whole loop: entering it per call
+        // would add a cross-thread wake-up (µs) to every write.
+        pool.install(|| -> Result<(), TaskError> {
+            for _ in 0..cfg.writes {
+                let i = time_rng.random_range(0..m);
+                let mut row = noisy(self.key(i), 0.1, time_rng);
+                row.extend((0..half).map(|_| randn(time_rng) as f32));
+                let h = Tensor::from_vec(row, (1, 1, d), dev)?;
+                let start = Instant::now();
+                layer.write(&h, mem, feedback.as_ref().map(|f| f.as_slice()))?;
+                write_us.push(start.elapsed().as_secs_f64() * 1e6);
+            }
+            Ok(())
+        })?;
+        if !write_us.is_empty() {
+            out.push(Metric::new("write_us_p50", percentile(&write_us, 50.0)));
+            out.push(Metric::new("write_us_p99", percentile(&write_us, 99.0)));
+        }
+        Ok(())
+    }
+}
+
+/// The exhaustive read of product keys: the softmax of their scores over
+/// every occupied slot (no dense read has their keys).
+fn exhaustive(
+    approx: &retbench_core::DenseRead,
+    mem: &MemoryState,
+    m: usize,
+    dev: &Device,
+) -> Result<retbench_core::DenseRead, TaskError> {
+    let occupied = Tensor::from_vec(
+        mem.meta()
+            .occupied
+            .iter()
+            .map(|&o| o as u8 as f32)
+            .collect::<Vec<_>>(),
+        (1, 1, 1, m),
+        dev,
+    )?
+    .broadcast_as(approx.scores.shape())?
+    .contiguous()?;
+    let weights = retbench_kernels::rows::masked_softmax(&approx.scores, &occupied)?;
+    Ok(retbench_core::DenseRead {
+        r: approx.r.clone(),
+        weights,
+        scores: approx.scores.clone(),
+        selected: occupied,
+    })
+}
+
+/// Summed over a chunk of queries: the share of the exact top-k a read
+/// selected, and the exact attention mass on what it selected.
+fn recall_and_mass(
+    approx: &retbench_core::DenseRead,
+    exact: &retbench_core::DenseRead,
+    m: usize,
+    k: usize,
+) -> Result<(f64, f64), TaskError> {
+    let rows2 = |t: &Tensor| -> Result<Vec<Vec<f32>>, TaskError> {
+        Ok(t.squeeze(0)?.squeeze(0)?.to_vec2()?)
+    };
+    let w_exact = rows2(&exact.weights)?;
+    let s_exact = rows2(&exact.scores)?;
+    let selected = rows2(&approx.selected)?;
+    let (mut recall, mut mass) = (0.0, 0.0);
+    for ((we, se), sel) in w_exact.iter().zip(&s_exact).zip(&selected) {
+        // The exact top-k by score: weights of far slots underflow to 0.
+        let mut order: Vec<usize> = (0..m).collect();
+        order.select_nth_unstable_by(k - 1, |&a, &b| se[b].total_cmp(&se[a]));
+        let truth: std::collections::HashSet<usize> = order[..k].iter().copied().collect();
+        let chosen: Vec<usize> = (0..m).filter(|&i| sel[i] > 0.0).collect();
+        recall += chosen.iter().filter(|i| truth.contains(i)).count() as f64 / k as f64;
+        mass += chosen.iter().map(|&i| we[i] as f64).sum::<f64>();
+    }
+    Ok((recall, mass))
 }
 
 #[cfg(test)]
