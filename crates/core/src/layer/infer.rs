@@ -240,45 +240,15 @@ impl RetentionLayer {
         }
         self.check_memory(mem, b)?;
         let (nh, dk, m) = (self.heads, self.head_dim, mem.slots());
-        let hd = nh * dk;
         let h = h.contiguous()?;
         let (hs, hl) = h.storage_and_layout();
         let Some(hv) = storage_f32(&hs, hl) else {
             return Ok(None);
         };
         // Per-head queries [B, H, T, d_k] = W_Q·LN(h) + b_Q.
-        let mut q = vec![0f32; b * hd * t];
-        {
-            let ln = self.ln_q.params();
-            let (gs, gl) = ln.0.storage_and_layout();
-            let (bs, bl) = ln.1.storage_and_layout();
-            let (ws, wl) = self.w_q.weight().storage_and_layout();
-            let bq = self.w_q.bias().map(|b| b.storage_and_layout());
-            let (Some(g), Some(beta), Some(wq)) = (
-                storage_f32(&gs, gl),
-                storage_f32(&bs, bl),
-                storage_f32(&ws, wl),
-            ) else {
-                return Ok(None);
-            };
-            let bq = bq.as_ref().and_then(|(s, l)| storage_f32(s, l));
-            let mut x = vec![0f32; d];
-            let mut y = vec![0f32; hd];
-            for bi in 0..b {
-                for ti in 0..t {
-                    let row = &hv[(bi * t + ti) * d..(bi * t + ti + 1) * d];
-                    let (mean, inv) = row_stats(row, ln.2 as f32);
-                    for (i, xi) in x.iter_mut().enumerate() {
-                        *xi = (row[i] - mean) * inv * g[i] + beta[i];
-                    }
-                    matvec(wq, bq, &x, &mut y);
-                    for hi in 0..nh {
-                        let at = ((bi * nh + hi) * t + ti) * dk;
-                        q[at..at + dk].copy_from_slice(&y[hi * dk..(hi + 1) * dk]);
-                    }
-                }
-            }
-        }
+        let Some(q) = self.query_heads(hv, b, t) else {
+            return Ok(None);
+        };
         let queries = self.scan_queries(&q, b, t)?;
         let q_tensor = Tensor::from_vec(q.clone(), (b, nh, t, dk), h.device())?;
         let q_heads = q;
@@ -334,56 +304,18 @@ impl RetentionLayer {
                         mass[bi * per..(bi + 1) * per].copy_from_slice(&got);
                     }
                     Selection::Rows { k, slots } => {
-                        let mut s = vec![0f32; *k];
-                        let mut own = vec![0f32; *k];
-                        for row in 0..per {
-                            let chosen = &slots[(bi * per + row) * k..(bi * per + row + 1) * k];
-                            let qr = &qrows[row * w..(row + 1) * w];
-                            // Keys that are the read's parameters score
-                            // with the query in key space.
-                            let q_key = &q_heads[(bi * per + row) * dk..(bi * per + row + 1) * dk];
-                            let owned = self.read.score_slots(q_key, chosen, &mut own)?;
-                            let mut mx = f32::NEG_INFINITY;
-                            for ((sj, &j), &o) in s.iter_mut().zip(chosen).zip(&own) {
-                                *sj = if j == Selection::PAD {
-                                    f32::NEG_INFINITY
-                                } else if (j as usize) < m && occ[j as usize] {
-                                    let j = j as usize;
-                                    if owned {
-                                        scale * o
-                                    } else {
-                                        scale * dot(qr, &keys_b[j * w..(j + 1) * w])
-                                    }
-                                } else {
-                                    return Err(Error::Usage(format!(
-                                        "read backend {} selected slot {j}, which is empty or past {m}",
-                                        self.read.name()
-                                    )));
-                                };
-                                mx = mx.max(*sj);
-                            }
-                            if mx == f32::NEG_INFINITY {
-                                continue;
-                            }
-                            let z: f32 = s
-                                .iter_mut()
-                                .map(|x| {
-                                    // The scan's own exp (inlined, as in
-                                    // `scan::attend`), not libm's call.
-                                    *x = exp_f32(*x - mx);
-                                    *x
-                                })
-                                .sum();
-                            let o = &mut out[row * d..(row + 1) * d];
-                            for (&p, &j) in s.iter().zip(chosen) {
-                                if p != 0.0 {
-                                    let v = &content_b[j as usize * d..(j as usize + 1) * d];
-                                    let p = p / z;
-                                    o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
-                                }
-                            }
-                            mass[bi * per + row] = 1.0;
-                        }
+                        let chosen = Chosen {
+                            qrows,
+                            q_heads: &q_heads[bi * per * dk..(bi + 1) * per * dk],
+                            slots: &slots[bi * per * k..(bi + 1) * per * k],
+                            k: *k,
+                            occ,
+                            keys: keys_b,
+                            key_width: w,
+                            content: content_b,
+                            scale,
+                        };
+                        self.mix_chosen(&chosen, out, &mut mass[bi * per..(bi + 1) * per])?;
                     }
                 }
             }
@@ -392,18 +324,124 @@ impl RetentionLayer {
         if mixed.is_none() {
             return Ok(None);
         }
-        // out[b, t, h·d_k + e] = W_V[h·d_k + e]·wm[b, h, t] + b_V·mass, then W_O.
+        let Some(r) = self.project_out(&wm, &mass, b, t) else {
+            return Ok(None);
+        };
+        Ok(Some((
+            Tensor::from_vec(r, (b, t, d), h.device())?,
+            selection,
+        )))
+    }
+    /// Per-head queries [B, H, T, d_k] = W_Q·LN(h) + b_Q for h [B, T, d],
+    /// or None where a parameter is not f32 on the CPU.
+    fn query_heads(&self, hv: &[f32], b: usize, t: usize) -> Option<Vec<f32>> {
+        let (d, nh, dk) = (self.d_model, self.heads, self.head_dim);
+        let hd = nh * dk;
+        let mut q = vec![0f32; b * hd * t];
+        let ln = self.ln_q.params();
+        let (gs, gl) = ln.0.storage_and_layout();
+        let (bs, bl) = ln.1.storage_and_layout();
+        let (ws, wl) = self.w_q.weight().storage_and_layout();
+        let bq = self.w_q.bias().map(|b| b.storage_and_layout());
+        let g = storage_f32(&gs, gl)?;
+        let beta = storage_f32(&bs, bl)?;
+        let wq = storage_f32(&ws, wl)?;
+        let bq = bq.as_ref().and_then(|(s, l)| storage_f32(s, l));
+        let mut x = vec![0f32; d];
+        let mut y = vec![0f32; hd];
+        for bi in 0..b {
+            for ti in 0..t {
+                let row = &hv[(bi * t + ti) * d..(bi * t + ti + 1) * d];
+                let (mean, inv) = row_stats(row, ln.2 as f32);
+                for (i, xi) in x.iter_mut().enumerate() {
+                    *xi = (row[i] - mean) * inv * g[i] + beta[i];
+                }
+                matvec(wq, bq, &x, &mut y);
+                for hi in 0..nh {
+                    let at = ((bi * nh + hi) * t + ti) * dk;
+                    q[at..at + dk].copy_from_slice(&y[hi * dk..(hi + 1) * dk]);
+                }
+            }
+        }
+        Some(q)
+    }
+
+    /// The read of one memory's query rows over the slots a backend chose
+    /// for each (`Selection::Rows`): softmax over the chosen slots' scores,
+    /// the weighted sum of their contents into `out` [rows × d], and each
+    /// row's weight mass (1, or 0 when nothing was chosen) into `mass`.
+    fn mix_chosen(&self, c: &Chosen<'_>, out: &mut [f32], mass: &mut [f32]) -> Result<()> {
+        let (d, dk, k, w) = (self.d_model, self.head_dim, c.k, c.key_width);
+        let m = c.occ.len();
+        let mut s = vec![0f32; k];
+        let mut own = vec![0f32; k];
+        for (row, mass) in mass.iter_mut().enumerate() {
+            let chosen = &c.slots[row * k..(row + 1) * k];
+            let qr = &c.qrows[row * w..(row + 1) * w];
+            // Keys that are the read's parameters score with the query in
+            // key space.
+            let q_key = &c.q_heads[row * dk..(row + 1) * dk];
+            let owned = self.read.score_slots(q_key, chosen, &mut own)?;
+            let mut mx = f32::NEG_INFINITY;
+            for ((sj, &j), &o) in s.iter_mut().zip(chosen).zip(&own) {
+                *sj = if j == Selection::PAD {
+                    f32::NEG_INFINITY
+                } else if (j as usize) < m && c.occ[j as usize] {
+                    let j = j as usize;
+                    if owned {
+                        c.scale * o
+                    } else {
+                        c.scale * dot(qr, &c.keys[j * w..(j + 1) * w])
+                    }
+                } else {
+                    return Err(Error::Usage(format!(
+                        "read backend {} selected slot {j}, which is empty or past {m}",
+                        self.read.name()
+                    )));
+                };
+                mx = mx.max(*sj);
+            }
+            if mx == f32::NEG_INFINITY {
+                continue;
+            }
+            let z: f32 = s
+                .iter_mut()
+                .map(|x| {
+                    // The scan's own exp (inlined, as in `scan::attend`),
+                    // not libm's call.
+                    *x = exp_f32(*x - mx);
+                    *x
+                })
+                .sum();
+            let o = &mut out[row * d..(row + 1) * d];
+            for (&p, &j) in s.iter().zip(chosen) {
+                if p != 0.0 {
+                    let v = &c.content[j as usize * d..(j as usize + 1) * d];
+                    let p = p / z;
+                    o.iter_mut().zip(v).for_each(|(o, v)| *o += p * v);
+                }
+            }
+            *mass = 1.0;
+        }
+        Ok(())
+    }
+
+    /// R [B, T, d]: out[b, t, h·d_k + e] = W_V[h·d_k + e]·wm[b, h, t] +
+    /// b_V·mass, then W_O (+ b_O); None where a parameter is not f32 on the
+    /// CPU.
+    fn project_out(&self, wm: &[f32], mass: &[f32], b: usize, t: usize) -> Option<Vec<f32>> {
+        let (d, nh, dk) = (self.d_model, self.heads, self.head_dim);
+        let per = nh * t;
         let (vs, vl) = self.w_v.weight().storage_and_layout();
         let (os, ol) = self.w_o.weight().storage_and_layout();
         let bv = self.w_v.bias().map(|b| b.storage_and_layout());
         let bo = self.w_o.bias().map(|b| b.storage_and_layout());
-        let (Some(wv), Some(wo)) = (storage_f32(&vs, vl), storage_f32(&os, ol)) else {
-            return Ok(None);
-        };
+        let wv = storage_f32(&vs, vl)?;
+        let wo = storage_f32(&os, ol)?;
         let bv = bv.as_ref().and_then(|(s, l)| storage_f32(s, l));
         let bo = bo.as_ref().and_then(|(s, l)| storage_f32(s, l));
         let mut r = vec![0f32; b * t * d];
-        let mut o = vec![0f32; hd];
+        let mut o = vec![0f32; nh * dk];
         for bi in 0..b {
             for ti in 0..t {
                 for hi in 0..nh {
@@ -425,9 +463,23 @@ impl RetentionLayer {
                 matvec(wo, bo, &o, &mut r[(bi * t + ti) * d..(bi * t + ti + 1) * d]);
             }
         }
-        Ok(Some((
-            Tensor::from_vec(r, (b, t, d), h.device())?,
-            selection,
-        )))
+        Some(r)
     }
+}
+
+/// One memory's query rows and the slots chosen for each, for
+/// [`RetentionLayer::mix_chosen`].
+struct Chosen<'a> {
+    /// Query rows in the scanned space [rows × key_width].
+    qrows: &'a [f32],
+    /// The same rows per head in key space [rows × d_k].
+    q_heads: &'a [f32],
+    /// k slot indices per row (`Selection::PAD` for none).
+    slots: &'a [u32],
+    k: usize,
+    occ: &'a [bool],
+    keys: &'a [f32],
+    key_width: usize,
+    content: &'a [f32],
+    scale: f32,
 }

@@ -545,27 +545,20 @@ impl RetentionLayer {
         }
         // The dense read: one fused op from q, keys and values (usage
         // included).
-        if !few && scores.is_none() && matches!(selection, Selection::Occupied) {
-            let keys = split(self.slot_keys(mem)?, m)?;
-            let values = split(retbench_kernels::fused::linear(content, &self.w_v)?, m)?;
-            let scale = 1.0 / (dk as f64).sqrt();
-            let usage = want_usage && !inspect;
-            let occupied = mem.occupancy_mask()?;
-            if let Some((out, used)) = retbench_kernels::fused::slot_attention(
-                &q, &keys, &values, &occupied, scale, usage,
-            )? {
-                let out = out.transpose(1, 2)?.reshape((b, t, nh * dk))?;
-                let r = retbench_kernels::fused::linear(&out, &self.w_o)?;
-                if !inspect {
-                    return Ok(ReadParts {
-                        r,
-                        selection,
-                        usage: used.map(|u| usage_rows(u.total, u.peak)),
-                        dense: None,
-                    });
-                }
-                fused_r = Some(r);
+        if !few
+            && scores.is_none()
+            && matches!(selection, Selection::Occupied)
+            && let Some((r, usage)) = self.fused_dense(&q, mem, want_usage && !inspect)?
+        {
+            if !inspect {
+                return Ok(ReadParts {
+                    r,
+                    selection,
+                    usage,
+                    dense: None,
+                });
             }
+            fused_r = Some(r);
         }
         // Every score is at hand (or inspection wants them): one masked
         // softmax over all slots, zero outside the selection, and an
@@ -575,45 +568,14 @@ impl RetentionLayer {
             Some(s) => s,
             None => scorer()?,
         };
-        let select = match &selection {
-            Selection::Occupied => mem
-                .occupancy_mask()?
-                .reshape((b, 1, 1, m))?
-                .broadcast_as((b, nh, t, m))?
-                .contiguous()?,
-            Selection::Rows { k, slots } => {
-                let mut mask = vec![0f32; b * nh * t * m];
-                for (row, chosen) in slots.chunks(*k).enumerate() {
-                    for &i in chosen.iter().filter(|&&i| i != Selection::PAD) {
-                        mask[row * m + i as usize] = 1.0;
-                    }
-                }
-                Tensor::from_vec(mask, (b, nh, t, m), scores.device())?.to_dtype(scores.dtype())?
-            }
-        };
+        let select = selection_mask(&selection, mem, &scores)?;
         let weights = rows::masked_softmax(&scores, &select)?;
         let r = match fused_r {
             Some(r) => r,
-            None => {
-                let out = if few {
-                    let w_v = self.w_v.weight().reshape((nh, dk, d))?.transpose(1, 2)?;
-                    let wm = rows::rows_mix(&weights.reshape((b, nh * t, m))?, content)?;
-                    self.add_value_bias(per_head(&wm.reshape((b, nh, t, d))?, &w_v)?, &weights)?
-                } else {
-                    weights.matmul(&split(
-                        retbench_kernels::fused::linear(content, &self.w_v)?,
-                        m,
-                    )?)?
-                };
-                let out = out.transpose(1, 2)?.reshape((b, t, nh * dk))?;
-                retbench_kernels::fused::linear(&out, &self.w_o)?
-            }
+            None => self.mix_values(&weights, mem, few)?,
         };
         let usage = if want_usage && !inspect {
-            let w = weights.detach().to_dtype(DType::F32)?;
-            let total: Vec<f32> = (w.sum(2)?.sum(1)? / nh as f64)?.flatten_all()?.to_vec1()?;
-            let peak: Vec<f32> = w.max(2)?.max(1)?.flatten_all()?.to_vec1()?;
-            Some(usage_rows(total, peak))
+            Some(usage_of(&weights, nh)?)
         } else {
             None
         };
@@ -629,6 +591,58 @@ impl RetentionLayer {
             usage,
             dense,
         })
+    }
+
+    /// R from weights [B, H, T, m] over the slots: w·(M·W_V) per head, or
+    /// (w·M)·W_V with few queries (same product, other order of
+    /// additions), then W_O.
+    fn mix_values(&self, weights: &Tensor, mem: &MemoryState, few: bool) -> Result<Tensor> {
+        let (b, nh, t, m) = weights.dims4()?;
+        let (d, dk, content) = (self.d_model, self.head_dim, mem.content());
+        let out = if few {
+            let w_v = self.w_v.weight().reshape((nh, dk, d))?.transpose(1, 2)?;
+            let wm = rows::rows_mix(&weights.reshape((b, nh * t, m))?, content)?;
+            self.add_value_bias(per_head(&wm.reshape((b, nh, t, d))?, &w_v)?, weights)?
+        } else {
+            let values = retbench_kernels::fused::linear(content, &self.w_v)?
+                .reshape((b, m, nh, dk))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            weights.matmul(&values)?
+        };
+        let out = out.transpose(1, 2)?.reshape((b, t, nh * dk))?;
+        Ok(retbench_kernels::fused::linear(&out, &self.w_o)?)
+    }
+
+    /// The dense read as one fused op from q, keys and values (usage
+    /// included when asked): R and the usage, or None where the fused op
+    /// does not apply.
+    fn fused_dense(
+        &self,
+        q: &Tensor,
+        mem: &MemoryState,
+        usage: bool,
+    ) -> Result<Option<(Tensor, Option<Usage>)>> {
+        let (b, nh, t, dk) = q.dims4()?;
+        let m = mem.slots();
+        let split = |x: Tensor, n: usize| -> Result<Tensor> {
+            Ok(x.reshape((b, n, nh, dk))?.transpose(1, 2)?.contiguous()?)
+        };
+        let keys = split(self.slot_keys(mem)?, m)?;
+        let values = split(
+            retbench_kernels::fused::linear(mem.content(), &self.w_v)?,
+            m,
+        )?;
+        let scale = 1.0 / (dk as f64).sqrt();
+        let occupied = mem.occupancy_mask()?;
+        let Some((out, used)) =
+            retbench_kernels::fused::slot_attention(q, &keys, &values, &occupied, scale, usage)?
+        else {
+            return Ok(None);
+        };
+        let out = out.transpose(1, 2)?.reshape((b, t, nh * dk))?;
+        let r = retbench_kernels::fused::linear(&out, &self.w_o)?;
+        Ok(Some((r, used.map(|u| usage_rows(u.total, u.peak)))))
     }
 
     /// A read over the selected rows only: gathers k slots per query row,
@@ -896,6 +910,37 @@ impl RetentionLayer {
 
 /// Usage per flat slot (b·m + slot) from the weight summed over heads and
 /// queries / H (`total`) and its largest value (`peak`), both [B·m].
+/// The selection as a 0/1 mask shaped like `scores` [B, H, T, m]: the
+/// occupied slots, or the rows a backend chose per query.
+fn selection_mask(selection: &Selection, mem: &MemoryState, scores: &Tensor) -> Result<Tensor> {
+    let (b, nh, t, m) = scores.dims4()?;
+    Ok(match selection {
+        Selection::Occupied => mem
+            .occupancy_mask()?
+            .reshape((b, 1, 1, m))?
+            .broadcast_as((b, nh, t, m))?
+            .contiguous()?,
+        Selection::Rows { k, slots } => {
+            let mut mask = vec![0f32; b * nh * t * m];
+            for (row, chosen) in slots.chunks(*k).enumerate() {
+                for &i in chosen.iter().filter(|&&i| i != Selection::PAD) {
+                    mask[row * m + i as usize] = 1.0;
+                }
+            }
+            Tensor::from_vec(mask, (b, nh, t, m), scores.device())?.to_dtype(scores.dtype())?
+        }
+    })
+}
+
+/// Per memory slot, the mean read weight over heads and queries and its
+/// peak, from weights [B, H, T, m].
+fn usage_of(weights: &Tensor, nh: usize) -> Result<Usage> {
+    let w = weights.detach().to_dtype(DType::F32)?;
+    let total: Vec<f32> = (w.sum(2)?.sum(1)? / nh as f64)?.flatten_all()?.to_vec1()?;
+    let peak: Vec<f32> = w.max(2)?.max(1)?.flatten_all()?.to_vec1()?;
+    Ok(usage_rows(total, peak))
+}
+
 fn usage_rows(total: Vec<f32>, peak: Vec<f32>) -> Usage {
     total
         .into_iter()
