@@ -12,6 +12,8 @@
 //!   and slot attention, embedding, loss) with their backward passes, one
 //!   file per op;
 //! - [`switch`]: which of fused or candle's generic ops a thread runs;
+//! - [`isa`]: which hand-written instruction-set path the scans take (the
+//!   CPU's, or a lower one a test forces);
 //! - [`math`]: the scalar building blocks they share (`exp_f32`, `erf_f32`,
 //!   row statistics, the eight-lane dot product).
 //!
@@ -20,6 +22,7 @@
 //! (docs/ARCHITECTURE.md, "Kernels" and "Reads at scale").
 
 pub mod fused;
+pub mod isa;
 pub mod math;
 pub mod quant;
 pub mod rows;

@@ -194,8 +194,8 @@ fn attend_chunk(
         return attend_chunk_gemm(q, nq, rows, scale, range, p);
     }
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F (checked above).
+    if crate::isa::avx512() {
+        // SAFETY: the CPU has AVX-512F (`isa::avx512` checked it).
         let done = unsafe {
             match (rows.key_width, rows.value_width) {
                 (64, 64) => avx512::attend::<4, 4>(q, nq, rows, scale, range.clone(), p),
@@ -337,7 +337,7 @@ mod avx512 {
     ///
     /// # Safety
     /// The CPU supports AVX-512F (and VNNI where a `target_feature` below
-    /// says so; callers check with `is_x86_feature_detected!`), and slices
+    /// says so; callers check with `crate::isa`), and slices
     /// hold what the asserts say.
     #[inline(always)]
     unsafe fn exp(x: __m512) -> __m512 {
@@ -380,7 +380,7 @@ mod avx512 {
     ///
     /// # Safety
     /// The CPU supports AVX-512F (and VNNI where a `target_feature` below
-    /// says so; callers check with `is_x86_feature_detected!`), and slices
+    /// says so; callers check with `crate::isa`), and slices
     /// hold what the asserts say.
     #[inline(always)]
     unsafe fn sum16(a: [__m512; 16]) -> __m512 {
@@ -419,7 +419,7 @@ mod avx512 {
 
     /// # Safety
     /// The CPU supports AVX-512F (and VNNI where a `target_feature` below
-    /// says so; callers check with `is_x86_feature_detected!`), and slices
+    /// says so; callers check with `crate::isa`), and slices
     /// hold what the asserts say.
     #[inline(always)]
     unsafe fn load<const N: usize>(x: &[f32]) -> [__m512; N] {
@@ -436,7 +436,7 @@ mod avx512 {
     ///
     /// # Safety
     /// The CPU supports AVX-512F (and VNNI where a `target_feature` below
-    /// says so; callers check with `is_x86_feature_detected!`), and slices
+    /// says so; callers check with `crate::isa`), and slices
     /// hold what the asserts say.
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -500,7 +500,7 @@ mod avx512 {
     ///
     /// # Safety
     /// The CPU supports AVX-512F (and VNNI where a `target_feature` below
-    /// says so; callers check with `is_x86_feature_detected!`), and slices
+    /// says so; callers check with `crate::isa`), and slices
     /// hold what the asserts say.
     #[inline]
     #[target_feature(enable = "avx512f")]
@@ -572,7 +572,7 @@ mod avx512 {
     ///
     /// # Safety
     /// The CPU supports AVX-512F (and VNNI where a `target_feature` below
-    /// says so; callers check with `is_x86_feature_detected!`), and slices
+    /// says so; callers check with `crate::isa`), and slices
     /// hold what the asserts say.
     #[inline]
     #[target_feature(enable = "avx512f,avx512vnni")]
@@ -639,7 +639,7 @@ mod avx512 {
     ///
     /// # Safety
     /// The CPU supports AVX-512F (and VNNI where a `target_feature` below
-    /// says so; callers check with `is_x86_feature_detected!`), and slices
+    /// says so; callers check with `crate::isa`), and slices
     /// hold what the asserts say.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn attend<const NK: usize, const NV: usize>(
@@ -856,8 +856,8 @@ fn attend_chunk_gemm(
 #[inline(always)]
 fn fast_scores(q: &[f32], keys: &[f32], kw: usize, s: &mut [f32], ahead: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F (checked above).
+    if crate::isa::avx512() {
+        // SAFETY: the CPU has AVX-512F (`isa::avx512` checked it).
         unsafe {
             match kw {
                 16 => avx512::scores::<1>(q, keys, 1.0, s, ahead),
@@ -875,7 +875,7 @@ fn fast_scores(q: &[f32], keys: &[f32], kw: usize, s: &mut [f32], ahead: usize) 
 /// Whether [`coded_scores`] has a kernel for rows `kw` wide on this CPU.
 pub(crate) fn coded_direct(kw: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if matches!(kw, 16 | 32 | 64 | 128) && std::arch::is_x86_feature_detected!("avx512f") {
+    if matches!(kw, 16 | 32 | 64 | 128) && crate::isa::avx512() {
         return true;
     }
     let _ = kw;
@@ -895,8 +895,8 @@ pub(crate) fn coded_scores(
     s: &mut [f32],
 ) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F (checked above).
+    if crate::isa::avx512() {
+        // SAFETY: the CPU has AVX-512F (`isa::avx512` checked it).
         unsafe {
             match (kw, scales) {
                 (16, None) => avx512::scores_coded::<1, true>(q, codes, &[], s),
@@ -919,11 +919,7 @@ pub(crate) fn coded_scores(
 /// Whether [`int8_scores`] has a kernel for rows `kw` wide on this CPU.
 pub(crate) fn int8_direct(kw: usize) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if kw.is_multiple_of(64)
-        && kw <= 128
-        && std::arch::is_x86_feature_detected!("avx512f")
-        && std::arch::is_x86_feature_detected!("avx512vnni")
-    {
+    if kw.is_multiple_of(64) && kw <= 128 && crate::isa::vnni() {
         return true;
     }
     let _ = kw;
