@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The README table of the indexed-reads suite from its summary:
+"""The table of reports/scaling-index/README.md from the suite's summary:
 `python3 scripts/index_table.py reports/scaling-index/summary.csv`."""
 import csv, json, sys
 rows = list(csv.DictReader(open(sys.argv[1])))

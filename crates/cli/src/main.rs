@@ -1,6 +1,6 @@
 //! The `retbench` binary: parses the command line (clap), dispatches to the
 //! library crates, prints the whole error chain on failure, and maps failures
-//! to the exit codes of the README (2 for bad input: usage, YAML, files).
+//! to the exit codes of docs/GUIDE.md (2 for bad input: usage, YAML, files).
 
 mod alloc;
 

@@ -65,7 +65,7 @@ pub enum InitConfig {
 /// The retention layer's default is candle's draw, the model's PyTorch's
 /// ([`InitConfig::model_default`]): of the combinations measured in
 /// `reports/recall-ablation`, that one binds keys to values in the recall
-/// suite on every seed (README).
+/// suite on every seed (reports/recall/README.md).
 impl Default for InitConfig {
     fn default() -> Self {
         InitConfig::Candle {}

@@ -33,7 +33,7 @@ fn every_axis_parses_in_both_forms() {
     assert_eq!(c.read, ReadConfig::topk(8));
     assert_eq!(c.write.source(), WriteSource::Chunk { size: 4 });
     // Defaults: the paper's integration and write point, no read biases,
-    // no W_u (documented in README's axes table).
+    // no W_u (documented in docs/AXES.md).
     assert_eq!(c.read.integrate(), Integrate::PostNorm);
     assert!(!c.read.bias());
     assert!(!c.write.project());

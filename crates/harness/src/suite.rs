@@ -1,7 +1,7 @@
 //! Suite files and their expansion into a plan, validated in full before any
 //! run starts.
 //!
-//! A suite (README.md, "Suites") is a typed `base` run config plus axes over dotted
+//! A suite (docs/GUIDE.md, "Suites") is a typed `base` run config plus axes over dotted
 //! paths: `grid` (cartesian product, first axis outermost, in the order
 //! written), `zip` (lock-step groups of equal length), `variants` (named
 //! extra points beside the grid; with no grid or zip axes, the only points),
