@@ -57,7 +57,9 @@ for line in open(out, encoding="utf-8"):
     ir = 0
     for profile in b["profiles"]:
         for part in profile["data"]["parts"]:
-            ir += part["metrics"]["Ir"]["values"]["new"]
+            # A part (a thread) only the previous run had carries "old"
+            # alone: it is not part of this run's count.
+            ir += part["metrics"]["Ir"]["values"].get("new", 0)
     counts[name] = ir
 if not counts:
     sys.exit("no benchmark results in the bench's output")
