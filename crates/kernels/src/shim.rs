@@ -19,9 +19,8 @@ pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [
 /// The f32 data behind a contiguous CPU storage, or None (another dtype,
 /// device or layout): the slice paths fall back to tensors on None.
 pub fn storage_f32<'a>(s: &'a Storage, l: &Layout) -> Option<&'a [f32]> {
-    let (a, b) = l.contiguous_offsets()?;
     match s {
-        Storage::Cpu(CpuStorage::F32(v)) => Some(&v[a..b]),
+        Storage::Cpu(c) => slice(c, l, "storage_f32").ok(),
         _ => None,
     }
 }

@@ -1124,6 +1124,11 @@ fn present<DB: DrawingBackend>(
     root.present().map_err(|e| e.to_string())
 }
 
+/// A drawing error as the message figures report.
+fn plot_err<E: std::error::Error + Send + Sync>(e: DrawingAreaErrorKind<E>) -> String {
+    e.to_string()
+}
+
 /// Draws one figure: the title across it, the chart, and the legend in a
 /// strip to its right (never over the data).
 fn draw<DB: DrawingBackend>(
@@ -1132,8 +1137,7 @@ fn draw<DB: DrawingBackend>(
     series: &BTreeMap<String, Vec<Point>>,
     colour: &BTreeMap<String, RGBColor>,
 ) -> Result<(), String> {
-    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-    root.fill(&WHITE).map_err(e)?;
+    root.fill(&WHITE).map_err(plot_err)?;
     let xs = series.values().flatten().map(|p| p.x);
     let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
         (a.min(x), b.max(x))
@@ -1150,7 +1154,9 @@ fn draw<DB: DrawingBackend>(
         0
     };
     // The title spans the figure; the chart and its legend share the rest.
-    let area = root.titled(look.title, ("sans-serif", 22)).map_err(e)?;
+    let area = root
+        .titled(look.title, ("sans-serif", 22))
+        .map_err(plot_err)?;
     let (w, _) = area.dim_in_pixel();
     let (chart_area, legend_area) = area.split_horizontally(w - legend_w);
     let mut builder = ChartBuilder::on(&chart_area);
@@ -1174,19 +1180,23 @@ fn draw<DB: DrawingBackend>(
         (true, true) => frame.plot(
             builder
                 .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
-                .map_err(e)?,
+                .map_err(plot_err)?,
         )?,
         (true, false) => frame.plot(
             builder
                 .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
-                .map_err(e)?,
+                .map_err(plot_err)?,
         )?,
         (false, true) => frame.plot(
             builder
                 .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
-                .map_err(e)?,
+                .map_err(plot_err)?,
         )?,
-        (false, false) => frame.plot(builder.build_cartesian_2d(x0..x1, y0..y1).map_err(e)?)?,
+        (false, false) => frame.plot(
+            builder
+                .build_cartesian_2d(x0..x1, y0..y1)
+                .map_err(plot_err)?,
+        )?,
     }
     if legend {
         draw_legend(&legend_area, legend_w, look, series, colour)?;
@@ -1307,7 +1317,6 @@ impl Frame<'_> {
         X: Ranged<ValueType = f64> + ValueFormatter<f64>,
         Y: Ranged<ValueType = f64> + ValueFormatter<f64>,
     {
-        let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
         let (log_y, (y0, y1)) = (self.look.log_y, self.y);
         let powers = log_y && (y0 < 1e-3 || y1 > 1e5);
         let configs = matches!(self.look.x, XAxis::Configs(_));
@@ -1334,7 +1343,7 @@ impl Frame<'_> {
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 16))
             .draw()
-            .map_err(e)?;
+            .map_err(plot_err)?;
         // Legends in natural order (d=64 before d=128), not the map's.
         let mut named: Vec<(&String, &Vec<Point>)> = self.series.iter().collect();
         named.sort_by(|a, b| natural_cmp(a.0, b.0));
@@ -1359,7 +1368,7 @@ impl Frame<'_> {
                     gap,
                     BLACK.mix(0.55).stroke_width(1),
                 ))
-                .map_err(e)?;
+                .map_err(plot_err)?;
         }
         Ok(())
     }
@@ -1376,20 +1385,19 @@ impl Frame<'_> {
         X: Ranged<ValueType = f64>,
         Y: Ranged<ValueType = f64>,
     {
-        let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
         chart
             .draw_series(pts.iter().filter_map(|p| {
                 p.ci.map(|(lo, hi)| {
                     ErrorBar::new_vertical(p.x, lo, p.mean, hi, c.stroke_width(2), 14)
                 })
             }))
-            .map_err(e)?;
+            .map_err(plot_err)?;
         chart
             .draw_series(
                 pts.iter()
                     .map(|p| Circle::new((p.x, p.mean), 5, c.filled())),
             )
-            .map_err(e)?;
+            .map_err(plot_err)?;
         // Each seed as a ring to the right of its mean.
         chart
             .draw_series(pts.iter().flat_map(|p| {
@@ -1397,7 +1405,7 @@ impl Frame<'_> {
                     .iter()
                     .map(move |&(_, v)| Circle::new((p.x + 0.12, v), 4, c.mix(0.8).stroke_width(1)))
             }))
-            .map_err(e)?;
+            .map_err(plot_err)?;
         Ok(())
     }
 
@@ -1415,7 +1423,6 @@ impl Frame<'_> {
         X: Ranged<ValueType = f64>,
         Y: Ranged<ValueType = f64>,
     {
-        let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
         let log_y = self.look.log_y;
         let band: Vec<(f64, f64)> = pts
             .iter()
@@ -1430,7 +1437,7 @@ impl Frame<'_> {
         if band.len() >= 4 {
             chart
                 .draw_series(std::iter::once(Polygon::new(band, c.mix(0.18).filled())))
-                .map_err(e)?;
+                .map_err(plot_err)?;
         }
         // Each seed as a thin line under the mean's.
         let mut per_seed: BTreeMap<u64, Vec<(f64, f64)>> = BTreeMap::new();
@@ -1448,7 +1455,7 @@ impl Frame<'_> {
                     .filter(|l| l.len() > 1)
                     .map(|l| PathElement::new(l, c.mix(0.45).stroke_width(1))),
             )
-            .map_err(e)?;
+            .map_err(plot_err)?;
         let line: Vec<(f64, f64)> = pts
             .iter()
             .filter(|p| !log_y || p.mean > 0.0)
@@ -1456,7 +1463,7 @@ impl Frame<'_> {
             .collect();
         chart
             .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))
-            .map_err(e)?
+            .map_err(plot_err)?
             .label(name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3)));
         chart
@@ -1464,7 +1471,7 @@ impl Frame<'_> {
                 line.iter()
                     .map(|&(x, y)| Circle::new((x, y), 3, c.filled())),
             )
-            .map_err(e)?;
+            .map_err(plot_err)?;
         Ok(())
     }
 }
@@ -1479,7 +1486,6 @@ fn draw_legend<DB: DrawingBackend>(
     series: &BTreeMap<String, Vec<Point>>,
     colour: &BTreeMap<String, RGBColor>,
 ) -> Result<(), String> {
-    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let fit = (legend_w.saturating_sub(40) / 7).max(4) as usize;
     let shorten = |t: &str| {
         if t.chars().count() > fit {
@@ -1509,10 +1515,10 @@ fn draw_legend<DB: DrawingBackend>(
         let y = 24 + 18 * i as i32;
         for &(a, b) in segments {
             area.draw(&PathElement::new(vec![(a, y), (b, y)], style))
-                .map_err(e)?;
+                .map_err(plot_err)?;
         }
         area.draw(&Text::new(text, (28, y - 7), font.clone()))
-            .map_err(e)?;
+            .map_err(plot_err)?;
     }
     Ok(())
 }

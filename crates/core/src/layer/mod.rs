@@ -482,9 +482,7 @@ impl RetentionLayer {
             )));
         }
         let (nh, dk, m) = (self.heads, self.head_dim, mem.slots());
-        let split = |x: Tensor, n: usize| -> Result<Tensor> {
-            Ok(x.reshape((b, n, nh, dk))?.transpose(1, 2)?.contiguous()?)
-        };
+        let split = |x: Tensor, n: usize| self.split_heads(x, b, n);
         let q = split(
             retbench_kernels::fused::linear(&self.ln_q.forward(h)?, &self.w_q)?,
             t,
@@ -593,6 +591,13 @@ impl RetentionLayer {
         })
     }
 
+    /// Rows [B, n, H·d_k] as per-head rows [B, H, n, d_k] (contiguous).
+    fn split_heads(&self, x: Tensor, b: usize, n: usize) -> Result<Tensor> {
+        Ok(x.reshape((b, n, self.heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?)
+    }
+
     /// R from weights [B, H, T, m] over the slots: w·(M·W_V) per head, or
     /// (w·M)·W_V with few queries (same product, other order of
     /// additions), then W_O.
@@ -604,11 +609,8 @@ impl RetentionLayer {
             let wm = rows::rows_mix(&weights.reshape((b, nh * t, m))?, content)?;
             self.add_value_bias(per_head(&wm.reshape((b, nh, t, d))?, &w_v)?, weights)?
         } else {
-            let values = retbench_kernels::fused::linear(content, &self.w_v)?
-                .reshape((b, m, nh, dk))?
-                .transpose(1, 2)?
-                .contiguous()?;
-            weights.matmul(&values)?
+            let values = retbench_kernels::fused::linear(content, &self.w_v)?;
+            weights.matmul(&self.split_heads(values, b, m)?)?
         };
         let out = out.transpose(1, 2)?.reshape((b, t, nh * dk))?;
         Ok(retbench_kernels::fused::linear(&out, &self.w_o)?)
@@ -625,9 +627,7 @@ impl RetentionLayer {
     ) -> Result<Option<(Tensor, Option<Usage>)>> {
         let (b, nh, t, dk) = q.dims4()?;
         let m = mem.slots();
-        let split = |x: Tensor, n: usize| -> Result<Tensor> {
-            Ok(x.reshape((b, n, nh, dk))?.transpose(1, 2)?.contiguous()?)
-        };
+        let split = |x: Tensor, n: usize| self.split_heads(x, b, n);
         let keys = split(self.slot_keys(mem)?, m)?;
         let values = split(
             retbench_kernels::fused::linear(mem.content(), &self.w_v)?,
