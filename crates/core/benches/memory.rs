@@ -53,7 +53,10 @@ fn bench_read(c: &mut Criterion) {
     for (name, read, keys) in variants {
         for slots in SIZES {
             let read = match read {
-                ReadConfig::Topk { k, .. } => ReadConfig::topk(k.min(slots)),
+                ReadConfig {
+                    kind: ReadKind::Topk { k },
+                    ..
+                } => ReadConfig::topk(k.min(slots)),
                 r => r,
             };
             let (layer, mut mem) = setup(&config(slots, read, append, keys));

@@ -3,8 +3,11 @@
 //! sharing, persistence). These types are what a suite YAML's `retention:`
 //! block deserializes into, so every field rejects unknown keys, and every
 //! `kind`-tagged axis also accepts its bare name (`read: dense`) as shorthand
-//! for `{ kind: dense }`. Validation that serde cannot express (k ≤ slots,
-//! rates in [0, 1]) lives in [`RetentionConfig::validate`].
+//! for `{ kind: dense }`. The read and write axes are a kind enum (what
+//! differs between backends) beside the options every kind shares. Checks
+//! serde cannot express live in [`RetentionConfig::validate`]: the shared
+//! ones here, each backend's own rules (k ≤ slots, rates in [0, 1]) in its
+//! backend's file, reached through the registry in `backends.rs`.
 
 use serde::de::{self, DeserializeOwned, Deserializer, IntoDeserializer};
 use serde::{Deserialize, Serialize};
@@ -142,18 +145,60 @@ fn default_heads() -> usize {
     1
 }
 
-/// How queries read the slots.
+/// How queries read the slots: the kind of read, and the options every kind
+/// shares. In YAML it is one flat map (`{ kind: topk, k: 8, bias: true }`);
+/// see [`ReadWire`] for why the file form is a separate type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum ReadConfig {
+#[serde(from = "ReadWire", into = "ReadWire")]
+pub struct ReadConfig {
+    pub kind: ReadKind,
+    /// How the readout joins the residual stream.
+    pub integrate: Integrate,
+    /// Biases on W_Q, W_K and W_V (the paper is silent; default none).
+    pub bias: bool,
+}
+
+/// What differs between read backends: which slots a query attends to.
+/// The rules each kind imposes on the rest of the config live with its
+/// backend (`read::*::check`, reached through `backends`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadKind {
     /// Softmax over every occupied slot: O(m) per query (the paper).
+    Dense,
+    /// Softmax over the k highest-scoring occupied slots, selected exactly.
+    Topk { k: usize },
+    /// Softmax over k slots found through an inverted-file index over the
+    /// cached keys (approximate top-k; `keys: cached` and append writes
+    /// only): `lists` clusters (default √slots), the `probe` best of them
+    /// scanned per query.
+    Ivf {
+        k: usize,
+        lists: Option<usize>,
+        probe: usize,
+    },
+    /// Product keys (Lample et al. 2019): slot (i, j) of a memory of n²
+    /// slots has the learned key [c1_i; c2_j]; a query's halves pick their
+    /// k best sub-keys each, and the k best of the k² sums are read. Keys
+    /// are parameters, trained end to end; an append write goes to the slot
+    /// its key addresses (single head, append writes, no slot age).
+    ProductKeys { k: usize },
+}
+
+/// The YAML and JSON form of [`ReadConfig`]: one `kind`-tagged map holding
+/// the kind's own options and the shared ones. It exists because serde's
+/// `flatten` cannot be combined with `deny_unknown_fields`; a derived
+/// tagged enum keeps every error message (the full list of expected keys)
+/// and every config hash exactly as they were when the shared options were
+/// fields of each variant. Nothing outside this file sees it.
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum ReadWire {
     Dense {
         #[serde(default)]
         integrate: Integrate,
         #[serde(default)]
         bias: bool,
     },
-    /// Softmax over the k highest-scoring occupied slots, selected exactly.
     Topk {
         k: usize,
         #[serde(default)]
@@ -161,10 +206,6 @@ pub enum ReadConfig {
         #[serde(default)]
         bias: bool,
     },
-    /// Softmax over k slots found through an inverted-file index over the
-    /// cached keys (approximate top-k; `keys: cached` and append writes
-    /// only): `lists` clusters (default √slots), the `probe` best of them
-    /// scanned per query.
     Ivf {
         k: usize,
         #[serde(default)]
@@ -176,11 +217,6 @@ pub enum ReadConfig {
         #[serde(default)]
         bias: bool,
     },
-    /// Product keys (Lample et al. 2019): slot (i, j) of a memory of n²
-    /// slots has the learned key [c1_i; c2_j]; a query's halves pick their
-    /// k best sub-keys each, and the k best of the k² sums are read. Keys
-    /// are parameters, trained end to end; an append write goes to the slot
-    /// its key addresses (single head, append writes, no slot age).
     ProductKeys {
         k: usize,
         #[serde(default)]
@@ -188,6 +224,52 @@ pub enum ReadConfig {
         #[serde(default)]
         bias: bool,
     },
+}
+
+impl From<ReadWire> for ReadConfig {
+    fn from(w: ReadWire) -> Self {
+        let (kind, integrate, bias) = match w {
+            ReadWire::Dense { integrate, bias } => (ReadKind::Dense, integrate, bias),
+            ReadWire::Topk { k, integrate, bias } => (ReadKind::Topk { k }, integrate, bias),
+            ReadWire::Ivf {
+                k,
+                lists,
+                probe,
+                integrate,
+                bias,
+            } => (ReadKind::Ivf { k, lists, probe }, integrate, bias),
+            ReadWire::ProductKeys { k, integrate, bias } => {
+                (ReadKind::ProductKeys { k }, integrate, bias)
+            }
+        };
+        ReadConfig {
+            kind,
+            integrate,
+            bias,
+        }
+    }
+}
+
+impl From<ReadConfig> for ReadWire {
+    fn from(c: ReadConfig) -> Self {
+        let ReadConfig {
+            kind,
+            integrate,
+            bias,
+        } = c;
+        match kind {
+            ReadKind::Dense => ReadWire::Dense { integrate, bias },
+            ReadKind::Topk { k } => ReadWire::Topk { k, integrate, bias },
+            ReadKind::Ivf { k, lists, probe } => ReadWire::Ivf {
+                k,
+                lists,
+                probe,
+                integrate,
+                bias,
+            },
+            ReadKind::ProductKeys { k } => ReadWire::ProductKeys { k, integrate, bias },
+        }
+    }
 }
 
 fn default_probe() -> usize {
@@ -211,76 +293,57 @@ pub enum Integrate {
 }
 
 impl ReadConfig {
-    /// Dense reads with the default integration and no biases.
-    pub fn dense() -> Self {
-        ReadConfig::Dense {
+    /// A read of `kind` with the default integration and no biases.
+    pub fn of(kind: ReadKind) -> Self {
+        ReadConfig {
+            kind,
             integrate: Integrate::default(),
             bias: false,
         }
+    }
+
+    /// Dense reads with the default integration and no biases.
+    pub fn dense() -> Self {
+        ReadConfig::of(ReadKind::Dense)
     }
 
     /// Exact top-k reads with the default integration and no biases.
     pub fn topk(k: usize) -> Self {
-        ReadConfig::Topk {
-            k,
-            integrate: Integrate::default(),
-            bias: false,
-        }
-    }
-
-    pub fn integrate(&self) -> Integrate {
-        match self {
-            ReadConfig::Dense { integrate, .. }
-            | ReadConfig::Topk { integrate, .. }
-            | ReadConfig::Ivf { integrate, .. }
-            | ReadConfig::ProductKeys { integrate, .. } => *integrate,
-        }
-    }
-
-    pub fn bias(&self) -> bool {
-        match self {
-            ReadConfig::Dense { bias, .. }
-            | ReadConfig::Topk { bias, .. }
-            | ReadConfig::Ivf { bias, .. }
-            | ReadConfig::ProductKeys { bias, .. } => *bias,
-        }
-    }
-
-    /// The slots a read attends to per query, when it selects a fixed
-    /// number (top-k and indexed reads).
-    pub fn k(&self) -> Option<usize> {
-        match self {
-            ReadConfig::Dense { .. } => None,
-            ReadConfig::Topk { k, .. }
-            | ReadConfig::Ivf { k, .. }
-            | ReadConfig::ProductKeys { k, .. } => Some(*k),
-        }
-    }
-
-    /// The same read with `integrate` and `bias` set.
-    pub fn with_params(self, integrate: Integrate, bias: bool) -> Self {
-        match self {
-            ReadConfig::Dense { .. } => ReadConfig::Dense { integrate, bias },
-            ReadConfig::Topk { k, .. } => ReadConfig::Topk { k, integrate, bias },
-            ReadConfig::Ivf {
-                k, lists, probe, ..
-            } => ReadConfig::Ivf {
-                k,
-                lists,
-                probe,
-                integrate,
-                bias,
-            },
-            ReadConfig::ProductKeys { k, .. } => ReadConfig::ProductKeys { k, integrate, bias },
-        }
+        ReadConfig::of(ReadKind::Topk { k })
     }
 }
 
-/// How a write vector enters memory.
+/// How a write vector enters memory: the kind of write, and the options
+/// every kind shares. One flat map in YAML, as for [`ReadConfig`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum WriteConfig {
+#[serde(from = "WriteWire", into = "WriteWire")]
+pub struct WriteConfig {
+    pub kind: WriteKind,
+    /// What vector(s) u a write derives from the hidden states.
+    pub source: WriteSource,
+    /// Whether u passes through a learned W_u before it is stored (the
+    /// paper's form); without it the stored content is u.
+    pub project: bool,
+    /// Which hidden states of its block the layer writes from.
+    pub from: WriteFrom,
+}
+
+/// What differs between write backends: where a write goes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum WriteKind {
     /// Option A: a new slot per write; when full, `evict` picks the victim.
+    Append { evict: Evict },
+    /// Option B: blend into content-addressed slots,
+    /// M' = M + rate·w ⊙ (v − M) with `erase`, M' = M + rate·w ⊙ v without.
+    /// Free slots are filled first (w one-hot on the free slot).
+    Attention { rate: f64, erase: bool },
+}
+
+/// The file form of [`WriteConfig`] (see [`ReadWire`] for why it is a
+/// separate type).
+#[derive(Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+enum WriteWire {
     Append {
         #[serde(default)]
         evict: Evict,
@@ -291,9 +354,6 @@ pub enum WriteConfig {
         #[serde(default)]
         from: WriteFrom,
     },
-    /// Option B: blend into content-addressed slots,
-    /// M' = M + rate·w ⊙ (v − M) with `erase`, M' = M + rate·w ⊙ v without.
-    /// Free slots are filled first (w one-hot on the free slot).
     Attention {
         rate: f64,
         #[serde(default = "default_erase")]
@@ -307,6 +367,58 @@ pub enum WriteConfig {
     },
 }
 
+impl From<WriteWire> for WriteConfig {
+    fn from(w: WriteWire) -> Self {
+        let (kind, source, project, from) = match w {
+            WriteWire::Append {
+                evict,
+                source,
+                project,
+                from,
+            } => (WriteKind::Append { evict }, source, project, from),
+            WriteWire::Attention {
+                rate,
+                erase,
+                source,
+                project,
+                from,
+            } => (WriteKind::Attention { rate, erase }, source, project, from),
+        };
+        WriteConfig {
+            kind,
+            source,
+            project,
+            from,
+        }
+    }
+}
+
+impl From<WriteConfig> for WriteWire {
+    fn from(c: WriteConfig) -> Self {
+        let WriteConfig {
+            kind,
+            source,
+            project,
+            from,
+        } = c;
+        match kind {
+            WriteKind::Append { evict } => WriteWire::Append {
+                evict,
+                source,
+                project,
+                from,
+            },
+            WriteKind::Attention { rate, erase } => WriteWire::Attention {
+                rate,
+                erase,
+                source,
+                project,
+                from,
+            },
+        }
+    }
+}
+
 fn default_erase() -> bool {
     true
 }
@@ -318,9 +430,7 @@ fn default_project() -> bool {
     false
 }
 
-/// Which hidden states of its block a retention layer writes from. Every
-/// write backend takes `from` and `project` (whether u passes through a
-/// learned W_u before it is stored; without it the stored content is u).
+/// Which hidden states of its block a retention layer writes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WriteFrom {
@@ -338,45 +448,25 @@ impl Default for WriteConfig {
 }
 
 impl WriteConfig {
-    /// Appends with the default projection and write point.
-    pub fn append(evict: Evict, source: WriteSource) -> Self {
-        WriteConfig::Append {
-            evict,
+    /// A write of `kind` from `source`, with the default projection and
+    /// write point.
+    pub fn of(kind: WriteKind, source: WriteSource) -> Self {
+        WriteConfig {
+            kind,
             source,
             project: default_project(),
             from: WriteFrom::default(),
         }
+    }
+
+    /// Appends with the default projection and write point.
+    pub fn append(evict: Evict, source: WriteSource) -> Self {
+        WriteConfig::of(WriteKind::Append { evict }, source)
     }
 
     /// Attention writes with the default projection and write point.
     pub fn attention(rate: f64, erase: bool, source: WriteSource) -> Self {
-        WriteConfig::Attention {
-            rate,
-            erase,
-            source,
-            project: default_project(),
-            from: WriteFrom::default(),
-        }
-    }
-
-    pub fn source(&self) -> WriteSource {
-        match self {
-            WriteConfig::Append { source, .. } | WriteConfig::Attention { source, .. } => *source,
-        }
-    }
-
-    pub fn project(&self) -> bool {
-        match self {
-            WriteConfig::Append { project, .. } | WriteConfig::Attention { project, .. } => {
-                *project
-            }
-        }
-    }
-
-    pub fn from(&self) -> WriteFrom {
-        match self {
-            WriteConfig::Append { from, .. } | WriteConfig::Attention { from, .. } => *from,
-        }
+        WriteConfig::of(WriteKind::Attention { rate, erase }, source)
     }
 }
 
@@ -592,9 +682,11 @@ impl RetentionConfig {
         }
     }
 
-    /// Checks the constraints serde cannot express. `field` paths in errors
-    /// are relative to the `retention` block.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    /// Checks the constraints serde cannot express that are no backend's
+    /// own: [`RetentionConfig::validate`] (in `backends.rs`, the registry)
+    /// runs these, then the rules of the read and write backends the config
+    /// names. `field` paths in errors are relative to the `retention` block.
+    pub(crate) fn validate_shared(&self) -> Result<(), ConfigError> {
         let bad = |field: &str, message: String| {
             Err(ConfigError::Invalid {
                 field: field.to_string(),
@@ -610,84 +702,7 @@ impl RetentionConfig {
         if self.head_dim == Some(0) {
             return bad("head_dim", "must be at least 1".into());
         }
-        if let Some(k) = self.read.k()
-            && (k == 0 || k > self.slots)
-        {
-            return bad(
-                "read.k",
-                format!("must be in 1..={} (slots), got {k}", self.slots),
-            );
-        }
-        if let ReadConfig::ProductKeys { k, .. } = self.read {
-            let n = (self.slots as f64).sqrt().round() as usize;
-            if n < 2 || n * n != self.slots {
-                return bad(
-                    "slots",
-                    format!(
-                        "product keys need a square number of slots (n² for n sub-keys a half), got {}",
-                        self.slots
-                    ),
-                );
-            }
-            if k > n {
-                return bad(
-                    "read.k",
-                    format!("product keys pick k of each half's {n} sub-keys: k ≤ {n}, got {k}"),
-                );
-            }
-            if self.heads != 1 {
-                return bad("heads", "product keys address slots with one head".into());
-            }
-            if !matches!(self.write, WriteConfig::Append { .. }) {
-                return bad(
-                    "write.kind",
-                    "product keys place each write in the slot its key addresses (append)".into(),
-                );
-            }
-            if self.keys != KeyMode::Recompute {
-                return bad(
-                    "keys",
-                    "product keys are parameters of the read; leave keys at recompute".into(),
-                );
-            }
-            if !matches!(self.slot_age, SlotAge::None {}) {
-                return bad("slot_age", "product keys take no slot age".into());
-            }
-        }
-        if let ReadConfig::Ivf { lists, probe, .. } = self.read {
-            let lists_n = lists.unwrap_or(1);
-            if lists_n == 0 || lists_n > self.slots {
-                return bad(
-                    "read.lists",
-                    format!("must be in 1..={} (slots), got {lists_n}", self.slots),
-                );
-            }
-            if probe == 0 {
-                return bad("read.probe", "must be at least 1".into());
-            }
-            if !self.keys.cached() {
-                return bad(
-                    "read.kind",
-                    "ivf indexes cached keys (set `keys: cached`): recomputed keys change \
-                     with W_K, and clustering raw contents mixes in what keys ignore"
-                        .into(),
-                );
-            }
-            if matches!(self.write, WriteConfig::Attention { .. }) {
-                return bad(
-                    "read.kind",
-                    "ivf indexes append memories; an attention write blends into every slot \
-                     and would invalidate the index at each write (use topk)"
-                        .into(),
-                );
-            }
-        }
-        if let WriteConfig::Attention { rate, .. } = self.write
-            && !(0.0..=1.0).contains(&rate)
-        {
-            return bad("write.rate", format!("must be in [0, 1], got {rate}"));
-        }
-        if let WriteSource::Chunk { size: 0 } = self.write.source() {
+        if let WriteSource::Chunk { size: 0 } = self.write.source {
             return bad("write.source.size", "must be at least 1".into());
         }
         match self.gate {

@@ -34,8 +34,8 @@ pub mod telemetry;
 pub mod write;
 
 pub use config::{
-    Evict, GateConfig, InitConfig, Integrate, KeyMode, Layers, Persistence, ReadConfig,
-    RetentionConfig, Sharing, SlotAge, WriteConfig, WriteFrom, WriteSource,
+    Evict, GateConfig, InitConfig, Integrate, KeyMode, Layers, Persistence, ReadConfig, ReadKind,
+    RetentionConfig, Sharing, SlotAge, WriteConfig, WriteFrom, WriteKind, WriteSource,
 };
 pub use error::{ConfigError, Error, Result, SnapshotError};
 pub use layer::{DenseRead, ReadOutput, RetentionLayer, WriteReport};

@@ -31,23 +31,23 @@ fn every_axis_parses_in_both_forms() {
     )
     .unwrap();
     assert_eq!(c.read, ReadConfig::topk(8));
-    assert_eq!(c.write.source(), WriteSource::Chunk { size: 4 });
+    assert_eq!(c.write.source, WriteSource::Chunk { size: 4 });
     // Defaults: the paper's integration and write point, no read biases,
     // no W_u (documented in docs/AXES.md).
-    assert_eq!(c.read.integrate(), Integrate::PostNorm);
-    assert!(!c.read.bias());
-    assert!(!c.write.project());
-    assert_eq!(c.write.from(), WriteFrom::Output);
+    assert_eq!(c.read.integrate, Integrate::PostNorm);
+    assert!(!c.read.bias);
+    assert!(!c.write.project);
+    assert_eq!(c.write.from, WriteFrom::Output);
     assert_eq!(c.init, InitConfig::Candle {});
     let p = parse(
         "slots: 8\nread: { kind: topk, k: 2, integrate: add, bias: true }\n\
          write: { kind: append, project: true, from: input }\n",
     )
     .unwrap();
-    assert_eq!(p.read.integrate(), Integrate::Add);
-    assert!(p.read.bias());
-    assert!(p.write.project());
-    assert_eq!(p.write.from(), WriteFrom::Input);
+    assert_eq!(p.read.integrate, Integrate::Add);
+    assert!(p.read.bias);
+    assert!(p.write.project);
+    assert_eq!(p.write.from, WriteFrom::Input);
     assert_ne!(
         p.hash(),
         parse("slots: 8\nread: { kind: topk, k: 2 }\n")
@@ -57,7 +57,7 @@ fn every_axis_parses_in_both_forms() {
     assert_eq!(c.slot_age, SlotAge::Learned { buckets: 8 });
     let short = parse("slots: 4\nread: dense\ngate: learned\nslot_age: none\nwrite: { kind: append, evict: lru, source: learned }\n").unwrap();
     assert_eq!(short.gate, GateConfig::Learned {});
-    assert_eq!(short.write.source(), WriteSource::Learned {});
+    assert_eq!(short.write.source, WriteSource::Learned {});
     // Round trip through the canonical (tagged) form.
     let yaml = serde_saphyr::to_string(&c).unwrap();
     assert_eq!(parse(&yaml).unwrap(), c);

@@ -78,12 +78,15 @@ fn an_empty_memory_reads_exactly_zero() {
 fn topk_with_k_equal_to_slots_matches_dense() {
     let (b, t, d, slots) = (2, 3, 8, 5);
     for cfg in combos(slots, 2, WriteSource::Token {}) {
-        if !matches!(cfg.read, ReadConfig::Dense { .. }) {
+        if !matches!(cfg.read.kind, ReadKind::Dense) {
             continue;
         }
         let (dense, map) = layer(&cfg, d, DType::F32);
         let mut topk_cfg = cfg.clone();
-        topk_cfg.read = ReadConfig::topk(slots).with_params(cfg.read.integrate(), cfg.read.bias());
+        topk_cfg.read = ReadConfig {
+            kind: ReadKind::Topk { k: slots },
+            ..cfg.read
+        };
         // Same parameters: the second layer finds them all in the map.
         let topk = RetentionLayer::new(&topk_cfg, d, map.var_builder(DType::F32, &DEV)).unwrap();
         let mut mem = dense.new_memory(b, 0, DType::F32, &DEV).unwrap();
@@ -219,14 +222,7 @@ fn surprise_gate_skips_a_repeated_write() {
 #[test]
 fn attention_write_with_rate_zero_leaves_memory_unchanged() {
     for cfg in combos(3, 1, WriteSource::Token {}) {
-        let WriteConfig::Attention {
-            erase,
-            source,
-            project,
-            from,
-            ..
-        } = cfg.write
-        else {
+        let WriteKind::Attention { erase, .. } = cfg.write.kind else {
             continue;
         };
         let (filler, map) = layer(&cfg, 8, DType::F32);
@@ -240,13 +236,7 @@ fn attention_write_with_rate_zero_leaves_memory_unchanged() {
             );
         }
         let mut zero_cfg = cfg.clone();
-        zero_cfg.write = WriteConfig::Attention {
-            rate: 0.0,
-            erase,
-            source,
-            project,
-            from,
-        };
+        zero_cfg.write.kind = WriteKind::Attention { rate: 0.0, erase };
         let zero = RetentionLayer::new(&zero_cfg, 8, map.var_builder(DType::F32, &DEV)).unwrap();
         let before = flat(mem.content());
         let meta = mem.meta().clone();
@@ -547,7 +537,7 @@ fn gradients_match_finite_differences() {
         // A straight-through gate changes the gradient of the content on
         // purpose, so there the content is only checked for a live gradient.
         let st_gate = cfg.gate == GateConfig::Learned {};
-        let dense = matches!(cfg.read, ReadConfig::Dense { .. });
+        let dense = matches!(cfg.read.kind, ReadKind::Dense);
         if st_gate {
             let g = grads
                 .get(h1.as_tensor())

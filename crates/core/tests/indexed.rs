@@ -66,13 +66,11 @@ fn ivf_probing_every_list_is_exact_through_evictions() {
     let d = 32;
     let (slots, lists) = (600, 6);
     for heads in [1, 2] {
-        let ivf = ReadConfig::Ivf {
+        let ivf = ReadConfig::of(ReadKind::Ivf {
             k: 8,
             lists: Some(lists),
             probe: lists,
-            integrate: Integrate::PostNorm,
-            bias: false,
-        };
+        });
         let c = config(slots, ivf, KeyMode::Cached, heads);
         c.validate().unwrap();
         let (layer, map) = layer(&c, d, DType::F32);
@@ -166,13 +164,11 @@ fn reduced_keys_hold_the_keys_and_rank_like_exact_keys_through_evictions() {
 
 #[test]
 fn ivf_needs_cached_keys_and_append_writes() {
-    let ivf = ReadConfig::Ivf {
+    let ivf = ReadConfig::of(ReadKind::Ivf {
         k: 4,
         lists: None,
         probe: 2,
-        integrate: Integrate::PostNorm,
-        bias: false,
-    };
+    });
     let err = config(64, ivf, KeyMode::Recompute, 1)
         .validate()
         .unwrap_err();
@@ -182,23 +178,17 @@ fn ivf_needs_cached_keys_and_append_writes() {
     let err = c.validate().unwrap_err();
     assert!(err.to_string().contains("append"), "{err}");
     let mut c = config(64, ivf, KeyMode::Cached, 1);
-    c.read = ReadConfig::Ivf {
+    c.read = ReadConfig::of(ReadKind::Ivf {
         k: 4,
         lists: Some(65),
         probe: 2,
-        integrate: Integrate::PostNorm,
-        bias: false,
-    };
+    });
     let err = c.validate().unwrap_err();
     assert!(err.to_string().contains("read.lists"), "{err}");
 }
 
 fn product(k: usize) -> ReadConfig {
-    ReadConfig::ProductKeys {
-        k,
-        integrate: Integrate::PostNorm,
-        bias: false,
-    }
+    ReadConfig::of(ReadKind::ProductKeys { k })
 }
 
 #[test]

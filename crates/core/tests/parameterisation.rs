@@ -13,12 +13,14 @@ use retbench_core::*;
 fn cfg(project: bool, integrate: Integrate, bias: bool) -> RetentionConfig {
     let mut c = RetentionConfig::new(4);
     c.heads = 2;
-    c.read = ReadConfig::dense().with_params(integrate, bias);
-    c.write = WriteConfig::Append {
-        evict: Evict::Fifo,
-        source: WriteSource::Last {},
+    c.read = ReadConfig {
+        integrate,
+        bias,
+        ..ReadConfig::dense()
+    };
+    c.write = WriteConfig {
         project,
-        from: WriteFrom::Output,
+        ..WriteConfig::append(Evict::Fifo, WriteSource::Last {})
     };
     c
 }

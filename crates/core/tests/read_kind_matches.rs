@@ -1,5 +1,5 @@
 //! ARCHITECTURE.md lists every function (outside tests) that names a read
-//! kind (`ReadConfig::Dense`, `Topk`, `Ivf`, `ProductKeys`); a new read
+//! kind (`ReadKind::Dense`, `Topk`, `Ivf`, `ProductKeys`); a new read
 //! backend has to touch each of them. This test keeps that list equal to
 //! the code, so that the cost of adding a backend is stated truly.
 
@@ -8,7 +8,7 @@ use std::path::Path;
 
 /// `file::function` for each function of `crates/*/src` naming a read kind.
 fn in_code(root: &Path) -> BTreeSet<String> {
-    let kinds = ["Dense", "Topk", "Ivf", "ProductKeys"].map(|k| format!("ReadConfig::{k}"));
+    let kinds = ["Dense", "Topk", "Ivf", "ProductKeys"].map(|k| format!("ReadKind::{k}"));
     let mut found = BTreeSet::new();
     let mut stack = vec![root.join("crates")];
     while let Some(dir) = stack.pop() {
@@ -96,7 +96,7 @@ fn in_docs(root: &Path) -> BTreeSet<String> {
 fn the_documented_read_kind_matches_are_the_ones_in_the_code() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let (code, docs) = (in_code(&root), in_docs(&root));
-    assert!(code.contains("crates/core/src/backends.rs::build"));
+    assert!(code.contains("crates/core/src/backends.rs::read_recipe"));
     assert_eq!(
         code, docs,
         "docs/ARCHITECTURE.md's list of read-kind matches differs from the code"

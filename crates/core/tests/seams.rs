@@ -140,14 +140,8 @@ fn a_backend_index_travels_through_a_snapshot() {
 fn a_backend_outside_the_crate_selects_reads_and_keeps_its_index() {
     let (b, t, d, slots) = (2, 3, 8, 6);
     for cfg in combos(slots, 2, WriteSource::Token {}) {
-        if !matches!(cfg.read, ReadConfig::Dense { .. })
-            || !matches!(
-                cfg.write,
-                WriteConfig::Append {
-                    evict: Evict::Fifo,
-                    ..
-                }
-            )
+        if !matches!(cfg.read.kind, ReadKind::Dense)
+            || !matches!(cfg.write.kind, WriteKind::Append { evict: Evict::Fifo })
             || !matches!(cfg.gate, GateConfig::None {})
         {
             continue;
@@ -200,11 +194,9 @@ fn a_backend_outside_the_crate_selects_reads_and_keeps_its_index() {
 fn a_backend_gets_gradients_through_the_gathered_rows() {
     let mut cfg = RetentionConfig::new(4);
     // With W_u, so that the gradient through the written content reaches it.
-    cfg.write = WriteConfig::Append {
-        evict: Evict::Fifo,
-        source: WriteSource::Token {},
+    cfg.write = WriteConfig {
         project: true,
-        from: WriteFrom::Output,
+        ..WriteConfig::append(Evict::Fifo, WriteSource::Token {})
     };
     let (l, map) = layer(&cfg, 8, DType::F32);
     let l = l.with_read_backend(Box::new(Even {

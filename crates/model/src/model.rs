@@ -312,7 +312,7 @@ impl Model {
                     let m = self.memory_index(i);
                     let layer = &self.retention[i].1;
                     let out = layer.forward(&x, &z, &mut memories[m])?;
-                    hidden.push(match layer.config().write.from() {
+                    hidden.push(match layer.config().write.from {
                         WriteFrom::Input => x.clone(),
                         WriteFrom::Output => out.clone(),
                     });

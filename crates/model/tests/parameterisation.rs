@@ -13,11 +13,9 @@ use retbench_model::{Model, ModelConfig};
 fn written(from: WriteFrom) -> (Vec<f32>, Vec<f32>) {
     let mut r = RetentionConfig::new(16);
     r.layers = Layers::List(vec![1]);
-    r.write = WriteConfig::Append {
-        evict: Evict::Fifo,
-        source: WriteSource::Token {},
-        project: false,
+    r.write = WriteConfig {
         from,
+        ..WriteConfig::append(Evict::Fifo, WriteSource::Token {})
     };
     let map = SeededVarMap::new(VarMap::new(), "from", 0);
     let cfg = ModelConfig::new(16, 2, 2, 10, 8);

@@ -112,11 +112,9 @@ fn a_frozen_base_stays_bit_identical_while_retention_trains() {
 fn gradients_cross_sessions_through_memory_writes() {
     let map = SeededVarMap::new(VarMap::new(), "cross", 0);
     let mut r = retention();
-    r.write = WriteConfig::Append {
-        evict: retbench_core::Evict::Fifo,
-        source: WriteSource::Token {},
+    r.write = WriteConfig {
         project: true,
-        from: retbench_core::WriteFrom::Output,
+        ..WriteConfig::append(retbench_core::Evict::Fifo, WriteSource::Token {})
     };
     let model = Model::new(&cfg(), Some(&r), map.var_builder(DType::F32, &Device::Cpu)).unwrap();
     // Session 2's loss depends on W_u only through what session 1 wrote.

@@ -510,16 +510,13 @@ impl Episodes for CopyConfig {
     fn chance(&self) -> Option<f64> {
         Some(1.0 / self.symbol_count() as f64)
     }
-    fn sequences(&self) -> bool {
-        true
+    fn scorers(&self) -> Vec<Box<dyn learned::Scorer>> {
+        vec![Box::new(learned::Sequences::new(self.bits))]
     }
     /// Binding is the first evaluated length (the training range's), not
     /// the longest.
     fn bind_label(&self) -> Option<u8> {
         self.eval_lengths.first().map(|&l| l as u8)
-    }
-    fn bits(&self) -> Option<u32> {
-        self.bits
     }
     fn eval_groups(&self) -> usize {
         self.eval_lengths.len()

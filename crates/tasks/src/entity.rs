@@ -208,8 +208,8 @@ impl Episodes for EntityConfig {
     fn chance(&self) -> Option<f64> {
         Some(1.0 / self.values as f64)
     }
-    fn stale(&self) -> bool {
-        true
+    fn scorers(&self) -> Vec<Box<dyn crate::learned::Scorer>> {
+        vec![Box::new(crate::learned::StaleAnswers::default())]
     }
     fn telemetry(&self) -> bool {
         true

@@ -30,8 +30,8 @@ use rand_chacha::ChaCha8Rng;
 use retbench_core::infer::no_grad;
 use retbench_core::rng::{randn, stream};
 use retbench_core::{
-    Evict, MemoryState, ReadConfig, RetentionConfig, RetentionLayer, SeededVarMap, WriteConfig,
-    WriteSource,
+    Evict, MemoryState, ReadConfig, ReadKind, RetentionConfig, RetentionLayer, SeededVarMap,
+    WriteConfig, WriteSource,
 };
 use serde::{Deserialize, Serialize};
 
@@ -414,7 +414,7 @@ fn probe_params(
     ctx: &TaskContext,
 ) -> Result<SeededVarMap, TaskError> {
     let map = probe_layer_params(cfg.d, cfg.sharpness, ctx)?;
-    if let ReadConfig::ProductKeys { .. } = ret.read {
+    if let ReadKind::ProductKeys { .. } = ret.read.kind {
         // Product keys split a key into halves that address independently:
         // W_Q = W_K put key components [0, d/4) in the first half of the key
         // row and [d/4, d/2) in the second (the same scores, permuted), not
@@ -525,7 +525,7 @@ pub fn run(
     };
     let mut out = vec![Metric::new("bytes_per_slot", mem.bytes_per_slot() as f64)];
     let targets = p.assoc_recall(&values, &mut mem, &mut out)?;
-    if let Some(k) = ret.read.k() {
+    if let Some(k) = layer.read_backend().k() {
         p.topk_fidelity(&map, &mem, &targets, k, &mut out)?;
     }
     p.index_costs(&mut mem, &mut out)?;
@@ -624,10 +624,13 @@ impl Probe<'_> {
         let (ret, dev, layer) = (self.ret, self.dev, self.layer);
         let (d, m) = (self.cfg.d, ret.slots);
         let mut dense_cfg = ret.clone();
-        dense_cfg.read = ReadConfig::dense().with_params(ret.read.integrate(), ret.read.bias());
+        dense_cfg.read = ReadConfig {
+            kind: ReadKind::Dense,
+            ..ret.read
+        };
         let dense = RetentionLayer::new(&dense_cfg, d, map.var_builder(DType::F32, dev))?;
         let probes = &targets[..targets.len().min(PROBE_CHUNK)];
-        let owns_keys = matches!(ret.read, ReadConfig::ProductKeys { .. });
+        let owns_keys = layer.read_backend().owns_keys();
         let k = k.min(m);
         let (mut recall, mut mass, mut rel) = (0.0, 0.0, 0.0);
         for chunk in probes.chunks((FIDELITY_FLOATS / m).clamp(1, PROBE_CHUNK)) {
@@ -766,7 +769,7 @@ impl Probe<'_> {
                 percentile(&per_query_us, 99.0),
             ));
             out.push(Metric::sliced("queries_per_s", "batch", batch, 1e6 / p50));
-            if let (1, ReadConfig::Dense { .. }) = (batch, ret.read) {
+            if let (1, ReadKind::Dense) = (batch, ret.read.kind) {
                 let achieved = stream_bytes / (p50 * 1e-6) / 1e9;
                 out.push(Metric::new("read_roofline_fraction", achieved / triad));
                 out.push(Metric::new("read_stream_fraction", achieved / read_only));

@@ -1,15 +1,53 @@
 //! The task seam from outside the crate: a toy learned task (three sessions,
-//! its own slices, a control of its own, a feedback signal, slot telemetry)
-//! implemented with `Episodes` and `LearnedTask` alone and run by the shared
-//! learned-task driver. Every metric it reports must match a spec it
-//! declares.
+//! its own slices, a control of its own, a metric of its own through a
+//! `Scorer`, a feedback signal, slot telemetry) implemented with `Episodes`
+//! and `LearnedTask` alone and run by the shared learned-task driver. Every
+//! metric it reports must match a spec it declares.
 
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use retbench_core::{GateConfig, Layers, RetentionConfig, WriteConfig, WriteSource};
 use retbench_model::{EvalConfig, ModelConfig, TrainConfig};
-use retbench_tasks::learned::{Context, Control, Episodes, LearnedTask, SessionData};
+use retbench_tasks::learned::{
+    Context, Control, Episodes, LearnedTask, ScoredRow, Scorer, SessionData,
+};
+use retbench_tasks::metric::{Metric, MetricSpec};
 use retbench_tasks::{RunSpec, Task, TaskContext};
+
+/// The toy's own metrics: the answers it scored, and the share of them
+/// whose predicted symbol has the right parity (what a model that learned
+/// only the parity gets right).
+#[derive(Default)]
+struct Parity {
+    answers: usize,
+    right_parity: usize,
+}
+
+impl Scorer for Parity {
+    fn specs(&self, key: &'static str) -> Vec<MetricSpec> {
+        vec![
+            MetricSpec::new("answers", "scored answers").at_least(0.0),
+            MetricSpec::share("right_parity", "answers of the right parity").sliced(key),
+        ]
+    }
+    fn add(&mut self, row: &ScoredRow<'_>) {
+        for &p in row.positions {
+            self.answers += 1;
+            self.right_parity += (row.predictions[p] % 2 == row.data.targets[p] % 2) as usize;
+        }
+    }
+    fn metrics(&self, key: &'static str) -> Vec<Metric> {
+        vec![
+            Metric::new("answers", self.answers as f64),
+            Metric::sliced(
+                "right_parity",
+                key,
+                "all",
+                self.right_parity as f64 / self.answers.max(1) as f64,
+            ),
+        ]
+    }
+}
 
 /// Session 0 shows a symbol; session 1 is filler; session 2 asks for it.
 /// Samples whose symbol is even carry feedback 1, odd ones 0, so a feedback
@@ -80,6 +118,9 @@ impl Episodes for Echo {
     fn telemetry(&self) -> bool {
         true
     }
+    fn scorers(&self) -> Vec<Box<dyn Scorer>> {
+        vec![Box::new(Parity::default())]
+    }
     fn dataset_config(&self) -> serde_json::Value {
         serde_json::json!({ "symbols": SYMBOLS })
     }
@@ -147,6 +188,13 @@ fn a_toy_task_runs_through_the_driver_with_its_own_slices_controls_and_feedback(
         |name: &str, slice: &str| metrics.iter().any(|m| m.metric == name && m.slice == slice);
     assert!(has("accuracy", "parity=0") && has("accuracy", "parity=1"));
     assert!(has("accuracy_cleared_late", "parity=0"));
+    // The scorer saw each held-out episode's one answer (session 2's
+    // masked position), once: not the unmasked positions, not the training
+    // evaluations, not the controls.
+    let answers = metrics.iter().find(|m| m.metric == "answers").unwrap();
+    assert_eq!(answers.value, eval.episodes as f64);
+    let parity = metrics.iter().find(|m| m.metric == "right_parity").unwrap();
+    assert_eq!(parity.slice, "parity=all");
     assert!(
         !metrics
             .iter()

@@ -130,7 +130,7 @@ impl RetentionLayer {
         let heads = cfg.heads;
         let head_dim = cfg.head_dim(d_model)?;
         let inner = heads * head_dim;
-        let pool_query = match cfg.write.source() {
+        let pool_query = match cfg.write.source {
             WriteSource::Learned {} => Some(vb.get_with_hints(
                 d_model,
                 "pool_query",
@@ -143,7 +143,7 @@ impl RetentionLayer {
         };
         let Backends { read, write, gate } = backends::build(cfg, d_model, &vb)?;
         let init = cfg.init;
-        let bias = cfg.read.bias();
+        let bias = cfg.read.bias;
         let age_emb = match cfg.slot_age {
             SlotAge::Learned { buckets } => Some(vb.get_with_hints(
                 (buckets, inner),
@@ -162,7 +162,7 @@ impl RetentionLayer {
             heads,
             head_dim,
             ln_q: Norm::new(d_model, vb.pp("ln_q"))?,
-            ln_out: match cfg.read.integrate() {
+            ln_out: match cfg.read.integrate {
                 Integrate::PostNorm => Some(Norm::new(d_model, vb.pp("ln_out"))?),
                 Integrate::Add => None,
             },
@@ -172,7 +172,7 @@ impl RetentionLayer {
             // W_O stays unbiased: a bias there would be added whether or
             // not memory holds anything, and an empty memory reads zero.
             w_o: init.linear(inner, d_model, false, 1.0, vb.pp("w_o"))?,
-            w_u: if cfg.write.project() {
+            w_u: if cfg.write.project {
                 Some(init.linear(d_model, d_model, false, 1.0, vb.pp("w_u"))?)
             } else {
                 None
@@ -764,7 +764,7 @@ impl RetentionLayer {
     /// the layer's hidden states [B, T, d].
     pub fn write_source(&self, hidden: &Tensor) -> Result<Tensor> {
         let (_, t, d) = hidden.dims3()?;
-        Ok(match self.cfg.write.source() {
+        Ok(match self.cfg.write.source {
             WriteSource::Mean {} => hidden.mean_keepdim(1)?,
             WriteSource::Last {} => hidden.narrow(1, t - 1, 1)?,
             WriteSource::Token {} => hidden.clone(),
@@ -843,7 +843,7 @@ impl RetentionLayer {
             index.refresh(rows)?;
         }
         if let Some(low) = &mut mem.low {
-            if matches!(self.cfg.write, crate::config::WriteConfig::Attention { .. }) {
+            if self.write_backend.blends() {
                 low.set_pending(
                     (0..mem.batch * mem.slots)
                         .filter(|&f| mem.meta.occupied[f])

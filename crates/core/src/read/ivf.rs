@@ -25,8 +25,11 @@ use candle_core::{DType, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{ReadBackend, ReadQuery, Selection};
-use crate::error::Result;
+use candle_nn::VarBuilder;
+
+use super::{ReadBackend, ReadQuery, ReadRecipe, Selection};
+use crate::config::{RetentionConfig, WriteKind};
+use crate::error::{ConfigError, Result};
 use crate::memory::{MemoryState, SlotIndex};
 use retbench_kernels::scan::{self, Rows};
 
@@ -54,11 +57,73 @@ impl Ivf {
     pub fn default_lists(slots: usize) -> usize {
         ((slots as f64).sqrt().round() as usize).max(1)
     }
+
+    /// The read a config names: `lists` defaults to
+    /// [`Ivf::default_lists`].
+    pub fn new(k: usize, lists: Option<usize>, probe: usize, slots: usize) -> Self {
+        Ivf {
+            k,
+            lists: lists.unwrap_or_else(|| Ivf::default_lists(slots)),
+            probe,
+        }
+    }
+}
+
+impl ReadRecipe for Ivf {
+    fn check(&self, cfg: &RetentionConfig) -> std::result::Result<(), ConfigError> {
+        let bad = |field: &str, message: String| {
+            Err(ConfigError::Invalid {
+                field: field.into(),
+                message,
+            })
+        };
+        super::check_k(self.k, cfg.slots)?;
+        if self.lists == 0 || self.lists > cfg.slots {
+            let (lists, slots) = (self.lists, cfg.slots);
+            return bad(
+                "read.lists",
+                format!("must be in 1..={slots} (slots), got {lists}"),
+            );
+        }
+        if self.probe == 0 {
+            return bad("read.probe", "must be at least 1".into());
+        }
+        if !cfg.keys.cached() {
+            return bad(
+                "read.kind",
+                "ivf indexes cached keys (set `keys: cached`): recomputed keys change \
+                 with W_K, and clustering raw contents mixes in what keys ignore"
+                    .into(),
+            );
+        }
+        if matches!(cfg.write.kind, WriteKind::Attention { .. }) {
+            return bad(
+                "read.kind",
+                "ivf indexes append memories; an attention write blends into every slot \
+                 and would invalidate the index at each write (use topk)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    fn build(
+        self: Box<Self>,
+        _cfg: &RetentionConfig,
+        _d_model: usize,
+        _vb: &VarBuilder,
+    ) -> Result<Box<dyn ReadBackend>> {
+        Ok(self)
+    }
 }
 
 impl ReadBackend for Ivf {
     fn name(&self) -> &'static str {
         "ivf"
+    }
+
+    fn k(&self) -> Option<usize> {
+        Some(self.k)
     }
 
     fn select(&self, query: &mut ReadQuery<'_>) -> Result<Selection> {

@@ -21,9 +21,13 @@ pub use ivf::{Ivf, IvfIndex};
 pub use product::ProductKeys;
 pub use topk::TopK;
 
-use candle_core::Tensor;
+pub use product::ProductKeysRecipe;
 
-use crate::error::Result;
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+
+use crate::config::RetentionConfig;
+use crate::error::{ConfigError, Result};
 use crate::memory::{MemoryState, SlotIndex};
 
 /// Candidates per top-k slot that a scan of reduced-precision keys passes to
@@ -179,10 +183,43 @@ impl ReadQuery<'_> {
     }
 }
 
+/// A read kind as the registry (`crate::backends`) hands it out, before
+/// any parameter exists: the rules it sets for the rest of the config, and
+/// how it becomes a backend. Backends without parameters are their own
+/// recipe.
+pub trait ReadRecipe {
+    /// The constraints this read puts on `cfg` (field paths relative to
+    /// the `retention` block).
+    fn check(&self, cfg: &RetentionConfig) -> std::result::Result<(), ConfigError>;
+    /// The backend, its parameters (if any) created through `vb`.
+    fn build(
+        self: Box<Self>,
+        cfg: &RetentionConfig,
+        d_model: usize,
+        vb: &VarBuilder,
+    ) -> Result<Box<dyn ReadBackend>>;
+}
+
+/// The rule of every read that attends to `k` slots.
+pub(crate) fn check_k(k: usize, slots: usize) -> std::result::Result<(), ConfigError> {
+    if k == 0 || k > slots {
+        return Err(ConfigError::Invalid {
+            field: "read.k".into(),
+            message: format!("must be in 1..={slots} (slots), got {k}"),
+        });
+    }
+    Ok(())
+}
+
 /// A way of choosing the slots a read attends to.
 pub trait ReadBackend: Send + Sync + std::fmt::Debug {
     /// The name as written in YAML (`dense`, `topk`).
     fn name(&self) -> &'static str;
+    /// The slots a query attends to, for reads that select a fixed number
+    /// (`None`: every occupied slot).
+    fn k(&self) -> Option<usize> {
+        None
+    }
     /// The slots every query row attends to.
     fn select(&self, query: &mut ReadQuery<'_>) -> Result<Selection>;
     /// How many slots a read attends to in a memory with `occupied` slots:

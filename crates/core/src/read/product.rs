@@ -12,8 +12,9 @@
 use candle_core::{DType, Tensor};
 use candle_nn::{Init, VarBuilder};
 
-use super::{ReadBackend, ReadQuery, Selection};
-use crate::error::{Error, Result};
+use super::{ReadBackend, ReadQuery, ReadRecipe, Selection};
+use crate::config::{KeyMode, RetentionConfig, SlotAge, WriteKind};
+use crate::error::{ConfigError, Error, Result};
 use retbench_kernels::scan::{self, Rows};
 
 #[derive(Debug)]
@@ -111,9 +112,77 @@ impl ProductKeys {
     }
 }
 
+/// Product keys before their sub-key tables exist (they are parameters,
+/// made in [`ReadRecipe::build`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ProductKeysRecipe {
+    pub k: usize,
+}
+
+impl ReadRecipe for ProductKeysRecipe {
+    fn check(&self, cfg: &RetentionConfig) -> std::result::Result<(), ConfigError> {
+        let bad = |field: &str, message: String| {
+            Err(ConfigError::Invalid {
+                field: field.into(),
+                message,
+            })
+        };
+        let (k, slots) = (self.k, cfg.slots);
+        super::check_k(k, slots)?;
+        let n = (slots as f64).sqrt().round() as usize;
+        if n < 2 || n * n != slots {
+            return bad(
+                "slots",
+                format!(
+                    "product keys need a square number of slots (n² for n sub-keys a half), got {slots}"
+                ),
+            );
+        }
+        if k > n {
+            return bad(
+                "read.k",
+                format!("product keys pick k of each half's {n} sub-keys: k ≤ {n}, got {k}"),
+            );
+        }
+        if cfg.heads != 1 {
+            return bad("heads", "product keys address slots with one head".into());
+        }
+        if !matches!(cfg.write.kind, WriteKind::Append { .. }) {
+            return bad(
+                "write.kind",
+                "product keys place each write in the slot its key addresses (append)".into(),
+            );
+        }
+        if cfg.keys != KeyMode::Recompute {
+            return bad(
+                "keys",
+                "product keys are parameters of the read; leave keys at recompute".into(),
+            );
+        }
+        if !matches!(cfg.slot_age, SlotAge::None {}) {
+            return bad("slot_age", "product keys take no slot age".into());
+        }
+        Ok(())
+    }
+
+    fn build(
+        self: Box<Self>,
+        cfg: &RetentionConfig,
+        d_model: usize,
+        vb: &VarBuilder,
+    ) -> Result<Box<dyn ReadBackend>> {
+        let head_dim = cfg.head_dim(d_model)?;
+        Ok(Box::new(ProductKeys::new(self.k, cfg.slots, head_dim, vb)?))
+    }
+}
+
 impl ReadBackend for ProductKeys {
     fn name(&self) -> &'static str {
         "product_keys"
+    }
+
+    fn k(&self) -> Option<usize> {
+        Some(self.k)
     }
 
     fn select(&self, query: &mut ReadQuery<'_>) -> Result<Selection> {

@@ -2,8 +2,11 @@
 //! the host in O(m) per query (`select_nth_unstable`), softmax over those.
 //! Gradients reach Q, K and V through the selected slots.
 
-use super::{ReadBackend, ReadQuery, Selection};
-use crate::error::Result;
+use candle_nn::VarBuilder;
+
+use super::{ReadBackend, ReadQuery, ReadRecipe, Selection};
+use crate::config::RetentionConfig;
+use crate::error::{ConfigError, Result};
 
 #[derive(Debug)]
 pub struct TopK {
@@ -15,6 +18,10 @@ impl ReadBackend for TopK {
         "topk"
     }
 
+    fn k(&self) -> Option<usize> {
+        Some(self.k)
+    }
+
     fn attended(&self, occupied: usize) -> usize {
         occupied.min(self.k)
     }
@@ -24,6 +31,21 @@ impl ReadBackend for TopK {
         return degraded(self.k, query);
         #[cfg(not(feature = "degraded-topk"))]
         query.top_k(self.k)
+    }
+}
+
+impl ReadRecipe for TopK {
+    fn check(&self, cfg: &RetentionConfig) -> std::result::Result<(), ConfigError> {
+        super::check_k(self.k, cfg.slots)
+    }
+
+    fn build(
+        self: Box<Self>,
+        _cfg: &RetentionConfig,
+        _d_model: usize,
+        _vb: &VarBuilder,
+    ) -> Result<Box<dyn ReadBackend>> {
+        Ok(self)
     }
 }
 

@@ -9,7 +9,8 @@ use candle_core::{DType, Tensor};
 
 use super::{Candidates, WriteBackend, put_rows};
 use super::{WriteContext, WriteReport};
-use crate::error::Result;
+use crate::config::RetentionConfig;
+use crate::error::{ConfigError, Result};
 use crate::memory::MemoryState;
 use retbench_kernels::rows;
 
@@ -22,6 +23,20 @@ pub struct Attention {
 impl WriteBackend for Attention {
     fn name(&self) -> &'static str {
         "attention"
+    }
+
+    fn check(&self, _cfg: &RetentionConfig) -> std::result::Result<(), ConfigError> {
+        if !(0.0..=1.0).contains(&self.rate) {
+            return Err(ConfigError::Invalid {
+                field: "write.rate".into(),
+                message: format!("must be in [0, 1], got {}", self.rate),
+            });
+        }
+        Ok(())
+    }
+
+    fn blends(&self) -> bool {
+        true
     }
 
     fn write(

@@ -12,7 +12,8 @@ pub use attention::Attention;
 
 use candle_core::Tensor;
 
-use crate::error::Result;
+use crate::config::RetentionConfig;
+use crate::error::{ConfigError, Result};
 use crate::evict::EvictionPolicy;
 use crate::memory::MemoryState;
 
@@ -70,6 +71,17 @@ pub trait WriteBackend: Send + Sync + std::fmt::Debug {
     /// The eviction policy, for backends that evict.
     fn eviction(&self) -> Option<&dyn EvictionPolicy> {
         None
+    }
+    /// The constraints this write puts on `cfg` (field paths relative to
+    /// the `retention` block).
+    fn check(&self, _cfg: &RetentionConfig) -> std::result::Result<(), ConfigError> {
+        Ok(())
+    }
+    /// Whether a write may change slots that were already occupied (a
+    /// blend), so that anything derived from every slot (reduced-precision
+    /// keys) must be redone after it.
+    fn blends(&self) -> bool {
+        false
     }
 }
 

@@ -16,8 +16,16 @@ pub fn reads(slots: usize) -> Vec<ReadConfig> {
         ReadConfig::topk(2.min(slots)),
         // Biased projections and a plain residual: the reassociated and
         // gathered paths must add back the bias terms they leave out.
-        ReadConfig::dense().with_params(Integrate::Add, true),
-        ReadConfig::topk(2.min(slots)).with_params(Integrate::Add, true),
+        ReadConfig {
+            integrate: Integrate::Add,
+            bias: true,
+            ..ReadConfig::dense()
+        },
+        ReadConfig {
+            integrate: Integrate::Add,
+            bias: true,
+            ..ReadConfig::topk(2.min(slots))
+        },
     ]
 }
 
@@ -36,19 +44,11 @@ pub fn writes(source: WriteSource) -> Vec<WriteConfig> {
         w.push(WriteConfig::attention(0.5, erase, source));
     }
     // Without W_u the stored content is u itself.
-    w.push(WriteConfig::Append {
-        evict: Evict::Fifo,
-        source,
-        project: false,
+    w.push(WriteConfig {
         from: WriteFrom::Input,
+        ..WriteConfig::append(Evict::Fifo, source)
     });
-    w.push(WriteConfig::Attention {
-        rate: 0.5,
-        erase: true,
-        source,
-        project: false,
-        from: WriteFrom::Output,
-    });
+    w.push(WriteConfig::attention(0.5, true, source));
     w
 }
 

@@ -242,7 +242,7 @@ impl Run<'_> {
     ) {
         let task = self.task;
         out.extend(scores.telemetry_metrics(task.telemetry_key()));
-        out.extend(scores.sequence_metrics(task));
+        out.extend(scores.scorer_metrics(task));
         if task.side_probe() {
             out.extend(scores.stream_metrics(task));
         }

@@ -37,7 +37,7 @@ impl EvalSet {
         from: usize,
         telemetry: bool,
     ) -> Result<Scores, TaskError> {
-        let mut scores = Scores::default();
+        let mut scores = Scores::new(task);
         let dev = Device::Cpu;
         let probing = task.side_probe();
         for (i, (data, b)) in self.batches.iter().enumerate() {
@@ -53,7 +53,7 @@ impl EvalSet {
                 }
                 let Some(p) = probes.get(session) else { return };
                 match retbench_model::eval::probe(model, p, memories) {
-                    Ok(o) => scores.add(task, &data[n + session], &o, Some(session as u8)),
+                    Ok(o) => scores.add(&data[n + session], &o, Some(session as u8)),
                     Err(e) => failed = failed.take().or(Some(e)),
                 }
                 if let Some(m) = memories.first() {
@@ -72,7 +72,7 @@ impl EvalSet {
             }
             if !probing {
                 for (d, o) in data.iter().zip(&outs).skip(from) {
-                    scores.add(task, d, o, None);
+                    scores.add(d, o, None);
                 }
             }
         }

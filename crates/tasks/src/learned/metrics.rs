@@ -49,36 +49,11 @@ fn accuracy_specs(task: &dyn Episodes) -> Vec<MetricSpec> {
     out
 }
 
-/// What sequence, bit and stale-answer tasks add.
+/// The task's own scorers' metrics (whole sequences, bit errors, stale
+/// answers, …).
 fn output_specs(task: &dyn Episodes) -> Vec<MetricSpec> {
     let key = task.slice_key();
-    let mut out = Vec::new();
-    if task.sequences() {
-        out.push(
-            MetricSpec::share("exact_sequence", "sequences reproduced without error").sliced(key),
-        );
-    }
-    if task.bits().is_some() {
-        // No one chance level: a guess costs bits/2 per symbol, so it grows
-        // with the sequence's length.
-        out.push(
-            MetricSpec::new("bit_errors_per_sequence", "bit errors per sequence")
-                .unit("bits")
-                .lower()
-                .at_least(0.0)
-                .sliced(key),
-        );
-    }
-    if task.stale() {
-        out.push(
-            MetricSpec::share(
-                "stale_answer_rate",
-                "answers that were a superseded value (queries about updated facts)",
-            )
-            .lower(),
-        );
-    }
-    out
+    task.scorers().iter().flat_map(|s| s.specs(key)).collect()
 }
 
 /// Continual-learning summaries (side probe), gate quality (relevance) and

@@ -12,9 +12,9 @@
 //!
 //! One file per concern: the task-facing traits here (`Episodes`,
 //! `LearnedTask`, the episode data), `metrics` (what a learned task
-//! reports), `episodes` (layout, sizes, checks), `held_out` (the frozen
-//! evaluation sets), `eval` and `scoring` (evaluation), `driver` (training
-//! one run, checkpoints).
+//! reports), `scorer` (the seam for a task's own metrics), `episodes`
+//! (layout, sizes, checks), `held_out` (the frozen evaluation sets), `eval`
+//! and `scoring` (evaluation), `driver` (training one run, checkpoints).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,6 +39,7 @@ mod episodes;
 mod eval;
 mod held_out;
 mod metrics;
+mod scorer;
 mod scoring;
 
 pub use driver::run;
@@ -47,7 +48,7 @@ pub use episodes::{concat, estimate_bytes, fitted_model, validate};
 use eval::*;
 pub use held_out::{Dataset, base_key, dataset, dataset_key, held_out, sha256_hex};
 pub use metrics::{BIND_THRESHOLD, metric_specs, time_to_bind};
-pub use scoring::bit_errors;
+pub use scorer::{ScoredRow, Scorer, Sequences, StaleAnswers, bit_errors};
 use scoring::*;
 
 /// An evaluation under a changed memory: the memory is cleared before
@@ -169,20 +170,11 @@ pub trait Episodes {
     fn second_slice(&self) -> Option<&'static str> {
         None
     }
-    /// Whether whole sequences are scored: `exact_sequence` (every masked
-    /// position of a session right), per label of the first slice.
-    fn sequences(&self) -> bool {
-        false
-    }
-    /// The width of the symbols as bit vectors, where tokens `0..2^bits`
-    /// are such vectors: `bit_errors_per_sequence` (the NTM copy metric).
-    fn bits(&self) -> Option<u32> {
-        None
-    }
-    /// Whether masked positions carry superseded answers
-    /// (`stale_answer_rate`).
-    fn stale(&self) -> bool {
-        false
+    /// The task's own metrics beyond accuracy and loss (whole sequences,
+    /// bit errors, stale answers, …), each a fresh [`Scorer`]: the driver
+    /// declares their specs and feeds them every scored sequence.
+    fn scorers(&self) -> Vec<Box<dyn Scorer>> {
+        Vec::new()
     }
     /// Groups of held-out episodes with shapes of their own (copy: one per
     /// evaluated length); each is scored with the same model.

@@ -1,22 +1,20 @@
 //! Scoring a model's predictions on held-out episodes: accuracy and loss
-//! per slice, exact sequences and bit errors, stale answers, gate precision
-//! and recall, and the metrics they become.
+//! per slice, gate precision and recall, and the metrics they become; the
+//! task's own scorers ([`Scorer`]) are fed here too.
 
 use super::*;
 
-/// Accuracy and mean loss over masked positions, per slice label; whole
-/// sequences and stale answers where the task scores them; and the slot
-/// telemetry per session, summed over batches, when asked for.
-#[derive(Debug, Default, Clone)]
+/// Accuracy and mean loss over masked positions, per slice label; the
+/// task's own scorers; and the slot telemetry per session, summed over
+/// batches, when asked for.
+#[derive(Default)]
 pub(super) struct Scores {
     /// (slice: 0 the first key, 1 the second, label) → (hits, count)
     pub(super) hits: BTreeMap<(u8, u8), (usize, usize)>,
     /// A side probe's groups beyond the first: (group, writes) → (hits, count)
     pub(super) groups: BTreeMap<(u8, u8), (usize, usize)>,
-    /// first-slice label → (sequences all right, bit errors, sequences)
-    pub(super) sequences: BTreeMap<u8, (usize, u64, usize)>,
-    /// (stale answers, queries that have superseded answers)
-    pub(super) stale: (usize, usize),
+    /// The task's own metrics ([`Episodes::scorers`]).
+    pub(super) scorers: Vec<Box<dyn Scorer>>,
     pub(super) nll: f64,
     pub(super) n: usize,
     /// session → per batch, the mean telemetry of the first memory
@@ -27,31 +25,27 @@ pub(super) struct Scores {
     pub(super) gate: [f64; 4],
 }
 
-/// Bits that differ between two symbols of `bits` bits; a prediction that
-/// is no such symbol (a marker) gets every bit wrong.
-pub fn bit_errors(predicted: u32, target: u32, bits: u32) -> u32 {
-    if predicted >> bits != 0 {
-        bits
-    } else {
-        (predicted ^ target).count_ones()
-    }
-}
-
 impl Scores {
+    /// Empty scores, with fresh scorers of `task`.
+    pub(super) fn new(task: &dyn Episodes) -> Self {
+        Scores {
+            scorers: task.scorers(),
+            ..Scores::default()
+        }
+    }
+
     /// Scores one session; `label`, where given, is a side probe's
     /// `writes`: it replaces the first-slice label of group 0's positions,
     /// and the other groups are kept apart.
     pub(super) fn add(
         &mut self,
-        task: &dyn Episodes,
         data: &SessionData,
         out: &retbench_model::SessionOutput,
         label: Option<u8>,
     ) {
-        let (sequences, bits) = (task.sequences(), task.bits());
+        let mut positions = Vec::with_capacity(data.len);
         for row in 0..data.mask.len() / data.len.max(1) {
-            // (all right, bit errors, first-slice label) of this row's sequence
-            let mut seq: Option<(bool, u64, u8)> = None;
+            positions.clear();
             for p in row * data.len..(row + 1) * data.len {
                 if data.mask[p] == 0.0 {
                     continue;
@@ -72,25 +66,21 @@ impl Scores {
                     e.0 += right as usize;
                     e.1 += 1;
                 }
-                if let Some(stale) = data.stale.as_ref().map(|s| &s[p])
-                    && !stale.is_empty()
-                {
-                    self.stale.0 += stale.contains(&out.predictions[p]) as usize;
-                    self.stale.1 += 1;
-                }
-                let s = seq.get_or_insert((true, 0, first));
-                s.0 &= right;
-                if let Some(b) = bits {
-                    s.1 += bit_errors(out.predictions[p], data.targets[p], b) as u64;
-                }
+                positions.push(p);
                 self.nll += out.nll[p] as f64;
                 self.n += 1;
             }
-            if let (true, Some((all, errors, label))) = (sequences, seq) {
-                let e = self.sequences.entry(label).or_default();
-                e.0 += all as usize;
-                e.1 += errors;
-                e.2 += 1;
+            let Some(&p0) = positions.first() else {
+                continue;
+            };
+            let row = ScoredRow {
+                data,
+                predictions: &out.predictions,
+                positions: &positions,
+                label: label.unwrap_or(data.label[p0]),
+            };
+            for scorer in &mut self.scorers {
+                scorer.add(&row);
             }
         }
     }
@@ -130,36 +120,10 @@ impl Scores {
         out
     }
 
-    /// `exact_sequence`, `bit_errors_per_sequence` and `stale_answer_rate`,
-    /// where the task scores them.
-    pub(super) fn sequence_metrics(&self, task: &dyn Episodes) -> Vec<Metric> {
+    /// What the task's own scorers measured.
+    pub(super) fn scorer_metrics(&self, task: &dyn Episodes) -> Vec<Metric> {
         let key = task.slice_key();
-        let mut out = Vec::new();
-        for (label, (all, errors, n)) in &self.sequences {
-            let n = (*n).max(1) as f64;
-            out.push(Metric::sliced(
-                "exact_sequence",
-                key,
-                label,
-                *all as f64 / n,
-            ));
-            if task.bits().is_some() {
-                out.push(Metric::sliced(
-                    "bit_errors_per_sequence",
-                    key,
-                    label,
-                    *errors as f64 / n,
-                ));
-            }
-        }
-        if task.stale() {
-            let (stale, n) = self.stale;
-            out.push(Metric::new(
-                "stale_answer_rate",
-                stale as f64 / n.max(1) as f64,
-            ));
-        }
-        out
+        self.scorers.iter().flat_map(|s| s.metrics(key)).collect()
     }
 
     pub(super) fn loss(&self) -> f64 {
