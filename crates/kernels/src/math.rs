@@ -1,6 +1,7 @@
 //! Scalar building blocks of the fused kernels: sums and row statistics
 //! with eight partial sums (so loops vectorise), eˣ and erf without libm
-//! calls, and the eight-lane dot product and axpy of the attention ops.
+//! calls, and the eight-lane dot product (of the attention ops and the row
+//! ops) and axpy.
 //! `scan` keeps its own sixteen-lane dot with a pairwise reduction: the two
 //! round differently, and merging them would change every trained model's
 //! bits.
@@ -74,23 +75,28 @@ pub fn erf_f32(x: f32) -> f32 {
 }
 
 /// Σ a⊙b with eight independent partial sums, so that it vectorises (a
-/// float sum in one accumulator is a serial chain the compiler must keep).
+/// float sum in one accumulator is a serial chain the compiler must keep):
+/// the one dot of the training ops and of the row ops (`rows`), in f32 and
+/// f64.
 #[inline(always)]
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 8];
+pub(crate) fn dot<T>(a: &[T], b: &[T]) -> T
+where
+    T: Copy + Default + std::ops::Add<Output = T> + std::ops::Mul<Output = T> + std::iter::Sum,
+{
+    let mut acc = [T::default(); 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
+    let tail: T = ca
         .remainder()
         .iter()
         .zip(cb.remainder())
-        .map(|(x, y)| x * y)
+        .map(|(x, y)| *x * *y)
         .sum();
     for (x, y) in ca.zip(cb) {
         for l in 0..8 {
-            acc[l] += x[l] * y[l];
+            acc[l] = acc[l] + x[l] * y[l];
         }
     }
-    acc.iter().sum::<f32>() + tail
+    acc.iter().copied().sum::<T>() + tail
 }
 
 /// y += a·x

@@ -15,6 +15,7 @@
 //!
 //! Both fall back to candle ops off the CPU.
 
+use crate::math::dot;
 use candle_core::{
     CpuStorage, CustomOp2, D, DType, InplaceOp1, Layout, Result, Shape, Tensor, bail,
 };
@@ -67,6 +68,8 @@ mod num_like {
         + std::ops::Sub<Output = Self>
         + std::ops::Mul<Output = Self>
         + std::ops::Div<Output = Self>
+        + std::iter::Sum
+        + Default
     {
         fn zero() -> Self;
         fn one() -> Self;
@@ -243,24 +246,6 @@ pub fn blend_rows_in_place(table: &Tensor, w: &Tensor, v: &Tensor, erase: bool) 
         erase,
     })?;
     Ok(true)
-}
-
-/// Dot product with eight independent accumulators, so that the compiler
-/// can vectorise it (a single running sum is a serial dependency chain).
-fn dot<T: num_like::Float>(a: &[T], b: &[T]) -> T {
-    let mut acc = [T::zero(); 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] = acc[l] + x[l] * y[l];
-        }
-    }
-    let mut s = acc.iter().fold(T::zero(), |s, &x| s + x);
-    for (x, y) in ra.iter().zip(rb) {
-        s = s + *x * *y;
-    }
-    s
 }
 
 /// Slots per parallel task: large enough to amortise scheduling.
