@@ -4,9 +4,10 @@
 default:
     @just --list
 
-# Every suite in suites/ with its full profile, then the reports.
+# Every suite in suites/ with its full profile, then the reports: only from
+# committed code (the reports it writes are committed; see scripts/provenance.py).
 bench *args:
-    cargo run --release -- bench {{args}}
+    cargo run --release -- bench --require-clean {{args}}
 
 # Every suite's smoke profile (what CI runs), then the reports.
 smoke:
@@ -15,6 +16,11 @@ smoke:
 # Run the test suite (the README's test command, what CI runs).
 test:
     cargo test --workspace --release
+
+# Which committed reports hold runs whose code the repository cannot give
+# back (CI runs it with --check).
+provenance:
+    python3 scripts/provenance.py
 
 # Lints CI holds the tree to.
 lint:

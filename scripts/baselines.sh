@@ -5,8 +5,9 @@
 #   scripts/baselines.sh check     rerun them all into a scratch folder and
 #                                  `retbench compare` each with its baseline;
 #                                  exit 1 on a regression (what .ci/run does)
-# A baseline keeps what `compare` reads (results.csv, metrics.json) and the
-# summary for people (summary.md); models and figures stay out of git.
+# A baseline keeps what `compare` reads (plan.json: the suite and profile it
+# must match; results.csv, metrics.json) and the summary for people
+# (summary.md); models and figures stay out of git.
 # RETBENCH overrides the binary (default: cargo run --release --locked).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +40,7 @@ for suite in suites/*.yaml; do
   case "$mode" in
   refresh)
     mkdir -p "reports/baselines/$name"
-    cp "$out/results.csv" "$out/metrics.json" "$out/summary.md" "reports/baselines/$name/"
+    cp "$out/plan.json" "$out/results.csv" "$out/metrics.json" "$out/summary.md" "reports/baselines/$name/"
     echo "reports/baselines/$name: $(($(wc -l < "$out/results.csv") - 1)) result rows"
     ;;
   check)

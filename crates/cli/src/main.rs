@@ -120,6 +120,14 @@ enum Command {
         /// Rerun runs that already have results.
         #[arg(long)]
         force: bool,
+        /// Accept an output folder that holds an earlier plan of this suite and
+        /// profile: keep the runs both plans share, move the other records to retired/.
+        #[arg(long)]
+        replan: bool,
+        /// Refuse to run from a working tree with uncommitted changes (by default
+        /// such a run stores the diff beside its record: OUT/diffs/<hash>.patch).
+        #[arg(long)]
+        require_clean: bool,
         /// Skip the summary and figures at the end.
         #[arg(long)]
         no_report: bool,
@@ -159,8 +167,11 @@ enum Command {
     /// than max(--tolerance, the 95% interval half-width of either side); a timing
     /// metric moving beyond --timing-tolerance is a warning, or a regression with
     /// --strict-timing. A metric the baseline has and the current results lack
-    /// regresses too. Prints a Markdown table (for a PR comment or a CI step
-    /// summary) or JSON.
+    /// regresses too, and so does a config the baseline has and the current
+    /// results lack. Folders of different suites or profiles are refused (exit 2)
+    /// unless --allow-different-plans, and so are folders with no config in
+    /// common. Prints a Markdown table (for a PR comment or a CI step summary)
+    /// or JSON.
     Compare {
         /// The reference folder (e.g. reports/baselines/<suite>).
         baseline: PathBuf,
@@ -175,6 +186,9 @@ enum Command {
         /// A timing beyond its tolerance fails instead of warning.
         #[arg(long)]
         strict_timing: bool,
+        /// Compare folders of different suites or profiles (refused by default).
+        #[arg(long)]
+        allow_different_plans: bool,
         #[arg(long, value_enum, default_value_t = CompareFormat::Markdown)]
         format: CompareFormat,
     },
@@ -198,6 +212,12 @@ enum Command {
         /// Rerun runs that already have results.
         #[arg(long)]
         force: bool,
+        /// Accept output folders that hold an earlier plan of their suite (see `run --replan`).
+        #[arg(long)]
+        replan: bool,
+        /// Refuse to run from a working tree with uncommitted changes (see `run --require-clean`).
+        #[arg(long)]
+        require_clean: bool,
         #[command(flatten)]
         kernels: KernelsOpt,
     },
@@ -359,6 +379,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             max_memory,
             out,
             force,
+            replan,
+            require_clean,
             kernels,
         } => {
             kernels.select();
@@ -368,7 +390,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
                 jobs,
                 &limits(max_memory),
                 out.as_deref(),
-                force,
+                (force, replan, require_clean),
             )
         }
         Command::TrainBench {
@@ -404,6 +426,8 @@ fn run_command(cmd: Command) -> anyhow::Result<Outcome> {
         shard,
         only,
         force,
+        replan,
+        require_clean,
         no_report,
         quiet,
         max_memory,
@@ -421,6 +445,8 @@ fn run_command(cmd: Command) -> anyhow::Result<Outcome> {
         shard,
         only,
         force,
+        replan,
+        require_clean,
         progress: if quiet {
             Progress::Quiet
         } else {
@@ -472,6 +498,7 @@ fn compare_command(cmd: Command) -> anyhow::Result<Outcome> {
         tolerance,
         timing_tolerance,
         strict_timing,
+        allow_different_plans,
         format,
     } = cmd
     else {
@@ -488,13 +515,14 @@ fn compare_command(cmd: Command) -> anyhow::Result<Outcome> {
         timing: timing_tolerance,
         strict_timing,
     };
-    let report = retbench_report::compare(&baseline, &current, tol).with_context(|| {
-        format!(
-            "comparing {} with {}",
-            baseline.display(),
-            current.display()
-        )
-    })?;
+    let report = retbench_report::compare(&baseline, &current, tol, allow_different_plans)
+        .with_context(|| {
+            format!(
+                "comparing {} with {}",
+                baseline.display(),
+                current.display()
+            )
+        })?;
     match format {
         CompareFormat::Markdown => print!("{}", report.markdown()),
         CompareFormat::Json => {
@@ -783,7 +811,7 @@ fn bench(
     jobs: Option<usize>,
     limits: &suite::Limits,
     out: Option<&Path>,
-    force: bool,
+    (force, replan, require_clean): (bool, bool, bool),
 ) -> anyhow::Result<Outcome> {
     let files = suite_files(dir)?;
     if files.is_empty() {
@@ -804,6 +832,8 @@ fn bench(
             shard: None,
             only: None,
             force,
+            replan,
+            require_clean,
             progress: Progress::Auto,
         };
         if let Outcome::SomeFailed = run_suite(plan, &opts, true)? {

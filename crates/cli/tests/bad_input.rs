@@ -78,6 +78,52 @@ base:
 ";
 
 #[test]
+fn yaml_syntax_errors_point_at_the_line_to_fix_and_say_it_once() {
+    // A key indented deeper than its siblings: YAML folds it into the
+    // value above, which then fails as a number on line 5; the line to fix
+    // is 6.
+    let deeper = b"name: s\nbase:\n  task: { kind: scaling, d: 16 }\n  retention:\n    slots: 8\n      read: dense\nseeds: [0]\n";
+    refused(
+        "deeper",
+        deeper,
+        &[],
+        "6:7",
+        "indented deeper than the key on line 5",
+    );
+    // An unclosed `{`: the reader stumbles on the next line; the `{` is
+    // where the `}` is missing.
+    let brace =
+        b"name: s\nbase:\n  task: { kind: scaling, d: 16\n  retention: { slots: 8 }\nseeds: [0]\n";
+    refused(
+        "brace",
+        brace,
+        &[],
+        "3:9",
+        "the `{` opened here is not closed",
+    );
+    let bracket = b"name: s\nseeds: [0, 1\ngrid:\n  retention.slots: [8]\n";
+    refused(
+        "bracket",
+        bracket,
+        &[],
+        "2:8",
+        "the `[` opened here is not closed",
+    );
+    // A bad indent the reader locates itself: kept, its position said once.
+    let indent = b"name: s\nbase:\n  task: { kind: scaling, d: 16 }\n seeds: [0]\n";
+    refused("indent", indent, &[], "4:2", "did not find expected key");
+    for (name, text) in [("deeper", &deeper[..]), ("indent", &indent[..])] {
+        let dir = scratch(&format!("{name}-once"));
+        let file = dir.join("s.yaml");
+        std::fs::write(&file, text).unwrap();
+        let (code, err) = retbench(&["plan", file.to_str().unwrap()]);
+        assert_eq!(code, 2, "{err}");
+        assert!(!err.contains("line ") || !err.contains(" column "), "{err}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}
+
+#[test]
 fn sizes_that_would_not_fit_are_refused_where_they_are_written() {
     let scaling = "name: big\nbase:\n  task: { kind: scaling, d: 64 }\n  retention:\n    slots: 1000000000000\n";
     refused(

@@ -471,6 +471,12 @@ fn decode_state(
         .collect();
     let evictions = decode(sized("evictions", Dtype::U64, b)?, u64::from_le_bytes);
     let clocks = decode(sized("clocks", Dtype::U64, 3)?, u64::from_le_bytes);
+    let clocks = Clocks {
+        writes: clocks[0],
+        events: clocks[1],
+        next_seq: clocks[2],
+    };
+    check_meta(ns, b, m, &meta, &clocks)?;
     let rng_bytes = sized("rng", Dtype::U8, 56)?;
     let mut seed = [0u8; 32];
     seed.copy_from_slice(&rng_bytes[..32]);
@@ -487,11 +493,7 @@ fn decode_state(
         content,
         keys,
         meta,
-        clocks: Clocks {
-            writes: clocks[0],
-            events: clocks[1],
-            next_seq: clocks[2],
-        },
+        clocks,
         evictions,
         gate_counts: vec![(0, 0); b],
         rng,
@@ -510,6 +512,65 @@ fn decode_state(
             .filter(|v| v.dtype() == Dtype::U8)
             .map(|v| v.data().to_vec()),
     })
+}
+
+/// Values no memory can hold, which a damaged or hand-made file can: no
+/// slots, negative or non-finite read weights, a slot written, read or
+/// numbered after the memory's own clocks. Each names the tensor.
+fn check_meta(
+    ns: &str,
+    b: usize,
+    m: usize,
+    meta: &SlotMeta,
+    clocks: &Clocks,
+) -> std::result::Result<(), String> {
+    if b == 0 || m == 0 {
+        return Err(format!(
+            "{ns}/content holds {b} memories of {m} slots: a memory has at least one slot"
+        ));
+    }
+    let first_bad = |name: &str, bad: Option<(usize, String)>| match bad {
+        Some((i, why)) => Err(format!("{ns}/{name}: slot {i} {why}")),
+        None => Ok(()),
+    };
+    first_bad(
+        "read_weight",
+        meta.read_weight
+            .iter()
+            .position(|w| !(w.is_finite() && *w >= 0.0))
+            .map(|i| {
+                let w = meta.read_weight[i];
+                (
+                    i,
+                    format!("holds {w}: read weights are sums of softmax weights, never negative"),
+                )
+            }),
+    )?;
+    let ahead = |values: &[u64], clock: u64, what: &str| {
+        values
+            .iter()
+            .zip(&meta.occupied)
+            .position(|(&v, &occupied)| occupied && v > clock)
+            .map(|i| {
+                (
+                    i,
+                    format!(
+                        "is {what} {}, after the memory's clock ({clock})",
+                        values[i]
+                    ),
+                )
+            })
+    };
+    first_bad(
+        "written_at",
+        ahead(&meta.written_at, clocks.writes, "written at"),
+    )?;
+    first_bad(
+        "last_read",
+        ahead(&meta.last_read, clocks.events, "last read at"),
+    )?;
+    let numbered = clocks.next_seq.saturating_sub(1);
+    first_bad("seq", ahead(&meta.seq, numbered, "numbered"))
 }
 
 fn decode<T, const N: usize>(bytes: &[u8], f: fn([u8; N]) -> T) -> Vec<T> {

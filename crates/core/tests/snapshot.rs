@@ -157,6 +157,107 @@ fn truncated_corrupted_foreign_and_newer_files_are_refused() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// `bytes` (a snapshot) with the tensors `edit` returns replaced (new
+/// shape and bytes) and the checksum recomputed as the writer computes it:
+/// a well-formed file holding values that no memory can.
+fn rewritten(
+    bytes: &[u8],
+    edit: impl Fn(&str, &safetensors::tensor::TensorView) -> Option<(Vec<usize>, Vec<u8>)>,
+) -> Vec<u8> {
+    let snap = safetensors::SafeTensors::deserialize(bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(bytes).unwrap();
+    let mut meta = header.metadata().clone().unwrap();
+    let mut names: Vec<String> = snap.names().into_iter().map(String::from).collect();
+    names.sort();
+    let tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = names
+        .iter()
+        .map(|n| {
+            let v = snap.tensor(n).unwrap();
+            let (shape, data) = edit(n, &v).unwrap_or((v.shape().to_vec(), v.data().to_vec()));
+            (n.clone(), v.dtype(), shape, data)
+        })
+        .collect();
+    let mut h = blake3::Hasher::new();
+    h.update(meta["config_hash"].as_bytes());
+    for (name, dtype, shape, data) in &tensors {
+        h.update(name.as_bytes());
+        h.update(&[0]);
+        h.update(format!("{dtype:?}{shape:?}").as_bytes());
+        h.update(&(data.len() as u64).to_le_bytes());
+        h.update(data);
+    }
+    meta.insert("checksum".into(), h.finalize().to_hex().to_string());
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| {
+            let v = safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap();
+            (n.clone(), v)
+        })
+        .collect();
+    safetensors::serialize(views, Some(meta)).unwrap()
+}
+
+#[test]
+fn values_no_memory_can_hold_are_refused_naming_the_tensor() {
+    let dir = scratch("impossible");
+    let (cfg, _, bytes) = saved(&dir);
+    let hash = cfg.hash();
+    let write = |name: &str, b: Vec<u8>| {
+        let p = dir.join(format!("{name}.safetensors"));
+        std::fs::write(&p, b).unwrap();
+        p
+    };
+    // Zero slots: every per-slot tensor empty (this panicked once).
+    let p = write(
+        "zero-slots",
+        rewritten(&bytes, |n, v| {
+            let s = v.shape();
+            match s.len() {
+                3 => Some((vec![s[0], 0, s[2]], Vec::new())),
+                2 if !n.ends_with("/clocks") => Some((vec![s[0], 0], Vec::new())),
+                _ => None,
+            }
+        }),
+    );
+    refused(
+        &p,
+        &hash,
+        "memories of 0 slots: a memory has at least one slot",
+    );
+    // A negative read weight.
+    let p = write(
+        "negative-weight",
+        rewritten(&bytes, |n, v| {
+            n.ends_with("/read_weight").then(|| {
+                let mut d = v.data().to_vec();
+                d[..4].copy_from_slice(&(-0.5f32).to_le_bytes());
+                (v.shape().to_vec(), d)
+            })
+        }),
+    );
+    refused(&p, &hash, "default/read_weight: slot 0 holds -0.5");
+    // An occupied slot written after the memory's write clock.
+    let p = write(
+        "clock-ahead",
+        rewritten(&bytes, |n, v| {
+            n.ends_with("/written_at").then(|| {
+                let mut d = v.data().to_vec();
+                d[..8].copy_from_slice(&1_000_000u64.to_le_bytes());
+                (v.shape().to_vec(), d)
+            })
+        }),
+    );
+    refused(
+        &p,
+        &hash,
+        "default/written_at: slot 0 is written at 1000000",
+    );
+    // The unedited file still loads: the checks refuse only what they name.
+    let p = write("unedited", rewritten(&bytes, |_, _| None));
+    snapshot::load_state(&p, &hash, &DEV).unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn a_failed_save_leaves_the_previous_snapshot_intact() {
     let dir = scratch("atomic");

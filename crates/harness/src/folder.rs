@@ -57,6 +57,11 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> FolderError + '_ {
 pub struct Provenance {
     pub retbench_version: String,
     pub git_commit: String,
+    /// For a commit `…-dirty`: the SHA-256 of the uncommitted changes,
+    /// stored in the run folder as `diffs/<hash>.patch`
+    /// ([`crate::provenance`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_hash: Option<String>,
     pub rustc_version: String,
     pub cpu_model: String,
     /// Runs in parallel when this one ran.
@@ -90,6 +95,11 @@ pub struct RunRecord {
     pub config: Value,
     pub metrics: Vec<Metric>,
     pub provenance: Provenance,
+    /// The fingerprint of the plan the run was made under
+    /// ([`PlanFile::fingerprint`]); absent in records made before it was
+    /// kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
 }
 
 /// `failures/<run_id>.json`.
@@ -168,6 +178,50 @@ impl RunFolder {
         }
     }
 
+    /// Moves the records (finished or failed) of runs that `planned` does
+    /// not name, or names with another config hash, to
+    /// `retired/runs/` and `retired/failures/`: kept, but out of the
+    /// results. Returns how many moved.
+    pub fn retire_unplanned(&self, planned: &ExpectedRuns) -> Result<usize, FolderError> {
+        let mut moved = 0;
+        for (dir, kind) in [(self.runs_dir(), "runs"), (self.failures_dir(), "failures")] {
+            for path in json_files(&dir)? {
+                let id = path.file_stem().unwrap_or_default().to_string_lossy();
+                let keep = planned.get(id.as_ref()).is_some_and(|e| {
+                    kind == "failures"
+                        || verify_run(&path, None).is_ok_and(|r| r.config_hash == e.config_hash)
+                });
+                if keep {
+                    continue;
+                }
+                let to = self
+                    .dir
+                    .join("retired")
+                    .join(kind)
+                    .join(path.file_name().unwrap());
+                std::fs::create_dir_all(to.parent().unwrap()).map_err(io(&to))?;
+                std::fs::rename(&path, &to).map_err(io(&path))?;
+                moved += 1;
+            }
+        }
+        Ok(moved)
+    }
+
+    /// `diffs/<hash>.patch`: the uncommitted changes that dirty runs were
+    /// made with.
+    pub fn diff_path(&self, hash: &str) -> PathBuf {
+        self.dir.join("diffs").join(format!("{hash}.patch"))
+    }
+
+    /// Stores a diff under its hash (once: the name says the contents).
+    pub fn write_diff(&self, hash: &str, diff: &[u8]) -> Result<(), FolderError> {
+        let path = self.diff_path(hash);
+        if path.is_file() {
+            return Ok(());
+        }
+        write_atomic(&path, diff)
+    }
+
     /// Whether any record of `run_id` exists (valid or not).
     pub fn has_record(&self, run_id: &str) -> bool {
         self.run_path(run_id).is_file()
@@ -208,6 +262,7 @@ impl RunFolder {
             "description": plan.description,
             "file": plan.file.display().to_string(),
             "profile": plan.profile,
+            "fingerprint": plan_fingerprint(plan),
             "param_columns": plan.param_columns,
             "figures": plan.figures,
             "runs": plan.runs,
@@ -380,7 +435,112 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
+/// A plan's identity: 16 hex digits of the blake3 hash of its suite, its
+/// profile, and each run's id and config hash in plan order. Two folders
+/// hold the same sweep exactly when their fingerprints agree; the
+/// description, the file's path and the declared figures are not part of
+/// it (they change no result).
+pub fn fingerprint<'a>(
+    suite: &str,
+    profile: Option<&str>,
+    runs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> String {
+    let mut h = blake3::Hasher::new();
+    let mut field = |s: &str| {
+        h.update(&(s.len() as u64).to_le_bytes());
+        h.update(s.as_bytes());
+    };
+    field(suite);
+    field(profile.unwrap_or(""));
+    field(if profile.is_some() { "profile" } else { "none" });
+    for (id, hash) in runs {
+        field(id);
+        field(hash);
+    }
+    h.finalize().to_hex()[..16].to_string()
+}
+
+/// The fingerprint of a plan as `run` writes it.
+pub fn plan_fingerprint(plan: &Plan) -> String {
+    fingerprint(
+        &plan.suite,
+        plan.profile.as_deref(),
+        plan.runs
+            .iter()
+            .map(|r| (r.run_id.as_str(), r.config_hash.as_str())),
+    )
+}
+
 impl PlanFile {
+    /// What `run` writes for `plan`, as the tools read it back.
+    pub fn of(plan: &Plan) -> Self {
+        PlanFile {
+            suite: plan.suite.clone(),
+            description: plan.description.clone(),
+            profile: plan.profile.clone(),
+            param_columns: plan.param_columns.clone(),
+            figures: plan.figures.clone(),
+            runs: plan
+                .runs
+                .iter()
+                .map(|r| PlanEntry {
+                    run_id: r.run_id.clone(),
+                    config_hash: r.config_hash.clone(),
+                    config: serde_json::to_value(&r.config).expect("json"),
+                })
+                .collect(),
+        }
+    }
+
+    /// This plan's identity (see [`fingerprint`]), computed from its
+    /// contents, so that plans written before fingerprints were kept have
+    /// one too.
+    pub fn fingerprint(&self) -> String {
+        fingerprint(
+            &self.suite,
+            self.profile.as_deref(),
+            self.runs
+                .iter()
+                .map(|r| (r.run_id.as_str(), r.config_hash.as_str())),
+        )
+    }
+
+    /// Whether `other` is a plan of the same suite and profile (a sweep of
+    /// the same question, maybe with other runs).
+    pub fn same_suite(&self, other: &PlanFile) -> bool {
+        self.suite == other.suite && self.profile == other.profile
+    }
+
+    /// The first way `other` differs from this plan, in words (`None`:
+    /// the same plan).
+    pub fn first_difference(&self, other: &PlanFile) -> Option<String> {
+        let profile = |p: &Option<String>| p.clone().unwrap_or_else(|| "none".into());
+        if self.suite != other.suite {
+            return Some(format!("suite {:?} against {:?}", self.suite, other.suite));
+        }
+        if self.profile != other.profile {
+            return Some(format!(
+                "profile {} against {}",
+                profile(&self.profile),
+                profile(&other.profile)
+            ));
+        }
+        for (i, (a, b)) in self.runs.iter().zip(&other.runs).enumerate() {
+            if (&a.run_id, &a.config_hash) != (&b.run_id, &b.config_hash) {
+                return Some(format!(
+                    "run {} of the plan: {} (config {}) against {} (config {})",
+                    i + 1,
+                    a.run_id,
+                    a.config_hash,
+                    b.run_id,
+                    b.config_hash
+                ));
+            }
+        }
+        let (n, m) = (self.runs.len(), other.runs.len());
+        (n != m).then(|| format!("{n} runs against {m} (the first {} agree)", n.min(m)))
+    }
+
     /// Run ids in plan order.
     pub fn order(&self) -> Vec<String> {
         self.runs.iter().map(|r| r.run_id.clone()).collect()

@@ -5,8 +5,10 @@
 pub mod config;
 pub mod datasets;
 pub mod folder;
+pub mod provenance;
 pub mod runner;
 pub mod suite;
+mod yaml_error;
 
 pub use config::RunConfig;
 pub use folder::RunFolder;

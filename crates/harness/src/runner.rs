@@ -52,6 +52,13 @@ pub struct RunOptions {
     pub only: Option<String>,
     /// Rerun runs that already have a result.
     pub force: bool,
+    /// Accept a folder that holds an earlier plan of the same suite and
+    /// profile: runs both plans share (same id and config) are kept, the
+    /// records of runs the new plan no longer has move to `retired/`.
+    pub replan: bool,
+    /// Refuse to run from a working tree with uncommitted changes (or
+    /// outside a git checkout).
+    pub require_clean: bool,
     pub progress: Progress,
 }
 
@@ -87,38 +94,6 @@ pub fn parse_shard(text: &str) -> Result<(usize, usize), String> {
         return Err(format!("--shard {text:?}: need 0 <= I < N"));
     }
     Ok((i, n))
-}
-
-/// Facts about this machine and build, gathered once per invocation.
-fn provenance_base(jobs: usize, threads: usize) -> Provenance {
-    let git = std::process::Command::new("git")
-        .args(["describe", "--always", "--dirty", "--abbrev=12"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string());
-    Provenance {
-        retbench_version: env!("CARGO_PKG_VERSION").to_string(),
-        git_commit: git,
-        rustc_version: env!("RETBENCH_RUSTC_VERSION").to_string(),
-        cpu_model: cpu,
-        jobs,
-        threads,
-        wall_seconds: 0.0,
-        dataset_hash: None,
-        kernels: Some(retbench_kernels::kernels().name().into()),
-        finished_unix: None,
-    }
 }
 
 /// (jobs, kernel threads per run) for this plan and these options: never
@@ -179,7 +154,16 @@ pub fn run_plan_with(
             plan.file.display()
         )));
     }
+    let source = crate::provenance::Source::here();
+    if opts.require_clean && !source.is_clean() {
+        return Err(RunError::Usage(format!(
+            "--require-clean: the code is {}, not a commit as the repository holds it; \
+             commit (or stash) the changes first",
+            source.commit
+        )));
+    }
     let store = RunFolder::new(&opts.out);
+    same_plan_or_replan(&store, plan, opts.replan)?;
     store.remove_stale_temp_files();
     store.write_plan(plan)?;
     let total = selected.len();
@@ -202,7 +186,10 @@ pub fn run_plan_with(
             threads,
         ));
     }
-    let base = provenance_base(jobs, threads);
+    let base = crate::provenance::base(&source, jobs, threads);
+    if let Some((hash, diff)) = &source.diff {
+        store.write_diff(hash, diff)?;
+    }
     let bar = progress_bar(opts.progress, todo.len() as u64);
     let done = AtomicUsize::new(0);
     let failed = AtomicUsize::new(0);
@@ -346,6 +333,49 @@ fn still_to_do<'p>(
     todo
 }
 
+/// Refuses to run `plan` into a folder that holds another plan: one of
+/// another suite or profile always, an earlier plan of the same suite unless
+/// `replan` (which retires the records the new plan no longer has).
+fn same_plan_or_replan(store: &RunFolder, plan: &Plan, replan: bool) -> Result<(), RunError> {
+    let Some(existing) = store.plan()? else {
+        return Ok(());
+    };
+    let new = PlanFile::of(plan);
+    let Some(diff) = existing.first_difference(&new) else {
+        return Ok(());
+    };
+    let dir = store.dir.display();
+    if !existing.same_suite(&new) {
+        return Err(RunError::Usage(format!(
+            "{dir} holds the results of another plan ({diff}); nothing was run or \
+             written: choose another --out"
+        )));
+    }
+    if !replan {
+        return Err(RunError::Usage(format!(
+            "{dir} holds an earlier plan of suite {} ({diff}); nothing was run or written. \
+             Rerun with --replan to keep the runs both plans share and move the others' \
+             records to {dir}/retired/, or choose another --out",
+            new.suite
+        )));
+    }
+    let retired = store.retire_unplanned(&new.expectations())?;
+    // The runs both plans share now belong to the new one.
+    let fp = new.fingerprint();
+    for mut record in store.runs(None)? {
+        if record.plan.as_deref() != Some(fp.as_str()) {
+            record.plan = Some(fp.clone());
+            store.write_run(&record)?;
+        }
+    }
+    eprintln!(
+        "{dir}: new plan of suite {} ({diff}); {retired} records of runs it no longer has \
+         moved to retired/",
+        new.suite
+    );
+    Ok(())
+}
+
 /// The record of a finished run, stamped with the time it finished.
 fn record_of(
     plan: &Plan,
@@ -362,6 +392,7 @@ fn record_of(
         config_hash: run.config_hash.clone(),
         config: serde_json::to_value(&run.config).expect("json"),
         metrics: metrics.to_vec(),
+        plan: Some(crate::folder::plan_fingerprint(plan)),
         provenance: Provenance {
             finished_unix: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -412,9 +443,12 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
 /// Joins shard folders into `out`: copies every run file, refusing a run id
 /// present twice with different contents (same contents are fine). Every
 /// shard's run files are read and checked before anything is written, so a
-/// refused merge leaves `out` as it was.
+/// refused merge leaves `out` as it was. Every folder (the shards, and `out`
+/// where it holds a plan) must hold the same plan, and every record must
+/// have been made under it: shards of two sweeps are never mixed.
 pub fn merge(out: &std::path::Path, shards: &[PathBuf]) -> Result<usize, RunError> {
     let target = RunFolder::new(out);
+    let fingerprint = one_plan(out, shards)?;
     // The first shard with a plan gives the plan, its bytes and its specs.
     let mut plan: Option<(PlanFile, Vec<u8>, Option<Vec<u8>>)> = None;
     let mut incoming: BTreeMap<String, (PathBuf, RunRecord)> = BTreeMap::new();
@@ -435,6 +469,7 @@ pub fn merge(out: &std::path::Path, shards: &[PathBuf]) -> Result<usize, RunErro
         }
         let expected = plan.as_ref().map(|(p, _, _)| p.expectations());
         for record in shard.runs(expected.as_ref())? {
+            of_this_plan(&record, dir, expected.as_ref(), fingerprint.as_deref())?;
             match incoming.get(&record.run_id) {
                 Some((other, prev))
                     if prev.config != record.config || prev.metrics != record.metrics =>
@@ -492,6 +527,60 @@ pub fn merge(out: &std::path::Path, shards: &[PathBuf]) -> Result<usize, RunErro
         .unwrap_or_default();
     target.rebuild_csvs(&order, &columns, expected.as_ref())?;
     Ok(copied)
+}
+
+/// The fingerprint of the one plan that the shards (and `out`, where it has
+/// one) hold; an error naming two folders and how their plans differ when
+/// there is more than one. `None` when no folder has a plan.
+fn one_plan(out: &std::path::Path, shards: &[PathBuf]) -> Result<Option<String>, RunError> {
+    let mut first: Option<(&std::path::Path, PlanFile)> = None;
+    for dir in shards.iter().map(PathBuf::as_path).chain([out]) {
+        let Some(p) = RunFolder::new(dir).plan()? else {
+            continue;
+        };
+        match &first {
+            None => first = Some((dir, p)),
+            Some((d0, p0)) => {
+                if let Some(diff) = p0.first_difference(&p) {
+                    return Err(RunError::Usage(format!(
+                        "{} and {} hold different plans ({diff}): refusing to merge; \
+                         nothing was written",
+                        d0.display(),
+                        dir.display()
+                    )));
+                }
+            }
+        }
+    }
+    Ok(first.map(|(_, p)| p.fingerprint()))
+}
+
+/// Refuses a record made under another plan than the merge's, or of a run
+/// the plan does not have.
+fn of_this_plan(
+    record: &RunRecord,
+    dir: &std::path::Path,
+    expected: Option<&crate::folder::ExpectedRuns>,
+    fingerprint: Option<&str>,
+) -> Result<(), RunError> {
+    let other = |why: String| {
+        Err(RunError::Usage(format!(
+            "{}: run {} {why}: refusing to merge; nothing was written",
+            dir.display(),
+            record.run_id
+        )))
+    };
+    if let (Some(made), Some(fp)) = (record.plan.as_deref(), fingerprint)
+        && made != fp
+    {
+        return other(format!("was made under plan {made}, not this merge's {fp}"));
+    }
+    if let Some(expected) = expected
+        && !expected.contains_key(&record.run_id)
+    {
+        return other("is not in the plan".into());
+    }
+    Ok(())
 }
 
 /// Re-derives a run folder's tables from its run files before a report:

@@ -315,8 +315,9 @@ fn read(cx: &Ctx, text: &str) -> Result<SuiteFile, SuiteError> {
             line: l.line(),
             column: l.column(),
         });
-        // The reader's message may carry its own position; ours leads.
-        cx.at(loc, yaml_message(&e.to_string()))
+        // Moved to the line a reader would fix, with the position once.
+        let (loc, message) = crate::yaml_error::locate(text, loc, &yaml_message(&e.to_string()));
+        cx.at(loc, message)
     })?;
     let name = &file.name.value;
     if name.trim().is_empty()

@@ -76,6 +76,8 @@ fn a_learned_run_records_its_dataset_files_sha256() {
         shard: None,
         only: None,
         force: false,
+        replan: false,
+        require_clean: false,
         progress: Progress::Quiet,
     };
     run_plan(&plan, &opts).unwrap();

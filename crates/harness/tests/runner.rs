@@ -38,6 +38,8 @@ fn opts(out: &Path) -> RunOptions {
         shard: None,
         only: None,
         force: false,
+        replan: false,
+        require_clean: false,
         progress: Progress::Quiet,
     }
 }

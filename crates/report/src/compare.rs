@@ -119,12 +119,16 @@ pub struct CompareReport {
     /// Configs run on one side only.
     pub only_baseline: Vec<String>,
     pub only_current: Vec<String>,
+    /// Configs both sides ran: the ones compared.
+    pub joined: usize,
 }
 
 impl CompareReport {
-    /// Whether any row fails the check.
+    /// Whether any row fails the check, or a config of the baseline is
+    /// missing from the current results (a config that stops running hides
+    /// its regressions).
     pub fn regressed(&self) -> bool {
-        self.rows.iter().any(|r| r.status.fails())
+        self.rows.iter().any(|r| r.status.fails()) || !self.only_baseline.is_empty()
     }
 
     fn count(&self, s: Status) -> usize {
@@ -138,10 +142,10 @@ impl CompareReport {
             "### retbench compare: `{}` → `{}`\n\n",
             self.baseline, self.current
         );
-        let failing = self.count(Status::Regressed) + self.count(Status::Missing);
         out += &format!(
-            "**{}**: {} regressed, {} missing, {} timing warnings, {} improved, {} changed, {} new, {} same; {} configs only in the baseline, {} only in the current results.\n\n",
-            if failing > 0 { "FAIL" } else { "PASS" },
+            "**{}**: {} configs compared; {} regressed, {} missing, {} timing warnings, {} improved, {} changed, {} new, {} same; {} configs only in the baseline, {} only in the current results.\n\n",
+            if self.regressed() { "FAIL" } else { "PASS" },
+            self.joined,
             self.count(Status::Regressed),
             self.count(Status::Missing),
             self.count(Status::Slower),
@@ -299,11 +303,17 @@ fn side(s: &SummaryRow) -> Side {
 
 /// Compares the run folders `baseline` and `current` (each holding
 /// `results.csv` and `metrics.json`, as `retbench run` writes them).
+/// Refused (an error) when they hold other suites or profiles, unless
+/// `allow_different_plans`, and whenever they have no config in common.
 pub fn compare(
     baseline: &Path,
     current: &Path,
     tol: Tolerances,
+    allow_different_plans: bool,
 ) -> Result<CompareReport, ReportError> {
+    if !allow_different_plans {
+        same_suite_and_profile(baseline, current)?;
+    }
     let (base, base_specs) = load(baseline)?;
     let (cur, cur_specs) = load(current)?;
     let spec_of = |metric: &str| -> Result<&MetricSpec, ReportError> {
@@ -345,7 +355,16 @@ pub fn compare(
         });
     }
     rows.sort_by_key(|r| r.status);
+    let joined = base_configs.intersection(&cur_configs).count();
+    if joined == 0 {
+        return Err(ReportError::Refused(format!(
+            "{} and {} have no config in common: nothing to compare",
+            baseline.display(),
+            current.display()
+        )));
+    }
     Ok(CompareReport {
+        joined,
         baseline: baseline.display().to_string(),
         current: current.display().to_string(),
         tolerances: tol,
@@ -353,6 +372,41 @@ pub fn compare(
         only_baseline: base_configs.difference(&cur_configs).cloned().collect(),
         only_current: cur_configs.difference(&base_configs).cloned().collect(),
     })
+}
+
+/// The suite and profile of a folder: from `plan.json`, or, for a folder
+/// without one (an old baseline), the suite from `results.csv` and the
+/// profile unknown.
+fn identity(dir: &Path) -> Result<(BTreeSet<String>, Option<Option<String>>), ReportError> {
+    let folder = RunFolder::new(dir);
+    if let Some(plan) = folder.plan()? {
+        return Ok((BTreeSet::from([plan.suite]), Some(plan.profile)));
+    }
+    let (_, rows) = folder.results()?;
+    Ok((rows.into_iter().map(|r| r.suite).collect(), None))
+}
+
+/// Refuses two folders of different suites, or of different profiles where
+/// both say which.
+fn same_suite_and_profile(baseline: &Path, current: &Path) -> Result<(), ReportError> {
+    let ((bs, bp), (cs, cp)) = (identity(baseline)?, identity(current)?);
+    let name = |p: &Option<String>| p.clone().unwrap_or_else(|| "none".into());
+    let list = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(", ");
+    let why = if !bs.is_empty() && !cs.is_empty() && bs != cs {
+        format!("suite {} against {}", list(&bs), list(&cs))
+    } else if let (Some(bp), Some(cp)) = (&bp, &cp)
+        && bp != cp
+    {
+        format!("profile {} against {}", name(bp), name(cp))
+    } else {
+        return Ok(());
+    };
+    Err(ReportError::Refused(format!(
+        "{} and {} are results of different plans ({why}); pass \
+         --allow-different-plans to compare them anyway",
+        baseline.display(),
+        current.display()
+    )))
 }
 
 /// (change, allowed move, verdict) for one pair of sides.

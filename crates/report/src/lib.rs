@@ -32,6 +32,10 @@ pub enum ReportError {
     File(#[from] FileError),
     #[error("figure {name}: {message}")]
     Plot { name: String, message: String },
+    /// Two folders that a comparison must not join (other suites, other
+    /// profiles, nothing in common).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// What `report` wrote.
