@@ -148,9 +148,28 @@ fn a_run_from_a_dirty_tree_keeps_its_diff_under_the_hash_it_names() {
     let repo = dir.join("repo");
     std::fs::create_dir_all(repo.join("suites")).unwrap();
     let file = suite(&repo.join("suites"), "s.yaml", "dirty", "[8]");
+    std::fs::write(repo.join("notes.md"), "notes\n").unwrap();
     git(&repo, &["init", "-q"]);
     git(&repo, &["add", "."]);
     git(&repo, &["commit", "-q", "-m", "suite"]);
+    let bin = env!("CARGO_BIN_EXE_retbench");
+    // A change outside the code and inputs (notes, run folders) is not
+    // dirt: a sweep rewriting committed reports stays clean.
+    std::fs::write(repo.join("notes.md"), "more notes\n").unwrap();
+    let out = Command::new(bin)
+        .args([
+            "run",
+            "suites/s.yaml",
+            "--out",
+            "clean",
+            "--no-report",
+            "-q",
+        ])
+        .arg("--require-clean")
+        .current_dir(&repo)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
     // A tracked change and an untracked source file.
     std::fs::write(
         &file,
@@ -159,7 +178,6 @@ fn a_run_from_a_dirty_tree_keeps_its_diff_under_the_hash_it_names() {
     .unwrap();
     std::fs::write(repo.join("suites/new.yaml"), "name: new\n").unwrap();
 
-    let bin = env!("CARGO_BIN_EXE_retbench");
     let go = |extra: &[&str]| {
         let out = Command::new(bin)
             .args(["run", "suites/s.yaml", "--out", "out", "--no-report", "-q"])

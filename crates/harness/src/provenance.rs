@@ -5,6 +5,8 @@
 //! the run folder under that hash (`diffs/<hash>.patch`), so the code that
 //! made any result can be checked out again: the commit, then `git apply`.
 //! With `--require-clean` a run refuses to start from such a tree instead.
+//! Only the code and inputs count (`SOURCES`): a sweep that rewrites
+//! committed run folders under `reports/` stays clean.
 
 use crate::folder::Provenance;
 
@@ -19,16 +21,28 @@ pub struct Source {
 }
 
 impl Source {
-    /// The source of the process's working folder.
+    /// The source of the process's working folder. "Dirty" means changes
+    /// to the code and inputs ([`SOURCES`]), not to run folders: a sweep
+    /// writing into `reports/` does not make its own later runs dirty.
     pub fn here() -> Self {
-        let commit = git(&["describe", "--always", "--dirty", "--abbrev=12"])
-            .map(|o| String::from_utf8_lossy(&o).trim().to_string())
-            .unwrap_or_else(|| "unknown".into());
-        let diff = commit
-            .ends_with("-dirty")
-            .then(working_diff)
-            .map(|d| (retbench_tasks::learned::sha256_hex(&d), d));
-        Source { commit, diff }
+        let Some(head) = git(&["describe", "--always", "--abbrev=12"]) else {
+            return Source {
+                commit: "unknown".into(),
+                diff: None,
+            };
+        };
+        let head = String::from_utf8_lossy(&head).trim().to_string();
+        let diff = working_diff();
+        if diff.is_empty() {
+            return Source {
+                commit: head,
+                diff: None,
+            };
+        }
+        Source {
+            commit: format!("{head}-dirty"),
+            diff: Some((retbench_tasks::learned::sha256_hex(&diff), diff)),
+        }
     }
 
     /// Whether the code is a commit the repository holds as it is.
@@ -47,10 +61,10 @@ fn git(args: &[&str]) -> Option<Vec<u8>> {
         .map(|o| o.stdout)
 }
 
-/// Folders and files whose untracked contents are code or inputs of a run
-/// (new source files, suites, datasets); untracked outputs elsewhere (run
-/// folders) are not.
-const SOURCES: [&str; 7] = [
+/// The folders and files that make a run's code and inputs (sources,
+/// build settings, suites, datasets). Changes elsewhere (run folders under
+/// `reports/`, docs) change no result.
+const SOURCES: [&str; 8] = [
     "crates",
     "suites",
     "scripts",
@@ -58,13 +72,16 @@ const SOURCES: [&str; 7] = [
     "Cargo.toml",
     "Cargo.lock",
     "rust-toolchain.toml",
+    ".cargo",
 ];
 
 /// What `git apply` on the commit turns into the tree that ran: the diff of
-/// tracked files against HEAD, then each untracked source file as an
-/// addition.
+/// tracked source files against HEAD, then each untracked source file as an
+/// addition. Empty for a clean tree.
 fn working_diff() -> Vec<u8> {
-    let mut out = git(&["diff", "--binary", "HEAD"]).unwrap_or_default();
+    let mut args = vec!["diff", "--binary", "HEAD", "--"];
+    args.extend(SOURCES);
+    let mut out = git(&args).unwrap_or_default();
     let mut args = vec!["ls-files", "--others", "--exclude-standard", "-z", "--"];
     args.extend(SOURCES);
     let untracked = git(&args).unwrap_or_default();
