@@ -121,7 +121,8 @@ enum Command {
         #[arg(long)]
         force: bool,
         /// Accept an output folder that holds an earlier plan of this suite and
-        /// profile: keep the runs both plans share, move the other records to retired/.
+        /// profile: keep the runs both plans share (renaming records of runs whose id
+        /// alone changed), move the other records to retired/.
         #[arg(long)]
         replan: bool,
         /// Refuse to run from a working tree with uncommitted changes (by default

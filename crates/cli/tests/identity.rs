@@ -90,6 +90,49 @@ fn folders_of_other_plans_are_never_mixed() {
     assert!(log.contains("another plan"), "{log}");
     assert_eq!(files(&fb), before, "a refused run changed the folder");
 
+    // An earlier plan of the same suite: refused, then with --replan a run
+    // whose id alone changed (a variant renamed) keeps its record under the
+    // new id and nothing reruns; a run the plan dropped is retired.
+    let renamed = dir.join("renamed.yaml");
+    let text = std::fs::read_to_string(&a).unwrap();
+    let first =
+        format!("{text}variants:\n  first: {{ retention.slots: 32 }}\n").replace("[8, 16]", "[8]");
+    std::fs::write(&renamed, &first).unwrap();
+    let fr = dir.join("fr");
+    let (code, log) = run(&["run", s(&renamed), "--out", s(&fr), "--no-report", "-q"]);
+    assert_eq!(code, 0, "{log}");
+    std::fs::write(
+        &renamed,
+        first.replace("first:", "second:").replace("[8]", "[16]"),
+    )
+    .unwrap();
+    let (code, log) = run(&["run", s(&renamed), "--out", s(&fr), "--no-report", "-q"]);
+    assert_eq!(code, 2, "{log}");
+    assert!(log.contains("--replan"), "{log}");
+    let (code, log) = run(&[
+        "run",
+        s(&renamed),
+        "--out",
+        s(&fr),
+        "--no-report",
+        "--replan",
+    ]);
+    assert_eq!(code, 0, "{log}");
+    assert!(
+        log.contains("1 records renamed") && log.contains("1 records of runs it no longer has"),
+        "{log}"
+    );
+    assert!(log.contains("1 already done, 1 ok"), "{log}");
+    let ids: Vec<String> = std::fs::read_dir(fr.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(ids.iter().any(|i| i.starts_with("second-")), "{ids:?}");
+    assert_eq!(
+        std::fs::read_dir(fr.join("retired/runs")).unwrap().count(),
+        1
+    );
+
     // compare of two suites: exit 2 unless asked for.
     let (code, log) = run(&["compare", s(&fa), s(&fb)]);
     assert_eq!(code, 2, "{log}");

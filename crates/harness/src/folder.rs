@@ -178,20 +178,47 @@ impl RunFolder {
         }
     }
 
-    /// Moves the records (finished or failed) of runs that `planned` does
-    /// not name, or names with another config hash, to
-    /// `retired/runs/` and `retired/failures/`: kept, but out of the
-    /// results. Returns how many moved.
-    pub fn retire_unplanned(&self, planned: &ExpectedRuns) -> Result<usize, FolderError> {
-        let mut moved = 0;
+    /// Brings the records in line with a new plan `planned`: a finished
+    /// run the plan has under another id (the same config and seed: its id
+    /// ends in the same `s<seed>-<hash>`, and its config hash agrees) is
+    /// renamed, so a plan that only names its runs differently reruns
+    /// nothing; the records (finished or failed) of runs the plan does not
+    /// have move to `retired/runs/` and `retired/failures/`, kept but out of
+    /// the results. Returns (renamed, retired).
+    pub fn reconcile(&self, planned: &ExpectedRuns) -> Result<(usize, usize), FolderError> {
+        let tail = |id: &str| id.rsplitn(3, '-').take(2).collect::<Vec<_>>().join("-");
+        let by_tail: BTreeMap<String, &str> =
+            planned.keys().map(|id| (tail(id), id.as_str())).collect();
+        let (mut renamed, mut retired) = (0, 0);
         for (dir, kind) in [(self.runs_dir(), "runs"), (self.failures_dir(), "failures")] {
             for path in json_files(&dir)? {
-                let id = path.file_stem().unwrap_or_default().to_string_lossy();
-                let keep = planned.get(id.as_ref()).is_some_and(|e| {
-                    kind == "failures"
-                        || verify_run(&path, None).is_ok_and(|r| r.config_hash == e.config_hash)
-                });
-                if keep {
+                let id = path
+                    .file_stem()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                let record = (kind == "runs")
+                    .then(|| verify_run(&path, None).ok())
+                    .flatten();
+                let same = |e: &Expected| {
+                    record
+                        .as_ref()
+                        .is_some_and(|r| r.config_hash == e.config_hash)
+                };
+                if planned
+                    .get(&id)
+                    .is_some_and(|e| kind == "failures" || same(e))
+                {
+                    continue;
+                }
+                let new_id = by_tail.get(&tail(&id)).filter(|n| same(&planned[**n]));
+                if let (Some(new_id), Some(mut record)) = (new_id, record.clone())
+                    && !self.run_path(new_id).exists()
+                {
+                    record.run_id = new_id.to_string();
+                    self.write_run(&record)?;
+                    std::fs::remove_file(&path).map_err(io(&path))?;
+                    renamed += 1;
                     continue;
                 }
                 let to = self
@@ -201,10 +228,10 @@ impl RunFolder {
                     .join(path.file_name().unwrap());
                 std::fs::create_dir_all(to.parent().unwrap()).map_err(io(&to))?;
                 std::fs::rename(&path, &to).map_err(io(&path))?;
-                moved += 1;
+                retired += 1;
             }
         }
-        Ok(moved)
+        Ok((renamed, retired))
     }
 
     /// `diffs/<hash>.patch`: the uncommitted changes that dirty runs were

@@ -354,12 +354,13 @@ fn same_plan_or_replan(store: &RunFolder, plan: &Plan, replan: bool) -> Result<(
     if !replan {
         return Err(RunError::Usage(format!(
             "{dir} holds an earlier plan of suite {} ({diff}); nothing was run or written. \
-             Rerun with --replan to keep the runs both plans share and move the others' \
-             records to {dir}/retired/, or choose another --out",
+             Rerun with --replan to keep the runs both plans share (renaming the records of \
+             runs whose id alone changed) and move the others' records to {dir}/retired/, \
+             or choose another --out",
             new.suite
         )));
     }
-    let retired = store.retire_unplanned(&new.expectations())?;
+    let (renamed, retired) = store.reconcile(&new.expectations())?;
     // The runs both plans share now belong to the new one.
     let fp = new.fingerprint();
     for mut record in store.runs(None)? {
@@ -369,8 +370,8 @@ fn same_plan_or_replan(store: &RunFolder, plan: &Plan, replan: bool) -> Result<(
         }
     }
     eprintln!(
-        "{dir}: new plan of suite {} ({diff}); {retired} records of runs it no longer has \
-         moved to retired/",
+        "{dir}: new plan of suite {} ({diff}); {renamed} records renamed to the new ids of \
+         their runs, {retired} records of runs it no longer has moved to retired/",
         new.suite
     );
     Ok(())

@@ -633,6 +633,7 @@ impl<'t> Draft<'t> {
         let mut seen: HashMap<String, Loc> = HashMap::new();
         let mut used_late: HashSet<String> = HashSet::new();
         let mut excluded_any = false;
+        let shown = shown_fields(points);
         for (variant, loc, ovs) in points {
             let ovs_all = self.with_late(cx, ovs, &mut used_late);
             let json = resolve(cx, &self.base, &self.located, &ovs_all)?;
@@ -652,7 +653,7 @@ impl<'t> Draft<'t> {
                 .map(|o| (o.path.clone(), o.value.clone()))
                 .collect();
             for &seed in &self.seeds {
-                let run_id = run_id(variant, &params, seed, &config);
+                let run_id = run_id(variant, &params, &shown, seed, &config);
                 let here = ovs.first().map_or(*loc, |o| o.loc);
                 if let Some(prev) = seen.insert(run_id.clone(), here) {
                     return Err(cx.at(
@@ -1124,29 +1125,82 @@ fn check_path(base: &Value, path: &str) -> Result<(), String> {
     }
 }
 
-/// A readable prefix (variant and varied values) plus a hash of the resolved
-/// config and seed: stable across runs of the same suite.
-fn run_id(variant: &str, params: &[(String, Value)], seed: u64, config: &RunConfig) -> String {
+/// For each varied path and kind, the fields of that kind's maps whose
+/// values differ between the suite's points (or that some of them leave
+/// out): what a run id shows beside the kind, so that `write: { kind:
+/// append, evict: lru }` and `{ kind: append }` read differently.
+type Shown = BTreeMap<(String, String), Vec<String>>;
+
+fn shown_fields(points: &[Point]) -> Shown {
+    // (path, kind) → (maps, field → (maps naming it, its values))
+    type Seen = (usize, BTreeMap<String, (usize, Vec<String>)>);
+    let mut seen: BTreeMap<(String, String), Seen> = BTreeMap::new();
+    for o in points.iter().flat_map(|(_, _, ovs)| ovs) {
+        let Value::Object(m) = &o.value else { continue };
+        let Some(kind) = m.get("kind").and_then(Value::as_str) else {
+            continue;
+        };
+        let e = seen.entry((o.path.clone(), kind.to_string())).or_default();
+        e.0 += 1;
+        for (field, v) in m.iter().filter(|(f, _)| *f != "kind") {
+            let f = e.1.entry(field.clone()).or_default();
+            f.0 += 1;
+            let v = short(v).unwrap_or_default();
+            if !f.1.contains(&v) {
+                f.1.push(v);
+            }
+        }
+    }
+    seen.into_iter()
+        .map(|(key, (maps, fields))| {
+            let differ = fields
+                .into_iter()
+                .filter(|(_, (n, values))| *n < maps || values.len() > 1)
+                .map(|(field, _)| field)
+                .collect();
+            (key, differ)
+        })
+        .collect()
+}
+
+/// A value as a run id shows it: a map by its kind (`None` without one:
+/// a whole block, which the variant's name and the hash identify).
+fn short(value: &Value) -> Option<String> {
+    Some(match value {
+        Value::Null => "none".to_string(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        Value::Object(m) => m.get("kind").and_then(Value::as_str)?.to_string(),
+        Value::Array(_) => "list".to_string(),
+    })
+}
+
+/// A readable prefix (variant, varied values, and the fields of a varied
+/// kind that differ between points) plus a hash of the resolved config and
+/// seed: stable across runs of the same suite.
+fn run_id(
+    variant: &str,
+    params: &[(String, Value)],
+    shown: &Shown,
+    seed: u64,
+    config: &RunConfig,
+) -> String {
     let mut parts: Vec<String> = Vec::new();
     if variant != "grid" {
         parts.push(variant.to_string());
     }
     for (path, value) in params {
         let leaf = path.rsplit('.').next().unwrap_or(path);
-        let v = match value {
-            Value::Null => "none".to_string(),
-            Value::Bool(b) => b.to_string(),
-            Value::Number(n) => n.to_string(),
-            Value::String(s) => s.clone(),
-            Value::Object(m) => match m.get("kind").and_then(Value::as_str) {
-                Some(kind) => kind.to_string(),
-                // A whole block without a kind (a variant's `model:`) says
-                // nothing short; the variant's name and the hash identify it.
-                None => continue,
-            },
-            Value::Array(_) => "list".to_string(),
-        };
-        parts.push(format!("{leaf}{v}"));
+        let Some(v) = short(value) else { continue };
+        let mut part = format!("{leaf}{v}");
+        if let Value::Object(m) = value {
+            let fields = shown.get(&(path.clone(), v)).into_iter().flatten();
+            for (field, fv) in fields.filter_map(|f| Some((f, short(m.get(f)?)?))) {
+                part.push_str(&format!("_{field}{fv}"));
+            }
+        }
+        parts.push(part);
     }
     let mut prefix: String = parts
         .join("-")

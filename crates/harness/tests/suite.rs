@@ -118,6 +118,43 @@ fn expansion_order_is_grid_first_axis_outermost_then_zip_then_seeds_then_variant
 }
 
 #[test]
+fn run_ids_name_the_fields_that_differ_within_one_kind() {
+    let text = GOOD.replace(
+        "  retention.read:\n    - { kind: dense }\n    - { kind: topk, k: 4 }\n",
+        "  retention.write:\n    - { kind: append }\n    - { kind: append, evict: lru }\n    \
+         - { kind: attention, rate: 0.5 }\n    - { kind: attention, rate: 0.5, erase: false }\n",
+    );
+    let text = text.replace(
+        "variants:\n  fifo-lru: { retention.write.evict: lru }\n",
+        "",
+    );
+    let text = text.replace(
+        ", retention.read.kind: topk",
+        ", retention.write.kind: attention",
+    );
+    let p = plan(&text);
+    let prefixes: Vec<String> = p
+        .runs
+        .iter()
+        .filter(|r| r.seed == 0 && r.run_id.starts_with("slots8-"))
+        .map(|r| r.run_id.rsplitn(3, '-').nth(2).unwrap().to_string())
+        .collect();
+    assert_eq!(
+        prefixes,
+        [
+            "slots8-writeappend-d16-probes4",
+            "slots8-writeappend-d32-probes8",
+            "slots8-writeappend_evictlru-d16-probes4",
+            "slots8-writeappend_evictlru-d32-probes8",
+            "slots8-writeattention-d16-probes4",
+            "slots8-writeattention-d32-probes8",
+            "slots8-writeattention_erasefalse-d16-probes4",
+            "slots8-writeattention_erasefalse-d32-probes8",
+        ]
+    );
+}
+
+#[test]
 fn a_profile_overrides_seeds_axes_and_base_before_expansion() {
     let p = parse(Path::new("demo.yaml"), GOOD, Some("smoke")).unwrap();
     assert!(p.runs.iter().all(|r| r.seed == 7));
