@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use retbench_core::{GateConfig, Layers, RetentionConfig, WriteConfig, WriteSource};
 use retbench_model::{EvalConfig, ModelConfig, TrainConfig};
 use retbench_tasks::learned::{
-    Context, Control, Episodes, LearnedTask, ScoredRow, Scorer, SessionData,
+    AfterSession, Context, Control, Episodes, LearnedTask, ScoredRow, Scorer, SessionData,
 };
 use retbench_tasks::metric::{Metric, MetricSpec};
 use retbench_tasks::{RunSpec, Task, TaskContext};
@@ -21,6 +21,9 @@ use retbench_tasks::{RunSpec, Task, TaskContext};
 struct Parity {
     answers: usize,
     right_parity: usize,
+    /// Memories seen after a session, and of those, holding a slot.
+    memories: usize,
+    written: usize,
 }
 
 impl Scorer for Parity {
@@ -28,7 +31,20 @@ impl Scorer for Parity {
         vec![
             MetricSpec::new("answers", "scored answers").at_least(0.0),
             MetricSpec::share("right_parity", "answers of the right parity").sliced(key),
+            MetricSpec::new("memories_seen", "memories seen after a session").at_least(0.0),
+            MetricSpec::share(
+                "memories_written",
+                "memories holding a slot after a session",
+            ),
         ]
+    }
+    fn after_session(&mut self, seen: &AfterSession<'_>) {
+        for m in seen.memories {
+            for slots in m.meta().occupied.chunks(m.slots()) {
+                self.memories += 1;
+                self.written += slots.iter().any(|&o| o) as usize;
+            }
+        }
     }
     fn add(&mut self, row: &ScoredRow<'_>) {
         for &p in row.positions {
@@ -44,6 +60,11 @@ impl Scorer for Parity {
                 key,
                 "all",
                 self.right_parity as f64 / self.answers.max(1) as f64,
+            ),
+            Metric::new("memories_seen", self.memories as f64),
+            Metric::new(
+                "memories_written",
+                self.written as f64 / self.memories.max(1) as f64,
             ),
         ]
     }
@@ -195,6 +216,14 @@ fn a_toy_task_runs_through_the_driver_with_its_own_slices_controls_and_feedback(
     assert_eq!(answers.value, eval.episodes as f64);
     let parity = metrics.iter().find(|m| m.metric == "right_parity").unwrap();
     assert_eq!(parity.slice, "parity=all");
+    // ... and every held-out episode's memory (one layer has one) after
+    // each of its 3 sessions, once.
+    let value = |name: &str| metrics.iter().find(|m| m.metric == name).unwrap().value;
+    assert_eq!(value("memories_seen"), 3.0 * eval.episodes as f64);
+    // The gate writes only even symbols: some memories, never all, hold a
+    // slot after a session.
+    let written = value("memories_written");
+    assert!(written > 0.0 && written < 1.0, "{written}");
     assert!(
         !metrics
             .iter()

@@ -47,6 +47,16 @@ impl EvalSet {
             let mut tracker = StreamTracker::default();
             let mut failed: Option<retbench_core::Error> = None;
             let mut observe = |session: usize, memories: &[retbench_core::MemoryState]| {
+                let seen = AfterSession {
+                    session,
+                    data: &data[session],
+                    memories,
+                    model,
+                };
+                scores
+                    .scorers
+                    .iter_mut()
+                    .for_each(|s| s.after_session(&seen));
                 if telemetry && let Some(m) = memories.first() {
                     let t = Telemetry::mean(m);
                     scores.telemetry.entry(session).or_default().push(t);

@@ -48,7 +48,7 @@ pub use episodes::{concat, estimate_bytes, fitted_model, validate};
 use eval::*;
 pub use held_out::{Dataset, base_key, dataset, dataset_key, held_out, sha256_hex};
 pub use metrics::{BIND_THRESHOLD, metric_specs, time_to_bind};
-pub use scorer::{ScoredRow, Scorer, Sequences, StaleAnswers, bit_errors};
+pub use scorer::{AfterSession, ScoredRow, Scorer, Sequences, StaleAnswers, bit_errors};
 use scoring::*;
 
 /// An evaluation under a changed memory: the memory is cleared before

@@ -20,6 +20,14 @@ pub struct ScoredRow<'a> {
     pub label: u8,
 }
 
+/// A held-out batch right after one of its sessions.
+pub struct AfterSession<'a> {
+    pub session: usize,
+    pub data: &'a SessionData,
+    pub memories: &'a [retbench_core::MemoryState],
+    pub model: &'a Model,
+}
+
 /// A family of metrics scored from held-out predictions. A fresh scorer
 /// (from [`Episodes::scorers`]) accumulates one evaluation.
 pub trait Scorer: Send {
@@ -27,6 +35,11 @@ pub trait Scorer: Send {
     fn specs(&self, key: &'static str) -> Vec<MetricSpec>;
     /// Adds one scored sequence.
     fn add(&mut self, row: &ScoredRow<'_>);
+    /// Sees the memories after each session of a held-out batch, with the
+    /// session's data and the model (which can read them: attention mass on
+    /// given slots, the rank of a slot), for metrics about the memory rather
+    /// than the answers. Most scorers need nothing here.
+    fn after_session(&mut self, _seen: &AfterSession<'_>) {}
     /// What it measured, in the order of its specs.
     fn metrics(&self, key: &'static str) -> Vec<Metric>;
 }
