@@ -448,19 +448,7 @@ fn decode_state(
         }
         Ok(v.data())
     };
-    let n = b * m;
-    let meta = SlotMeta {
-        occupied: sized("occupied", Dtype::U8, n)?
-            .iter()
-            .map(|&x| x != 0)
-            .collect(),
-        seq: decode(sized("seq", Dtype::U64, n)?, u64::from_le_bytes),
-        written_at: decode(sized("written_at", Dtype::U64, n)?, u64::from_le_bytes),
-        write_count: decode(sized("write_count", Dtype::U32, n)?, u32::from_le_bytes),
-        last_read: decode(sized("last_read", Dtype::U64, n)?, u64::from_le_bytes),
-        read_weight: decode(sized("read_weight", Dtype::F32, n)?, f32::from_le_bytes),
-        gate_score: decode(sized("gate_score", Dtype::F32, n)?, f32::from_le_bytes),
-    };
+    let meta = decode_meta(&sized, b * m)?;
     let occupied_count = meta
         .occupied
         .chunks(m.max(1))
@@ -511,6 +499,26 @@ fn decode_state(
             .get(format!("{ns}/index").as_str())
             .filter(|v| v.dtype() == Dtype::U8)
             .map(|v| v.data().to_vec()),
+    })
+}
+
+/// The per-slot metadata of `n` slots, each tensor through `sized` (which
+/// checks its dtype and size).
+fn decode_meta<'a>(
+    sized: &impl Fn(&str, Dtype, usize) -> std::result::Result<&'a [u8], String>,
+    n: usize,
+) -> std::result::Result<SlotMeta, String> {
+    Ok(SlotMeta {
+        occupied: sized("occupied", Dtype::U8, n)?
+            .iter()
+            .map(|&x| x != 0)
+            .collect(),
+        seq: decode(sized("seq", Dtype::U64, n)?, u64::from_le_bytes),
+        written_at: decode(sized("written_at", Dtype::U64, n)?, u64::from_le_bytes),
+        write_count: decode(sized("write_count", Dtype::U32, n)?, u32::from_le_bytes),
+        last_read: decode(sized("last_read", Dtype::U64, n)?, u64::from_le_bytes),
+        read_weight: decode(sized("read_weight", Dtype::F32, n)?, f32::from_le_bytes),
+        gate_score: decode(sized("gate_score", Dtype::F32, n)?, f32::from_le_bytes),
     })
 }
 

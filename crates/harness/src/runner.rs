@@ -144,28 +144,7 @@ pub fn run_plan_with(
     opts: &RunOptions,
     execute: &Executor<'_>,
 ) -> Result<RunSummary, RunError> {
-    let selected = select(plan, opts);
-    if let Some(id) = &opts.only
-        && selected.is_empty()
-    {
-        return Err(RunError::Usage(format!(
-            "--id {id}: no such run in {} (see `retbench plan {} --format ids`)",
-            plan.file.display(),
-            plan.file.display()
-        )));
-    }
-    let source = crate::provenance::Source::here();
-    if opts.require_clean && !source.is_clean() {
-        return Err(RunError::Usage(format!(
-            "--require-clean: the code is {}, not a commit as the repository holds it; \
-             commit (or stash) the changes first",
-            source.commit
-        )));
-    }
-    let store = RunFolder::new(&opts.out);
-    same_plan_or_replan(&store, plan, opts.replan)?;
-    store.remove_stale_temp_files();
-    store.write_plan(plan)?;
+    let (selected, source, store) = prepare(plan, opts)?;
     let total = selected.len();
     let todo = still_to_do(&store, &selected, opts);
     let (jobs, threads) = schedule(plan, opts);
@@ -331,6 +310,39 @@ fn still_to_do<'p>(
         }
     }
     todo
+}
+
+/// Everything checked and written before the first run: the runs this
+/// invocation does (an `--id` that names none is an error), the code's
+/// source (`--require-clean` refuses a dirty one), and the folder, which
+/// must hold no other plan, with this plan written into it.
+fn prepare<'p>(
+    plan: &'p Plan,
+    opts: &RunOptions,
+) -> Result<(Vec<&'p PlannedRun>, crate::provenance::Source, RunFolder), RunError> {
+    let selected = select(plan, opts);
+    if let Some(id) = &opts.only
+        && selected.is_empty()
+    {
+        return Err(RunError::Usage(format!(
+            "--id {id}: no such run in {} (see `retbench plan {} --format ids`)",
+            plan.file.display(),
+            plan.file.display()
+        )));
+    }
+    let source = crate::provenance::Source::here();
+    if opts.require_clean && !source.is_clean() {
+        return Err(RunError::Usage(format!(
+            "--require-clean: the code is {}, not a commit as the repository holds it; \
+             commit (or stash) the changes first",
+            source.commit
+        )));
+    }
+    let store = RunFolder::new(&opts.out);
+    same_plan_or_replan(&store, plan, opts.replan)?;
+    store.remove_stale_temp_files();
+    store.write_plan(plan)?;
+    Ok((selected, source, store))
 }
 
 /// Refuses to run `plan` into a folder that holds another plan: one of

@@ -316,7 +316,15 @@ fn read(cx: &Ctx, text: &str) -> Result<SuiteFile, SuiteError> {
             column: l.column(),
         });
         // Moved to the line a reader would fix, with the position once.
-        let (loc, message) = crate::yaml_error::locate(text, loc, &yaml_message(&e.to_string()));
+        let at = crate::yaml_error::Loc {
+            line: loc.line,
+            column: loc.column,
+        };
+        let (at, message) = crate::yaml_error::locate(text, at, &yaml_message(&e.to_string()));
+        let loc = Loc {
+            line: at.line,
+            column: at.column,
+        };
         cx.at(loc, message)
     })?;
     let name = &file.name.value;

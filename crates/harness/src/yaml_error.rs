@@ -6,7 +6,12 @@
 //! are moved to the line at fault, with a hint. The reader's own
 //! `line N column M:` prefix is dropped, so the location is printed once.
 
-use crate::suite::Loc;
+/// A 1-based line and column, as the reader reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loc {
+    pub line: u64,
+    pub column: u64,
+}
 
 /// The location and message to report for a reader error at `loc` with
 /// `message` (its first line), in `text`.
