@@ -285,3 +285,105 @@ fn product_keys_need_a_square_memory_one_head_and_append_writes() {
     c.write = WriteConfig::attention(0.5, true, WriteSource::Token {});
     assert!(c.validate().unwrap_err().to_string().contains("append"));
 }
+
+/// The variable `suffix` names in `map` (the layer's own scope), as f32.
+fn var(map: &SeededVarMap, suffix: &str) -> Vec<f32> {
+    let data = map.varmap().data().lock().unwrap();
+    let (_, v) = data
+        .iter()
+        .find(|(name, _)| name.ends_with(suffix))
+        .unwrap_or_else(|| panic!("no variable {suffix}"));
+    v.as_tensor()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+}
+
+/// Indices of the `k` largest values (ties to the lower index).
+fn top(values: &[f32], k: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+    idx.truncate(k);
+    idx
+}
+
+/// Product keys against a brute force written from their definition alone:
+/// the query q = W_Q·LN(h) scores each half's sub-keys, the k best of each
+/// half make a k×k grid of slots i·n + j, and the read takes the k best
+/// occupied ones by q₁·c1_i + q₂·c2_j. Any other slot numbering (j·n + i)
+/// or candidate rule selects other slots.
+#[test]
+fn product_keys_select_the_brute_force_top_k_of_their_grid() {
+    let (d, n, k) = (16, 8, 3);
+    let c = config(n * n, product(k), KeyMode::Recompute, 1);
+    let (layer, map) = layer(&c, d, DType::F32);
+    let mut mem = layer.new_memory(1, 0, DType::F32, &DEV).unwrap();
+    mem.record_usage(false);
+    write_rows(&layer, &mut mem, 120, 10, 11);
+    let (c1, c2, wq) = (
+        var(&map, "pk_c1"),
+        var(&map, "pk_c2"),
+        var(&map, "w_q.weight"),
+    );
+    let (gamma, beta) = (var(&map, "ln_q.weight"), var(&map, "ln_q.bias"));
+    let half = d / 2;
+    let mut rng = stream("indexed", 12, "queries");
+    let rows = 12;
+    let h = randn_tensor(&mut rng, (1, rows, d), 1.0, DType::F32, &DEV).unwrap();
+    let sel = no_grad(|| layer.read(&h, &mut mem)).unwrap().selection;
+    let Selection::Rows { k: kk, slots } = &sel else {
+        panic!("product keys select rows")
+    };
+    assert_eq!(*kk, k);
+    let hv = h.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let occupied = &mem.meta().occupied;
+    let mut checked = 0;
+    for r in 0..rows {
+        let x = &hv[r * d..(r + 1) * d];
+        let mean = x.iter().sum::<f32>() / d as f32;
+        let var_ = x.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / d as f32;
+        let ln: Vec<f32> = (0..d)
+            .map(|i| (x[i] - mean) / (var_ + 1e-5).sqrt() * gamma[i] + beta[i])
+            .collect();
+        let q: Vec<f32> = (0..d)
+            .map(|o| (0..d).map(|i| wq[o * d + i] * ln[i]).sum())
+            .collect();
+        let score = |table: &[f32], qh: &[f32]| -> Vec<f32> {
+            (0..n)
+                .map(|i| (0..half).map(|e| table[i * half + e] * qh[e]).sum())
+                .collect()
+        };
+        let (s1, s2) = (score(&c1, &q[..half]), score(&c2, &q[half..]));
+        let mut grid: Vec<(f32, usize)> = Vec::new();
+        for &i in &top(&s1, k) {
+            for &j in &top(&s2, k) {
+                if occupied[i * n + j] {
+                    grid.push((s1[i] + s2[j], i * n + j));
+                }
+            }
+        }
+        grid.sort_by(|a, b| b.0.total_cmp(&a.0));
+        // Near-ties at a boundary may fall either way in f32: skip those rows.
+        let margin = |v: &[f32], at: usize| {
+            v.len() <= at || {
+                let t = top(v, at + 1);
+                (v[t[at - 1]] - v[t[at]]).abs() > 1e-4
+            }
+        };
+        let grid_margin = grid.len() <= k || (grid[k - 1].0 - grid[k].0).abs() > 1e-4;
+        if !(margin(&s1, k) && margin(&s2, k) && grid_margin) {
+            continue;
+        }
+        let mut want: Vec<u32> = grid.iter().take(k).map(|&(_, s)| s as u32).collect();
+        want.sort_unstable();
+        let got: Vec<u32> = slots[r * k..(r + 1) * k]
+            .iter()
+            .copied()
+            .filter(|&s| s != Selection::PAD)
+            .collect();
+        assert_eq!(got, want, "query row {r}");
+        checked += 1;
+    }
+    assert!(checked >= rows / 2, "only {checked} rows without near-ties");
+}

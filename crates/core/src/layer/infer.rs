@@ -408,8 +408,14 @@ impl RetentionLayer {
                 .iter_mut()
                 .map(|x| {
                     // The scan's own exp (inlined, as in `scan::attend`),
-                    // not libm's call.
-                    *x = exp_f32(*x - mx);
+                    // not libm's call. It clamps its argument, so a padded
+                    // slot (-inf) would get e^-87, not 0, and its row would
+                    // index the padding: padding weighs exactly 0.
+                    *x = if *x == f32::NEG_INFINITY {
+                        0.0
+                    } else {
+                        exp_f32(*x - mx)
+                    };
                     *x
                 })
                 .sum();
