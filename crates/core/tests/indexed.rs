@@ -387,3 +387,125 @@ fn product_keys_select_the_brute_force_top_k_of_their_grid() {
     }
     assert!(checked >= rows / 2, "only {checked} rows without near-ties");
 }
+
+/// Recall@k of `got` against `want` (selections of the same rows).
+fn recall(got: &Selection, want: &Selection) -> f64 {
+    let (Selection::Rows { k, slots: g }, Selection::Rows { slots: w, .. }) = (got, want) else {
+        panic!("both select rows")
+    };
+    let (mut hit, mut n) = (0, 0);
+    for (gr, wr) in g.chunks(*k).zip(w.chunks(*k)) {
+        for s in wr.iter().filter(|&&s| s != Selection::PAD) {
+            n += 1;
+            hit += gr.contains(s) as usize;
+        }
+    }
+    hit as f64 / n as f64
+}
+
+/// An IVF read that probes fewer lists than it has misses some of the exact
+/// top-k, finds more as it probes more, and with half the lists finds at
+/// least half of it: probing half the lists at random would find half in
+/// expectation, and probing the lists nearest the query must do no worse.
+#[test]
+fn ivf_recall_rises_with_probe_and_half_the_lists_find_half() {
+    let (d, slots, lists, k) = (16, 2048, 16, 8);
+    let exact_cfg = config(slots, ReadConfig::topk(k), KeyMode::Cached, 1);
+    let ivf = |probe| {
+        let read = ReadConfig::of(ReadKind::Ivf {
+            k,
+            lists: Some(lists),
+            probe,
+        });
+        config(slots, read, KeyMode::Cached, 1)
+    };
+    let (exact, map) = layer(&exact_cfg, d, DType::F32);
+    let mut exact_mem = exact.new_memory(1, 0, DType::F32, &DEV).unwrap();
+    exact_mem.record_usage(false);
+    write_rows(&exact, &mut exact_mem, slots, 256, 21);
+    let mut rates = Vec::new();
+    for probe in [1, 2, 4, 8, 16] {
+        let c = ivf(probe);
+        let approx = RetentionLayer::new(&c, d, map.var_builder(DType::F32, &DEV)).unwrap();
+        let mut mem = approx.new_memory(1, 0, DType::F32, &DEV).unwrap();
+        mem.record_usage(false);
+        write_rows(&approx, &mut mem, slots, 256, 21);
+        let mut want_mem = exact_mem.deep_clone().unwrap();
+        let (got, want) = selections(&approx, &exact, &mut mem, &mut want_mem, 22);
+        rates.push((probe, recall(&got, &want)));
+    }
+    let at = |p: usize| rates.iter().find(|r| r.0 == p).unwrap().1;
+    assert_eq!(at(16), 1.0, "{rates:?}");
+    assert!(
+        at(1) < 1.0,
+        "probing one list of 16 found everything: {rates:?}"
+    );
+    assert!(at(8) >= 0.5, "{rates:?}");
+    assert!(at(1) <= at(4) && at(4) <= at(16), "{rates:?}");
+    eprintln!("recall@{k} by probe: {rates:?}");
+}
+
+/// The same read, bit for bit, whatever the number of kernel threads: the
+/// batched dense and exact reads (16 queries), IVF and product keys, on the
+/// graph-free path and the tensor path.
+#[test]
+fn reads_are_bit_identical_across_thread_counts() {
+    // Memories of several parallel chunks (the scans split 4096 slots a
+    // task), most of them filled.
+    let d = 16;
+    let ivf = ReadConfig::of(ReadKind::Ivf {
+        k: 8,
+        lists: Some(32),
+        probe: 5,
+    });
+    let cases = [
+        ("dense", 12_000, ReadConfig::dense(), KeyMode::Recompute),
+        ("topk", 12_000, ReadConfig::topk(8), KeyMode::Recompute),
+        ("topk-int8", 12_000, ReadConfig::topk(8), KeyMode::Int8),
+        ("ivf", 12_000, ivf, KeyMode::Cached),
+        ("product", 96 * 96, product(4), KeyMode::Recompute),
+    ];
+    for (name, slots, read, keys) in cases {
+        let c = config(slots, read, keys, 1);
+        let (layer, _) = layer(&c, d, DType::F32);
+        let mut mem = layer.new_memory(2, 0, DType::F32, &DEV).unwrap();
+        mem.record_usage(false);
+        write_rows(&layer, &mut mem, 10_000, 1000, 31);
+        let mut rng = stream("indexed", 32, "queries");
+        let h = randn_tensor(&mut rng, (2, 16, d), 1.0, DType::F32, &DEV).unwrap();
+        let bits = |threads: usize, graph: bool| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut m = mem.deep_clone().unwrap();
+            let out = pool.install(|| {
+                if graph {
+                    layer.read(&h, &mut m)
+                } else {
+                    no_grad(|| layer.read(&h, &mut m))
+                }
+            });
+            let out = out.unwrap();
+            let r: Vec<u32> = out
+                .r
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|x| x.to_bits())
+                .collect();
+            (r, out.selection)
+        };
+        for graph in [false, true] {
+            let one = bits(1, graph);
+            for threads in [2, 3, 4] {
+                assert!(
+                    bits(threads, graph) == one,
+                    "{name} (graph {graph}): {threads} threads differ from 1"
+                );
+            }
+        }
+    }
+}
