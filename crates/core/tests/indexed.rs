@@ -509,3 +509,52 @@ fn reads_are_bit_identical_across_thread_counts() {
         }
     }
 }
+
+/// A write under product keys lands in the slot its own key addresses,
+/// found here by brute force over all n² slots from the stored content:
+/// key = W_K·v, slot = argmax over (i, j) of key₁·c1_i + key₂·c2_j, numbered
+/// i·n + j.
+#[test]
+fn product_key_writes_land_where_their_key_points() {
+    let (d, n) = (16, 8);
+    let c = config(n * n, product(3), KeyMode::Recompute, 1);
+    let (layer, map) = layer(&c, d, DType::F32);
+    let (c1, c2, wk) = (
+        var(&map, "pk_c1"),
+        var(&map, "pk_c2"),
+        var(&map, "w_k.weight"),
+    );
+    let half = d / 2;
+    let mut rng = stream("indexed", 41, "rows");
+    for row in 0..12 {
+        let mut mem = layer.new_memory(1, 0, DType::F32, &DEV).unwrap();
+        let h = randn_tensor(&mut rng, (1, 1, d), 1.0, DType::F32, &DEV).unwrap();
+        layer.write(&h, &mut mem, None).unwrap();
+        let slot = (0..n * n)
+            .find(|&s| mem.meta().occupied[s])
+            .expect("one slot written");
+        assert_eq!(mem.occupied(0), 1);
+        let content = mem
+            .content()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let v = &content[slot * d..(slot + 1) * d];
+        let key: Vec<f32> = (0..d)
+            .map(|o| (0..d).map(|i| wk[o * d + i] * v[i]).sum())
+            .collect();
+        let mut best = (f32::NEG_INFINITY, usize::MAX);
+        for i in 0..n {
+            for j in 0..n {
+                let s: f32 = (0..half)
+                    .map(|e| key[e] * c1[i * half + e] + key[half + e] * c2[j * half + e])
+                    .sum();
+                if s > best.0 {
+                    best = (s, i * n + j);
+                }
+            }
+        }
+        assert_eq!(slot, best.1, "row {row}");
+    }
+}
