@@ -229,6 +229,72 @@ fn killing_a_run_and_running_again_completes_without_duplicates() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// `kill -9` at many points of a sweep (before, during and between run
+/// writes; the points come from a fixed sequence of delays, and the property
+/// must hold at any of them): after every kill each record present is whole
+/// (`report` verifies every one and exits 0), and resuming until done gives
+/// every run exactly once.
+#[test]
+fn a_sweep_killed_anywhere_keeps_only_whole_records() {
+    let dir = scratch("kill-anywhere");
+    let suite = dir.join("quick.yaml");
+    std::fs::write(
+        &suite,
+        "name: quick\nbase:\n  task: { kind: scaling, d: 16, batches: [1], queries: 20, \
+         min_reads: 2, warmup: 0, writes: 4, probes: 8 }\n  retention: { slots: 8 }\n\
+         seeds: [0, 1, 2, 3]\ngrid:\n  retention.slots: [500, 1000, 2000]\n",
+    )
+    .unwrap();
+    let out = dir.join("out");
+    let args = [
+        "run",
+        suite.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--jobs",
+        "2",
+        "--no-report",
+        "--quiet",
+    ];
+    let mut delay_ms: u64 = 137;
+    let mut finished = false;
+    for _ in 0..12 {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_retbench"))
+            .args(args)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        delay_ms = (delay_ms * 7 + 89) % 700 + 40;
+        if child.try_wait().unwrap().is_some_and(|s| s.success()) {
+            finished = true;
+            break;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if out.join("runs").is_dir() {
+            let (code, _, err) = retbench(&["report", out.to_str().unwrap()]);
+            assert_eq!(code, 0, "a record left by the kill is not whole: {err}");
+        }
+    }
+    if !finished {
+        let (code, _, err) = retbench(&args);
+        assert_eq!(code, 0, "{err}");
+    }
+    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
+    let mut per_run: std::collections::BTreeMap<String, usize> = Default::default();
+    for line in csv.lines().skip(1) {
+        *per_run
+            .entry(line.split(',').next().unwrap().into())
+            .or_default() += 1;
+    }
+    assert_eq!(per_run.len(), 12, "every run present once: {per_run:?}");
+    let (code, _, err) = retbench(&args[..args.len() - 1]);
+    assert_eq!(code, 0);
+    assert!(err.contains("12 already done, 0 ok"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn kernels_is_an_option_of_the_verbs_that_run_kernels_only() {
     let (code, _, err) = retbench(&["list", "--kernels", "unfused"]);
