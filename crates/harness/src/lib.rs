@@ -6,6 +6,7 @@ pub mod config;
 pub mod datasets;
 pub mod folder;
 pub mod provenance;
+pub mod readers;
 pub mod runner;
 pub mod suite;
 mod yaml_error;
