@@ -9,30 +9,12 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use retbench_core::{RetentionConfig, RetentionLayer, SeededVarMap, snapshot};
 
-use common::scratch;
+use common::{files_under, scratch};
 
 /// `retbench ARGS`: (exit code, stderr).
 fn retbench(args: &[&str]) -> (i32, String) {
     let (code, _, err) = common::retbench(args);
     (code, err)
-}
-
-/// Every file under `dir`, with its bytes.
-fn snapshot_of(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.clone(), std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// `retbench run` of `suite` text must exit 2 at `file:line:column`
@@ -44,7 +26,7 @@ fn refused(name: &str, suite: &[u8], extra: &[&str], want_at: &str, want: &str) 
     let out = dir.join("out");
     std::fs::create_dir_all(out.join("runs")).unwrap();
     std::fs::write(out.join("runs/keep.json"), "{}").unwrap();
-    let before = snapshot_of(&out);
+    let before = files_under(&out);
     let mut args = vec![
         "run",
         file.to_str().unwrap(),
@@ -60,7 +42,7 @@ fn refused(name: &str, suite: &[u8], extra: &[&str], want_at: &str, want: &str) 
         "{name}: wanted {want_at} in {err}"
     );
     assert!(err.contains(want), "{name}: wanted {want:?} in {err}");
-    assert_eq!(snapshot_of(&out), before, "{name}: something was written");
+    assert_eq!(files_under(&out), before, "{name}: something was written");
     std::fs::remove_dir_all(dir).unwrap();
 }
 
@@ -346,7 +328,7 @@ fn a_truncated_run_file_is_refused_by_report_and_redone_by_run() {
     let (file, out, runs) = finished(&dir);
     let bytes = std::fs::read(&runs[0]).unwrap();
     std::fs::write(&runs[0], &bytes[..bytes.len() / 2]).unwrap();
-    let before = snapshot_of(&out);
+    let before = files_under(&out);
     let (code, err) = retbench(&["report", out.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     assert!(
@@ -354,7 +336,7 @@ fn a_truncated_run_file_is_refused_by_report_and_redone_by_run() {
         "{err}"
     );
     assert_eq!(
-        snapshot_of(&out),
+        files_under(&out),
         before,
         "report wrote despite a bad run file"
     );
@@ -379,14 +361,14 @@ fn a_run_record_under_another_name_is_refused_and_makes_no_duplicate_rows() {
     let dir = scratch("copied");
     let (file, out, runs) = finished(&dir);
     std::fs::copy(&runs[0], &runs[1]).unwrap();
-    let before = snapshot_of(&out);
+    let before = files_under(&out);
     let (code, err) = retbench(&["report", out.to_str().unwrap()]);
     assert_eq!(code, 2, "{err}");
     assert!(
         err.contains(runs[1].to_str().unwrap()) && err.contains("another run's name"),
         "{err}"
     );
-    assert_eq!(snapshot_of(&out), before);
+    assert_eq!(files_under(&out), before);
     run_quietly(&file, &out);
     let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
     let ids: std::collections::BTreeSet<&str> = csv
@@ -409,7 +391,7 @@ fn merge_checks_every_shard_before_writing() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains(runs[1].to_str().unwrap()), "{err}");
     assert!(
-        !target.join("runs").exists() || snapshot_of(&target).is_empty(),
+        !target.join("runs").exists() || files_under(&target).is_empty(),
         "merge wrote before checking"
     );
     std::fs::remove_dir_all(dir).unwrap();

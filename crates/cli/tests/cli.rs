@@ -198,12 +198,7 @@ fn killing_a_run_and_running_again_completes_without_duplicates() {
     assert!(after_kill >= 1);
     let (code, _, err) = retbench(&args);
     assert_eq!(code, 0, "{err}");
-    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
-    let mut per_run: std::collections::BTreeMap<String, usize> = Default::default();
-    for line in csv.lines().skip(1) {
-        let id = line.split(',').next().unwrap().to_string();
-        *per_run.entry(id).or_default() += 1;
-    }
+    let per_run = common::rows_per_run(&std::fs::read_to_string(out.join("results.csv")).unwrap());
     assert_eq!(per_run.len(), 6, "every run present once");
     let counts: std::collections::BTreeSet<usize> = per_run.values().copied().collect();
     assert_eq!(
@@ -281,13 +276,7 @@ fn a_sweep_killed_anywhere_keeps_only_whole_records() {
         let (code, _, err) = retbench(&args);
         assert_eq!(code, 0, "{err}");
     }
-    let csv = std::fs::read_to_string(out.join("results.csv")).unwrap();
-    let mut per_run: std::collections::BTreeMap<String, usize> = Default::default();
-    for line in csv.lines().skip(1) {
-        *per_run
-            .entry(line.split(',').next().unwrap().into())
-            .or_default() += 1;
-    }
+    let per_run = common::rows_per_run(&std::fs::read_to_string(out.join("results.csv")).unwrap());
     assert_eq!(per_run.len(), 12, "every run present once: {per_run:?}");
     let (code, _, err) = retbench(&args[..args.len() - 1]);
     assert_eq!(code, 0);

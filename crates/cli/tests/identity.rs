@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::scratch;
+use common::{files_under, scratch};
 
 /// A small scaling suite named `name` over `slots` (a second or so a run).
 fn suite(dir: &Path, file: &str, name: &str, slots: &str) -> PathBuf {
@@ -33,27 +33,6 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-/// Every file under `dir` with its bytes (empty if `dir` is missing).
-fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in entries {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((p.clone(), std::fs::read(&p).unwrap()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[test]
 fn folders_of_other_plans_are_never_mixed() {
     let dir = scratch("identity");
@@ -74,21 +53,25 @@ fn folders_of_other_plans_are_never_mixed() {
         "{log}"
     );
     assert!(
-        files(&merged).is_empty(),
+        files_under(&merged).is_empty(),
         "merge wrote {:?}",
-        files(&merged)
+        files_under(&merged)
     );
     // ... nor into a target that holds another plan.
-    let before = files(&fb);
+    let before = files_under(&fb);
     let (code, log) = run(&["merge", s(&fb), s(&fa)]);
     assert_eq!(code, 2, "{log}");
-    assert_eq!(files(&fb), before, "a refused merge changed the target");
+    assert_eq!(
+        files_under(&fb),
+        before,
+        "a refused merge changed the target"
+    );
 
     // run into another suite's folder: exit 2, the folder untouched.
     let (code, log) = run(&["run", s(&a), "--out", s(&fb), "--no-report", "-q"]);
     assert_eq!(code, 2, "{log}");
     assert!(log.contains("another plan"), "{log}");
-    assert_eq!(files(&fb), before, "a refused run changed the folder");
+    assert_eq!(files_under(&fb), before, "a refused run changed the folder");
 
     // An earlier plan of the same suite: refused, then with --replan a run
     // whose id alone changed (a variant renamed) keeps its record under the

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Runs `retbench ARGS`: (exit code, stdout, stderr).
@@ -24,4 +24,37 @@ pub fn scratch(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Every file under `dir` with its bytes, sorted (empty if `dir` is
+/// missing): what a refused command must leave as it was.
+pub fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.clone(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Rows of `results.csv` text per run id.
+pub fn rows_per_run(csv: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut per_run = std::collections::BTreeMap::new();
+    for line in csv.lines().skip(1) {
+        *per_run
+            .entry(line.split(',').next().unwrap().to_string())
+            .or_default() += 1;
+    }
+    per_run
 }
