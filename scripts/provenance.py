@@ -28,10 +28,6 @@ PENDING = {
     "recall-long": "27",
     "entity-long": "27",
     "entity-updates": "27",
-    # 4 dense-read runs of 43. Rerunning only those would put timings from
-    # a machine whose triad bandwidth is 13-24 GB/s today beside ones made
-    # at 36 GB/s; the whole suite is rerun at once, on a quiet machine.
-    "scaling-index": "26 (the whole suite rerun at once on a quiet machine)",
 }
 
 
