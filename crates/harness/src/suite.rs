@@ -7,7 +7,7 @@
 //! extra points beside the grid; with no grid or zip axes, the only points),
 //! `figures` (metrics against a numeric slice, lines and panels named by
 //! varied parameters), `exclude` (points to drop, matched on the
-//! resolved config) and `profiles` (overrides applied before expansion: base
+//! resolved config, or only some of their seeds with `seeds:`) and `profiles` (overrides applied before expansion: base
 //! paths, `seeds`, or `grid.<path>` / `zip.<path>` to replace an axis's
 //! values). Every
 //! mistake is reported as `file:line:column: message`: YAML syntax, unknown
@@ -645,11 +645,8 @@ impl<'t> Draft<'t> {
         for (variant, loc, ovs) in points {
             let ovs_all = self.with_late(cx, ovs, &mut used_late);
             let json = resolve(cx, &self.base, &self.located, &ovs_all)?;
-            if excludes.iter().any(|(_, conds)| {
-                conds
-                    .iter()
-                    .all(|(p, v)| get_path(&json, p).is_some_and(|x| same(x, v)))
-            }) {
+            let matching: Vec<&Exclude> = excludes.iter().filter(|e| e.matches(&json)).collect();
+            if matching.iter().any(|e| e.seeds.is_none()) {
                 excluded_any = true;
                 continue;
             }
@@ -661,6 +658,10 @@ impl<'t> Draft<'t> {
                 .map(|o| (o.path.clone(), o.value.clone()))
                 .collect();
             for &seed in &self.seeds {
+                if matching.iter().any(|e| e.drops(seed)) {
+                    excluded_any = true;
+                    continue;
+                }
                 let run_id = run_id(variant, &params, &shown, seed, &config);
                 let here = ovs.first().map_or(*loc, |o| o.loc);
                 if let Some(prev) = seen.insert(run_id.clone(), here) {
@@ -690,7 +691,7 @@ impl<'t> Draft<'t> {
         }
         if runs.is_empty() {
             let loc = if excluded_any {
-                excludes[0].0
+                excludes[0].loc
             } else {
                 self.name_loc
             };
@@ -812,18 +813,47 @@ fn axis_values(
         .collect())
 }
 
-/// An `exclude` entry: where it was written and its (path, value) conditions.
-type Exclude = (Loc, Vec<(String, Value)>);
+/// An `exclude` entry: where it was written, its (path, value) conditions,
+/// and the seeds it drops from the points it matches (`seeds:`; all of them
+/// when it names none).
+struct Exclude {
+    loc: Loc,
+    conds: Vec<(String, Value)>,
+    seeds: Option<Vec<u64>>,
+}
+
+impl Exclude {
+    fn matches(&self, json: &Value) -> bool {
+        self.conds
+            .iter()
+            .all(|(p, v)| get_path(json, p).is_some_and(|x| same(x, v)))
+    }
+
+    /// Whether this entry drops `seed` of a point it matches.
+    fn drops(&self, seed: u64) -> bool {
+        self.seeds.as_ref().is_none_or(|s| s.contains(&seed))
+    }
+}
 
 fn excludes(cx: &Ctx, file: &SuiteFile, base: &Value) -> Result<Vec<Exclude>, SuiteError> {
     let mut excludes: Vec<Exclude> = Vec::new();
     for ex in &file.exclude {
-        let mut conds = Vec::new();
+        let (mut conds, mut seeds) = (Vec::new(), None);
         for (key, value) in &ex.value.0 {
+            if key.value == "seeds" {
+                let list = serde_json::from_value::<Vec<u64>>(value.value.clone())
+                    .map_err(|e| cx.at(Loc::from(value), format!("seeds: {e}")))?;
+                seeds = Some(list);
+                continue;
+            }
             check_path(base, &key.value).map_err(|m| cx.at(Loc::from(key), m))?;
             conds.push((key.value.clone(), value.value.clone()));
         }
-        excludes.push((Loc::from(ex), conds));
+        excludes.push(Exclude {
+            loc: Loc::from(ex),
+            conds,
+            seeds,
+        });
     }
     Ok(excludes)
 }

@@ -60,6 +60,42 @@ fn mistake(text: &str) -> (u64, u64, String) {
 }
 
 #[test]
+fn an_exclude_with_seeds_drops_only_those_seeds_of_the_points_it_matches() {
+    let text = GOOD
+        .replace("seeds: [0, 1]", "seeds: [0, 1, 2]")
+        .replace(
+            "  - { retention.slots: 16, retention.read.kind: topk, task.d: 32 }",
+            "  - { retention.slots: 16, retention.read.kind: topk, task.d: 32 }\n  - { task.d: 32, seeds: [1, 2] }",
+        );
+    let p = plan(&text);
+    let seeds = |d: u64| -> Vec<u64> {
+        let mut s: Vec<u64> = p
+            .runs
+            .iter()
+            .filter(|r| {
+                r.variant == "grid"
+                    && r.params
+                        .iter()
+                        .any(|(k, v)| k == "task.d" && v.as_u64() == Some(d))
+            })
+            .map(|r| r.seed)
+            .collect();
+        s.sort();
+        s.dedup();
+        s
+    };
+    assert_eq!(seeds(16), [0, 1, 2]);
+    assert_eq!(seeds(32), [0], "seeds 1 and 2 of d 32 dropped");
+    // 4 points of d 16 with 3 seeds, 3 of d 32 (one excluded whole) with 1,
+    // the variant (d 16) with 3.
+    assert_eq!(p.runs.len(), 4 * 3 + 3 + 3);
+    let bad = text.replace("seeds: [1, 2]", "seeds: [one]");
+    let (line, _, message) = mistake(&bad);
+    assert_eq!(line, 18);
+    assert!(message.starts_with("seeds:"), "{message}");
+}
+
+#[test]
 fn expansion_order_is_grid_first_axis_outermost_then_zip_then_seeds_then_variants() {
     let p = plan(GOOD);
     let points: Vec<String> = p

@@ -70,7 +70,8 @@ pub fn train_throughput(
         with_retention.then_some(&retention),
         map.var_builder(DType::F32, &dev),
     )?;
-    let mut trainer = Trainer::new(&TrainConfig::new(steps + 1, BATCH, 1e-3), map.varmap())?;
+    let train = TrainConfig::new(steps + 1, BATCH, 1e-3);
+    let mut trainer = Trainer::new(&train, map.varmap(), d_model)?;
     let episode = std::slice::from_ref(&session);
     trainer.step(&model, episode, 0)?; // warm-up: first-touch allocations
     (0..steps)

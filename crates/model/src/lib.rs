@@ -14,4 +14,7 @@ pub mod train;
 
 pub use eval::{Between, EvalConfig, SessionOutput, run_episodes, run_episodes_observed};
 pub use model::{Forward, Model, ModelConfig};
-pub use train::{Session, TrainConfig, TrainError, Trainer, masked_cross_entropy, trainable_vars};
+pub use train::{
+    Session, StopConfig, StopWhen, TrainConfig, TrainError, Trainer, masked_cross_entropy,
+    trainable_vars,
+};

@@ -48,6 +48,54 @@ pub struct TrainConfig {
     /// or fine-tuned as with `base_steps`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_init: Option<std::path::PathBuf>,
+    /// The width `lr` is meant for: a model of width d trains its weight
+    /// matrices (every 2-D parameter but the embedding tables) at
+    /// lr·lr_width/d, and its embeddings, biases and norm gains at lr:
+    /// μP's rule for Adam, under which one lr serves every width. Default
+    /// 64 (the width the recall suite's lr was chosen at; nothing changes
+    /// at width 64); `null`: one lr for every parameter at every width
+    /// (the form before, and what the paper's optimiser would do).
+    #[serde(default = "lr_width_default")]
+    pub lr_width: Option<usize>,
+    /// Stop before `steps` once the run has bound (`steps` is then the
+    /// most a run may take).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop: Option<StopConfig>,
+}
+
+/// Stopping on success: a suite can give a generous `train.steps` without
+/// every run paying for it. The rule is checked at evaluations only
+/// (`eval.every`), so a run stops on an evaluation step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopConfig {
+    /// What must hold: `bound`, the task's binding slice above the binding
+    /// threshold (the criterion of `time_to_bind`).
+    pub when: StopWhen,
+    /// How many evaluations in a row it must hold (default 2: one lucky
+    /// evaluation does not end a run).
+    #[serde(default = "patience_default")]
+    pub patience: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopWhen {
+    Bound,
+}
+
+fn patience_default() -> usize {
+    2
+}
+
+impl StopConfig {
+    /// Whether a run whose binding rule has held at the last `held`
+    /// evaluations stops now.
+    pub fn stops(&self, held: usize) -> bool {
+        match self.when {
+            StopWhen::Bound => held >= self.patience,
+        }
+    }
 }
 
 impl TrainConfig {
@@ -65,6 +113,8 @@ impl TrainConfig {
             frozen_base: false,
             base_steps: None,
             base_init: None,
+            lr_width: lr_width_default(),
+            stop: None,
         }
     }
 
@@ -103,6 +153,12 @@ impl TrainConfig {
         if self.base_steps == Some(0) {
             return Err("train.base_steps: must be at least 1".into());
         }
+        if self.lr_width == Some(0) {
+            return Err("train.lr_width: must be at least 1".into());
+        }
+        if self.stop.as_ref().is_some_and(|s| s.patience == 0) {
+            return Err("train.stop.patience: must be at least 1".into());
+        }
         Ok(())
     }
 }
@@ -112,6 +168,9 @@ fn batch_default() -> usize {
 }
 fn weight_decay_default() -> f64 {
     0.01
+}
+fn lr_width_default() -> Option<usize> {
+    Some(64)
 }
 fn clip_default() -> f64 {
     1.0
@@ -151,13 +210,35 @@ pub fn masked_cross_entropy(
 
 /// The parameters training updates: everything, or only retention's.
 pub fn trainable_vars(varmap: &VarMap, frozen_base: bool) -> Vec<Var> {
+    trainable_named(varmap, frozen_base)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// [`trainable_vars`] with their names, in name order (a stable order for
+/// the optimiser).
+fn trainable_named(varmap: &VarMap, frozen_base: bool) -> Vec<(String, Var)> {
     let data = varmap.data().lock().expect("varmap lock");
-    let mut named: Vec<(&String, &Var)> = data
+    let mut named: Vec<(String, Var)> = data
         .iter()
         .filter(|(name, _)| !frozen_base || name.starts_with("retention."))
+        .map(|(n, v)| (n.clone(), v.clone()))
         .collect();
-    named.sort_by(|a, b| a.0.cmp(b.0)); // a stable order for the optimizer
-    named.into_iter().map(|(_, v)| v.clone()).collect()
+    named.sort_by(|a, b| a.0.cmp(&b.0));
+    named
+}
+
+/// The embedding tables: trained at the base `lr` under `lr_width`, as μP
+/// trains input weights (their fan-in is the vocabulary, not the width).
+const EMBEDDINGS: [&str; 2] = ["base.tok.weight", "base.pos.weight"];
+
+/// The multiple of `lr` a parameter trains at (`train.lr_width`).
+fn lr_mult(cfg: &TrainConfig, d_model: usize, name: &str, var: &Var) -> f64 {
+    match cfg.lr_width {
+        Some(w) if var.rank() == 2 && !EMBEDDINGS.contains(&name) => w as f64 / d_model as f64,
+        _ => 1.0,
+    }
 }
 
 /// AdamW as candle's, in one pass per parameter over its data, moments and
@@ -165,6 +246,8 @@ pub fn trainable_vars(varmap: &VarMap, frozen_base: bool) -> Vec<Var> {
 /// fused kernels' optimiser; candle's `AdamW` is the unfused one.
 struct FusedAdamW {
     vars: Vec<Var>,
+    /// Per parameter, the multiple of `params.lr` it trains at.
+    mults: Vec<f64>,
     moments: Vec<(Vec<f32>, Vec<f32>)>,
     params: ParamsAdamW,
     step_t: i32,
@@ -206,13 +289,14 @@ impl InplaceOp1 for AdamUpdate<'_> {
 }
 
 impl FusedAdamW {
-    fn new(vars: Vec<Var>, params: ParamsAdamW) -> Self {
+    fn new(vars: Vec<Var>, mults: Vec<f64>, params: ParamsAdamW) -> Self {
         let moments = vars
             .iter()
             .map(|v| (vec![0f32; v.elem_count()], vec![0f32; v.elem_count()]))
             .collect();
         FusedAdamW {
             vars,
+            mults,
             moments,
             params,
             step_t: 0,
@@ -235,21 +319,22 @@ impl FusedAdamW {
     fn step(&mut self, grads: &GradStore, scale: f64) -> candle_core::Result<()> {
         self.step_t += 1;
         let p = &self.params;
-        let k = [
-            scale,
-            p.beta1,
-            p.beta2,
-            1.0 / (1.0 - p.beta1.powi(self.step_t)),
-            1.0 / (1.0 - p.beta2.powi(self.step_t)),
-            p.lr,
-            p.lr * p.weight_decay,
-            p.eps,
-        ]
-        .map(|x| x as f32);
-        for (var, (m, v)) in self.vars.iter().zip(&mut self.moments) {
+        for ((var, (m, v)), mult) in self.vars.iter().zip(&mut self.moments).zip(&self.mults) {
             let Some(g) = grads.get(var.as_tensor()) else {
                 continue;
             };
+            let lr = p.lr * mult;
+            let k = [
+                scale,
+                p.beta1,
+                p.beta2,
+                1.0 / (1.0 - p.beta1.powi(self.step_t)),
+                1.0 / (1.0 - p.beta2.powi(self.step_t)),
+                lr,
+                lr * p.weight_decay,
+                p.eps,
+            ]
+            .map(|x| x as f32);
             with_f32(g, "retbench-adamw", |grad| {
                 var.as_tensor().inplace_op1(&AdamUpdate {
                     grad,
@@ -262,9 +347,33 @@ impl FusedAdamW {
     }
 }
 
-/// The optimiser of the selected kernels.
+/// Candle's `AdamW`, one per distinct learning-rate multiple.
+fn candle_groups(
+    vars: &[Var],
+    mults: &[f64],
+    params: ParamsAdamW,
+) -> candle_core::Result<Vec<(AdamW, f64)>> {
+    let mut distinct: Vec<f64> = mults.to_vec();
+    distinct.sort_by(f64::total_cmp);
+    distinct.dedup();
+    distinct
+        .into_iter()
+        .map(|mult| {
+            let group = vars
+                .iter()
+                .zip(mults)
+                .filter(|(_, m)| **m == mult)
+                .map(|(v, _)| v.clone())
+                .collect();
+            Ok((AdamW::new(group, params.clone())?, mult))
+        })
+        .collect()
+}
+
+/// The optimiser of the selected kernels; candle's as one `AdamW` per
+/// learning-rate multiple (`train.lr_width`).
 enum Optim {
-    Candle(AdamW),
+    Candle(Vec<(AdamW, f64)>),
     Fused(FusedAdamW),
 }
 
@@ -276,13 +385,20 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    pub fn new(cfg: &TrainConfig, varmap: &VarMap) -> Result<Self, TrainError> {
-        let vars = trainable_vars(varmap, cfg.frozen_base);
-        if vars.is_empty() {
+    /// A trainer of `varmap`'s trainable parameters, for a model of width
+    /// `d_model` (the learning rates of `train.lr_width`).
+    pub fn new(cfg: &TrainConfig, varmap: &VarMap, d_model: usize) -> Result<Self, TrainError> {
+        let named = trainable_named(varmap, cfg.frozen_base);
+        if named.is_empty() {
             return Err(TrainError::Usage(
                 "no trainable parameters (frozen base without retention?)".into(),
             ));
         }
+        let mults: Vec<f64> = named
+            .iter()
+            .map(|(n, v)| lr_mult(cfg, d_model, n, v))
+            .collect();
+        let vars: Vec<Var> = named.into_iter().map(|(_, v)| v).collect();
         let params = ParamsAdamW {
             lr: cfg.lr,
             weight_decay: cfg.weight_decay,
@@ -292,9 +408,9 @@ impl Trainer {
             .iter()
             .all(|v| v.device().is_cpu() && v.dtype() == DType::F32 && v.is_contiguous());
         let opt = if fusable && retbench_kernels::kernels() == Kernels::Fused {
-            Optim::Fused(FusedAdamW::new(vars.clone(), params))
+            Optim::Fused(FusedAdamW::new(vars.clone(), mults, params))
         } else {
-            Optim::Candle(AdamW::new(vars.clone(), params)?)
+            Optim::Candle(candle_groups(&vars, &mults, params)?)
         };
         Ok(Trainer {
             cfg: cfg.clone(),
@@ -371,7 +487,7 @@ impl Trainer {
                 };
                 opt.step(&grads, scale)?;
             }
-            Optim::Candle(opt) => {
+            Optim::Candle(groups) => {
                 let mut sq = 0.0f64;
                 for v in &self.vars {
                     if let Some(g) = grads.get(v.as_tensor()) {
@@ -387,8 +503,10 @@ impl Trainer {
                         }
                     }
                 }
-                opt.set_learning_rate(lr);
-                opt.step(&grads)?;
+                for (opt, mult) in groups {
+                    opt.set_learning_rate(lr * *mult);
+                    opt.step(&grads)?;
+                }
             }
         }
         self.step += 1;

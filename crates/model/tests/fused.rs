@@ -269,7 +269,7 @@ fn recall_losses(kernels: Kernels, steps: usize) -> Vec<f64> {
         ret.write = WriteConfig::append(Evict::Fifo, WriteSource::Token {});
         let map = SeededVarMap::new(VarMap::new(), "fused-recall", 0);
         let model = Model::new(&cfg, Some(&ret), map.var_builder(DType::F32, &dev)).unwrap();
-        let mut trainer = Trainer::new(&TrainConfig::new(50, 32, 3e-3), map.varmap()).unwrap();
+        let mut trainer = Trainer::new(&TrainConfig::new(50, 32, 3e-3), map.varmap(), 64).unwrap();
         let mut rng = stream("fused-recall", 0, "data");
         (0..steps)
             .map(|step| {

@@ -54,7 +54,7 @@ fn retention() -> RetentionConfig {
 fn a_tiny_model_overfits_a_fixed_batch() {
     let map = SeededVarMap::new(VarMap::new(), "overfit", 0);
     let model = Model::new(&cfg(), None, map.var_builder(DType::F32, &Device::Cpu)).unwrap();
-    let mut trainer = Trainer::new(&train_cfg(200, false), map.varmap()).unwrap();
+    let mut trainer = Trainer::new(&train_cfg(200, false), map.varmap(), cfg().d_model).unwrap();
     let batch = [session("fixed", 4, 8)];
     let first = trainer.step(&model, &batch, 0).unwrap();
     let mut last = first;
@@ -97,7 +97,7 @@ fn a_frozen_base_stays_bit_identical_while_retention_trains() {
     };
     let (base0, ret0) = (snapshot("base."), snapshot("retention."));
     assert!(!base0.is_empty() && !ret0.is_empty());
-    let mut trainer = Trainer::new(&train_cfg(5, true), map.varmap()).unwrap();
+    let mut trainer = Trainer::new(&train_cfg(5, true), map.varmap(), cfg().d_model).unwrap();
     let episode = [session("s1", 4, 8), session("s2", 4, 8)];
     for _ in 0..5 {
         trainer.step(&model, &episode, 0).unwrap();
@@ -158,10 +158,65 @@ fn a_diverging_loss_is_an_error_not_a_nan_model() {
     let head = map.varmap().data().lock().unwrap()["base.head.weight"].clone();
     head.set(&(head.as_tensor().ones_like().unwrap() * f64::NAN).unwrap())
         .unwrap();
-    let mut trainer = Trainer::new(&train_cfg(5, false), map.varmap()).unwrap();
+    let mut trainer = Trainer::new(&train_cfg(5, false), map.varmap(), cfg().d_model).unwrap();
     let err = trainer
         .step(&model, &[session("x", 2, 4)], 0)
         .unwrap_err()
         .to_string();
     assert!(err.contains("diverged"), "{err}");
+}
+
+/// Every parameter as a flat vector, by name.
+fn params(map: &SeededVarMap) -> std::collections::BTreeMap<String, Vec<f32>> {
+    let data = map.varmap().data().lock().unwrap();
+    data.iter()
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                v.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn lr_width_trains_weight_matrices_of_a_wider_model_slower() {
+    // Adam's first step moves every parameter with a gradient by lr (times
+    // its multiple): m̂/√v̂ = ±1. lr_width 16 at width 32 halves the weight
+    // matrices' step and leaves embeddings, biases and norm gains at lr.
+    let lr = 1e-2;
+    let train = TrainConfig {
+        warmup: Some(1),
+        weight_decay: 0.0,
+        lr_width: Some(16),
+        ..TrainConfig::new(10, 4, lr)
+    };
+    let map = SeededVarMap::new(VarMap::new(), "lr-width", 0);
+    let model = Model::new(&cfg(), None, map.var_builder(DType::F32, &Device::Cpu)).unwrap();
+    let before = params(&map);
+    let mut trainer = Trainer::new(&train, map.varmap(), cfg().d_model).unwrap();
+    trainer.step(&model, &[session("w", 4, 8)], 0).unwrap();
+    let after = params(&map);
+    let largest_step = |name: &str| {
+        before[name]
+            .iter()
+            .zip(&after[name])
+            .map(|(a, b)| (a - b).abs() as f64)
+            .fold(0.0, f64::max)
+    };
+    for (name, mult) in [
+        ("base.block0.attn.qkv.weight", 0.5),
+        ("base.block1.fc2.weight", 0.5),
+        ("base.head.weight", 0.5),
+        ("base.tok.weight", 1.0),
+        ("base.pos.weight", 1.0),
+        ("base.block0.fc1.bias", 1.0),
+    ] {
+        let step = largest_step(name);
+        assert!(
+            (step - lr * mult).abs() < 1e-3 * lr,
+            "{name}: largest step {step}, expected {}",
+            lr * mult
+        );
+    }
 }

@@ -5,7 +5,7 @@
 //! refused with their path.
 
 use retbench_core::{Layers, Persistence, RetentionConfig, WriteConfig, WriteSource};
-use retbench_model::{EvalConfig, ModelConfig, TrainConfig};
+use retbench_model::{EvalConfig, ModelConfig, StopConfig, StopWhen, TrainConfig};
 use retbench_tasks::learned::Context;
 use retbench_tasks::recall::RecallConfig;
 use retbench_tasks::{Metric, RunSpec, TaskConfig, TaskContext};
@@ -120,6 +120,94 @@ fn recall_needs_memory_and_falls_to_chance_when_it_is_cleared() {
         kept > chance + 0.15,
         "with memory the model recalls: {kept} (cleared {cleared})"
     );
+}
+
+/// Rows with a step at or before `last`, without wall-clock measurements.
+fn curve_until(ms: &[Metric], last: u64) -> Vec<Metric> {
+    results(ms)
+        .into_iter()
+        .filter(|m| m.step.is_some_and(|s| s <= last))
+        .collect()
+}
+
+#[test]
+fn a_run_stops_once_bound_and_is_the_full_run_until_then() {
+    let (r, m) = (retention(), model());
+    let eval = EvalConfig {
+        episodes: 256,
+        batch: 128,
+        every: Some(25),
+    };
+    let run = |train: &TrainConfig| {
+        let spec = RunSpec {
+            retention: Some(&r),
+            model: Some(&m),
+            train: Some(train),
+            eval: Some(&eval),
+        };
+        task(Context::Sessions).run(&spec, &ctx("stop")).unwrap()
+    };
+    let full_cfg = TrainConfig::new(RECALL_STEPS, 32, 3e-3);
+    let stop_cfg = TrainConfig {
+        stop: Some(StopConfig {
+            when: StopWhen::Bound,
+            patience: 2,
+        }),
+        ..full_cfg.clone()
+    };
+    let (full, stopped) = (run(&full_cfg), run(&stop_cfg));
+    let steps = get(&stopped, "train_steps", "");
+    let bound_at = get(&stopped, "time_to_bind", "");
+    assert_eq!(
+        get(&stopped, "stopped", ""),
+        1.0,
+        "binds within {RECALL_STEPS} steps"
+    );
+    // Bound at two evaluations in a row: the first, and the one it stopped on.
+    assert_eq!(steps, bound_at + 25.0);
+    assert_eq!(bound_at, get(&full, "time_to_bind", ""));
+    assert!(get(&stopped, "accuracy", "gap=1") > 0.9);
+    // The curve ends at the step it stopped on, every row there once.
+    let last = stopped.iter().filter_map(|m| m.step).max();
+    assert_eq!(last, Some(steps as u64));
+    let at_last = |name: &str| {
+        stopped
+            .iter()
+            .filter(|m| m.metric == name && m.step == last)
+            .count()
+    };
+    assert_eq!((at_last("eval_loss"), at_last("train_loss")), (1, 1));
+    // Up to the stop nothing differs from the run that went on.
+    assert_eq!(
+        curve_until(&stopped, steps as u64),
+        curve_until(&full, steps as u64)
+    );
+    assert!(full.iter().all(|m| m.metric != "train_steps"));
+}
+
+#[test]
+fn a_stop_rule_needs_evaluations() {
+    let (r, m) = (retention(), model());
+    let train = TrainConfig {
+        stop: Some(StopConfig {
+            when: StopWhen::Bound,
+            patience: 1,
+        }),
+        ..TrainConfig::new(10, 4, 3e-3)
+    };
+    let eval = EvalConfig {
+        episodes: 8,
+        batch: 8,
+        every: None,
+    };
+    let spec = RunSpec {
+        retention: Some(&r),
+        model: Some(&m),
+        train: Some(&train),
+        eval: Some(&eval),
+    };
+    let err = task(Context::Sessions).validate(&spec).unwrap_err();
+    assert!(err.to_string().contains("eval.every"), "{err}");
 }
 
 #[test]

@@ -77,14 +77,13 @@ pub fn run(
         }
     }
     let model = Model::new(&model_cfg, spec.retention, r.vb())?;
-    let mut trainer =
-        Trainer::new(train, r.map.varmap()).map_err(|e| TaskError::Invalid(e.to_string()))?;
-    let (mut bind_curve, last_interval) =
-        r.train_with_evals(&model, &mut trainer, between, &eval, &mut out)?;
+    let mut trainer = Trainer::new(train, r.map.varmap(), model_cfg.d_model)
+        .map_err(|e| TaskError::Invalid(e.to_string()))?;
+    let trained = r.train_with_evals(&model, &mut trainer, between, &eval, &mut out)?;
     let scores = r
         .evals
         .score(task, &model, between, ctx.seed, 0, task.telemetry())?;
-    r.final_metrics(&scores, &mut bind_curve, last_interval, &eval, &mut out);
+    r.final_metrics(&scores, trained, &eval, &mut out);
     if model.has_retention() {
         r.controls(&model, &mut out)?;
     }
@@ -93,6 +92,19 @@ pub fn run(
         save_checkpoint(r.map.varmap(), dir, &ctx.config_hash)?;
     }
     Ok(out)
+}
+
+/// What the training loop leaves for the final evaluation.
+#[derive(Default)]
+struct Trained {
+    /// (step, accuracy of the binding slice) at every evaluation so far.
+    bind_curve: Vec<(usize, f64)>,
+    /// Mean training loss since the last recorded evaluation.
+    last_interval: f64,
+    /// Steps trained: `train.steps`, or fewer when `train.stop` ended it.
+    steps: usize,
+    /// Whether `train.stop` ended the run.
+    stopped: bool,
 }
 
 /// What every phase of one run reads.
@@ -163,6 +175,7 @@ impl Run<'_> {
             steps,
             frozen_base: false,
             base_steps: None,
+            stop: None,
             ..train.clone()
         };
         // The base's draws (initialisation, data) come from a key of what
@@ -171,8 +184,8 @@ impl Run<'_> {
         let key = base_key(self.kind, self.task, model_cfg, &base_cfg);
         let base_map = SeededVarMap::new(VarMap::new(), key.clone(), self.ctx.seed);
         let base = Model::new(model_cfg, None, base_map.var_builder(DType::F32, &self.dev))?;
-        let mut trainer =
-            Trainer::new(&base_cfg, base_map.varmap()).map_err(|e| invalid(e.to_string()))?;
+        let mut trainer = Trainer::new(&base_cfg, base_map.varmap(), model_cfg.d_model)
+            .map_err(|e| invalid(e.to_string()))?;
         let mut rng = stream(&key, self.ctx.seed, "train/base");
         for step in 0..steps {
             self.step_on(&base, &mut trainer, &mut rng, step)?;
@@ -186,8 +199,9 @@ impl Run<'_> {
     }
 
     /// The training loop, with an evaluation every `eval.every` steps
-    /// (accuracy, eval and train loss at that step). Returns the binding
-    /// curve so far and the mean training loss since the last evaluation.
+    /// (accuracy, eval and train loss at that step), until `train.steps` or
+    /// until `train.stop` holds. The evaluation a run stops on is left to
+    /// [`Run::final_metrics`], which scores that step as the last.
     fn train_with_evals(
         &self,
         model: &Model,
@@ -195,37 +209,53 @@ impl Run<'_> {
         between: Between<'_>,
         eval: &EvalConfig,
         out: &mut Vec<Metric>,
-    ) -> Result<(Vec<(usize, f64)>, f64), TaskError> {
+    ) -> Result<Trained, TaskError> {
         let (task, steps) = (self.task, self.train.steps);
         let mut train_rng = stream(&self.ctx.config_hash, self.ctx.seed, "train");
-        // (step, accuracy of the binding slice) at every evaluation.
-        let mut bind_curve: Vec<(usize, f64)> = Vec::new();
+        let mut t = Trained::default();
         let (mut interval_loss, mut interval_n) = (0.0f64, 0usize);
+        // Evaluations in a row at which the run was bound (`train.stop`).
+        let mut held = 0usize;
         for step in 0..steps {
             interval_loss += self.step_on(model, trainer, &mut train_rng, step)?;
             interval_n += 1;
             let done = step + 1;
-            if eval.every.is_some_and(|e| done % e == 0) && done < steps {
-                let s = self
-                    .evals
-                    .score(task, model, between, self.ctx.seed, 0, false)?;
-                bind_curve.extend(self.bind_of(&s).map(|a| (done, a)));
-                let at = Some(done as u64);
-                for m in s.accuracy_metrics(task, "accuracy") {
-                    out.push(Metric { step: at, ..m });
-                }
-                out.push(Metric {
-                    step: at,
-                    ..Metric::new("eval_loss", s.loss())
-                });
-                out.push(Metric {
-                    step: at,
-                    ..Metric::new("train_loss", interval_loss / interval_n as f64)
-                });
-                (interval_loss, interval_n) = (0.0, 0);
+            t.steps = done;
+            t.last_interval = interval_loss / interval_n as f64;
+            // The evaluation at the last step is the final one.
+            let due = eval.every.is_some_and(|e| done % e == 0) && done < steps;
+            if !due {
+                continue;
             }
+            let s = self
+                .evals
+                .score(task, model, between, self.ctx.seed, 0, false)?;
+            let bind = self.bind_of(&s);
+            held = if bind.is_some_and(|a| a > BIND_THRESHOLD) {
+                held + 1
+            } else {
+                0
+            };
+            if self.train.stop.as_ref().is_some_and(|st| st.stops(held)) {
+                t.stopped = true;
+                return Ok(t);
+            }
+            t.bind_curve.extend(bind.map(|a| (done, a)));
+            let at = Some(done as u64);
+            for m in s.accuracy_metrics(task, "accuracy") {
+                out.push(Metric { step: at, ..m });
+            }
+            out.push(Metric {
+                step: at,
+                ..Metric::new("eval_loss", s.loss())
+            });
+            out.push(Metric {
+                step: at,
+                ..Metric::new("train_loss", t.last_interval)
+            });
+            (interval_loss, interval_n) = (0.0, 0);
         }
-        Ok((bind_curve, interval_loss / interval_n.max(1) as f64))
+        Ok(t)
     }
 
     /// The final evaluation's metrics: telemetry, sequences, the side probe
@@ -235,11 +265,16 @@ impl Run<'_> {
     fn final_metrics(
         &self,
         scores: &Scores,
-        bind_curve: &mut Vec<(usize, f64)>,
-        last_interval: f64,
+        trained: Trained,
         eval: &EvalConfig,
         out: &mut Vec<Metric>,
     ) {
+        let Trained {
+            mut bind_curve,
+            last_interval,
+            steps,
+            stopped,
+        } = trained;
         let task = self.task;
         out.extend(scores.telemetry_metrics(task.telemetry_key()));
         out.extend(scores.scorer_metrics(task));
@@ -253,10 +288,17 @@ impl Run<'_> {
             self.in_session(scores)
                 .map(|a| Metric::new("in_session_after", a)),
         );
-        bind_curve.extend(self.bind_of(scores).map(|a| (self.train.steps, a)));
+        bind_curve.extend(self.bind_of(scores).map(|a| (steps, a)));
         // Binding: the binding slice ([`Episodes::bind_label`]) crossing 0.9.
-        out.push(Metric::new("time_to_bind", time_to_bind(bind_curve) as f64));
-        let at_end = Some(self.train.steps as u64);
+        out.push(Metric::new(
+            "time_to_bind",
+            time_to_bind(&bind_curve) as f64,
+        ));
+        if self.train.stop.is_some() {
+            out.push(Metric::new("train_steps", steps as f64));
+            out.push(Metric::new("stopped", f64::from(u8::from(stopped))));
+        }
+        let at_end = Some(steps as u64);
         for m in scores.accuracy_metrics(task, "accuracy") {
             if eval.every.is_some() {
                 out.push(Metric {

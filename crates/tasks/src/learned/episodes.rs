@@ -184,6 +184,11 @@ pub fn validate(task: &dyn Episodes, spec: &RunSpec<'_>) -> Result<(), TaskError
     if let Some(e) = spec.eval {
         e.validate().map_err(invalid)?;
     }
+    if train.stop.is_some() && spec.eval.is_none_or(|e| e.every.is_none()) {
+        return Err(invalid(
+            "train.stop: a run can only stop at an evaluation; set eval.every".into(),
+        ));
+    }
     match spec.retention {
         Some(r) => {
             r.layers

@@ -132,6 +132,23 @@ fn training_specs() -> Vec<MetricSpec> {
         .neither()
         .at_least(0.0),
     );
+    out.push(
+        MetricSpec::new(
+            "train_steps",
+            "steps trained: train.steps, or fewer where train.stop ended the run (runs with train.stop)",
+        )
+        .unit("steps")
+        .neither()
+        .at_least(0.0),
+    );
+    out.push(
+        MetricSpec::new(
+            "stopped",
+            "1 where train.stop ended the run before train.steps, else 0 (runs with train.stop)",
+        )
+        .neither()
+        .bounds(0.0, 1.0),
+    );
     let loss = |name: &str, about: &str| {
         MetricSpec::new(name, about)
             .unit("nats")
