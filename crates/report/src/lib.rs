@@ -10,6 +10,7 @@
 //! system fonts are needed, and each series (a backend: the varied
 //! parameters other than the x axis) keeps one colour across every figure.
 
+pub mod binding;
 pub mod compare;
 pub mod figures;
 mod latex;
@@ -70,8 +71,17 @@ pub fn report_with(dir: &Path, opts: ReportOptions) -> Result<ReportOutput, Repo
     let suite = rows.first().map(|r| r.suite.clone()).unwrap_or_default();
     let specs = folder.metric_specs()?;
     summary::bimodal_intervals(&mut summary, &specs);
+    let plan = folder.plan()?.unwrap_or_default();
+    let binding = binding_table(&params, &rows, &plan);
     summary::write_csv(&dir.join("summary.csv"), &params, &summary)?;
-    summary::write_markdown(&dir.join("summary.md"), &suite, &params, &summary, &specs)?;
+    summary::write_markdown(
+        &dir.join("summary.md"),
+        &suite,
+        &params,
+        &summary,
+        &specs,
+        &binding,
+    )?;
     for row in &rows {
         if !specs.iter().any(|s| s.name == row.metric) {
             return Err(FileError::Bad {
@@ -85,7 +95,6 @@ pub fn report_with(dir: &Path, opts: ReportOptions) -> Result<ReportOutput, Repo
         }
     }
     latex::write_latex(&dir.join("summary.tex"), &suite, &params, &summary, &specs)?;
-    let plan = folder.plan()?.unwrap_or_default();
     let (declared, description) = (plan.figures, plan.description.trim().to_string());
     let figures = figures::render_all(
         &dir.join("figures"),
@@ -109,6 +118,7 @@ pub fn report_with(dir: &Path, opts: ReportOptions) -> Result<ReportOutput, Repo
     let page = Page {
         description,
         provenance: read_provenance(&folder)?,
+        binding,
     };
     summary::write_html(
         &dir.join("report.html"),
@@ -125,6 +135,27 @@ pub fn report_with(dir: &Path, opts: ReportOptions) -> Result<ReportOutput, Repo
         figures,
         page,
     })
+}
+
+/// The binding table of the runs with `time_to_bind`, each run's budget
+/// its planned `train.steps`.
+fn binding_table(
+    params: &[String],
+    rows: &[retbench_harness::folder::ResultRow],
+    plan: &retbench_harness::folder::PlanFile,
+) -> summary::Table {
+    let budgets = plan
+        .runs
+        .iter()
+        .filter_map(|r| {
+            Some((
+                r.run_id.clone(),
+                r.config.pointer("/train/steps")?.as_u64()?,
+            ))
+        })
+        .collect();
+    let rows = binding::rows(rows, &budgets);
+    binding::table(&rows, |v, p| summary::label_of(params, v, p))
 }
 
 /// Writes `index` linking the reports of `dirs` (as `report` returned

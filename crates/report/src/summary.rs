@@ -329,12 +329,17 @@ pub fn fmt_num(x: f64) -> String {
 
 /// The config label of a summary row: variant plus the parameter values.
 pub fn label(params: &[String], row: &SummaryRow) -> String {
+    label_of(params, &row.variant, &row.params)
+}
+
+/// [`label`] of a variant and its parameter values.
+pub fn label_of(params: &[String], variant: &str, values: &[String]) -> String {
     let mut parts: Vec<String> = Vec::new();
-    if row.variant != "grid" {
-        parts.push(row.variant.clone());
+    if variant != "grid" {
+        parts.push(variant.to_string());
     }
     let names = short_names(params);
-    for (name, value) in names.iter().zip(&row.params) {
+    for (name, value) in names.iter().zip(values) {
         if !value.is_empty() {
             parts.push(format!("{name}={}", short_value(value)));
         }
@@ -401,10 +406,23 @@ pub fn write_markdown(
     params: &[String],
     rows: &[SummaryRow],
     specs: &[MetricSpec],
+    binding: &Table,
 ) -> Result<(), ReportError> {
     let mut md = format!(
         "# {suite}: summary\n\nMean over seeds; {INTERVALS}; each seed's value where there are 2 to 10; intervals clipped to the metric's bounds. Regenerate with `retbench report DIR`.\n"
     );
+    if !binding.1.is_empty() {
+        let (header, cells) = binding;
+        md.push_str(&format!(
+            "\n## Binding\n\n{}.\n\n| {} |\n|{}\n",
+            crate::binding::ABOUT,
+            header.join(" | "),
+            "---|".repeat(header.len())
+        ));
+        for row in cells {
+            md.push_str(&format!("| {} |\n", row.join(" | ")));
+        }
+    }
     for (title, cells) in tables(params, rows, specs) {
         md.push_str(&format!(
             "\n## {title}\n\n| config | step | n | mean | 95% CI | per seed |\n|---|---|---|---|---|---|\n"
@@ -483,6 +501,9 @@ impl Provenance {
 pub struct Page {
     pub description: String,
     pub provenance: Provenance,
+    /// The binding table (`crate::binding`), empty where no run reports
+    /// `time_to_bind`.
+    pub binding: Table,
 }
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child{text-align:left}figure{margin:1.5em 0}figure svg{max-width:100%;height:auto}figcaption{font-size:90%;color:#444}.prov{color:#444;font-size:90%}";
@@ -530,6 +551,9 @@ pub fn write_html(
             html_escape(&stem.replace('_', " "))
         ));
     }
+    if !page.binding.1.is_empty() {
+        h.push_str(&html_table("Binding", crate::binding::ABOUT, &page.binding));
+    }
     for (title, cells) in tables(params, rows, specs) {
         h.push_str(&format!("<h2>{}</h2>\n<table><tr><th>config</th><th>step</th><th>n</th><th>mean</th><th>95% CI</th><th>per seed</th></tr>\n", html_escape(&title)));
         for row in cells {
@@ -543,6 +567,31 @@ pub fn write_html(
     }
     h.push_str("</body></html>\n");
     write_atomic(path, h.as_bytes())
+}
+
+/// A header and rows of cells.
+pub type Table = (Vec<String>, Vec<Vec<String>>);
+
+/// A titled HTML table with a line of text above it.
+fn html_table(title: &str, about: &str, (header, cells): &Table) -> String {
+    let th: String = header
+        .iter()
+        .map(|c| format!("<th>{}</th>", html_escape(c)))
+        .collect();
+    let mut h = format!(
+        "<h2>{}</h2>\n<p>{}.</p>\n<table><tr>{th}</tr>\n",
+        html_escape(title),
+        html_escape(about)
+    );
+    for row in cells {
+        let tds: String = row
+            .iter()
+            .map(|c| format!("<td>{}</td>", html_escape(c)))
+            .collect();
+        h.push_str(&format!("<tr>{tds}</tr>\n"));
+    }
+    h.push_str("</table>\n");
+    h
 }
 
 /// One suite on the index page.
