@@ -474,7 +474,12 @@ fn report_command(
             SizeArg::OneColumn => retbench_report::FigureSize::OneColumn,
             SizeArg::TwoColumn => retbench_report::FigureSize::TwoColumn,
         };
-        let out = retbench_report::report_with(&dir, retbench_report::ReportOptions { pdf, size })?;
+        let opts = retbench_report::ReportOptions {
+            pdf,
+            size,
+            index: index.clone(),
+        };
+        let out = retbench_report::report_with(&dir, opts)?;
         eprintln!(
             "{}: {} summary rows, {} figure files",
             dir.display(),

@@ -49,12 +49,14 @@ pub struct ReportOutput {
 }
 
 /// What `report_with` draws besides the defaults.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ReportOptions {
     /// Vector PDF copies of the figures (fonts embedded, text selectable).
     pub pdf: bool,
     /// The figures' canvas (a paper's one- or two-column width).
     pub size: FigureSize,
+    /// The index page that will link this report: the page links back.
+    pub index: Option<PathBuf>,
 }
 
 /// Writes `summary.csv`, `summary.md` and `figures/` for the run folder
@@ -119,6 +121,7 @@ pub fn report_with(dir: &Path, opts: ReportOptions) -> Result<ReportOutput, Repo
         description,
         provenance: read_provenance(&folder)?,
         binding,
+        back: opts.index.as_deref().and_then(|i| href(dir, i)),
     };
     summary::write_html(
         &dir.join("report.html"),
@@ -156,6 +159,16 @@ fn binding_table(
         .collect();
     let rows = binding::rows(rows, &budgets);
     binding::table(&rows, |v, p| summary::label_of(params, v, p))
+}
+
+/// `to` as a link from a page in folder `from` (`../index.html`).
+fn href(from: &Path, to: &Path) -> Option<String> {
+    let (from, to) = (
+        std::path::absolute(from).ok()?,
+        std::path::absolute(to).ok()?,
+    );
+    let rel = pathdiff::diff_paths(to, from)?;
+    Some(rel.to_string_lossy().replace('\\', "/"))
 }
 
 /// Writes `index` linking the reports of `dirs` (as `report` returned

@@ -504,6 +504,8 @@ pub struct Page {
     /// The binding table (`crate::binding`), empty where no run reports
     /// `time_to_bind`.
     pub binding: Table,
+    /// The index page, relative to this one, where one links it.
+    pub back: Option<String>,
 }
 
 const STYLE: &str = "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}td:first-child{text-align:left}figure{margin:1.5em 0}figure svg{max-width:100%;height:auto}figcaption{font-size:90%;color:#444}.prov{color:#444;font-size:90%}";
@@ -527,10 +529,22 @@ pub fn write_html(
         page.provenance.html(),
         html_escape(INTERVALS)
     );
-    for f in figures
+    let svgs: Vec<&std::path::PathBuf> = figures
         .iter()
         .filter(|f| f.extension().is_some_and(|e| e == "svg"))
-    {
+        .collect();
+    let titles: Vec<String> = tables(params, rows, specs)
+        .into_iter()
+        .map(|t| t.0)
+        .collect();
+    h.insert_str(h.find("<h1>").unwrap_or(0), &nav(page, &svgs, &titles));
+    if !page.binding.1.is_empty() {
+        h.push_str(&html_table("Binding", crate::binding::ABOUT, &page.binding));
+    }
+    if !svgs.is_empty() {
+        h.push_str("<h2 id=\"figures\">Figures</h2>\n");
+    }
+    for f in svgs {
         let svg = std::fs::read_to_string(f).map_err(|source| FileError::Io {
             path: f.clone(),
             source,
@@ -551,11 +565,8 @@ pub fn write_html(
             html_escape(&stem.replace('_', " "))
         ));
     }
-    if !page.binding.1.is_empty() {
-        h.push_str(&html_table("Binding", crate::binding::ABOUT, &page.binding));
-    }
-    for (title, cells) in tables(params, rows, specs) {
-        h.push_str(&format!("<h2>{}</h2>\n<table><tr><th>config</th><th>step</th><th>n</th><th>mean</th><th>95% CI</th><th>per seed</th></tr>\n", html_escape(&title)));
+    for (i, (title, cells)) in tables(params, rows, specs).into_iter().enumerate() {
+        h.push_str(&format!("<h2 id=\"table-{i}\">{}</h2>\n<table><tr><th>config</th><th>step</th><th>n</th><th>mean</th><th>95% CI</th><th>per seed</th></tr>\n", html_escape(&title)));
         for row in cells {
             let tds: Vec<String> = row
                 .iter()
@@ -569,6 +580,50 @@ pub fn write_html(
     write_atomic(path, h.as_bytes())
 }
 
+/// The page's head: a link back to the index where there is one, and a
+/// table of contents (binding table, each figure, each metric's table);
+/// pages run to hundreds of figures.
+fn nav(page: &Page, svgs: &[&std::path::PathBuf], tables: &[String]) -> String {
+    let mut n = String::from("<nav>");
+    if let Some(back) = &page.back {
+        n.push_str(&format!(
+            "<p><a href=\"{}\">← all reports</a></p>",
+            html_escape(back)
+        ));
+    }
+    n.push_str("<details><summary>Contents</summary><ul>");
+    if !page.binding.1.is_empty() {
+        n.push_str("<li><a href=\"#binding\">Binding</a></li>");
+    }
+    if !svgs.is_empty() {
+        n.push_str(&format!(
+            "<li><a href=\"#figures\">Figures ({})</a><ul>",
+            svgs.len()
+        ));
+        for f in svgs {
+            let stem = f
+                .file_stem()
+                .map(|s| s.to_string_lossy())
+                .unwrap_or_default();
+            let stem = html_escape(&stem);
+            n.push_str(&format!(
+                "<li><a href=\"#{stem}\">{}</a></li>",
+                stem.replace('_', " ")
+            ));
+        }
+        n.push_str("</ul></li>");
+    }
+    n.push_str("<li>Tables<ul>");
+    for (i, t) in tables.iter().enumerate() {
+        n.push_str(&format!(
+            "<li><a href=\"#table-{i}\">{}</a></li>",
+            html_escape(t)
+        ));
+    }
+    n.push_str("</ul></li></ul></details></nav>\n");
+    n
+}
+
 /// A header and rows of cells.
 pub type Table = (Vec<String>, Vec<Vec<String>>);
 
@@ -579,7 +634,8 @@ fn html_table(title: &str, about: &str, (header, cells): &Table) -> String {
         .map(|c| format!("<th>{}</th>", html_escape(c)))
         .collect();
     let mut h = format!(
-        "<h2>{}</h2>\n<p>{}.</p>\n<table><tr>{th}</tr>\n",
+        "<h2 id=\"{}\">{}</h2>\n<p>{}.</p>\n<table><tr>{th}</tr>\n",
+        html_escape(&title.to_lowercase()),
         html_escape(title),
         html_escape(about)
     );
@@ -612,6 +668,10 @@ pub fn write_index(path: &Path, entries: &[IndexEntry]) -> Result<(), ReportErro
     let mut h = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>retbench reports</title>\n<style>{STYLE}</style></head><body>\n<h1>retbench reports</h1>\n<p>One page per suite, each self-contained. Regenerate with <code>just report</code>.</p>\n"
     );
+    // The answers the reports support, where the index sits beside them.
+    if path.with_file_name("FINDINGS.md").is_file() {
+        h.push_str("<p><a href=\"FINDINGS.md\">FINDINGS.md</a>: the current answers to the paper's open questions, with the figures and tables they rest on.</p>\n");
+    }
     for e in entries {
         h.push_str(&format!(
             "<h2><a href=\"{}\">{}</a></h2>\n<p>{}</p>\n{}<p class=\"prov\">{} figures.</p>\n",

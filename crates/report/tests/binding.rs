@@ -51,6 +51,7 @@ fn the_summary_gives_binding_rates_and_censored_medians_per_config() {
         "| d_model=128 | 1500 | 1 of 3 | 0.33 [0.06, 0.79] | never | 0.33 | – | s0 never, s1 700, s2 never |"
     );
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
-    assert!(html.contains("<h2>Binding</h2>"));
+    assert!(html.contains("<h2 id=\"binding\">Binding</h2>"));
+    assert!(html.contains("<a href=\"#binding\">"), "in the contents");
     assert!(html.contains("<td>1 of 3</td>"));
 }

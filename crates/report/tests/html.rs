@@ -90,8 +90,37 @@ fn the_page_inlines_every_figure_and_states_its_provenance() {
     let page = std::fs::read_to_string(&index).unwrap();
     assert!(page.contains("<a href=\"tiny/report.html\">tiny</a>"));
     assert!(page.contains(&format!("{svgs} figures")));
+    assert!(!page.contains("FINDINGS.md"), "no findings beside it yet");
+
+    // Navigation: the index links the findings beside it; a page made for
+    // an index links back to it and lists every figure and table.
+    std::fs::write(root.join("FINDINGS.md"), "# Findings\n").unwrap();
+    let opts = retbench_report::ReportOptions {
+        index: Some(index.clone()),
+        ..Default::default()
+    };
+    let out = retbench_report::report_with(&dir, opts).unwrap();
+    retbench_report::write_index(&index, &[(dir.clone(), out)]).unwrap();
+    let page = std::fs::read_to_string(&index).unwrap();
+    assert!(page.contains("<a href=\"FINDINGS.md\">"));
+    let linked = std::fs::read_to_string(dir.join("report.html")).unwrap();
+    assert!(linked.contains("<a href=\"../index.html\">"));
+    let contents = &linked[linked.find("<nav>").unwrap()..linked.find("</nav>").unwrap()];
+    assert_eq!(
+        contents.matches("<li><a href=\"#").count(),
+        svgs + 3,
+        "the figures, each figure, both tables"
+    );
+    for anchor in contents.split("href=\"#").skip(1) {
+        let id = &anchor[..anchor.find('"').unwrap()];
+        assert!(
+            linked.contains(&format!("id=\"{id}\"")),
+            "#{id} names a place on the page"
+        );
+    }
 
     // A second report changes no byte.
+    retbench_report::report(&dir).unwrap();
     let first = std::fs::read(dir.join("report.html")).unwrap();
     retbench_report::report(&dir).unwrap();
     assert_eq!(std::fs::read(dir.join("report.html")).unwrap(), first);
