@@ -54,6 +54,9 @@ pub(crate) fn escape(s: &str) -> String {
 
 /// A number with four significant digits, as the Markdown summary.
 fn num(x: f64) -> String {
+    if x.is_infinite() {
+        return r"$\infty$".into();
+    }
     if !x.is_finite() {
         return format!("{x}");
     }
@@ -139,7 +142,15 @@ fn caption(
         _ => "",
     };
     format!(
-        "{suite_e}: {title}{unit} --- {about}. Mean over seeds with its 95\\% Student-t interval{boot}{clip}.{direction}",
+        "{suite_e}: {title}{unit} --- {about}. {stat}{boot}{clip}.{direction}",
+        stat = if group
+            .iter()
+            .any(|r| matches!(r.interval, Interval::Median | Interval::CensoredMedian))
+        {
+            "Median over seeds, runs whose event never happened (censored) counted last, with the order-statistic interval covering it with at least 95\\% (none below 6 seeds)"
+        } else {
+            "Mean over seeds with its 95\\% Student-t interval"
+        },
         boot = if group.iter().any(|r| r.interval == Interval::Bootstrap) {
             " ($^{b}$: percentile bootstrap, 10\\,000 resamples, where the seeds split into two clusters)"
         } else {
@@ -205,7 +216,10 @@ fn table_row(
     best: Option<f64>,
     seeds: bool,
 ) -> String {
-    let mean = num(r.mean);
+    let mean = match r.interval {
+        Interval::Median | Interval::CensoredMedian => escape(&crate::summary::value_text(r)),
+        _ => num(r.mean),
+    };
     let mean = if best.is_some_and(|b| b == r.mean) {
         format!("\\textbf{{{mean}}}")
     } else {
@@ -213,7 +227,7 @@ fn table_row(
     };
     let mark = match r.interval {
         Interval::Bootstrap => "$^{b}$",
-        Interval::StudentT => "",
+        _ => "",
     };
     let ci = clipped_ci(r, spec)
         .map(|(lo, hi)| format!(" [{}, {}]{mark}", num(lo), num(hi)))

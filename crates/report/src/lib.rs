@@ -11,6 +11,7 @@
 //! parameters other than the x axis) keeps one colour across every figure.
 
 pub mod binding;
+pub mod censored;
 pub mod compare;
 pub mod figures;
 mod latex;
@@ -73,6 +74,7 @@ pub fn report_with(dir: &Path, opts: ReportOptions) -> Result<ReportOutput, Repo
     let suite = rows.first().map(|r| r.suite.clone()).unwrap_or_default();
     let specs = folder.metric_specs()?;
     summary::bimodal_intervals(&mut summary, &specs);
+    censored::medians(&mut summary, &rows, &specs);
     let plan = folder.plan()?.unwrap_or_default();
     let binding = binding_table(&params, &rows, &plan);
     summary::write_csv(&dir.join("summary.csv"), &params, &summary)?;

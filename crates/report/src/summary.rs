@@ -45,6 +45,12 @@ pub enum Interval {
     /// into two clusters ([`bimodal`]), where a t-interval, symmetric about
     /// a mean that no seed is near, would claim values none reached.
     Bootstrap,
+    /// A censored metric ([`crate::censored`]): the row's `mean` holds the
+    /// median over seeds and `ci95` a distribution-free interval of it.
+    Median,
+    /// As `Median`, but the median seed's value is censored: `mean` holds
+    /// its lower bound (NaN where the event never happened).
+    CensoredMedian,
 }
 
 impl Interval {
@@ -53,6 +59,8 @@ impl Interval {
         match self {
             Interval::StudentT => "t",
             Interval::Bootstrap => "bootstrap",
+            Interval::Median => "median",
+            Interval::CensoredMedian => "median_censored",
         }
     }
 }
@@ -218,9 +226,10 @@ pub fn write_csv(path: &Path, params: &[String], rows: &[SummaryRow]) -> Result<
             r.std.to_string(),
             r.ci95.map(|c| c.0.to_string()).unwrap_or_default(),
             r.ci95.map(|c| c.1.to_string()).unwrap_or_default(),
-            r.ci95
-                .map(|_| r.interval.name().to_string())
-                .unwrap_or_default(),
+            match (r.ci95, r.interval) {
+                (None, Interval::StudentT | Interval::Bootstrap) => String::new(),
+                _ => r.interval.name().to_string(),
+            },
         ]);
         w.write_record(&rec).expect("in-memory csv");
     }
@@ -254,10 +263,16 @@ fn tables(
     }
     keys.into_iter()
         .map(|(metric, slice)| {
-            let title = match slice.is_empty() {
+            let mut title = match slice.is_empty() {
                 true => metric.to_string(),
                 false => format!("{metric} ({slice})"),
             };
+            if specs
+                .iter()
+                .any(|s| s.name == metric && s.censoring.is_some())
+            {
+                title.push_str(": median over seeds, censored runs counted last");
+            }
             let cells = rows
                 .iter()
                 .filter(|r| r.metric == metric && r.slice == slice)
@@ -265,16 +280,16 @@ fn tables(
                     let spec = specs.iter().find(|s| s.name == r.metric);
                     let mark = match r.interval {
                         Interval::Bootstrap => BOOTSTRAP_MARK,
-                        Interval::StudentT => "",
+                        _ => "",
                     };
                     let ci = clipped_ci(r, spec)
-                        .map(|(lo, hi)| format!("[{}, {}]{mark}", fmt_num(lo), fmt_num(hi)))
+                        .map(|(lo, hi)| format!("[{}, {}]{mark}", fmt_bound(lo), fmt_bound(hi)))
                         .unwrap_or_else(|| "–".into());
                     [
                         label(params, r),
                         r.step.clone(),
                         r.n.to_string(),
-                        fmt_num(r.mean),
+                        value_text(r),
                         ci,
                         per_seed(r),
                     ]
@@ -285,11 +300,30 @@ fn tables(
         .collect()
 }
 
+/// A row's value as a table prints it: the mean, or for a censored
+/// metric the median, "≥ x" where the median seed's value is a bound and
+/// "never" where its event never happened.
+pub(crate) fn value_text(r: &SummaryRow) -> String {
+    match r.interval {
+        Interval::CensoredMedian if r.mean.is_nan() => "never".into(),
+        Interval::CensoredMedian => format!("≥ {}", fmt_num(r.mean)),
+        _ => fmt_num(r.mean),
+    }
+}
+
+/// An interval's end: a censored upper end is unbounded.
+fn fmt_bound(x: f64) -> String {
+    match x.is_infinite() {
+        true => "∞".into(),
+        false => fmt_num(x),
+    }
+}
+
 /// Marks a bootstrap interval in the Markdown and HTML tables.
 pub(crate) const BOOTSTRAP_MARK: &str = " (b)";
 
 /// What the tables' intervals are, for the text above them.
-pub(crate) const INTERVALS: &str = "95% Student-t interval where n ≥ 2, or, marked (b), a percentile bootstrap (10 000 resamples) where a bounded metric's seeds split into two clusters (a gap between sorted values of at least a quarter of its range and twice the spread on either side)";
+pub(crate) const INTERVALS: &str = "95% Student-t interval where n ≥ 2, or, marked (b), a percentile bootstrap (10 000 resamples) where a bounded metric's seeds split into two clusters (a gap between sorted values of at least a quarter of its range and twice the spread on either side); censored metrics (time_to_bind, half_life) give the median with the order-statistic interval that covers it with at least 95% (none below 6 seeds)";
 
 /// "s0 0.416, s1 0.422, s2 1" for a handful of seeds: the values behind a
 /// mean, which an interval over 3 seeds can misrepresent (a bimodal outcome).

@@ -50,6 +50,25 @@ fn the_summary_gives_binding_rates_and_censored_medians_per_config() {
         table[2],
         "| d_model=128 | 1500 | 1 of 3 | 0.33 [0.06, 0.79] | never | 0.33 | – | s0 never, s1 700, s2 never |"
     );
+    // The per-metric table gives the censored median, never a mean of 0s.
+    let medians: Vec<&str> = md
+        .lines()
+        .skip_while(|l| !l.starts_with("## time_to_bind: median over seeds"))
+        .filter(|l| l.starts_with("| d_model"))
+        .take(2)
+        .collect();
+    assert!(
+        medians[0].starts_with("| d_model=64 |  | 4 | 500.0 | – |"),
+        "{}",
+        medians[0]
+    );
+    assert!(
+        medians[1].starts_with("| d_model=128 |  | 3 | never | – |"),
+        "{}",
+        medians[1]
+    );
+    let csv = std::fs::read_to_string(dir.join("summary.csv")).unwrap();
+    assert!(csv.lines().any(|l| l.ends_with(",median_censored")));
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(html.contains("<h2 id=\"binding\">Binding</h2>"));
     assert!(html.contains("<a href=\"#binding\">"), "in the contents");

@@ -17,7 +17,7 @@ pub mod scaling;
 
 use serde::{Deserialize, Serialize};
 
-pub use metric::{Direction, FigureSpec, Metric, MetricSpec, Reference};
+pub use metric::{Censoring, Direction, FigureSpec, Metric, MetricSpec, Reference};
 use retbench_core::RetentionConfig;
 use retbench_model::{EvalConfig, ModelConfig, TrainConfig};
 

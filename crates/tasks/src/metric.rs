@@ -117,6 +117,23 @@ pub struct MetricSpec {
     /// is not drawn as a difference; tables keep every config.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub independent_of: Vec<String>,
+    /// Whether a run's value can be censored: the event the metric times
+    /// did not happen within the run, so the value is a bound, not a
+    /// measurement. Summaries give the median over seeds, never a mean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub censoring: Option<Censoring>,
+}
+
+/// How a censored value is recorded (see [`MetricSpec::censoring`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Censoring {
+    /// 0 means never within the run (`time_to_bind`): later than any step.
+    ZeroIsNever,
+    /// The run also reports the 0/1 metric `flag`; 1 marks the value as a
+    /// lower bound (`half_life`: never halved within the stream, the value
+    /// is the stream's length).
+    Flagged { flag: String },
 }
 
 /// A named level of a metric (see [`MetricSpec::references`]).
@@ -149,6 +166,7 @@ impl MetricSpec {
             against: Vec::new(),
             references: Vec::new(),
             independent_of: Vec::new(),
+            censoring: None,
         }
     }
     /// A share in [0, 1] where higher is better.
@@ -221,6 +239,11 @@ impl MetricSpec {
     pub fn independent_of(mut self, paths: &[&str]) -> Self {
         self.independent_of
             .extend(paths.iter().map(|p| p.to_string()));
+        self
+    }
+    /// Declares how a value is censored (see [`MetricSpec::censoring`]).
+    pub fn censored(mut self, how: Censoring) -> Self {
+        self.censoring = Some(how);
         self
     }
     /// The axis label: what it measures, with its unit.

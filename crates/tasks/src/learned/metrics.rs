@@ -82,7 +82,16 @@ fn continual_specs(task: &dyn Episodes) -> Vec<MetricSpec> {
                 "later writes until accuracy loses half its excess over chance (interpolated; the stream's length if never, 0 if no excess)",
             )
             .unit("writes")
-            .at_least(0.0),
+            .at_least(0.0)
+            .censored(Censoring::Flagged {
+                flag: "half_life_censored".into(),
+            }),
+            MetricSpec::share(
+                "half_life_censored",
+                "1 where accuracy never lost half its excess within the stream (half_life is then a lower bound)",
+            )
+            .neither()
+            .no_plot(),
             MetricSpec::new(
                 "memory_drift",
                 "‖M_t − M_0‖/‖M_0‖ over the slots occupied after the first session",
@@ -130,7 +139,8 @@ fn training_specs() -> Vec<MetricSpec> {
         )
         .unit("steps")
         .neither()
-        .at_least(0.0),
+        .at_least(0.0)
+        .censored(Censoring::ZeroIsNever),
     );
     out.push(
         MetricSpec::new(

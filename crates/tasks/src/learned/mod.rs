@@ -31,7 +31,7 @@ use retbench_model::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::metric::{Metric, MetricSpec};
+use crate::metric::{Censoring, Metric, MetricSpec};
 use crate::{RunSpec, Task, TaskContext, TaskError};
 
 mod driver;

@@ -146,12 +146,13 @@ impl Scores {
         }
         if let (Some(&(_, a0)), Some(&(last, _))) = (curve.first(), curve.last()) {
             let chance = task.chance().unwrap_or(0.0);
-            let h = match half_life(&curve, chance) {
-                Some(h) => h,
-                None if a0 <= chance => 0.0,
-                None => last, // censored: never halved within the stream
+            let (h, censored) = match half_life(&curve, chance) {
+                Some(h) => (h, false),
+                None if a0 <= chance => (0.0, false),
+                None => (last, true), // never halved within the stream
             };
             out.push(Metric::new("half_life", h));
+            out.push(Metric::new("half_life_censored", f64::from(censored)));
         }
         for (session, (sum, n)) in &self.drift {
             out.push(Metric::sliced(
