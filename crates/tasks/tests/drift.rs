@@ -117,11 +117,14 @@ fn stream_summaries_are_those_of_the_reported_curve() {
         get(&ms, "bwt", ""),
         task_backward_transfer(&rows, 0).unwrap()
     );
-    let h = get(&ms, "half_life", "");
+    let (h, censored) = (
+        get(&ms, "half_life", ""),
+        get(&ms, "half_life_censored", ""),
+    );
     match half_life(&curve, 1.0 / 8.0) {
-        Some(x) => assert_eq!(h, x),
-        None if curve[0].1 <= 1.0 / 8.0 => assert_eq!(h, 0.0),
-        None => assert_eq!(h, 8.0, "censored at the stream's length"),
+        Some(x) => assert_eq!((h, censored), (x, 0.0)),
+        None if curve[0].1 <= 1.0 / 8.0 => assert_eq!((h, censored), (0.0, 0.0)),
+        None => assert_eq!((h, censored), (8.0, 1.0), "censored at the stream's length"),
     }
     assert_eq!(get(&ms, "memory_drift", "writes=0"), 0.0);
     // 16 slots, 4 pairs a session: full after 3 later writes, then FIFO
