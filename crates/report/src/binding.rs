@@ -60,6 +60,12 @@ impl BindingRow {
         }
     }
 
+    /// The mean step among the seeds that bound (`None`: none did).
+    pub fn mean_bound(&self) -> Option<f64> {
+        let t: Vec<u64> = self.seeds.iter().filter_map(|(_, t)| *t).collect();
+        (!t.is_empty()).then(|| t.iter().sum::<u64>() as f64 / t.len() as f64)
+    }
+
     /// The share of seeds bound by step `s`; `None` when `s` is past the
     /// budget (a seed not bound by then might have bound later).
     pub fn share_by(&self, s: u64) -> Option<f64> {
@@ -149,6 +155,7 @@ pub fn table(
         "bound",
         "rate [95% Wilson]",
         "median step",
+        "mean step of bound",
     ]
     .map(String::from)
     .to_vec();
@@ -165,6 +172,8 @@ pub fn table(
                 format!("{rate:.2} [{lo:.2}, {hi:.2}]"),
                 r.median()
                     .map_or_else(|| "never".into(), |m| format!("{m}")),
+                r.mean_bound()
+                    .map_or_else(|| "–".into(), |m| format!("{m:.0}")),
             ];
             c.extend(steps.iter().map(|&s| {
                 r.share_by(s)
@@ -193,7 +202,7 @@ fn per_seed(r: &BindingRow) -> String {
 }
 
 /// What the table is, for the text above it.
-pub const ABOUT: &str = "Per config: seeds whose model bound (time_to_bind: the first evaluation with accuracy above 0.9 on the binding slice) within the run's budget (train.steps; runs with train.stop end earlier once bound), the share with a 95% Wilson score interval, the median step to bind counting never-bound seeds as later than any step (\"never\" when the median seed did not bind), and the share bound by each step (\"–\" past the config's budget)";
+pub const ABOUT: &str = "Per config: seeds whose model bound (time_to_bind: the first evaluation with accuracy above 0.9 on the binding slice) within the run's budget (train.steps; runs with train.stop end earlier once bound), the share with a 95% Wilson score interval, the median step to bind counting never-bound seeds as later than any step (\"never\" when the median seed did not bind), the mean step among the seeds that bound, and the share bound by each step (\"–\" past the config's budget)";
 
 #[cfg(test)]
 mod tests {

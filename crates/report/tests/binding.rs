@@ -40,15 +40,15 @@ fn the_summary_gives_binding_rates_and_censored_medians_per_config() {
         .collect();
     assert_eq!(
         table[0],
-        "| config | budget | bound | rate [95% Wilson] | median step | by 1500 | by 3000 | per seed |"
+        "| config | budget | bound | rate [95% Wilson] | median step | mean step of bound | by 1500 | by 3000 | per seed |"
     );
     assert_eq!(
         table[1],
-        "| d_model=64 | 3000 | 4 of 4 | 1.00 [0.51, 1.00] | 500 | 0.75 | 1.00 | s0 400, s1 500, s2 500, s3 2500 |"
+        "| d_model=64 | 3000 | 4 of 4 | 1.00 [0.51, 1.00] | 500 | 975 | 0.75 | 1.00 | s0 400, s1 500, s2 500, s3 2500 |"
     );
     assert_eq!(
         table[2],
-        "| d_model=128 | 1500 | 1 of 3 | 0.33 [0.06, 0.79] | never | 0.33 | – | s0 never, s1 700, s2 never |"
+        "| d_model=128 | 1500 | 1 of 3 | 0.33 [0.06, 0.79] | never | 700 | 0.33 | – | s0 never, s1 700, s2 never |"
     );
     // The per-metric table gives the censored median, never a mean of 0s.
     let medians: Vec<&str> = md
