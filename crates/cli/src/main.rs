@@ -161,6 +161,21 @@ enum Command {
         #[arg(long, value_enum, default_value_t = SizeArg::Screen)]
         size: SizeArg,
     },
+    /// Check the layout of SVG figures: exit 1 when any has a defect.
+    ///
+    /// Measures each figure as drawn (the bundled font lays out its text): no two
+    /// labels overlap, none leaves the figure, each axis has at least 3 labelled
+    /// ticks, a figure of several series has a legend whose entries differ, at
+    /// most 8 series per panel, and the axis of a discrete slice (gap, updates,
+    /// sessions ...) labels no fraction. Prints each defect, then counts per kind.
+    CheckFigures {
+        /// SVG files, or folders searched for them (e.g. reports/*/paper).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Print only the counts per kind of defect.
+        #[arg(long)]
+        summary: bool,
+    },
     /// Compare two run folders (a baseline and current results): exit 1 when a metric regressed.
     ///
     /// Joins the final values on config (variant and parameter values), metric and
@@ -373,6 +388,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             size,
         } => report_command(dirs, index, pdf, size),
         cmd @ Command::Compare { .. } => compare_command(cmd),
+        Command::CheckFigures { paths, summary } => check_figures(&paths, summary),
         Command::Bench {
             profile,
             suites,
@@ -415,6 +431,39 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             command: MemoryCommand::Inspect { snapshot, format },
         } => inspect(&snapshot, format).map(|_| Outcome::Ok),
     }
+}
+
+/// `retbench check-figures`: every defect of every SVG under `paths`, then
+/// counts per kind; any defect fails (exit 1).
+fn check_figures(paths: &[PathBuf], summary: bool) -> anyhow::Result<Outcome> {
+    let svgs = retbench_report::layout::svgs_under(paths)?;
+    anyhow::ensure!(!svgs.is_empty(), "no SVG figure under {paths:?}");
+    let mut kinds: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    let mut bad = 0;
+    for svg in &svgs {
+        let defects = retbench_report::layout::check_svg(svg)?;
+        let mut seen = std::collections::BTreeSet::new();
+        for d in &defects {
+            let k = kinds.entry(d.kind()).or_default();
+            k.0 += 1;
+            if seen.insert(d.kind()) {
+                k.1 += 1;
+            }
+            if !summary {
+                println!("{}: {d}", svg.display());
+            }
+        }
+        bad += usize::from(!defects.is_empty());
+    }
+    for (kind, (n, figures)) in &kinds {
+        println!("{kind}: {n} in {figures} figures");
+    }
+    println!("{bad} of {} figures have defects", svgs.len());
+    Ok(if bad == 0 {
+        Outcome::Ok
+    } else {
+        Outcome::SomeFailed
+    })
 }
 
 /// `retbench run`: plan, run (resumable), report.

@@ -284,7 +284,7 @@ impl RunFolder {
     /// Writes `plan.json` and `metrics.json`.
     pub fn write_plan(&self, plan: &Plan) -> Result<(), FolderError> {
         self.write_metric_specs(&plan_metric_specs(plan))?;
-        let doc = serde_json::json!({
+        let mut doc = serde_json::json!({
             "suite": plan.suite,
             "description": plan.description,
             "file": plan.file.display().to_string(),
@@ -294,6 +294,10 @@ impl RunFolder {
             "figures": plan.figures,
             "runs": plan.runs,
         });
+        // Only where declared: plans of suites without one keep their bytes.
+        if !plan.paper.is_empty() {
+            doc["paper"] = serde_json::json!(plan.paper);
+        }
         let path = self.plan_path();
         write_atomic(&path, &serde_json::to_vec_pretty(&doc).expect("json"))
     }
@@ -442,6 +446,9 @@ pub struct PlanFile {
     /// The figures the suite declares (null in older plans).
     #[serde(default, deserialize_with = "null_as_empty")]
     pub figures: Vec<retbench_tasks::FigureSpec>,
+    /// The suite's headline figures (absent in older plans).
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub paper: Vec<retbench_tasks::PaperFigure>,
     #[serde(default)]
     pub runs: Vec<PlanEntry>,
 }
@@ -507,6 +514,7 @@ impl PlanFile {
             profile: plan.profile.clone(),
             param_columns: plan.param_columns.clone(),
             figures: plan.figures.clone(),
+            paper: plan.paper.clone(),
             runs: plan
                 .runs
                 .iter()

@@ -113,7 +113,20 @@ struct SuiteFile {
     profiles: Ordered<Spanned<String>, Overrides>,
     #[serde(default)]
     figures: Vec<Spanned<retbench_tasks::FigureSpec>>,
+    #[serde(default)]
+    paper: PaperBlock,
 }
+
+/// `paper:`: the suite's headline figures, drawn first and apart.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaperBlock {
+    #[serde(default)]
+    figures: Vec<Spanned<retbench_tasks::PaperFigure>>,
+}
+
+/// Most headline figures a suite declares: a paper's worth.
+pub const MAX_PAPER_FIGURES: usize = 6;
 
 /// A grid axis: its path, where it was written, and its located values.
 type GridAxis = (String, Loc, Vec<(Value, Loc)>);
@@ -171,6 +184,8 @@ pub struct Plan {
     /// The figures the suite declares, checked against its metrics and
     /// varied parameters.
     pub figures: Vec<retbench_tasks::FigureSpec>,
+    /// The suite's headline figures (`paper: figures:`), checked likewise.
+    pub paper: Vec<retbench_tasks::PaperFigure>,
 }
 
 struct Ctx<'a> {
@@ -295,8 +310,10 @@ pub fn parse_with(
     let runs = draft.expand(&cx, &points, &excludes, limits)?;
     let param_columns = param_columns(&runs);
     check_figures(&cx, &file, &runs, &param_columns)?;
+    check_paper(&cx, &file, &runs, &param_columns)?;
     Ok(Plan {
         figures: file.figures.iter().map(|f| f.value.clone()).collect(),
+        paper: file.paper.figures.iter().map(|f| f.value.clone()).collect(),
         file: path.to_path_buf(),
         suite: file.name.value.clone(),
         description: file.description.clone(),
@@ -916,6 +933,77 @@ fn check_figures(
                         param_columns.join(", ")
                     ),
                 ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Phase 7: at most [`MAX_PAPER_FIGURES`] headline figures, each with a
+/// distinct file-safe name, a metric some run reports (sliced by `by`
+/// where it has one), and picks that name varied parameters.
+fn check_paper(
+    cx: &Ctx,
+    file: &SuiteFile,
+    runs: &[PlannedRun],
+    param_columns: &[String],
+) -> Result<(), SuiteError> {
+    let specs = crate::config::metric_specs(runs.iter().map(|r| &r.config));
+    if let Some(f) = file.paper.figures.get(MAX_PAPER_FIGURES) {
+        let msg = format!(
+            "paper: at most {MAX_PAPER_FIGURES} figures (the rest of the report has every figure)"
+        );
+        return Err(cx.at(Loc::from(f), msg));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for f in &file.paper.figures {
+        let (loc, fig) = (Loc::from(f), &f.value);
+        let safe = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if fig.name.is_empty() || !fig.name.chars().all(safe) || !names.insert(&fig.name) {
+            let msg = format!(
+                "paper: figure name {:?} must be unique, of letters, digits, _ and -",
+                fig.name
+            );
+            return Err(cx.at(loc, msg));
+        }
+        let Some(spec) = specs.iter().find(|s| s.name == fig.metric) else {
+            let msg = format!(
+                "paper: no run of this suite reports a metric {:?}",
+                fig.metric
+            );
+            return Err(cx.at(loc, msg));
+        };
+        if let Some(by) = fig.by.as_ref().filter(|b| !spec.slices.contains(b)) {
+            let msg = format!(
+                "paper: {} is not sliced by {by:?} (its slices: {})",
+                fig.metric,
+                spec.slices.join(", ")
+            );
+            return Err(cx.at(loc, msg));
+        }
+        if fig.series.is_empty() {
+            return Err(cx.at(loc, "paper: a figure needs at least one series".to_string()));
+        }
+        for key in fig
+            .groups
+            .iter()
+            .chain(&fig.series)
+            .flat_map(|p| p.only.keys())
+        {
+            let root = key.split('.').scan(String::new(), |acc, part| {
+                if !acc.is_empty() {
+                    acc.push('.');
+                }
+                acc.push_str(part);
+                Some(acc.clone())
+            });
+            let known = key == "variant" || root.into_iter().any(|p| param_columns.contains(&p));
+            if !known {
+                let msg = format!(
+                    "paper: {key} is not variant, nor a parameter this suite varies or a path into one ({})",
+                    param_columns.join(", ")
+                );
+                return Err(cx.at(loc, msg));
             }
         }
     }

@@ -546,3 +546,48 @@ fn declared_figures_are_checked_against_metrics_and_varied_parameters() {
         assert!(msg.contains(want), "{msg}");
     }
 }
+
+#[test]
+fn paper_figures_are_checked_and_point_at_the_figure() {
+    let with = |figs: &[&str]| {
+        let list: String = figs.iter().map(|f| format!("    - {f}\n")).collect();
+        format!("{GOOD}paper:\n  figures:\n{list}")
+    };
+    let good = "{ name: reads, metric: read_us_p50, series: [{ label: dense, where: { retention.read: dense } }] }";
+    let p = parse(Path::new("demo.yaml"), &with(&[good]), None).unwrap();
+    assert_eq!(p.paper.len(), 1);
+    assert_eq!(p.paper[0].series[0].label, "dense");
+    for (fig, want) in [
+        (
+            "{ name: a, metric: nope, series: [{ label: x }] }",
+            "no run of this suite reports a metric \"nope\"",
+        ),
+        (
+            "{ name: a, metric: read_us_p50, by: gap, series: [{ label: x }] }",
+            "not sliced by \"gap\"",
+        ),
+        (
+            "{ name: a, metric: read_us_p50, series: [{ label: x, where: { retention.heads: 2 } }] }",
+            "retention.heads is not variant, nor a parameter this suite varies",
+        ),
+        (
+            "{ name: a b, metric: read_us_p50, series: [{ label: x }] }",
+            "figure name \"a b\"",
+        ),
+        (
+            "{ name: a, metric: read_us_p50, series: [] }",
+            "at least one series",
+        ),
+    ] {
+        let (line, _, msg) = mistake(&with(&[fig]));
+        assert_eq!(line, 22, "{msg}");
+        assert!(msg.contains(want), "{msg}");
+    }
+    let seven: Vec<String> = (0..7)
+        .map(|i| format!("{{ name: f{i}, metric: read_us_p50, series: [{{ label: x }}] }}"))
+        .collect();
+    let seven: Vec<&str> = seven.iter().map(|s| s.as_str()).collect();
+    let (line, _, msg) = mistake(&with(&seven));
+    assert_eq!(line, 28, "the seventh figure: {msg}");
+    assert!(msg.contains("at most 6"), "{msg}");
+}

@@ -40,7 +40,7 @@ const X_PARAM: &str = "retention.slots";
 /// Tableau 10 (distinguishable, colour-blind aware), then its lighter
 /// pairs (Tableau 20's other half) so that figures of 11 to 20 series do
 /// not repeat a colour.
-const PALETTE: [RGBColor; 20] = [
+pub(crate) const PALETTE: [RGBColor; 20] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
@@ -136,6 +136,14 @@ pub enum XAxis {
     Slice { key: String, log: bool },
     /// Another metric's value (a cost), one point per config.
     Metric { label: String, log: bool },
+    /// Named categories (x = index): a paper figure's groups or the values
+    /// of a discrete slice `key`; series as points side by side, or as
+    /// `lines` across the categories; with a legend.
+    Groups {
+        names: Vec<String>,
+        key: String,
+        lines: bool,
+    },
 }
 
 /// Series label of a row: its variant and every varied parameter but x,
@@ -421,6 +429,7 @@ pub fn render_with(
         colour,
         written: Vec::new(),
         pixels: size.pixels(),
+        order: Vec::new(),
     };
     for (_, kind) in kinds {
         kind(&mut fig, &input)?;
@@ -702,6 +711,9 @@ pub struct Figures<'a> {
     colour: BTreeMap<String, RGBColor>,
     written: Vec<PathBuf>,
     pixels: (u32, u32),
+    /// Series in the order a suite declared them (legend and drawing);
+    /// empty: natural order.
+    order: Vec<String>,
 }
 
 /// The canvas figures are drawn on. Type sizes are fixed in pixels, so a
@@ -765,7 +777,31 @@ fn panel_tag(panel: &[String]) -> String {
         .join("_")
 }
 
-impl Figures<'_> {
+impl<'a> Figures<'a> {
+    /// A canvas of `size` drawing into `dir`, a colour per series.
+    pub(crate) fn new(
+        dir: &'a Path,
+        suite: &'a str,
+        colour: BTreeMap<String, RGBColor>,
+        size: FigureSize,
+        order: Vec<String>,
+    ) -> Self {
+        register_font();
+        Figures {
+            dir,
+            suite,
+            colour,
+            written: Vec::new(),
+            pixels: size.pixels(),
+            order,
+        }
+    }
+
+    /// The files written so far.
+    pub(crate) fn written(self) -> Vec<PathBuf> {
+        self.written
+    }
+
     /// A suite's declared figure ([`FigureSpec`]): one figure per value of
     /// its panel parameters, a line per value of its line parameters (plus
     /// the runs that vary no panel parameter, in every panel); lines keep
@@ -1013,6 +1049,7 @@ impl Figures<'_> {
             upper: spec.upper,
             levels: &levels,
             x: &x,
+            order: &self.order,
         };
         let svg_root = SVGBackend::new(&svg, self.pixels).into_drawing_area();
         present(svg_root, &look, &series, &self.colour).map_err(plot_err)?;
@@ -1088,6 +1125,17 @@ struct Look<'a> {
     /// Horizontal reference lines: chance, then the spec's references.
     levels: &'a [Level],
     x: &'a XAxis,
+    /// Declared series order, else natural.
+    order: &'a [String],
+}
+
+/// Series names in the order a figure lists them: as declared where the
+/// figure has an order, else natural (d=64 before d=128).
+fn in_order<'s>(order: &[String], names: impl Iterator<Item = &'s String>) -> Vec<&'s String> {
+    let mut names: Vec<&String> = names.collect();
+    let at = |n: &String| order.iter().position(|o| o == n).unwrap_or(usize::MAX);
+    names.sort_by(|a, b| at(a).cmp(&at(b)).then_with(|| natural_cmp(a, b)));
+    names
 }
 
 /// A labelled horizontal line across a figure.
@@ -1240,7 +1288,10 @@ fn y_range(look: &Look<'_>, series: &BTreeMap<String, Vec<Point>>) -> Option<(f6
         let span = hi - look.lower.unwrap_or(0.0);
         y1 = y1.min(hi + 0.02 * span.abs().max(f64::MIN_POSITIVE));
     }
-    if matches!(look.x, XAxis::Configs(_)) && y0 > 0.0 && look.upper.is_none() {
+    if matches!(look.x, XAxis::Configs(_) | XAxis::Groups { .. })
+        && y0 > 0.0
+        && look.upper.is_none()
+    {
         // Side-by-side values read best from zero.
         y0 = 0.0;
     }
@@ -1253,6 +1304,7 @@ fn x_range(x: &XAxis, x0: f64, x1: f64) -> (f64, f64, &str) {
         XAxis::Slots => (x0 / 1.3, x1 * 1.3, "memory slots"),
         XAxis::Step => (0.0, x1 * 1.03, "training step"),
         XAxis::Configs(names) => (-0.6, names.len() as f64 - 0.4, ""),
+        XAxis::Groups { names, key, .. } => (-0.6, names.len() as f64 - 0.4, key.as_str()),
         XAxis::Slice { key, log: true } => (x0 / 1.3, x1 * 1.3, key.as_str()),
         XAxis::Slice { key, log: false } => {
             let pad = ((x1 - x0) * 0.05).max(0.05);
@@ -1296,7 +1348,7 @@ impl Frame<'_> {
             XAxis::Slots => decade_label(x),
             XAxis::Slice { .. } | XAxis::Metric { .. } => tick(x),
             XAxis::Step => format!("{x:.0}"),
-            XAxis::Configs(names) => {
+            XAxis::Configs(names) | XAxis::Groups { names, .. } => {
                 let i = x.round();
                 if (x - i).abs() < 1e-6 && i >= 0.0 {
                     names.get(i as usize).cloned().unwrap_or_default()
@@ -1319,9 +1371,10 @@ impl Frame<'_> {
     {
         let (log_y, (y0, y1)) = (self.look.log_y, self.y);
         let powers = log_y && (y0 < 1e-3 || y1 > 1e5);
-        let configs = matches!(self.look.x, XAxis::Configs(_));
+        let configs = matches!(self.look.x, XAxis::Configs(_) | XAxis::Groups { .. });
+        let joined = matches!(self.look.x, XAxis::Groups { lines: true, .. });
         let x_labels = match self.look.x {
-            XAxis::Configs(names) => names.len().max(1) * 2 + 1,
+            XAxis::Configs(names) | XAxis::Groups { names, .. } => names.len().max(1) * 2 + 1,
             _ => 10,
         };
         let mut mesh = chart.configure_mesh();
@@ -1345,11 +1398,10 @@ impl Frame<'_> {
             .draw()
             .map_err(plot_err)?;
         // Legends in natural order (d=64 before d=128), not the map's.
-        let mut named: Vec<(&String, &Vec<Point>)> = self.series.iter().collect();
-        named.sort_by(|a, b| natural_cmp(a.0, b.0));
-        for (name, pts) in named {
+        for name in in_order(self.look.order, self.series.keys()) {
+            let pts = &self.series[name];
             let c = self.colour[name];
-            if configs {
+            if configs && !joined {
                 self.points(&mut chart, pts, c)?;
             } else {
                 self.line(&mut chart, name, pts, c)?;
@@ -1494,8 +1546,7 @@ fn draw_legend<DB: DrawingBackend>(
             t.to_string()
         }
     };
-    let mut names: Vec<&String> = series.keys().collect();
-    names.sort_by(|a, b| natural_cmp(a, b));
+    let names = in_order(look.order, series.keys());
     // (label, stroke, swatch spans): a solid swatch per series, the
     // level's own dashes after them.
     type Entry = (String, ShapeStyle, &'static [(i32, i32)]);

@@ -15,6 +15,8 @@ pub mod censored;
 pub mod compare;
 pub mod figures;
 mod latex;
+pub mod layout;
+pub mod paper;
 mod pdf;
 mod summary;
 
@@ -46,6 +48,8 @@ pub struct ReportOutput {
     pub suite: String,
     pub summary_rows: usize,
     pub figures: Vec<PathBuf>,
+    /// The paper set: its figures and tables (`paper/`), if declared.
+    pub paper: Vec<PathBuf>,
     pub page: Page,
 }
 
@@ -119,6 +123,7 @@ pub fn report_with(dir: &Path, opts: ReportOptions) -> Result<ReportOutput, Repo
         figures.extend(pdfs);
     }
     remove_stale_figures(&dir.join("figures"), &figures, opts.pdf)?;
+    let paper = paper_set(dir, &suite, &params, &summary, &specs, &plan.paper, &opts)?;
     let page = Page {
         description,
         provenance: read_provenance(&folder)?,
@@ -130,7 +135,7 @@ pub fn report_with(dir: &Path, opts: ReportOptions) -> Result<ReportOutput, Repo
         &suite,
         &params,
         &summary,
-        &figures,
+        (&paper, &figures),
         &page,
         &specs,
     )?;
@@ -138,6 +143,7 @@ pub fn report_with(dir: &Path, opts: ReportOptions) -> Result<ReportOutput, Repo
         suite,
         summary_rows: summary.len(),
         figures,
+        paper,
         page,
     })
 }
@@ -241,6 +247,36 @@ fn read_provenance(folder: &RunFolder) -> Result<Provenance, ReportError> {
         .zip(dates.iter().max())
         .map(|(&a, &b)| (a, b));
     Ok(p)
+}
+
+/// The suite's paper set in `dir/paper/` (figures, PDF copies with
+/// `--pdf`, the tables of their cells); nothing where none is declared.
+fn paper_set(
+    dir: &Path,
+    suite: &str,
+    params: &[String],
+    summary: &[SummaryRow],
+    specs: &[retbench_tasks::MetricSpec],
+    declared: &[retbench_tasks::PaperFigure],
+    opts: &ReportOptions,
+) -> Result<Vec<PathBuf>, ReportError> {
+    if declared.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = dir.join("paper");
+    let mut files = paper::render(&out, suite, params, summary, specs, declared, opts.size)?;
+    if opts.pdf {
+        let svgs: Vec<PathBuf> = files.clone();
+        for f in svgs
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "svg"))
+        {
+            files.push(pdf::svg_to_pdf(f)?);
+        }
+    }
+    remove_stale_figures(&out, &files, opts.pdf)?;
+    files.extend(paper::write_tables(&out, params, summary, specs, declared)?);
+    Ok(files)
 }
 
 /// Deletes the figures (SVG, PNG; PDF when this report draws PDFs) an

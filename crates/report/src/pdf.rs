@@ -11,7 +11,7 @@ use retbench_core::fsutil::FileError;
 use crate::{ReportError, write_atomic};
 
 /// usvg's options with the bundled font as every family the figures name.
-fn options() -> &'static svg2pdf::usvg::Options<'static> {
+pub(crate) fn options() -> &'static svg2pdf::usvg::Options<'static> {
     static OPTIONS: OnceLock<svg2pdf::usvg::Options<'static>> = OnceLock::new();
     OPTIONS.get_or_init(|| {
         let mut o = svg2pdf::usvg::Options::default();

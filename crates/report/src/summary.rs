@@ -552,7 +552,7 @@ pub fn write_html(
     suite: &str,
     params: &[String],
     rows: &[SummaryRow],
-    figures: &[std::path::PathBuf],
+    (paper, figures): (&[std::path::PathBuf], &[std::path::PathBuf]),
     page: &Page,
     specs: &[MetricSpec],
 ) -> Result<(), ReportError> {
@@ -563,42 +563,33 @@ pub fn write_html(
         page.provenance.html(),
         html_escape(INTERVALS)
     );
-    let svgs: Vec<&std::path::PathBuf> = figures
-        .iter()
-        .filter(|f| f.extension().is_some_and(|e| e == "svg"))
-        .collect();
+    let svg_of = |files: &[std::path::PathBuf]| -> Vec<std::path::PathBuf> {
+        files
+            .iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "svg"))
+            .cloned()
+            .collect()
+    };
+    let (paper_svgs, svgs) = (svg_of(paper), svg_of(figures));
     let titles: Vec<String> = tables(params, rows, specs)
         .into_iter()
         .map(|t| t.0)
         .collect();
-    h.insert_str(h.find("<h1>").unwrap_or(0), &nav(page, &svgs, &titles));
+    h.insert_str(
+        h.find("<h1>").unwrap_or(0),
+        &nav(page, (&paper_svgs, &svgs), &titles),
+    );
+    if !paper_svgs.is_empty() {
+        h.push_str("<h2 id=\"paper\">Paper figures</h2>\n<p>The suite's headline figures (<code>paper/</code>; their cells in <code>paper/table.md</code> and <code>paper/table.tex</code>). Every figure follows below them.</p>\n");
+        embed(&mut h, &paper_svgs, "paper", "paper-")?;
+    }
     if !page.binding.1.is_empty() {
         h.push_str(&html_table("Binding", crate::binding::ABOUT, &page.binding));
     }
     if !svgs.is_empty() {
         h.push_str("<h2 id=\"figures\">Figures</h2>\n");
     }
-    for f in svgs {
-        let svg = std::fs::read_to_string(f).map_err(|source| FileError::Io {
-            path: f.clone(),
-            source,
-        })?;
-        // The document's own prologue cannot sit inside HTML.
-        let body = match svg.find("<svg") {
-            Some(i) => &svg[i..],
-            None => svg.as_str(),
-        };
-        let stem = f
-            .file_stem()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        h.push_str(&format!(
-            "<figure id=\"{0}\">\n{1}\n<figcaption>{2} (<code>figures/{0}.svg</code>, <code>.png</code>)</figcaption></figure>\n",
-            html_escape(&stem),
-            body.trim_end(),
-            html_escape(&stem.replace('_', " "))
-        ));
-    }
+    embed(&mut h, &svgs, "figures", "")?;
     for (i, (title, cells)) in tables(params, rows, specs).into_iter().enumerate() {
         h.push_str(&format!("<h2 id=\"table-{i}\">{}</h2>\n<table><tr><th>config</th><th>step</th><th>n</th><th>mean</th><th>95% CI</th><th>per seed</th></tr>\n", html_escape(&title)));
         for row in cells {
@@ -614,10 +605,46 @@ pub fn write_html(
     write_atomic(path, h.as_bytes())
 }
 
+/// Each SVG inline in a `<figure>` with an id (`prefix` + its stem) and a
+/// caption naming its file under `folder`.
+fn embed(
+    h: &mut String,
+    svgs: &[std::path::PathBuf],
+    folder: &str,
+    prefix: &str,
+) -> Result<(), ReportError> {
+    for f in svgs {
+        let svg = std::fs::read_to_string(f).map_err(|source| FileError::Io {
+            path: f.clone(),
+            source,
+        })?;
+        // The document's own prologue cannot sit inside HTML.
+        let body = match svg.find("<svg") {
+            Some(i) => &svg[i..],
+            None => svg.as_str(),
+        };
+        let stem = f
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        h.push_str(&format!(
+            "<figure id=\"{prefix}{0}\">\n{1}\n<figcaption>{2} (<code>{folder}/{0}.svg</code>, <code>.png</code>)</figcaption></figure>\n",
+            html_escape(&stem),
+            body.trim_end(),
+            html_escape(&stem.replace('_', " "))
+        ));
+    }
+    Ok(())
+}
+
 /// The page's head: a link back to the index where there is one, and a
 /// table of contents (binding table, each figure, each metric's table);
 /// pages run to hundreds of figures.
-fn nav(page: &Page, svgs: &[&std::path::PathBuf], tables: &[String]) -> String {
+fn nav(
+    page: &Page,
+    (paper, svgs): (&[std::path::PathBuf], &[std::path::PathBuf]),
+    tables: &[String],
+) -> String {
     let mut n = String::from("<nav>");
     if let Some(back) = &page.back {
         n.push_str(&format!(
@@ -626,6 +653,24 @@ fn nav(page: &Page, svgs: &[&std::path::PathBuf], tables: &[String]) -> String {
         ));
     }
     n.push_str("<details><summary>Contents</summary><ul>");
+    if !paper.is_empty() {
+        n.push_str(&format!(
+            "<li><a href=\"#paper\">Paper figures ({})</a><ul>",
+            paper.len()
+        ));
+        for f in paper {
+            let stem = f
+                .file_stem()
+                .map(|s| s.to_string_lossy())
+                .unwrap_or_default();
+            let stem = html_escape(&stem);
+            n.push_str(&format!(
+                "<li><a href=\"#paper-{stem}\">{}</a></li>",
+                stem.replace('_', " ")
+            ));
+        }
+        n.push_str("</ul></li>");
+    }
     if !page.binding.1.is_empty() {
         n.push_str("<li><a href=\"#binding\">Binding</a></li>");
     }

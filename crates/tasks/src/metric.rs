@@ -78,6 +78,43 @@ pub struct FigureSpec {
     pub only: BTreeMap<String, serde_json::Value>,
 }
 
+/// One of a suite's headline figures (`paper: figures:` in its YAML),
+/// drawn into the report's `paper/` folder before everything else, with
+/// named series and a legend. Without `by` it compares final values at
+/// `slice`: a point with its 95% interval per group (x axis) and series.
+/// With `by` it draws a line per series against that slice key, one
+/// point per value (whole-number keys on an axis of their values).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaperFigure {
+    /// File stem in `paper/` (letters, digits, `_` and `-`).
+    pub name: String,
+    pub metric: String,
+    /// The slice a comparison shows (`gap=1`); empty for an unsliced metric.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub slice: String,
+    /// A slice key: lines against it instead of a comparison.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// Categories on the x axis of a comparison (default: one, unnamed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<Pick>,
+    /// The series, in legend order.
+    pub series: Vec<Pick>,
+}
+
+/// A named selection of a suite's configs: those whose varied parameters
+/// have the values in `where` (a parameter's dotted path, a path into a
+/// structured parameter such as `task.kind`, or `variant`). A config
+/// belongs to the first pick it matches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pick {
+    pub label: String,
+    #[serde(default, rename = "where")]
+    pub only: BTreeMap<String, serde_json::Value>,
+}
+
 /// What one metric means, for reports and regression checks.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
