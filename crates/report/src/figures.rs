@@ -1212,6 +1212,10 @@ fn draw<DB: DrawingBackend>(
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(72);
+    // The y axis's name runs along the chart's height, less its margins
+    // and the x labels' strip; a longer one is shortened, not clipped.
+    let along = chart_area.dim_in_pixel().1.saturating_sub(2 * 16 + 44);
+    let y_desc = fit(&chart_area, look.y_label, along);
     let frame = Frame {
         look,
         series,
@@ -1219,6 +1223,7 @@ fn draw<DB: DrawingBackend>(
         x: (x0, x1),
         y: (y0, y1),
         x_desc,
+        y_desc: &y_desc,
     };
     let log_x = matches!(
         look.x,
@@ -1339,6 +1344,22 @@ struct Frame<'a> {
     x: (f64, f64),
     y: (f64, f64),
     x_desc: &'a str,
+    y_desc: &'a str,
+}
+
+/// `text` in the axis names' type, shortened with … to `room` pixels.
+fn fit<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, text: &str, room: u32) -> String {
+    let font: TextStyle<'_> = ("sans-serif", 16).into_font().into();
+    let wide = |t: &str| area.estimate_text_size(t, &font).map_or(0, |(w, _)| w);
+    if wide(text) <= room {
+        return text.to_string();
+    }
+    let chars: Vec<char> = text.chars().collect();
+    (1..chars.len())
+        .rev()
+        .map(|n| format!("{}…", chars[..n].iter().collect::<String>().trim_end()))
+        .find(|t| wide(t) <= room)
+        .unwrap_or_default()
 }
 
 impl Frame<'_> {
@@ -1392,7 +1413,7 @@ impl Frame<'_> {
                 }
             })
             .x_desc(self.x_desc)
-            .y_desc(self.look.y_label)
+            .y_desc(self.y_desc)
             .label_style(("sans-serif", 14))
             .axis_desc_style(("sans-serif", 16))
             .draw()

@@ -174,19 +174,28 @@ pub fn render(
                 for (g, pick) in f.groups.iter().enumerate() {
                     let mine: Vec<&Cell<'_>> = cells.iter().filter(|c| c.group == g).collect();
                     let name = format!("{}_{}", f.name, file_tag(&pick.label));
-                    let what = format!("by {by}, {}", pick.label);
+                    let what = format!("{}, {}", heading(f, &format!("by {by}")), pick.label);
                     by_figure(&mut fig, f, spec, (&name, &what), by, &mine)?;
                 }
             }
             Some(by) => {
                 let all: Vec<&Cell<'_>> = cells.iter().collect();
-                by_figure(&mut fig, f, spec, (&f.name, &format!("by {by}")), by, &all)?;
+                let what = heading(f, &format!("by {by}"));
+                by_figure(&mut fig, f, spec, (&f.name, &what), by, &all)?;
             }
             None => comparison(&mut fig, f, spec, &cells)?,
         }
         written.extend(fig.written());
     }
     Ok(written)
+}
+
+/// The title after the metric: the suite's own words, else `default`.
+fn heading(f: &PaperFigure, default: &str) -> String {
+    match f.title.is_empty() {
+        true => default.to_string(),
+        false => f.title.clone(),
+    }
 }
 
 /// A group's label as part of a file name.
@@ -234,25 +243,29 @@ fn comparison(
     spec: &MetricSpec,
     cells: &[Cell<'_>],
 ) -> Result<(), ReportError> {
+    // Without groups each series is a category of its own, so every point
+    // is named on the axis; with groups, series sit side by side in each.
+    let single = f.groups.is_empty();
     let m = f.series.len() as f64;
     let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
     for c in cells {
-        let x = c.group as f64 + (c.series as f64 - (m - 1.0) / 2.0) * 0.6 / m;
+        let x = match single {
+            true => c.series as f64,
+            false => c.group as f64 + (c.series as f64 - (m - 1.0) / 2.0) * 0.6 / m,
+        };
         let label = f.series[c.series].label.clone();
         series.entry(label).or_default().push(Point::of(x, c.row));
     }
-    let names = match f.groups.is_empty() {
-        true => vec![String::new()],
-        false => f.groups.iter().map(|g| g.label.clone()).collect(),
-    };
+    let picks = if single { &f.series } else { &f.groups };
+    let names = picks.iter().map(|g| g.label.clone()).collect();
     let axis = XAxis::Groups {
         names,
         key: String::new(),
         lines: false,
     };
     let what = match f.slice.is_empty() {
-        true => String::new(),
-        false => format!("({})", f.slice),
+        true => heading(f, ""),
+        false => heading(f, &format!("({})", f.slice)),
     };
     fig.emit_named(spec, &f.name, &what, "", &f.slice, axis, series)
 }

@@ -101,6 +101,10 @@ pub struct PaperFigure {
     pub groups: Vec<Pick>,
     /// The series, in legend order.
     pub series: Vec<Pick>,
+    /// What the title says after the metric (default: the slice, or `by
+    /// <key>`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub title: String,
 }
 
 /// A named selection of a suite's configs: those whose varied parameters
