@@ -1471,12 +1471,17 @@ impl Frame<'_> {
                     .map(|p| Circle::new((p.x, p.mean), 5, c.filled())),
             )
             .map_err(plot_err)?;
-        // Each seed as a ring to the right of its mean.
+        // Each seed as a ring to the right of its mean, within the mean's
+        // own share of a group where series sit side by side.
+        let dx = match self.look.x {
+            XAxis::Groups { .. } => 0.2 / self.series.len().max(1) as f64,
+            _ => 0.12,
+        };
         chart
             .draw_series(pts.iter().flat_map(|p| {
                 p.seeds
                     .iter()
-                    .map(move |&(_, v)| Circle::new((p.x + 0.12, v), 4, c.mix(0.8).stroke_width(1)))
+                    .map(move |&(_, v)| Circle::new((p.x + dx, v), 4, c.mix(0.8).stroke_width(1)))
             }))
             .map_err(plot_err)?;
         Ok(())

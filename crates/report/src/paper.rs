@@ -243,21 +243,21 @@ fn comparison(
     spec: &MetricSpec,
     cells: &[Cell<'_>],
 ) -> Result<(), ReportError> {
-    // Without groups each series is a category of its own, so every point
-    // is named on the axis; with groups, series sit side by side in each.
-    let single = f.groups.is_empty();
+    // Series sit side by side in each group; a figure without groups has
+    // one, named by its slice (or metric), and the legend names the series
+    // (eight names in a row would not fit a column's width).
     let m = f.series.len() as f64;
     let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
     for c in cells {
-        let x = match single {
-            true => c.series as f64,
-            false => c.group as f64 + (c.series as f64 - (m - 1.0) / 2.0) * 0.6 / m,
-        };
+        let x = c.group as f64 + (c.series as f64 - (m - 1.0) / 2.0) * 0.6 / m;
         let label = f.series[c.series].label.clone();
         series.entry(label).or_default().push(Point::of(x, c.row));
     }
-    let picks = if single { &f.series } else { &f.groups };
-    let names = picks.iter().map(|g| g.label.clone()).collect();
+    let names = match f.groups.is_empty() {
+        true if f.slice.is_empty() => vec![f.metric.clone()],
+        true => vec![f.slice.clone()],
+        false => f.groups.iter().map(|g| g.label.clone()).collect(),
+    };
     let axis = XAxis::Groups {
         names,
         key: String::new(),
