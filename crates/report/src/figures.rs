@@ -1202,9 +1202,12 @@ fn draw<DB: DrawingBackend>(
         0
     };
     // The title spans the figure; the chart and its legend share the rest.
-    let area = root
-        .titled(look.title, ("sans-serif", 22))
-        .map_err(plot_err)?;
+    let title = fit(
+        root,
+        (look.title, 22),
+        root.dim_in_pixel().0.saturating_sub(8),
+    );
+    let area = root.titled(&title, ("sans-serif", 22)).map_err(plot_err)?;
     let (w, _) = area.dim_in_pixel();
     let (chart_area, legend_area) = area.split_horizontally(w - legend_w);
     let mut builder = ChartBuilder::on(&chart_area);
@@ -1215,7 +1218,7 @@ fn draw<DB: DrawingBackend>(
     // The y axis's name runs along the chart's height, less its margins
     // and the x labels' strip; a longer one is shortened, not clipped.
     let along = chart_area.dim_in_pixel().1.saturating_sub(2 * 16 + 44);
-    let y_desc = fit(&chart_area, look.y_label, along);
+    let y_desc = fit(&chart_area, (look.y_label, 16), along);
     let frame = Frame {
         look,
         series,
@@ -1347,9 +1350,13 @@ struct Frame<'a> {
     y_desc: &'a str,
 }
 
-/// `text` in the axis names' type, shortened with … to `room` pixels.
-fn fit<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, text: &str, room: u32) -> String {
-    let font: TextStyle<'_> = ("sans-serif", 16).into_font().into();
+/// `text` in type of `size`, shortened with … to `room` pixels.
+fn fit<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    (text, size): (&str, u32),
+    room: u32,
+) -> String {
+    let font: TextStyle<'_> = ("sans-serif", size).into_font().into();
     let wide = |t: &str| area.estimate_text_size(t, &font).map_or(0, |(w, _)| w);
     if wide(text) <= room {
         return text.to_string();
