@@ -984,6 +984,19 @@ fn check_paper(
         if fig.series.is_empty() {
             return Err(cx.at(loc, "paper: a figure needs at least one series".to_string()));
         }
+        let labels: Vec<&str> = fig.series.iter().map(|p| p.label.as_str()).collect();
+        for c in &fig.contrasts {
+            if let Some(l) = [&c.of, &c.against]
+                .into_iter()
+                .find(|l| !labels.contains(&l.as_str()))
+            {
+                let msg = format!(
+                    "paper: contrast names {l:?}, not a series of this figure ({})",
+                    labels.join(", ")
+                );
+                return Err(cx.at(loc, msg));
+            }
+        }
         for key in fig
             .groups
             .iter()

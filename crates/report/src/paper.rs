@@ -338,11 +338,100 @@ pub fn write_tables(
             ));
         }
         tex.push_str("\\bottomrule\n\\end{tabular}\n\n");
+        contrast_tables(f, &cells, (&mut md, &mut tex));
     }
     let (md_path, tex_path) = (dir.join("table.md"), dir.join("table.tex"));
     write_atomic(&md_path, md.as_bytes())?;
     write_atomic(&tex_path, tex.as_bytes())?;
     Ok(vec![md_path, tex_path])
+}
+
+/// A paired difference over seeds: the seeds both rows have, each
+/// seed's `of − against`, their mean with a Student-t interval, and how
+/// many pairs favour `of`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Paired {
+    pub diffs: Vec<(u64, f64)>,
+    pub mean: f64,
+    pub ci95: Option<(f64, f64)>,
+    pub above: usize,
+}
+
+/// [`Paired`] of two summary rows, by seed.
+pub fn paired(of: &SummaryRow, against: &SummaryRow) -> Paired {
+    let diffs: Vec<(u64, f64)> = of
+        .seeds
+        .iter()
+        .filter_map(|&(seed, v)| {
+            let w = against.seeds.iter().find(|(s, _)| *s == seed)?.1;
+            Some((seed, v - w)).filter(|(_, d)| d.is_finite())
+        })
+        .collect();
+    let xs: Vec<f64> = diffs.iter().map(|d| d.1).collect();
+    let (_, mean, _, ci95) = crate::summary::stats(&xs);
+    let above = xs.iter().filter(|&&d| d > 0.0).count();
+    Paired {
+        diffs,
+        mean,
+        ci95,
+        above,
+    }
+}
+
+/// The figure's contrasts, per group (or slice value), after its table.
+fn contrast_tables(f: &PaperFigure, cells: &[Cell<'_>], (md, tex): (&mut String, &mut String)) {
+    if f.contrasts.is_empty() {
+        return;
+    }
+    md.push_str("\nPaired by seed (seeds share data): mean difference with its 95% Student-t interval, the pairs where the first is higher, each seed's difference.\n\n| contrast | where | difference [95% CI] | first higher | per seed |\n|---|---|---|---|---|\n");
+    tex.push_str(&format!("% {}: paired differences by seed\n\\begin{{tabular}}{{llrr}}\n\\toprule\ncontrast & where & difference [95\\% CI] & first higher \\\\\n\\midrule\n", f.name));
+    let index = |label: &str| f.series.iter().position(|p| p.label == label);
+    for c in &f.contrasts {
+        let (Some(a), Some(b)) = (index(&c.of), index(&c.against)) else {
+            continue;
+        };
+        for x in cells.iter().filter(|x| x.series == a) {
+            let Some(y) = cells
+                .iter()
+                .find(|y| y.series == b && y.group == x.group && y.x == x.x)
+            else {
+                continue;
+            };
+            let p = paired(x.row, y.row);
+            let name = format!("{} − {}", c.of, c.against);
+            let at = match (f.groups.get(x.group), x.x.is_empty()) {
+                (Some(g), true) => g.label.clone(),
+                (Some(g), false) => {
+                    format!("{} {}={}", g.label, f.by.as_deref().unwrap_or(""), x.x)
+                }
+                (None, true) => f.slice.clone(),
+                (None, false) => format!("{}={}", f.by.as_deref().unwrap_or(""), x.x),
+            };
+            let ci = p
+                .ci95
+                .map(|(lo, hi)| format!(" [{}, {}]", trim(&fmt_num(lo)), trim(&fmt_num(hi))))
+                .unwrap_or_default();
+            let diff = format!("{}{ci}", trim(&fmt_num(p.mean)));
+            let higher = format!("{} of {}", p.above, p.diffs.len());
+            let seeds: Vec<String> = p
+                .diffs
+                .iter()
+                .map(|(s, d)| format!("s{s} {}", trim(&fmt_num(*d))))
+                .collect();
+            md.push_str(&format!(
+                "| {name} | {at} | {diff} | {higher} | {} |\n",
+                seeds.join(", ")
+            ));
+            tex.push_str(&format!(
+                "{} & {} & {} & {} \\\\\n",
+                escape(&name),
+                escape(&at),
+                escape(&diff),
+                escape(&higher)
+            ));
+        }
+    }
+    tex.push_str("\\bottomrule\n\\end{tabular}\n\n");
 }
 
 /// Slice values in numeric order where both are numbers.
@@ -365,5 +454,70 @@ fn bound(x: f64) -> String {
     match x.is_infinite() {
         true => "∞".into(),
         false => trim(&fmt_num(x)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::summary::test_row;
+
+    #[test]
+    fn a_paired_difference_pairs_by_seed_and_matches_a_hand_computed_interval() {
+        let of = test_row("accuracy", "gap=1", &[], &[0.5, 0.7, 0.9]);
+        let mut against = test_row("accuracy", "gap=1", &[], &[0.4, 0.4, 1.0, 0.2]);
+        // Seed 3 has no partner: left out, not averaged in.
+        against.seeds[3].0 = 3;
+        let p = paired(&of, &against);
+        assert_eq!(p.diffs.iter().map(|d| d.0).collect::<Vec<_>>(), [0, 1, 2]);
+        assert!((p.mean - 0.1).abs() < 1e-12);
+        // sd 0.2 over 3 pairs; t(2, 0.975) = 4.302653: half-width 0.496828.
+        let (lo, hi) = p.ci95.unwrap();
+        assert!((lo - (0.1 - 0.496828)).abs() < 1e-5, "{lo}");
+        assert!((hi - (0.1 + 0.496828)).abs() < 1e-5, "{hi}");
+        assert_eq!(p.above, 2);
+    }
+
+    #[test]
+    fn a_pick_reads_into_structured_parameters_and_compares_numbers_by_value() {
+        let params = vec!["task".to_string(), "train.steps".to_string()];
+        let mut r = test_row("accuracy", "", &[], &[1.0]);
+        r.params = vec![r#"{"kind":"recall","keys":16}"#.into(), "1500".into()];
+        let pick = |w: serde_json::Value| Pick {
+            label: "x".into(),
+            only: serde_json::from_value(w).unwrap(),
+        };
+        assert!(matches(
+            &pick(serde_json::json!({"task.kind": "recall"})),
+            &params,
+            &r
+        ));
+        assert!(matches(
+            &pick(serde_json::json!({"train.steps": 1500.0})),
+            &params,
+            &r
+        ));
+        assert!(!matches(
+            &pick(serde_json::json!({"task.kind": "entity"})),
+            &params,
+            &r
+        ));
+        assert!(!matches(
+            &pick(serde_json::json!({"task.keys": 32})),
+            &params,
+            &r
+        ));
+        // A parameter this row does not vary (an empty cell) matches nothing.
+        r.params[1] = String::new();
+        assert!(!matches(
+            &pick(serde_json::json!({"train.steps": 1500})),
+            &params,
+            &r
+        ));
+        assert!(matches(
+            &pick(serde_json::json!({"variant": "grid"})),
+            &params,
+            &r
+        ));
     }
 }

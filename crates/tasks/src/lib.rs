@@ -18,7 +18,7 @@ pub mod scaling;
 use serde::{Deserialize, Serialize};
 
 pub use metric::{
-    Censoring, Direction, FigureSpec, Metric, MetricSpec, PaperFigure, Pick, Reference,
+    Censoring, Contrast, Direction, FigureSpec, Metric, MetricSpec, PaperFigure, Pick, Reference,
 };
 use retbench_core::RetentionConfig;
 use retbench_model::{EvalConfig, ModelConfig, TrainConfig};

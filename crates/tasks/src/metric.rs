@@ -105,6 +105,19 @@ pub struct PaperFigure {
     /// <key>`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub title: String,
+    /// Paired differences the paper's claims rest on (`of` − `against`,
+    /// two of the figure's series), per group, paired by seed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contrasts: Vec<Contrast>,
+}
+
+/// A claim's effect size: series `of` minus series `against`, seed by
+/// seed (runs of one seed share their data), in each group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Contrast {
+    pub of: String,
+    pub against: String,
 }
 
 /// A named selection of a suite's configs: those whose varied parameters
