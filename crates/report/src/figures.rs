@@ -556,8 +556,18 @@ fn by_slice_key(
         return Ok(());
     }
     let log = values[0] > 0.0 && values[values.len() - 1] / values[0] >= 10.0;
+    // A count (gap, updates, sessions) with a few whole values gets an
+    // axis of those values: no tick between two sessions.
+    let counted = crate::layout::DISCRETE_KEYS.contains(&key)
+        && values.len() <= 16
+        && values.iter().all(|v| v.fract() == 0.0);
+    let at = |v: f64| match counted {
+        true => values.iter().position(|&a| a == v).unwrap_or(0) as f64,
+        false => v,
+    };
     let mut groups: BTreeMap<String, BTreeMap<String, Vec<Point>>> = BTreeMap::new();
     for (v, r) in points {
+        let v = at(v);
         let size = inp.x_col.map(|c| r.params[c].clone()).unwrap_or_default();
         groups
             .entry(size)
@@ -572,9 +582,16 @@ fn by_slice_key(
         } else {
             format!("{metric}_by_{key}_slots{size}")
         };
-        let axis = XAxis::Slice {
-            key: key.to_string(),
-            log,
+        let axis = match counted {
+            true => XAxis::Groups {
+                names: values.iter().map(|v| tick(*v)).collect(),
+                key: key.to_string(),
+                lines: true,
+            },
+            false => XAxis::Slice {
+                key: key.to_string(),
+                log,
+            },
         };
         fig.emit_named(spec, &name, &format!("by {key}"), &size, "", axis, series)?;
     }
@@ -1044,7 +1061,8 @@ impl<'a> Figures<'a> {
         let look = Look {
             title: &title,
             y_label: &y_label,
-            log_y: spec.log_axis,
+            // A log axis over less than a decade labels one or two ticks.
+            log_y: spec.log_axis && spans_decade(&series),
             lower: spec.lower,
             upper: spec.upper,
             levels: &levels,
@@ -1059,6 +1077,18 @@ impl<'a> Figures<'a> {
         self.written.push(png);
         Ok(())
     }
+}
+
+/// Whether the positive values a figure draws span a factor of 10.
+fn spans_decade(series: &BTreeMap<String, Vec<Point>>) -> bool {
+    let ys = series.values().flatten().flat_map(|p| {
+        let (lo, hi) = p.ci.unwrap_or((p.mean, p.mean));
+        [p.mean, lo, hi]
+    });
+    let (lo, hi) = ys
+        .filter(|y| y.is_finite() && *y > 0.0)
+        .fold((f64::INFINITY, 0.0_f64), |(a, b), y| (a.min(y), b.max(y)));
+    hi / lo >= 10.0
 }
 
 /// Orders labels as people read them: runs of digits (with a decimal
