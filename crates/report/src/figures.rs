@@ -447,14 +447,8 @@ fn finals(fig: &mut Figures<'_>, inp: &FigureInput<'_>) -> Result<(), ReportErro
             match inp.x_col {
                 Some(x_col) => sweep(fig, inp, spec, slice, x_col)?,
                 None => {
-                    let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
-                    for r in inp.finals(metric, slice) {
-                        let l = inp.label(r);
-                        let x = inp.order.iter().position(|o| *o == l).unwrap_or(0) as f64;
-                        series.entry(l).or_default().push(Point::of(x, r));
-                    }
-                    let axis = XAxis::Configs(inp.order.clone());
-                    fig.emit(spec, slice, "", axis, series)?;
+                    let rows: Vec<&SummaryRow> = inp.finals(metric, slice).collect();
+                    side_by_side(fig, inp, spec, (slice, ""), &inp.order, &rows)?;
                 }
             }
         }
@@ -498,13 +492,41 @@ fn sweep(
         .filter(|o| unswept.iter().any(|r| inp.label(r) == **o))
         .cloned()
         .collect();
+    side_by_side(fig, inp, spec, (slice, "configs_"), &names, &unswept)
+}
+
+/// Final values of several configs: one category (the slice, or the
+/// metric), a point per config side by side in plan order, named by the
+/// legend (config names on an axis overprint each other).
+fn side_by_side(
+    fig: &mut Figures<'_>,
+    inp: &FigureInput<'_>,
+    spec: &MetricSpec,
+    (slice, prefix): (&str, &str),
+    names: &[String],
+    rows: &[&SummaryRow],
+) -> Result<(), ReportError> {
+    let m = names.len().max(1) as f64;
     let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
-    for r in unswept {
+    for r in rows {
         let l = inp.label(r);
-        let x = names.iter().position(|o| *o == l).unwrap_or(0) as f64;
+        let i = names.iter().position(|o| *o == l).unwrap_or(0) as f64;
+        let x = (i - (m - 1.0) / 2.0) * 0.6 / m;
         series.entry(l).or_default().push(Point::of(x, r));
     }
-    fig.emit(spec, slice, "configs_", XAxis::Configs(names), series)
+    let category = match slice.is_empty() {
+        true => spec.name.clone(),
+        false => slice.to_string(),
+    };
+    let axis = XAxis::Groups {
+        names: vec![category],
+        key: String::new(),
+        lines: false,
+    };
+    let natural = std::mem::replace(&mut fig.order, names.to_vec());
+    let out = fig.emit(spec, slice, prefix, axis, series);
+    fig.order = natural;
+    out
 }
 
 /// Metrics sliced by a number (`load=`, `len=`, `gap=`): the metric
@@ -1602,12 +1624,21 @@ fn draw_legend<DB: DrawingBackend>(
     colour: &BTreeMap<String, RGBColor>,
 ) -> Result<(), String> {
     let fit = (legend_w.saturating_sub(40) / 7).max(4) as usize;
+    // Long names lose their middle: configs that share a prefix differ
+    // at the end, and two entries must not read the same.
     let shorten = |t: &str| {
-        if t.chars().count() > fit {
-            format!("{}…", t.chars().take(fit - 1).collect::<String>())
-        } else {
-            t.to_string()
+        let chars: Vec<char> = t.chars().collect();
+        if chars.len() <= fit {
+            return t.to_string();
         }
+        let head = (fit - 1) / 2;
+        let tail = fit - 1 - head;
+        let (a, b) = (&chars[..head], &chars[chars.len() - tail..]);
+        format!(
+            "{}…{}",
+            a.iter().collect::<String>(),
+            b.iter().collect::<String>()
+        )
     };
     let names = in_order(look.order, series.keys());
     // (label, stroke, swatch spans): a solid swatch per series, the
