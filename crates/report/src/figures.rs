@@ -1047,6 +1047,43 @@ impl<'a> Figures<'a> {
         x: XAxis,
         series: BTreeMap<String, Vec<Point>>,
     ) -> Result<(), ReportError> {
+        let most = crate::layout::MAX_SERIES;
+        if series.len() <= most {
+            return self.write_one(spec, name, title, slice, x, series);
+        }
+        // More series than a reader can tell apart: side-by-side values are
+        // left to the summary's table (it has every config); lines are
+        // drawn in parts of at most `most`, in legend order.
+        if matches!(x, XAxis::Groups { lines: false, .. }) {
+            return Ok(());
+        }
+        let names: Vec<String> = in_order(&self.order, series.keys())
+            .into_iter()
+            .cloned()
+            .collect();
+        let parts = names.len().div_ceil(most);
+        for (i, chunk) in names.chunks(most).enumerate() {
+            let part: BTreeMap<String, Vec<Point>> = chunk
+                .iter()
+                .map(|n| (n.clone(), series[n].clone()))
+                .collect();
+            let name = format!("{name}_part{}", i + 1);
+            let title = format!("{title} ({} of {parts})", i + 1);
+            self.write_one(spec, &name, &title, slice, x.clone(), part)?;
+        }
+        Ok(())
+    }
+
+    /// Writes SVG and PNG of one figure of at most eight series.
+    fn write_one(
+        &mut self,
+        spec: &MetricSpec,
+        name: &str,
+        title: &str,
+        slice: &str,
+        x: XAxis,
+        series: BTreeMap<String, Vec<Point>>,
+    ) -> Result<(), ReportError> {
         let title = title.to_string();
         let name = name.to_string();
         let svg = self.dir.join(format!("{name}.svg"));
