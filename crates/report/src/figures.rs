@@ -1138,6 +1138,33 @@ impl<'a> Figures<'a> {
     }
 }
 
+/// Series names without the words every one of them shares (a legend
+/// of configs that differ in one parameter names that parameter only);
+/// names that would be left empty are kept whole.
+fn distinct_parts(names: &[&String]) -> Vec<String> {
+    let words = |n: &str| n.split(' ').map(str::to_string).collect::<Vec<_>>();
+    let shared: Vec<String> = match names.split_first() {
+        Some((first, rest)) if !rest.is_empty() => words(first)
+            .into_iter()
+            .filter(|w| rest.iter().all(|n| n.split(' ').any(|x| x == w)))
+            .collect(),
+        _ => Vec::new(),
+    };
+    names
+        .iter()
+        .map(|n| {
+            let kept: Vec<&str> = n
+                .split(' ')
+                .filter(|w| !shared.iter().any(|s| s == w))
+                .collect();
+            match kept.is_empty() {
+                true => n.to_string(),
+                false => kept.join(" "),
+            }
+        })
+        .collect()
+}
+
 /// Whether the positive values a figure draws span a factor of 10.
 fn spans_decade(series: &BTreeMap<String, Vec<Point>>) -> bool {
     let ys = series.values().flatten().flat_map(|p| {
@@ -1419,8 +1446,10 @@ fn x_range(x: &XAxis, x0: f64, x1: f64) -> (f64, f64, &str) {
 /// type: about 7 px a character, plus the swatch), at most 40% of the
 /// figure's width `w`.
 fn legend_width(w: u32, look: &Look<'_>, series: &BTreeMap<String, Vec<Point>>) -> u32 {
-    let longest = series
-        .keys()
+    let names: Vec<&String> = series.keys().collect();
+    let shown = distinct_parts(&names);
+    let longest = shown
+        .iter()
         .chain(look.levels.iter().map(|l| &l.label))
         .map(|k| k.chars().count())
         .max()
@@ -1462,6 +1491,9 @@ impl Frame<'_> {
     /// The x tick label: a decade, a number, a step or a config's name.
     fn x_label(&self, x: f64) -> String {
         match self.look.x {
+            // Under three decades a log axis has one or two powers of ten:
+            // label its other ticks too.
+            XAxis::Slots if self.x.1 / self.x.0 < 1000.0 => tick(x),
             XAxis::Slots => decade_label(x),
             XAxis::Slice { .. } | XAxis::Metric { .. } => tick(x),
             XAxis::Step => format!("{x:.0}"),
@@ -1678,12 +1710,14 @@ fn draw_legend<DB: DrawingBackend>(
         )
     };
     let names = in_order(look.order, series.keys());
+    let shown = distinct_parts(&names);
     // (label, stroke, swatch spans): a solid swatch per series, the
     // level's own dashes after them.
     type Entry = (String, ShapeStyle, &'static [(i32, i32)]);
     let mut entries: Vec<Entry> = names
-        .into_iter()
-        .map(|n| (shorten(n), colour[n].stroke_width(3), &[(4, 22)][..]))
+        .iter()
+        .zip(&shown)
+        .map(|(n, s)| (shorten(s), colour[*n].stroke_width(3), &[(4, 22)][..]))
         .collect();
     for level in look.levels {
         entries.push((
