@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Draws a report's figures as PDF (`retbench report --pdf`, on a scratch copy)
+# Draws a report's figures (and its paper set) as PDF (`retbench report --pdf`, on a scratch copy)
 # and checks each with poppler (Debian: poppler-utils): it renders
 # (pdftoppm) and its text is text (pdftotext finds the figure's title).
 # Usage: scripts/check_pdf.sh [REPORT_DIR]   (default reports/recall)
@@ -14,7 +14,8 @@ trap 'rm -rf "$work"' EXIT
 cp -r "$src" "$work/report"
 cargo run --release --quiet -- report --pdf "$work/report" >/dev/null
 n=0
-for pdf in "$work"/report/figures/*.pdf; do
+shopt -s nullglob
+for pdf in "$work"/report/figures/*.pdf "$work"/report/paper/*.pdf; do
   svg="${pdf%.pdf}.svg"
   pdftoppm -r 30 -png -singlefile "$pdf" "$work/page" || { echo "$pdf does not render" >&2; exit 1; }
   test -s "$work/page.png" || { echo "$pdf rendered nothing" >&2; exit 1; }
