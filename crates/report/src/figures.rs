@@ -495,6 +495,13 @@ fn sweep(
     side_by_side(fig, inp, spec, (slice, "configs_"), &names, &unswept)
 }
 
+/// The x offset of series `i` of `m` side by side in one category (the
+/// category's middle 60%).
+pub(crate) fn dodge(i: usize, m: usize) -> f64 {
+    let m = m.max(1) as f64;
+    (i as f64 - (m - 1.0) / 2.0) * 0.6 / m
+}
+
 /// Final values of several configs: one category (the slice, or the
 /// metric), a point per config side by side in plan order, named by the
 /// legend (config names on an axis overprint each other).
@@ -506,12 +513,11 @@ fn side_by_side(
     names: &[String],
     rows: &[&SummaryRow],
 ) -> Result<(), ReportError> {
-    let m = names.len().max(1) as f64;
     let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
     for r in rows {
         let l = inp.label(r);
-        let i = names.iter().position(|o| *o == l).unwrap_or(0) as f64;
-        let x = (i - (m - 1.0) / 2.0) * 0.6 / m;
+        let i = names.iter().position(|o| *o == l).unwrap_or(0);
+        let x = dodge(i, names.len());
         series.entry(l).or_default().push(Point::of(x, r));
     }
     let category = match slice.is_empty() {
@@ -798,7 +804,7 @@ fn kept(f: &FigureSpec, params: &[String], r: &SummaryRow) -> bool {
 
 /// A panel's values as a file-name tag: runs of anything but letters,
 /// digits and dots become one underscore.
-fn panel_tag(panel: &[String]) -> String {
+pub(crate) fn panel_tag(panel: &[String]) -> String {
     panel
         .join("_")
         .chars()

@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use retbench_tasks::{MetricSpec, PaperFigure, Pick};
 use serde_json::Value;
 
-use crate::figures::{FigureSize, Figures, PALETTE, Point, XAxis};
+use crate::figures::{FigureSize, Figures, PALETTE, Point, XAxis, dodge, panel_tag};
 use crate::latex::escape;
-use crate::summary::{SummaryRow, clipped_ci, fmt_num, trim, value_text};
+use crate::summary::{SummaryRow, clipped_ci, fmt_bound, fmt_num, trim, value_text};
 use crate::{ReportError, write_atomic};
 
 /// Whether row `r` is one of `pick`'s configs: every `where` entry is the
@@ -173,7 +173,11 @@ pub fn render(
             Some(by) if !f.groups.is_empty() => {
                 for (g, pick) in f.groups.iter().enumerate() {
                     let mine: Vec<&Cell<'_>> = cells.iter().filter(|c| c.group == g).collect();
-                    let name = format!("{}_{}", f.name, file_tag(&pick.label));
+                    let name = format!(
+                        "{}_{}",
+                        f.name,
+                        panel_tag(std::slice::from_ref(&pick.label))
+                    );
                     let what = format!("{}, {}", heading(f, &format!("by {by}")), pick.label);
                     by_figure(&mut fig, f, spec, (&name, &what), by, &mine)?;
                 }
@@ -196,14 +200,6 @@ fn heading(f: &PaperFigure, default: &str) -> String {
         true => default.to_string(),
         false => f.title.clone(),
     }
-}
-
-/// A group's label as part of a file name.
-fn file_tag(label: &str) -> String {
-    label
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-        .collect()
 }
 
 /// One figure of lines against slice key `by`, a point per value.
@@ -246,10 +242,9 @@ fn comparison(
     // Series sit side by side in each group; a figure without groups has
     // one, named by its slice (or metric), and the legend names the series
     // (eight names in a row would not fit a column's width).
-    let m = f.series.len() as f64;
     let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
     for c in cells {
-        let x = c.group as f64 + (c.series as f64 - (m - 1.0) / 2.0) * 0.6 / m;
+        let x = c.group as f64 + dodge(c.series, f.series.len());
         let label = f.series[c.series].label.clone();
         series.entry(label).or_default().push(Point::of(x, c.row));
     }
@@ -445,16 +440,9 @@ fn num_order(a: &str, b: &str) -> std::cmp::Ordering {
 /// "0.973 [0.87, 1] (n=3)".
 fn cell_text(r: &SummaryRow, spec: Option<&MetricSpec>) -> String {
     let ci = clipped_ci(r, spec)
-        .map(|(lo, hi)| format!(" [{}, {}]", bound(lo), bound(hi)))
+        .map(|(lo, hi)| format!(" [{}, {}]", trim(&fmt_bound(lo)), trim(&fmt_bound(hi))))
         .unwrap_or_default();
     format!("{}{ci} (n={})", trim(&value_text(r)), r.n)
-}
-
-fn bound(x: f64) -> String {
-    match x.is_infinite() {
-        true => "∞".into(),
-        false => trim(&fmt_num(x)),
-    }
 }
 
 #[cfg(test)]

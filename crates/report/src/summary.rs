@@ -312,7 +312,7 @@ pub(crate) fn value_text(r: &SummaryRow) -> String {
 }
 
 /// An interval's end: a censored upper end is unbounded.
-fn fmt_bound(x: f64) -> String {
+pub(crate) fn fmt_bound(x: f64) -> String {
     match x.is_infinite() {
         true => "∞".into(),
         false => fmt_num(x),
