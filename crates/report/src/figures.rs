@@ -33,6 +33,7 @@ use retbench_core::fsutil::FileError;
 
 use crate::ReportError;
 use crate::summary::{SummaryRow, short_value};
+use crate::ticks::log_ticks;
 
 /// The x axis of sweeps, when the suite varies it.
 const X_PARAM: &str = "retention.slots";
@@ -1144,31 +1145,154 @@ impl<'a> Figures<'a> {
     }
 }
 
-/// Series names without the words every one of them shares (a legend
-/// of configs that differ in one parameter names that parameter only);
-/// names that would be left empty are kept whole.
-fn distinct_parts(names: &[&String]) -> Vec<String> {
-    let words = |n: &str| n.split(' ').map(str::to_string).collect::<Vec<_>>();
-    let shared: Vec<String> = match names.split_first() {
-        Some((first, rest)) if !rest.is_empty() => words(first)
-            .into_iter()
-            .filter(|w| rest.iter().all(|n| n.split(' ').any(|x| x == w)))
+/// Series names as a legend shows them, each at most `fit` characters
+/// where that can be done without two reading the same: first without
+/// the words every one of them shares (a legend of configs that differ in
+/// one parameter names that parameter only; names left empty are kept
+/// whole), then, while one is longer than `fit`, with structured values
+/// shown by their kind (`task=recall(keys=16,…)` as `task=recall`) or
+/// else without their fields' names (`append(fifo,chunk(2))`), then
+/// without whole parameters that the others determine (`steps=3000` where
+/// `base_steps` already tells the configs apart), longest first. What
+/// still does not fit loses its middle when drawn.
+fn distinct_parts(names: &[&String], fit: usize) -> Vec<String> {
+    let mut words: Vec<Vec<String>> = names
+        .iter()
+        .map(|n| n.split(' ').map(str::to_string).collect())
+        .collect();
+    let shared: Vec<String> = match words.split_first() {
+        Some((first, rest)) if !rest.is_empty() => first
+            .iter()
+            .filter(|w| rest.iter().all(|n| n.contains(w)))
+            .cloned()
             .collect(),
         _ => Vec::new(),
     };
-    names
-        .iter()
-        .map(|n| {
-            let kept: Vec<&str> = n
-                .split(' ')
-                .filter(|w| !shared.iter().any(|s| s == w))
-                .collect();
-            match kept.is_empty() {
-                true => n.to_string(),
-                false => kept.join(" "),
-            }
-        })
-        .collect()
+    for n in words.iter_mut() {
+        let kept: Vec<String> = n.iter().filter(|w| !shared.contains(w)).cloned().collect();
+        if !kept.is_empty() {
+            *n = kept;
+        }
+    }
+    let too_long = |w: &[Vec<String>]| w.iter().any(|n| n.join(" ").chars().count() > fit);
+    for shorter in [without_fields, without_field_names] {
+        if !too_long(&words) {
+            break;
+        }
+        let next: Vec<Vec<String>> = words
+            .iter()
+            .map(|n| n.iter().map(|w| shorter(w)).collect())
+            .collect();
+        if all_distinct(&next) {
+            words = next;
+        }
+    }
+    while too_long(&words) {
+        let Some(next) = droppable(&words) else { break };
+        words = next;
+    }
+    words.iter().map(|n| n.join(" ")).collect()
+}
+
+/// `task=recall(keys=16,…)` as `task=recall`: a structured value by its kind.
+fn without_fields(word: &str) -> String {
+    match word.split_once('(') {
+        Some((head, _)) if word.ends_with(')') => head.to_string(),
+        _ => word.to_string(),
+    }
+}
+
+/// `append(evict=fifo,source=chunk(size=2))` as `append(fifo,chunk(2))`:
+/// a structured value's fields by their values alone.
+fn without_field_names(word: &str) -> String {
+    let mut out = String::with_capacity(word.len());
+    let mut rest = word;
+    let mut depth = 0;
+    while let Some(c) = rest.chars().next() {
+        let at_field = depth > 0 && (out.ends_with('(') || out.ends_with(','));
+        let name_len = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+            .filter(|&n| n > 0 && rest[n..].starts_with('='));
+        if let (true, Some(n)) = (at_field, name_len) {
+            rest = &rest[n + 1..];
+            continue;
+        }
+        depth += match c {
+            '(' => 1,
+            ')' => -1,
+            _ => 0,
+        };
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+/// Labels cut to `fit` characters with … in place of their middle; where
+/// the even cut makes two read the same, the cut moves (more of the head
+/// or of the tail kept) to a place where they differ, if one exists.
+fn ellipsized(labels: &[String], fit: usize) -> Vec<String> {
+    let cut = |t: &str, tail: usize| {
+        let chars: Vec<char> = t.chars().collect();
+        if chars.len() <= fit {
+            return t.to_string();
+        }
+        let head = fit - 1 - tail;
+        let (a, b) = (&chars[..head], &chars[chars.len() - tail..]);
+        format!(
+            "{}…{}",
+            a.iter().collect::<String>(),
+            b.iter().collect::<String>()
+        )
+    };
+    let even = fit.saturating_sub(1) - fit.saturating_sub(1) / 2;
+    let tails = (0..fit.saturating_sub(1)).map(|d| {
+        // even, even + 1, even - 1, even + 2, …
+        let step = d.div_ceil(2);
+        if d % 2 == 1 {
+            even + step
+        } else {
+            even.saturating_sub(step)
+        }
+    });
+    let cuts = |tail: usize| labels.iter().map(|l| cut(l, tail)).collect::<Vec<_>>();
+    tails
+        .filter(|&t| t < fit)
+        .map(cuts)
+        .find(|c| c.iter().collect::<std::collections::BTreeSet<_>>().len() == labels.len())
+        .unwrap_or_else(|| cuts(even))
+}
+
+/// Whether no two labels (as word lists) read the same or are empty.
+fn all_distinct(words: &[Vec<String>]) -> bool {
+    let set: std::collections::BTreeSet<String> = words.iter().map(|n| n.join(" ")).collect();
+    set.len() == words.len() && words.iter().all(|n| !n.is_empty())
+}
+
+/// The labels without the longest parameter (`name=…`) whose removal
+/// leaves them distinct; None when every parameter is needed.
+fn droppable(words: &[Vec<String>]) -> Option<Vec<Vec<String>>> {
+    let key = |w: &str| w.split_once('=').map(|(k, _)| k.to_string());
+    let mut keys: BTreeMap<String, usize> = BTreeMap::new();
+    for w in words.iter().flatten() {
+        if let Some(k) = key(w) {
+            *keys.entry(k).or_default() += w.chars().count();
+        }
+    }
+    let mut keys: Vec<(String, usize)> = keys.into_iter().collect();
+    keys.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    keys.into_iter().find_map(|(k, _)| {
+        let next: Vec<Vec<String>> = words
+            .iter()
+            .map(|n| {
+                n.iter()
+                    .filter(|w| key(w).as_ref() != Some(&k))
+                    .cloned()
+                    .collect()
+            })
+            .collect();
+        all_distinct(&next).then_some(next)
+    })
 }
 
 /// Whether the positive values a figure draws span a factor of 10.
@@ -1318,11 +1442,8 @@ fn draw<DB: DrawingBackend>(
     let (x0, x1, x_desc) = x_range(look.x, x0, x1);
     let configs = matches!(look.x, XAxis::Configs(_));
     let legend = !configs || !look.levels.is_empty();
-    let legend_w = if legend {
-        legend_width(root.dim_in_pixel().0, look, series)
-    } else {
-        0
-    };
+    let entries = Legend::of(root.dim_in_pixel().0, look, series);
+    let legend_w = if legend { entries.width } else { 0 };
     // The title spans the figure; the chart and its legend share the rest.
     let title = fit(
         root,
@@ -1354,20 +1475,26 @@ fn draw<DB: DrawingBackend>(
         look.x,
         XAxis::Slots | XAxis::Slice { log: true, .. } | XAxis::Metric { log: true, .. }
     );
+    // Log axes take their ticks from `ticks::log_ticks` (at least three
+    // labelled, never the same twice).
+    let (lx, ly) = (log_ticks(x0, x1), log_ticks(y0, y1));
     match (log_x, look.log_y) {
         (true, true) => frame.plot(
             builder
-                .build_cartesian_2d((x0..x1).log_scale(), (y0..y1).log_scale())
+                .build_cartesian_2d(
+                    (x0..x1).log_scale().with_key_points(lx),
+                    (y0..y1).log_scale().with_key_points(ly),
+                )
                 .map_err(plot_err)?,
         )?,
         (true, false) => frame.plot(
             builder
-                .build_cartesian_2d((x0..x1).log_scale(), y0..y1)
+                .build_cartesian_2d((x0..x1).log_scale().with_key_points(lx), y0..y1)
                 .map_err(plot_err)?,
         )?,
         (false, true) => frame.plot(
             builder
-                .build_cartesian_2d(x0..x1, (y0..y1).log_scale())
+                .build_cartesian_2d(x0..x1, (y0..y1).log_scale().with_key_points(ly))
                 .map_err(plot_err)?,
         )?,
         (false, false) => frame.plot(
@@ -1377,7 +1504,7 @@ fn draw<DB: DrawingBackend>(
         )?,
     }
     if legend {
-        draw_legend(&legend_area, legend_w, look, series, colour)?;
+        draw_legend(&legend_area, &entries, look, colour)?;
     }
     Ok(())
 }
@@ -1448,19 +1575,35 @@ fn x_range(x: &XAxis, x0: f64, x1: f64) -> (f64, f64, &str) {
     }
 }
 
-/// The legend strip's width: as wide as the longest label needs (13 px
-/// type: about 7 px a character, plus the swatch), at most 40% of the
-/// figure's width `w`.
-fn legend_width(w: u32, look: &Look<'_>, series: &BTreeMap<String, Vec<Point>>) -> u32 {
-    let names: Vec<&String> = series.keys().collect();
-    let shown = distinct_parts(&names);
-    let longest = shown
-        .iter()
-        .chain(look.levels.iter().map(|l| &l.label))
-        .map(|k| k.chars().count())
-        .max()
-        .unwrap_or(0);
-    (longest as u32 * 7 + 40).min(w * 2 / 5)
+/// A figure's legend: its series in the order listed, the label each
+/// shows, and the strip's width.
+struct Legend<'s> {
+    names: Vec<&'s String>,
+    shown: Vec<String>,
+    width: u32,
+}
+
+impl<'s> Legend<'s> {
+    /// The strip is as wide as the longest label needs (13 px type: about
+    /// 7 px a character, plus the swatch), at most 40% of the figure's
+    /// width `w`; labels are shortened to fit it (`distinct_parts`).
+    fn of(w: u32, look: &Look<'_>, series: &'s BTreeMap<String, Vec<Point>>) -> Self {
+        let cap = w * 2 / 5;
+        let names = in_order(look.order, series.keys());
+        let shown = distinct_parts(&names, (cap.saturating_sub(40) / 7) as usize);
+        let longest = shown
+            .iter()
+            .chain(look.levels.iter().map(|l| &l.label))
+            .map(|k| k.chars().count())
+            .max()
+            .unwrap_or(0);
+        let width = (longest as u32 * 7 + 40).min(cap);
+        Legend {
+            names,
+            shown,
+            width,
+        }
+    }
 }
 
 /// What the chart of one figure draws, whatever its axes' scales.
@@ -1693,37 +1836,22 @@ impl Frame<'_> {
 /// own dashes; labels too long for the strip are shortened.
 fn draw_legend<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
-    legend_w: u32,
+    legend: &Legend<'_>,
     look: &Look<'_>,
-    series: &BTreeMap<String, Vec<Point>>,
     colour: &BTreeMap<String, RGBColor>,
 ) -> Result<(), String> {
-    let fit = (legend_w.saturating_sub(40) / 7).max(4) as usize;
-    // Long names lose their middle: configs that share a prefix differ
-    // at the end, and two entries must not read the same.
-    let shorten = |t: &str| {
-        let chars: Vec<char> = t.chars().collect();
-        if chars.len() <= fit {
-            return t.to_string();
-        }
-        let head = (fit - 1) / 2;
-        let tail = fit - 1 - head;
-        let (a, b) = (&chars[..head], &chars[chars.len() - tail..]);
-        format!(
-            "{}…{}",
-            a.iter().collect::<String>(),
-            b.iter().collect::<String>()
-        )
-    };
-    let names = in_order(look.order, series.keys());
-    let shown = distinct_parts(&names);
+    let fit = (legend.width.saturating_sub(40) / 7).max(4) as usize;
+    // Long names lose their middle, where they do not differ.
+    let shown = ellipsized(&legend.shown, fit);
+    let shorten = |t: &String| ellipsized(std::slice::from_ref(t), fit).remove(0);
     // (label, stroke, swatch spans): a solid swatch per series, the
     // level's own dashes after them.
     type Entry = (String, ShapeStyle, &'static [(i32, i32)]);
-    let mut entries: Vec<Entry> = names
+    let mut entries: Vec<Entry> = legend
+        .names
         .iter()
-        .zip(&shown)
-        .map(|(n, s)| (shorten(s), colour[*n].stroke_width(3), &[(4, 22)][..]))
+        .zip(shown)
+        .map(|(n, s)| (s, colour[*n].stroke_width(3), &[(4, 22)][..]))
         .collect();
     for level in look.levels {
         entries.push((
@@ -1876,5 +2004,80 @@ mod level_and_pooling_tests {
         assert!(!gap0.contains("values without keys"));
         assert!(gap0.contains("everywhere (0.5)"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
+
+#[cfg(test)]
+mod legend_tests {
+    use super::distinct_parts;
+
+    fn shown(names: &[&str], fit: usize) -> Vec<String> {
+        let owned: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        distinct_parts(&owned.iter().collect::<Vec<_>>(), fit)
+    }
+
+    #[test]
+    fn shared_words_go_first_and_short_labels_stay_whole() {
+        assert_eq!(
+            shown(&["write=append d=64", "write=append d=128"], 40),
+            ["d=64", "d=128"]
+        );
+        assert_eq!(shown(&["same", "same"], 40), ["same", "same"]);
+    }
+
+    #[test]
+    fn long_labels_lose_fields_and_determined_parameters_but_stay_distinct() {
+        // The frozen suite's six configs: two tasks, three regimes.
+        let names = [
+            "task=recall(keys=16,pairs=8) frozen=false base_steps=null steps=3000",
+            "task=recall(keys=16,pairs=8) frozen=true base_steps=1500 steps=1500",
+            "task=recall(keys=16,pairs=8) frozen=false base_steps=1500 steps=1500",
+            "task=entity(entities=32) frozen=false base_steps=null steps=3000",
+            "task=entity(entities=32) frozen=true base_steps=1500 steps=1500",
+            "task=entity(entities=32) frozen=false base_steps=1500 steps=1500",
+        ];
+        let got = shown(&names, 40);
+        assert_eq!(got[0], "task=recall frozen=false steps=3000");
+        let set: std::collections::BTreeSet<&String> = got.iter().collect();
+        assert_eq!(set.len(), names.len(), "{got:?}");
+        assert!(got.iter().all(|g| g.chars().count() <= 40), "{got:?}");
+        // Field values stay where the kind alone would not tell configs
+        // apart; their names go.
+        let same_kind = shown(
+            &[
+                "task=recall(keys=16,pairs=8) lr=0.003 batch=32 steps=1500",
+                "task=recall(keys=32,pairs=12) lr=0.003 batch=32 steps=1500",
+            ],
+            10,
+        );
+        assert_eq!(same_kind[0], "task=recall(16,8)");
+    }
+}
+
+#[cfg(test)]
+mod shortening_tests {
+    use super::{ellipsized, without_field_names};
+
+    #[test]
+    fn fields_keep_their_values_and_lose_their_names() {
+        assert_eq!(
+            without_field_names("write=append(evict=fifo,source=chunk(size=2))"),
+            "write=append(fifo,chunk(2))"
+        );
+        assert_eq!(without_field_names("lr=0.003"), "lr=0.003");
+    }
+
+    #[test]
+    fn the_cut_moves_to_where_labels_differ() {
+        let labels = [
+            "write=append(fifo,chunk(2)) gate=none".to_string(),
+            "write=append(lru,chunk(2)) gate=none".to_string(),
+        ];
+        // An even cut keeps "write=ap" and "2)) gate=none": the same text.
+        let got = ellipsized(&labels, 22);
+        assert_ne!(got[0], got[1], "{got:?}");
+        assert!(got.iter().all(|g| g.chars().count() == 22), "{got:?}");
+        // Labels that fit stay whole.
+        assert_eq!(ellipsized(&labels, 60), labels);
     }
 }

@@ -4,9 +4,9 @@
 //! font (the one the figures are drawn with), which gives every label its
 //! box on the canvas; the strokes give the series. A figure passes when
 //! no two labels overlap, no label leaves the canvas, each axis has at
-//! least three labelled ticks (a numeric one; named categories are
-//! labelled one by one), a figure of several series has a legend
-//! whose entries differ, it draws at most [`MAX_SERIES`] series, and an
+//! least three labelled ticks (a numeric one; named categories and the
+//! whole-number values of a count are labelled one by one), a figure of
+//! several series has a legend whose entries differ, it draws at most [`MAX_SERIES`] series, and an
 //! axis of a discrete slice (gap, updates, sessions …) labels no fraction.
 //!
 //! How the roles of text are told apart, from the drawing alone: tick
@@ -283,21 +283,24 @@ fn ticks(d: &Drawing, out: &mut Vec<Defect>) {
     }
     for (y, row) in &rows {
         let distinct: BTreeSet<&str> = row.iter().map(|l| l.text.as_str()).collect();
-        // Named categories are all labelled by construction; a scale needs
+        // The axis's name is the nearest centred text below the row.
+        let name = names
+            .iter()
+            .filter(|n| key(n.y) > *y)
+            .min_by_key(|n| key(n.y) - y)
+            .filter(|n| DISCRETE_KEYS.contains(&n.text.as_str()));
+        // Named categories are all labelled by construction, and so are
+        // the whole-number values of a count (gap 0 and 1); a scale needs
         // enough numbers to be read.
         let numeric = distinct.iter().all(|t| t.parse::<f64>().is_ok());
-        if numeric && distinct.len() < MIN_TICKS {
+        let counts = name.is_some() && !distinct.iter().any(|t| fractional(t));
+        if numeric && !counts && distinct.len() < MIN_TICKS {
             out.push(Defect::FewTicks {
                 axis: "x",
                 labels: distinct.len(),
             });
         }
-        // The axis's name is the nearest centred text below the row.
-        let name = names
-            .iter()
-            .filter(|n| key(n.y) > *y)
-            .min_by_key(|n| key(n.y) - y);
-        if let Some(name) = name.filter(|n| DISCRETE_KEYS.contains(&n.text.as_str())) {
+        if let Some(name) = name {
             for t in distinct.iter().filter(|t| fractional(t)) {
                 out.push(Defect::FractionalTick {
                     key: name.text.clone(),

@@ -19,6 +19,7 @@ pub mod layout;
 pub mod paper;
 mod pdf;
 mod summary;
+mod ticks;
 
 use std::path::{Path, PathBuf};
 

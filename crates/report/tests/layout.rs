@@ -110,7 +110,11 @@ fn hand_drawn(x_ticks: &[&str], legend: &[&str], series: usize, x_name: &str) ->
     s += "</svg>\n";
     let dir = std::env::temp_dir().join(format!("retbench-layout-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let p = dir.join(format!("{}_{}_{series}.svg", x_ticks.len(), legend.len()));
+    let p = dir.join(format!(
+        "{x_name}_{}_{}_{series}.svg",
+        x_ticks.len(),
+        legend.len()
+    ));
     std::fs::write(&p, s).unwrap();
     p
 }
@@ -130,6 +134,18 @@ fn a_readable_figure_passes_and_each_rule_can_fail_it() {
         vec![Defect::FractionalTick {
             key: "gap".into(),
             tick: "1.5".into()
+        }]
+    );
+    // Two values of a count (gap 0 and 1) are two categories, each
+    // labelled; two ticks of a scale are too few to read it.
+    let two_gaps = hand_drawn(&["0", "1"], &["a", "b"], 2, "gap");
+    assert_eq!(check_svg(&two_gaps).unwrap(), vec![]);
+    let two_loads = hand_drawn(&["0", "1"], &["a", "b"], 2, "load");
+    assert_eq!(
+        check_svg(&two_loads).unwrap(),
+        vec![Defect::FewTicks {
+            axis: "x",
+            labels: 2
         }]
     );
     // The same ticks on a continuous axis are fine.
