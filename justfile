@@ -111,3 +111,10 @@ check-pdf dir="reports/recall":
 # a screenshot of each page).
 check-html *dirs:
     scripts/check_html.sh {{dirs}}
+
+# Submit the scaling and recall smoke profiles to a real single-node Slurm
+# cluster (installed and started by scripts/slurm_cluster.sh; needs root or
+# sudo) and hold the results to local runs; resume after a cancelled task.
+check-slurm:
+    cargo build --release
+    RETBENCH=target/release/retbench scripts/slurm_check.sh

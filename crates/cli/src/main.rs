@@ -3,6 +3,7 @@
 //! to the exit codes of docs/GUIDE.md (2 for bad input: usage, YAML, files).
 
 mod alloc;
+mod slurm;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -108,10 +109,13 @@ enum Command {
         /// Runs in parallel [default: every core]; each run gets cores/jobs kernel threads.
         #[arg(long, value_parser = parse_jobs)]
         jobs: Option<usize>,
+        /// The cores to use [default: every core of the machine], e.g. $SLURM_CPUS_PER_TASK.
+        #[arg(long, value_parser = parse_jobs)]
+        cores: Option<usize>,
         /// Refuse runs estimated to need more memory than this (e.g. 8G, 512M) [default: the machine's RAM].
         #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
         max_memory: Option<u64>,
-        /// Take share I of N of the plan (0 <= I < N), e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.
+        /// Take share I of N of the plan (0 <= I < N): runs i with i mod N = I. `retbench slurm submit` writes the array job that runs every share.
         #[arg(long, value_name = "I/N", value_parser = parse_shard)]
         shard: Option<(usize, usize)>,
         /// Run only this run id (see `retbench plan --format ids`).
@@ -219,6 +223,12 @@ enum Command {
         /// Runs in parallel [default: every core].
         #[arg(long, value_parser = parse_jobs)]
         jobs: Option<usize>,
+        /// The cores to use [default: every core of the machine].
+        #[arg(long, value_parser = parse_jobs)]
+        cores: Option<usize>,
+        /// Run share I of N of every suite's plan (0 <= I < N; see `run --shard`).
+        #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+        shard: Option<(usize, usize)>,
         /// Refuse runs estimated to need more memory than this (e.g. 8G, 512M) [default: the machine's RAM].
         #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
         max_memory: Option<u64>,
@@ -273,6 +283,13 @@ enum Command {
         /// for bit (exit 1 on a mismatch); writes nothing.
         #[arg(long)]
         check: bool,
+    },
+    /// Run suites on a Slurm cluster: submit an array job of shards and a
+    /// report job after it; see the status of each shard; resubmit what is
+    /// missing (docs/CLUSTER.md).
+    Slurm {
+        #[command(subcommand)]
+        command: slurm::SlurmCommand,
     },
     /// Work with memory snapshots.
     Memory {
@@ -393,6 +410,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             profile,
             suites,
             jobs,
+            cores,
+            shard,
             max_memory,
             out,
             force,
@@ -404,7 +423,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             bench(
                 &suites,
                 profile.as_deref(),
-                jobs,
+                (jobs, cores, shard),
                 &limits(max_memory),
                 out.as_deref(),
                 (force, replan, require_clean),
@@ -427,6 +446,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             out,
             check,
         } => datasets(suites, profile.as_deref(), &out, check),
+        Command::Slurm { command } => slurm::dispatch(command).map(|_| Outcome::Ok),
         Command::Memory {
             command: MemoryCommand::Inspect { snapshot, format },
         } => inspect(&snapshot, format).map(|_| Outcome::Ok),
@@ -473,6 +493,7 @@ fn run_command(cmd: Command) -> anyhow::Result<Outcome> {
         profile,
         out,
         jobs,
+        cores,
         shard,
         only,
         force,
@@ -492,6 +513,7 @@ fn run_command(cmd: Command) -> anyhow::Result<Outcome> {
     let opts = RunOptions {
         out,
         jobs,
+        cores,
         shard,
         only,
         force,
@@ -863,7 +885,7 @@ fn run_suite(plan: &Plan, opts: &RunOptions, with_report: bool) -> anyhow::Resul
 fn bench(
     dir: &Path,
     profile: Option<&str>,
-    jobs: Option<usize>,
+    (jobs, cores, shard): (Option<usize>, Option<usize>, Option<(usize, usize)>),
     limits: &suite::Limits,
     out: Option<&Path>,
     (force, replan, require_clean): (bool, bool, bool),
@@ -877,14 +899,16 @@ fn bench(
         .iter()
         .map(|f| suite::load_with(f, profile, limits))
         .collect::<Result<Vec<_>, _>>()?;
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores =
+        cores.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     limit_candle_threads((cores / jobs.unwrap_or(cores).max(1)).max(1));
     let mut outcome = Outcome::Ok;
     for plan in &plans {
         let opts = RunOptions {
             out: out.map_or_else(|| default_out(plan), |o| o.join(&plan.suite)),
             jobs,
-            shard: None,
+            cores: Some(cores),
+            shard,
             only: None,
             force,
             replan,

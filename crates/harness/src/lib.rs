@@ -8,6 +8,7 @@ pub mod folder;
 pub mod provenance;
 pub mod readers;
 pub mod runner;
+pub mod slurm;
 pub mod suite;
 mod yaml_error;
 

@@ -46,6 +46,11 @@ pub struct RunOptions {
     pub out: PathBuf,
     /// Runs in parallel; `None` uses every core.
     pub jobs: Option<usize>,
+    /// The cores this process may use (jobs × kernel threads ≤ cores);
+    /// `None`: every core of the machine. A batch system's allocation
+    /// (`$SLURM_CPUS_PER_TASK`) is not visible to the process otherwise
+    /// when the site binds no CPUs (TaskPlugin=task/none).
+    pub cores: Option<usize>,
     /// (index, count), 0-based: this process takes runs i with i % count == index.
     pub shard: Option<(usize, usize)>,
     /// Run only this run id.
@@ -99,7 +104,9 @@ pub fn parse_shard(text: &str) -> Result<(usize, usize), String> {
 /// (jobs, kernel threads per run) for this plan and these options: never
 /// more jobs than runs left to do, and jobs × threads ≤ cores.
 pub fn schedule(plan: &Plan, opts: &RunOptions) -> (usize, usize) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cores = opts
+        .cores
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let store = RunFolder::new(&opts.out);
     let todo = select(plan, opts)
         .into_iter()
@@ -343,6 +350,14 @@ fn prepare<'p>(
     store.remove_stale_temp_files();
     store.write_plan(plan)?;
     Ok((selected, source, store))
+}
+
+/// What `run` checks of its output folder before anything is written,
+/// for executors that write the plan ahead of the runs (`slurm submit`):
+/// another plan there is refused, an earlier plan of the suite too unless
+/// `replan` (then reconciled as `run --replan` does).
+pub fn check_out(plan: &Plan, out: &std::path::Path, replan: bool) -> Result<(), RunError> {
+    same_plan_or_replan(&RunFolder::new(out), plan, replan)
 }
 
 /// Refuses to run `plan` into a folder that holds another plan: one of

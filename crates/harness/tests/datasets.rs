@@ -73,6 +73,7 @@ fn a_learned_run_records_its_dataset_files_sha256() {
     let opts = RunOptions {
         out: out.clone(),
         jobs: Some(1),
+        cores: None,
         shard: None,
         only: None,
         force: false,

@@ -35,6 +35,7 @@ fn opts(out: &Path) -> RunOptions {
     RunOptions {
         out: out.to_path_buf(),
         jobs: Some(1),
+        cores: None,
         shard: None,
         only: None,
         force: false,
