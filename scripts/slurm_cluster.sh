@@ -70,7 +70,9 @@ start() {
   write_conf
   sudo_ mkdir -p /run/munge
   sudo_ chown munge:munge /run/munge 2>/dev/null || true
-  if ! pgrep -x munged >/dev/null; then
+  if ! munge -n >/dev/null 2>&1; then
+    # A munged without its socket (its /run was cleared) serves no one.
+    [ -S /run/munge/munge.socket.2 ] || sudo_ pkill -x munged 2>/dev/null || true
     sudo_ runuser -u munge -- munged 2>/dev/null || sudo_ munged --force
     sudo_ touch "$dir/started-munged"   # ours to stop
   fi
