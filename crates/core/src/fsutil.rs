@@ -21,8 +21,41 @@ pub enum FileError {
     Bad { path: PathBuf, message: String },
 }
 
+/// This machine's name as temporary files carry it: the kernel's hostname
+/// with anything but letters, digits and dots dropped (`localhost` where
+/// it cannot be read). Processes on several nodes of a cluster write into
+/// one shared folder, and a pid alone is unique only on one node.
+pub fn host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let host: String = raw
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '.')
+        .collect();
+    if host.is_empty() {
+        "localhost".into()
+    } else {
+        host
+    }
+}
+
+/// The writer of a temporary file `write_atomic` names, as (host, pid);
+/// files from before host names were written give an empty host.
+pub fn temp_file_writer(file_name: &str) -> Option<(String, u32)> {
+    if !file_name.starts_with('.') {
+        return None;
+    }
+    let (_, rest) = file_name.split_once(".tmp-")?;
+    // <host>-<pid>-<thread>, or <pid>-<thread> before hosts were named.
+    let mut parts = rest.rsplitn(3, '-');
+    let _thread = parts.next()?;
+    let pid = parts.next()?.parse().ok()?;
+    Some((parts.next().unwrap_or("").to_string(), pid))
+}
+
 /// Writes `bytes` to `path` through a temporary file in the same folder
-/// (named `.<name>.tmp-<pid>-<thread>`): write, fsync the file, rename,
+/// (named `.<name>.tmp-<host>-<pid>-<thread>`: unique among the writers of
+/// a folder shared by a cluster's nodes): write, fsync the file, rename,
 /// fsync the folder. The folder is created if missing; on failure the
 /// temporary file is removed.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -42,8 +75,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         }
     }
     let tmp = dir.join(format!(
-        ".{}.tmp-{}-{:?}",
+        ".{}.tmp-{}-{}-{:?}",
         name.to_string_lossy(),
+        host_name(),
         std::process::id(),
         std::thread::current().id()
     ));
@@ -69,4 +103,29 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_files_name_their_writer() {
+        let dir = std::env::temp_dir().join(format!("retbench-fsutil-{}", std::process::id()));
+        let path = dir.join("x.json");
+        write_atomic(&path, b"{}").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"{}");
+        let name = format!(".x.json.tmp-{}-{}-ThreadId(7)", host_name(), 4321);
+        assert_eq!(temp_file_writer(&name), Some((host_name(), 4321)));
+        assert_eq!(
+            temp_file_writer(".x.json.tmp-node-12.cluster-99-ThreadId(1)"),
+            Some(("node-12.cluster".into(), 99))
+        );
+        assert_eq!(
+            temp_file_writer(".x.json.tmp-99-ThreadId(1)"),
+            Some((String::new(), 99))
+        );
+        assert_eq!(temp_file_writer("x.json"), None);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

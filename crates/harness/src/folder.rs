@@ -254,27 +254,38 @@ impl RunFolder {
         self.run_path(run_id).is_file()
     }
 
-    /// Removes temporary files left by writers that were killed (their
-    /// process is gone). Writers still alive, such as another shard writing
-    /// into the same folder, keep theirs. Needs /proc; elsewhere a no-op.
+    /// Removes temporary files left by writers that were killed: those of
+    /// this machine whose process is gone. Writers still alive, such as
+    /// another shard writing into the same folder, keep theirs; so do
+    /// writers on other nodes of a cluster sharing the folder (their pids
+    /// mean nothing here) unless their file is a day old. Needs /proc;
+    /// elsewhere a no-op.
     pub fn remove_stale_temp_files(&self) {
         if !Path::new("/proc/self").exists() {
             return;
         }
+        let here = retbench_core::fsutil::host_name();
+        let day = std::time::Duration::from_secs(24 * 3600);
         for dir in [self.dir.clone(), self.runs_dir(), self.failures_dir()] {
             let Ok(entries) = std::fs::read_dir(&dir) else {
                 continue;
             };
             for entry in entries.flatten() {
                 let name = entry.file_name().to_string_lossy().into_owned();
-                let Some((_, rest)) = name.split_once(".tmp-") else {
+                let Some((host, pid)) = retbench_core::fsutil::temp_file_writer(&name) else {
                     continue;
                 };
-                let pid = rest.split('-').next().unwrap_or("");
-                if name.starts_with('.')
-                    && !pid.is_empty()
-                    && !Path::new("/proc").join(pid).exists()
-                {
+                let stale = if host.is_empty() || host == here {
+                    !Path::new("/proc").join(pid.to_string()).exists()
+                } else {
+                    entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > day)
+                };
+                if stale {
                     let _ = std::fs::remove_file(entry.path());
                 }
             }

@@ -332,3 +332,40 @@ fn never_more_than_jobs_runs_in_flight_each_with_its_thread_share() {
         std::fs::remove_dir_all(out).unwrap();
     }
 }
+
+/// Shards on several nodes write into one folder: a run's start removes the
+/// temporary files of dead writers on its own machine, and no other's.
+#[test]
+fn stale_temp_files_are_removed_only_where_their_writer_is_known_dead() {
+    let out = scratch("temp-files");
+    let runs = out.join("runs");
+    std::fs::create_dir_all(&runs).unwrap();
+    let here = retbench_core::fsutil::host_name();
+    let me = std::process::id();
+    let dead = 999_999_999u32; // beyond pid_max: no such process
+    let files = [
+        (format!(".a.json.tmp-{here}-{dead}-ThreadId(1)"), false),
+        (format!(".b.json.tmp-{here}-{me}-ThreadId(1)"), true),
+        (format!(".c.json.tmp-{dead}-ThreadId(2)"), false), // no host: this one's
+        (
+            format!(".d.json.tmp-other-node.cluster-{dead}-ThreadId(1)"),
+            true,
+        ),
+        (format!(".e.json.tmp-other-node-{dead}-ThreadId(1)"), false), // a day old
+    ];
+    for (name, _) in &files {
+        std::fs::write(runs.join(name), b"{").unwrap();
+    }
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(runs.join(&files[4].0))
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    RunFolder::new(&out).remove_stale_temp_files();
+    for (name, kept) in &files {
+        assert_eq!(runs.join(name).exists(), *kept, "{name}");
+    }
+    std::fs::remove_dir_all(out).unwrap();
+}
