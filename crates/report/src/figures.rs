@@ -99,6 +99,15 @@ impl Point {
             },
         }
     }
+    /// A known level (chance), without interval or seeds.
+    pub fn level(x: f64, value: f64) -> Self {
+        Self {
+            x,
+            mean: value,
+            ci: None,
+            seeds: Vec::new(),
+        }
+    }
 }
 
 /// Tick labels without trailing zeros ("0.25", "1", "12000", "2.5e-5").

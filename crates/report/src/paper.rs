@@ -14,6 +14,9 @@ use retbench_tasks::{MetricSpec, PaperFigure, Pick};
 use serde_json::Value;
 
 use crate::figures::{FigureSize, Figures, PALETTE, Point, XAxis, dodge, panel_tag};
+
+/// Chance marks: the palette's grey.
+const CHANCE_COLOUR: plotters::style::RGBColor = PALETTE[7];
 use crate::latex::escape;
 use crate::summary::{SummaryRow, clipped_ci, fmt_bound, fmt_num, trim, value_text};
 use crate::{ReportError, write_atomic};
@@ -166,6 +169,8 @@ pub fn render(
             .enumerate()
             .map(|(i, p)| (p.label.clone(), PALETTE[i % PALETTE.len()]))
             .collect();
+        let mut colour = colour;
+        colour.insert(CHANCE.to_string(), CHANCE_COLOUR);
         let order = f.series.iter().map(|p| p.label.clone()).collect();
         let mut fig = Figures::new(dir, suite, colour, size, order);
         match &f.by {
@@ -211,6 +216,9 @@ fn by_figure(
     by: &str,
     cells: &[&Cell<'_>],
 ) -> Result<(), ReportError> {
+    if cells.iter().any(|c| c.x.parse::<f64>().is_err()) {
+        return by_categories(fig, f, spec, (name, what), by, cells);
+    }
     let (axis, xs) = by_axis(by, cells);
     let values: std::collections::BTreeSet<&str> = cells.iter().map(|c| c.x.as_str()).collect();
     if values.len() < 3 {
@@ -230,6 +238,64 @@ fn by_figure(
     }
     fig.emit_named(spec, name, what, "", "", axis, series)
 }
+
+/// A figure `by` a key whose values name categories (abilities' `query`):
+/// a group per value, in the order the results list them (the task's), the
+/// series side by side, and where the metric declares a `chance` level per
+/// value, a `chance` mark beside them: categories are no trend, and their
+/// chance levels differ.
+fn by_categories(
+    fig: &mut Figures<'_>,
+    f: &PaperFigure,
+    spec: &MetricSpec,
+    (name, what): (&str, &str),
+    by: &str,
+    cells: &[&Cell<'_>],
+) -> Result<(), ReportError> {
+    let mut names: Vec<String> = Vec::new();
+    for c in cells {
+        if !names.contains(&c.x) {
+            names.push(c.x.clone());
+        }
+    }
+    let chance: Vec<Option<f64>> = names
+        .iter()
+        .map(|v| {
+            let slice = format!("{by}={v}");
+            let r = spec
+                .references
+                .iter()
+                .find(|r| r.label == CHANCE && r.slice == slice);
+            r.map(|r| r.value)
+        })
+        .collect();
+    let marks = f.series.len() + usize::from(chance.iter().any(Option::is_some));
+    let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
+    for c in cells {
+        let g = names.iter().position(|n| *n == c.x).expect("listed above");
+        let x = g as f64 + dodge(c.series, marks);
+        let label = f.series[c.series].label.clone();
+        series.entry(label).or_default().push(Point::of(x, c.row));
+    }
+    for (g, level) in chance.iter().enumerate() {
+        if let Some(v) = level {
+            let x = g as f64 + dodge(f.series.len(), marks);
+            series
+                .entry(CHANCE.into())
+                .or_default()
+                .push(Point::level(x, *v));
+        }
+    }
+    let axis = XAxis::Groups {
+        names,
+        key: by.to_string(),
+        lines: false,
+    };
+    fig.emit_named(spec, name, what, "", "", axis, series)
+}
+
+/// The reference label a `by` figure over categories draws per category.
+pub const CHANCE: &str = "chance";
 
 /// Final values at the figure's slice: a point per series in each group,
 /// side by side.

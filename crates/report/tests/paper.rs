@@ -134,3 +134,46 @@ fn a_cell_two_configs_match_is_refused() {
         "{err}"
     );
 }
+
+/// A figure `by` a key whose values are names (abilities' `query`): a
+/// group per value in the results' order, the series side by side, and a
+/// `chance` mark per group at the metric's level for that value.
+#[test]
+fn a_by_figure_over_named_values_groups_them_and_marks_chance() {
+    let dir = common::run_folder("paper-named", "abilities");
+    let paper = serde_json::json!([
+        { "name": "per_query", "metric": "accuracy", "by": "query",
+          "series": [
+              { "label": "memory", "where": { "variant": "memory" } },
+              { "label": "none", "where": { "variant": "none" } },
+          ] },
+    ]);
+    common::write_plan(&dir, serde_json::json!({ "suite": "t", "paper": paper }));
+    let mut csv = String::from("run_id,suite,variant,seed,metric,slice,step,value\n");
+    for (variant, v) in [("memory", 0.9), ("none", 0.2)] {
+        for seed in 0..3 {
+            for q in ["extract", "order", "abstain"] {
+                csv.push_str(&format!(
+                    "{variant}{seed},t,{variant},{seed},accuracy,query={q},,{v}\n"
+                ));
+            }
+        }
+    }
+    std::fs::write(dir.join("results.csv"), csv).unwrap();
+    let out = retbench_report::report(&dir).unwrap();
+    let svg_path = dir.join("paper/per_query.svg");
+    assert!(out.paper.contains(&svg_path), "{:?}", out.paper);
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let at = |s: &str| {
+        svg.find(&format!(">\n{s}\n<"))
+            .unwrap_or_else(|| panic!("{s}"))
+    };
+    // The results' order, not the alphabet's; chance in the legend.
+    assert!(at("extract") < at("order") && at("order") < at("abstain"));
+    assert!(at("chance") > 0 && at("memory") > 0);
+    assert_eq!(check_svg(&svg_path).unwrap(), vec![]);
+    // Chance differs by value: 1/9 for extract and abstain, 1/2 for order
+    // (the abilities task's defaults), drawn as three grey marks.
+    let grey = svg.matches("fill=\"#7F7F7F\"").count();
+    assert_eq!(grey, 3, "a chance mark per group");
+}

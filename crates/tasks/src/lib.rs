@@ -5,6 +5,7 @@
 //! (config hash, seed, stream name), so quality metrics never depend on
 //! scheduling. The harness owns files and parallelism; tasks own science.
 
+pub mod abilities;
 pub mod continual;
 pub mod copy;
 pub mod drift;
@@ -43,6 +44,9 @@ pub enum TaskConfig {
     /// Drift under noisy writes: accuracy on first facts against later
     /// writes, with and without gates.
     Drift(drift::DriftConfig),
+    /// Five memory abilities across sessions: extraction, updates, time,
+    /// aggregation, abstention.
+    Abilities(abilities::AbilitiesConfig),
 }
 
 /// The blocks of a run config a task reads besides its own.
@@ -140,7 +144,15 @@ pub trait Task: Send + Sync {
 impl TaskConfig {
     /// Every task kind, as `kind:` names it; a test checks it against the
     /// enum.
-    pub const KINDS: &[&str] = &["scaling", "recall", "copy_probe", "copy", "entity", "drift"];
+    pub const KINDS: &[&str] = &[
+        "scaling",
+        "recall",
+        "copy_probe",
+        "copy",
+        "entity",
+        "drift",
+        "abilities",
+    ];
 
     /// The task behind this config: the only exhaustive match over kinds.
     pub fn task(&self) -> &dyn Task {
@@ -151,6 +163,7 @@ impl TaskConfig {
             TaskConfig::Copy(c) => c,
             TaskConfig::Entity(c) => c,
             TaskConfig::Drift(c) => c,
+            TaskConfig::Abilities(c) => c,
         }
     }
 

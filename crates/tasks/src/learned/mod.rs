@@ -129,6 +129,12 @@ pub trait Episodes {
     fn context(&self) -> Context;
     /// Name of the slice the labels give (`gap`).
     fn slice_key(&self) -> &'static str;
+    /// How first-slice label `label` is written in a slice (`gap=1`); a
+    /// task whose labels name categories (abilities: `query=update`) says
+    /// so here.
+    fn slice_label(&self, label: u8) -> String {
+        label.to_string()
+    }
     /// A batch of `batch` independent episodes, session by session.
     fn generate(&self, rng: &mut ChaCha8Rng, batch: usize) -> Vec<SessionData>;
     /// Session lengths of every episode.

@@ -102,7 +102,7 @@ impl Scores {
     pub(super) fn accuracy_metrics(&self, task: &dyn Episodes, metric: &str) -> Vec<Metric> {
         let mut out: Vec<Metric> = self
             .accuracy()
-            .map(|(l, a)| Metric::sliced(metric, task.slice_key(), l, a))
+            .map(|(l, a)| Metric::sliced(metric, task.slice_key(), task.slice_label(l), a))
             .collect();
         if let Some(key) = task.second_slice() {
             out.extend(

@@ -1,0 +1,994 @@
+//! Five memory abilities across sessions (suites/abilities.yaml): facts and
+//! updates about entities over several sessions, then a query session that
+//! mixes one query type per ability of a long-term memory (LongMemEval, Wu
+//! et al. 2024): information extraction, knowledge updates, temporal
+//! reasoning, aggregation over sessions and abstention. Each type is its own
+//! slice of `accuracy` (`query=<type>`) with its own chance level.
+//!
+//! ```text
+//! fact session s:  e1 v1  e2 v2 … (new entities, or updates) | Q ea  Q eb …   (in-session: ea's value)
+//! query session:   Q e   P e   R e1 e2   C e   S e1 e2 …                       (shuffled)
+//!                    ^ current value, or `unknown` if e was never stated
+//! ```
+//!
+//! | ability | slice | tokens | answer | chance |
+//! |---|---|---|---|---|
+//! | (in context) | `in_session` | `Q e` | the value just stated | 1/values |
+//! | extraction | `extract` | `Q e` | e's value, stated once and never changed | 1/(values+1) |
+//! | updates | `update` | `Q e` | e's latest value (changed ≥ 1 time) | 1/(values+1) |
+//! | temporal | `before` | `P e` | the value e held before its last change | 1/values |
+//! | temporal | `order` | `R e1 e2` | whichever of e1, e2 was stated last (different sessions) | 1/2 |
+//! | aggregation | `count` | `C e` | how many times e changed, capped at `count_cap` | 1/classes |
+//! | aggregation | `same` | `S e1 e2` | `yes` if e1 and e2 hold the same value now | 1/2 |
+//! | abstention | `abstain` | `Q e` | `unknown`: e was never stated | 1/(values+1) |
+//!
+//! The answers are balanced so that a model without memory can do no better
+//! than chance beyond the current session: a `Q e` of the query session asks
+//! about an unknown entity with probability 1/(values+1) (so `unknown` is as
+//! likely as each value), count classes and yes/no are drawn uniformly, and
+//! the order of e1, e2 is random. Answers are not part of the input (the
+//! target sits at a query's last token), so a query session reveals nothing
+//! to the next query. An episode whose story cannot give every query type
+//! (no entity changed twice, no two entities with the same value, …) is
+//! drawn again: the episodes are those stories conditioned on holding every
+//! type. `stale_answer_rate` (the `update` answers that were a superseded
+//! value) and the abstention scores ([`Abstentions`]) come with it.
+
+use rand::Rng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::learned::{
+    Context, Control, Episodes, LearnedTask, ScoredRow, Scorer, SessionData, StaleAnswers,
+};
+use crate::metric::{Metric, MetricSpec};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbilitiesConfig {
+    /// Entities to draw from; more than sessions × facts, so that some are
+    /// never stated (what abstention asks about).
+    #[serde(default = "thirty_two")]
+    pub entities: usize,
+    /// Values an entity can take.
+    #[serde(default = "eight")]
+    pub values: usize,
+    /// Fact sessions; the query session follows them.
+    #[serde(default = "three")]
+    pub sessions: usize,
+    /// Facts per fact session (distinct entities).
+    #[serde(default = "four")]
+    pub facts: usize,
+    /// Chance that a fact of a later session updates a known entity (else
+    /// it states a new one).
+    #[serde(default = "half")]
+    pub update_rate: f64,
+    /// In-session queries per fact session (about its own facts).
+    #[serde(default = "two")]
+    pub queries: usize,
+    /// Queries of the query session per type (`Q e` queries: three times
+    /// as many, split between extraction, update and abstention).
+    #[serde(default = "two")]
+    pub probes: usize,
+    /// The largest count a `count` query answers (`count_cap` stands
+    /// for that many changes or more).
+    #[serde(default = "two")]
+    pub count_cap: usize,
+    /// `sessions` (the context is cleared between them) or `full`.
+    #[serde(default)]
+    pub context: Context,
+}
+
+fn thirty_two() -> usize {
+    32
+}
+fn eight() -> usize {
+    8
+}
+fn four() -> usize {
+    4
+}
+fn three() -> usize {
+    3
+}
+fn two() -> usize {
+    2
+}
+fn half() -> f64 {
+    0.5
+}
+
+/// The query types, in slice-label order (label = index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Query {
+    InSession,
+    Extraction,
+    Update,
+    TemporalBefore,
+    TemporalOrder,
+    AggregationCount,
+    AggregationSame,
+    Abstention,
+}
+
+impl Query {
+    pub const ALL: [Query; 8] = [
+        Query::InSession,
+        Query::Extraction,
+        Query::Update,
+        Query::TemporalBefore,
+        Query::TemporalOrder,
+        Query::AggregationCount,
+        Query::AggregationSame,
+        Query::Abstention,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            Query::InSession => "in_session",
+            Query::Extraction => "extract",
+            Query::Update => "update",
+            Query::TemporalBefore => "before",
+            Query::TemporalOrder => "order",
+            Query::AggregationCount => "count",
+            Query::AggregationSame => "same",
+            Query::Abstention => "abstain",
+        }
+    }
+    pub fn label(self) -> u8 {
+        Query::ALL.iter().position(|q| *q == self).expect("listed") as u8
+    }
+}
+
+/// Markers of the query forms, in token order after `unknown`.
+#[derive(Debug, Clone, Copy)]
+enum Marker {
+    Current,
+    Before,
+    Recent,
+    Count,
+    Same,
+}
+
+/// How often an episode may be drawn again before the settings count as
+/// unable to give every query type.
+const MAX_DRAWS: usize = 200;
+
+impl AbilitiesConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.values < 2 {
+            return Err("task.values: at least 2, so that an update can change a value".into());
+        }
+        if !(2..=254).contains(&self.sessions) {
+            return Err("task.sessions: must be in 2..=254 (an update needs two sessions)".into());
+        }
+        if self.facts < 2 {
+            return Err("task.facts: at least 2 (two entities are compared)".into());
+        }
+        if self.entities <= self.sessions * self.facts {
+            return Err(format!(
+                "task.entities: must exceed sessions × facts = {}, so that some entity is never stated (abstention)",
+                self.sessions * self.facts
+            ));
+        }
+        if !(self.update_rate > 0.0 && self.update_rate < 1.0) {
+            return Err("task.update_rate: must be in (0, 1)".into());
+        }
+        if self.queries > self.facts {
+            return Err(format!(
+                "task.queries: at most {} (facts): a session asks about its own facts once",
+                self.facts
+            ));
+        }
+        if self.probes == 0 {
+            return Err("task.probes: must be at least 1".into());
+        }
+        if self.count_cap == 0 {
+            return Err("task.count_cap: must be at least 1".into());
+        }
+        self.check_draws()
+    }
+
+    /// Fails where stories that give every query type are too rare to draw.
+    fn check_draws(&self) -> Result<(), String> {
+        let mut rng = retbench_core::rng::stream("abilities", 0, "feasibility");
+        for _ in 0..16 {
+            if (0..MAX_DRAWS).all(|_| !Story::draw(self, &mut rng).complete(self)) {
+                return Err(format!(
+                    "task: an episode with every query type takes more than {MAX_DRAWS} draws at these settings; raise task.facts, task.sessions or task.update_rate, or lower task.count_cap"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Classes of a `count` answer: 0 changes up to the cap.
+    pub fn count_classes(&self) -> usize {
+        self.count_cap.min(self.sessions - 1) + 1
+    }
+
+    pub fn value_token(&self, v: u32) -> u32 {
+        (self.entities as u32) + v
+    }
+    pub fn count_token(&self, c: usize) -> u32 {
+        (self.entities + self.values + c) as u32
+    }
+    pub fn yes_token(&self) -> u32 {
+        (self.entities + self.values + self.count_classes()) as u32
+    }
+    pub fn no_token(&self) -> u32 {
+        self.yes_token() + 1
+    }
+    pub fn unknown_token(&self) -> u32 {
+        self.yes_token() + 2
+    }
+    fn marker(&self, m: Marker) -> u32 {
+        self.unknown_token() + 1 + m as u32
+    }
+    pub fn pad_token(&self) -> u32 {
+        self.marker(Marker::Same) + 1
+    }
+
+    fn fact_len(&self) -> usize {
+        2 * self.facts + 2 * self.queries
+    }
+    /// `3·probes` two-token `Q e`, `probes` each of `P e` and `C e`, and
+    /// `probes` each of the three-token `R e1 e2` and `S e1 e2`.
+    fn query_len(&self) -> usize {
+        2 * 5 * self.probes + 3 * 2 * self.probes
+    }
+
+    /// A batch of `batch` episodes, session by session.
+    pub fn generate(&self, rng: &mut ChaCha8Rng, batch: usize) -> Vec<SessionData> {
+        let mut out: Vec<SessionData> = self
+            .session_lengths()
+            .into_iter()
+            .map(|len| SessionData {
+                len,
+                stale: Some(Vec::with_capacity(batch * len)),
+                ..Default::default()
+            })
+            .collect();
+        for _ in 0..batch {
+            let story = Story::draw_complete(self, rng);
+            for (s, session) in out.iter_mut().enumerate().take(self.sessions) {
+                self.fact_session(&story, s, rng, session);
+            }
+            self.query_session(&story, rng, &mut out[self.sessions]);
+        }
+        out
+    }
+
+    fn session_lengths(&self) -> Vec<usize> {
+        let mut v = vec![self.fact_len(); self.sessions];
+        v.push(self.query_len());
+        v
+    }
+
+    /// Session `s`'s facts, then in-session queries about some of them.
+    fn fact_session(&self, story: &Story, s: usize, rng: &mut ChaCha8Rng, out: &mut SessionData) {
+        let facts = &story.sessions[s];
+        let pad = self.pad_token();
+        for &(e, v) in facts {
+            push(out, &[e as u32, self.value_token(v)], pad, None);
+        }
+        for &(e, v) in facts.choose_multiple(rng, self.queries) {
+            let target = Target {
+                answer: self.value_token(v),
+                label: Query::InSession.label(),
+                stale: Vec::new(),
+            };
+            push(
+                out,
+                &[self.marker(Marker::Current), e as u32],
+                pad,
+                Some(target),
+            );
+        }
+    }
+
+    /// The query session: every type's queries, shuffled.
+    fn query_session(&self, story: &Story, rng: &mut ChaCha8Rng, out: &mut SessionData) {
+        let mut kinds: Vec<Query> = Vec::with_capacity(7 * self.probes);
+        for _ in 0..3 * self.probes {
+            kinds.push(self.current_kind(rng));
+        }
+        for q in [
+            Query::TemporalBefore,
+            Query::TemporalOrder,
+            Query::AggregationCount,
+            Query::AggregationSame,
+        ] {
+            kinds.extend(std::iter::repeat_n(q, self.probes));
+        }
+        kinds.shuffle(rng);
+        for kind in kinds {
+            let p = self.probe(story, kind, rng);
+            let target = Target {
+                answer: p.answer,
+                label: kind.label(),
+                stale: p.stale,
+            };
+            push(out, &p.tokens, self.pad_token(), Some(target));
+        }
+    }
+
+    /// The type of a `Q e` query: unknown with probability 1/(values+1),
+    /// else extraction or update alike.
+    fn current_kind(&self, rng: &mut ChaCha8Rng) -> Query {
+        if rng.random_range(0..=self.values) == 0 {
+            Query::Abstention
+        } else if rng.random_bool(0.5) {
+            Query::Extraction
+        } else {
+            Query::Update
+        }
+    }
+
+    fn probe(&self, story: &Story, kind: Query, rng: &mut ChaCha8Rng) -> Probe {
+        let one = |m: Marker, e: usize, answer: u32| Probe {
+            tokens: vec![self.marker(m), e as u32],
+            answer,
+            stale: Vec::new(),
+        };
+        match kind {
+            Query::Extraction => {
+                let e = *story.with_changes(0, 0).choose(rng).expect("complete");
+                one(Marker::Current, e, self.value_token(story.current(e)))
+            }
+            Query::Update => {
+                let e = *story
+                    .with_changes(1, usize::MAX)
+                    .choose(rng)
+                    .expect("complete");
+                let mut p = one(Marker::Current, e, self.value_token(story.current(e)));
+                p.stale = story.superseded(e).map(|v| self.value_token(v)).collect();
+                p
+            }
+            Query::TemporalBefore => {
+                let e = *story
+                    .with_changes(1, usize::MAX)
+                    .choose(rng)
+                    .expect("complete");
+                one(Marker::Before, e, self.value_token(story.before(e)))
+            }
+            Query::AggregationCount => {
+                let c = rng.random_range(0..self.count_classes());
+                let e = *story.in_count_class(self, c).choose(rng).expect("complete");
+                one(Marker::Count, e, self.count_token(c))
+            }
+            Query::Abstention => {
+                let e = *story.unmentioned(self).choose(rng).expect("validated");
+                one(Marker::Current, e, self.unknown_token())
+            }
+            Query::TemporalOrder => self.order_probe(story, rng),
+            Query::AggregationSame => self.same_probe(story, rng),
+            Query::InSession => unreachable!("asked in fact sessions"),
+        }
+    }
+
+    /// `R e1 e2`: two entities last stated in different sessions, in random
+    /// order; the answer is the later one.
+    fn order_probe(&self, story: &Story, rng: &mut ChaCha8Rng) -> Probe {
+        let pairs = story.order_pairs();
+        let &(a, b) = pairs.choose(rng).expect("complete");
+        let later = if story.last_session(a) > story.last_session(b) {
+            a
+        } else {
+            b
+        };
+        let (e1, e2) = if rng.random_bool(0.5) { (a, b) } else { (b, a) };
+        Probe {
+            tokens: vec![self.marker(Marker::Recent), e1 as u32, e2 as u32],
+            answer: later as u32,
+            stale: Vec::new(),
+        }
+    }
+
+    /// `S e1 e2`: yes or no drawn alike, then a pair that gives it.
+    fn same_probe(&self, story: &Story, rng: &mut ChaCha8Rng) -> Probe {
+        let same = rng.random_bool(0.5);
+        let pairs = story.value_pairs(same);
+        let &(a, b) = pairs.choose(rng).expect("complete");
+        let (e1, e2) = if rng.random_bool(0.5) { (a, b) } else { (b, a) };
+        Probe {
+            tokens: vec![self.marker(Marker::Same), e1 as u32, e2 as u32],
+            answer: if same {
+                self.yes_token()
+            } else {
+                self.no_token()
+            },
+            stale: Vec::new(),
+        }
+    }
+}
+
+/// One query of the query session.
+struct Probe {
+    tokens: Vec<u32>,
+    answer: u32,
+    stale: Vec<u32>,
+}
+
+/// What a scored query adds besides its tokens: the answer, its slice
+/// label and its superseded values.
+struct Target {
+    answer: u32,
+    label: u8,
+    stale: Vec<u32>,
+}
+
+/// Appends `tokens` to the row `out` is building; a `target` sits at the
+/// last token (the others predict `pad`, unscored).
+fn push(out: &mut SessionData, tokens: &[u32], pad: u32, target: Option<Target>) {
+    let stale = out
+        .stale
+        .as_mut()
+        .expect("abilities sessions carry stale sets");
+    let last = tokens.len() - 1;
+    for (i, &t) in tokens.iter().enumerate() {
+        out.tokens.push(t);
+        match target.as_ref().filter(|_| i == last) {
+            Some(t) => {
+                out.targets.push(t.answer);
+                out.mask.push(1.0);
+                out.label.push(t.label);
+                stale.push(t.stale.clone());
+            }
+            None => {
+                out.targets.push(pad);
+                out.mask.push(0.0);
+                out.label.push(0);
+                stale.push(Vec::new());
+            }
+        }
+    }
+}
+
+/// What an episode's fact sessions state: the facts of each session, and
+/// per entity its values in order with the session of each.
+#[derive(Debug, Clone)]
+struct Story {
+    sessions: Vec<Vec<(usize, u32)>>,
+    history: Vec<Vec<(usize, u32)>>,
+}
+
+impl Story {
+    /// Fact sessions: each fact after the first session updates a known
+    /// entity not yet stated in the session with probability `update_rate`
+    /// (to a different value), else states a new entity.
+    fn draw(cfg: &AbilitiesConfig, rng: &mut ChaCha8Rng) -> Story {
+        let mut story = Story {
+            sessions: Vec::with_capacity(cfg.sessions),
+            history: vec![Vec::new(); cfg.entities],
+        };
+        for s in 0..cfg.sessions {
+            let mut facts: Vec<(usize, u32)> = Vec::with_capacity(cfg.facts);
+            for _ in 0..cfg.facts {
+                let known: Vec<usize> = story
+                    .mentioned()
+                    .filter(|e| facts.iter().all(|(f, _)| f != e))
+                    .collect();
+                let fact = match known.is_empty() || !rng.random_bool(cfg.update_rate) {
+                    true => {
+                        let fresh = story.unmentioned(cfg);
+                        let e = *fresh.choose(rng).expect("entities > sessions × facts");
+                        (e, rng.random_range(0..cfg.values as u32))
+                    }
+                    false => {
+                        let e = *known.choose(rng).expect("not empty");
+                        let v = rng.random_range(0..cfg.values as u32 - 1);
+                        let old = story.current(e);
+                        (e, if v >= old { v + 1 } else { v })
+                    }
+                };
+                story.history[fact.0].push((s, fact.1));
+                facts.push(fact);
+            }
+            story.sessions.push(facts);
+        }
+        story
+    }
+
+    /// The first story that gives every query type ([`Story::complete`]).
+    fn draw_complete(cfg: &AbilitiesConfig, rng: &mut ChaCha8Rng) -> Story {
+        loop {
+            let story = Story::draw(cfg, rng);
+            if story.complete(cfg) {
+                return story;
+            }
+        }
+    }
+
+    fn complete(&self, cfg: &AbilitiesConfig) -> bool {
+        !self.with_changes(0, 0).is_empty()
+            && (0..cfg.count_classes()).all(|c| !self.in_count_class(cfg, c).is_empty())
+            && !self.order_pairs().is_empty()
+            && !self.value_pairs(true).is_empty()
+            && !self.value_pairs(false).is_empty()
+    }
+
+    fn mentioned(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.history.len()).filter(|&e| !self.history[e].is_empty())
+    }
+    fn unmentioned(&self, cfg: &AbilitiesConfig) -> Vec<usize> {
+        (0..cfg.entities)
+            .filter(|&e| self.history[e].is_empty())
+            .collect()
+    }
+    fn changes(&self, e: usize) -> usize {
+        self.history[e].len().saturating_sub(1)
+    }
+    fn current(&self, e: usize) -> u32 {
+        self.history[e].last().expect("mentioned").1
+    }
+    fn before(&self, e: usize) -> u32 {
+        self.history[e][self.history[e].len() - 2].1
+    }
+    fn last_session(&self, e: usize) -> usize {
+        self.history[e].last().expect("mentioned").0
+    }
+    /// The distinct earlier values of `e` other than its current one.
+    fn superseded(&self, e: usize) -> impl Iterator<Item = u32> + '_ {
+        let now = self.current(e);
+        let mut old: Vec<u32> = self.history[e]
+            .iter()
+            .map(|h| h.1)
+            .filter(|&v| v != now)
+            .collect();
+        old.sort_unstable();
+        old.dedup();
+        old.into_iter()
+    }
+    /// Mentioned entities with `lo..=hi` changes.
+    fn with_changes(&self, lo: usize, hi: usize) -> Vec<usize> {
+        self.mentioned()
+            .filter(|&e| (lo..=hi).contains(&self.changes(e)))
+            .collect()
+    }
+    fn in_count_class(&self, cfg: &AbilitiesConfig, c: usize) -> Vec<usize> {
+        let top = cfg.count_classes() - 1;
+        match c < top {
+            true => self.with_changes(c, c),
+            false => self.with_changes(top, usize::MAX),
+        }
+    }
+    fn pairs(&self, keep: impl Fn(usize, usize) -> bool) -> Vec<(usize, usize)> {
+        let m: Vec<usize> = self.mentioned().collect();
+        let mut out = Vec::new();
+        for (i, &a) in m.iter().enumerate() {
+            out.extend(m[i + 1..].iter().filter(|&&b| keep(a, b)).map(|&b| (a, b)));
+        }
+        out
+    }
+    fn order_pairs(&self) -> Vec<(usize, usize)> {
+        self.pairs(|a, b| self.last_session(a) != self.last_session(b))
+    }
+    fn value_pairs(&self, same: bool) -> Vec<(usize, usize)> {
+        self.pairs(|a, b| (self.current(a) == self.current(b)) == same)
+    }
+}
+
+impl Episodes for AbilitiesConfig {
+    fn vocab(&self) -> usize {
+        self.pad_token() as usize + 1
+    }
+    fn context(&self) -> Context {
+        self.context
+    }
+    fn slice_key(&self) -> &'static str {
+        "query"
+    }
+    fn slice_label(&self, label: u8) -> String {
+        Query::ALL
+            .get(label as usize)
+            .map_or_else(|| label.to_string(), |q| q.name().to_string())
+    }
+    fn generate(&self, rng: &mut ChaCha8Rng, batch: usize) -> Vec<SessionData> {
+        AbilitiesConfig::generate(self, rng, batch)
+    }
+    fn lengths(&self) -> Vec<usize> {
+        self.session_lengths()
+    }
+    /// Chance differs by query type: one reference level per slice.
+    fn references(&self) -> Vec<(String, String, f64)> {
+        Query::ALL
+            .iter()
+            .map(|&q| {
+                let slice = format!("query={}", q.name());
+                ("chance".to_string(), slice, self.chance_of(q))
+            })
+            .collect()
+    }
+    /// Memory cleared before the query session: every query type but
+    /// `in_session` must fall to chance.
+    fn controls(&self) -> Vec<Control> {
+        match self.context {
+            Context::Sessions => vec![Control {
+                metric: "accuracy_memory_cleared",
+                about: "accuracy, memory cleared before the query session",
+                clear_before: self.sessions,
+            }],
+            Context::Full => Vec::new(),
+        }
+    }
+    fn bind_label(&self) -> Option<u8> {
+        Some(Query::Extraction.label())
+    }
+    fn in_session_label(&self) -> Option<u8> {
+        Some(Query::InSession.label())
+    }
+    fn scorers(&self) -> Vec<Box<dyn Scorer>> {
+        vec![
+            Box::new(StaleAnswers::default()),
+            Box::new(Abstentions::new(self.unknown_token())),
+        ]
+    }
+    fn telemetry(&self) -> bool {
+        true
+    }
+    fn dataset_config(&self) -> serde_json::Value {
+        crate::learned::without_layout(self)
+    }
+}
+
+impl AbilitiesConfig {
+    /// The accuracy of a uniform guess over the answers query type `q` can
+    /// have.
+    pub fn chance_of(&self, q: Query) -> f64 {
+        let answers = match q {
+            Query::InSession | Query::TemporalBefore => self.values,
+            Query::Extraction | Query::Update | Query::Abstention => self.values + 1,
+            Query::TemporalOrder | Query::AggregationSame => 2,
+            Query::AggregationCount => self.count_classes(),
+        };
+        1.0 / answers as f64
+    }
+}
+
+impl LearnedTask for AbilitiesConfig {
+    const KIND: &'static str = "abilities";
+    const ABOUT: &'static str = "five memory abilities across sessions (trains a model): extraction, updates, temporal order, aggregation, abstention";
+    fn check(&self) -> Result<(), String> {
+        AbilitiesConfig::validate(self)
+    }
+    fn vocab_field(&self) -> &'static str {
+        "task.entities"
+    }
+}
+
+/// Abstention scored as a classifier of "never stated": recall over the
+/// `abstain` queries, false abstention over the queries about known
+/// entities beyond the current session (`extract`, `update`), and
+/// precision over every scored answer that was `unknown`.
+#[derive(Debug)]
+pub struct Abstentions {
+    unknown: u32,
+    /// (abstained, abstention queries), (abstained, known queries),
+    /// (`unknown` answers on abstention queries, `unknown` answers)
+    recall: (usize, usize),
+    false_rate: (usize, usize),
+    precision: (usize, usize),
+}
+
+impl Abstentions {
+    pub fn new(unknown: u32) -> Self {
+        Abstentions {
+            unknown,
+            recall: (0, 0),
+            false_rate: (0, 0),
+            precision: (0, 0),
+        }
+    }
+}
+
+impl Scorer for Abstentions {
+    fn specs(&self, _key: &'static str) -> Vec<MetricSpec> {
+        vec![
+            MetricSpec::share(
+                "abstention_recall",
+                "queries about never-stated entities answered `unknown`",
+            ),
+            MetricSpec::share(
+                "abstention_precision",
+                "`unknown` answers that were about a never-stated entity",
+            ),
+            MetricSpec::share(
+                "false_abstention_rate",
+                "queries about known entities (extraction, update) answered `unknown`",
+            )
+            .lower(),
+        ]
+    }
+
+    fn add(&mut self, row: &ScoredRow<'_>) {
+        let abstain = Query::Abstention.label();
+        let known = [Query::Extraction.label(), Query::Update.label()];
+        for &p in row.positions {
+            let said = row.predictions[p] == self.unknown;
+            let label = row.data.label[p];
+            if label == abstain {
+                self.recall.0 += said as usize;
+                self.recall.1 += 1;
+            } else if known.contains(&label) {
+                self.false_rate.0 += said as usize;
+                self.false_rate.1 += 1;
+            }
+            if said {
+                self.precision.0 += (label == abstain) as usize;
+                self.precision.1 += 1;
+            }
+        }
+    }
+
+    /// Each share where it has a denominator (no `unknown` answers: no
+    /// precision).
+    fn metrics(&self, _key: &'static str) -> Vec<Metric> {
+        [
+            ("abstention_recall", self.recall),
+            ("abstention_precision", self.precision),
+            ("false_abstention_rate", self.false_rate),
+        ]
+        .into_iter()
+        .filter(|(_, (_, n))| *n > 0)
+        .map(|(name, (k, n))| Metric::new(name, k as f64 / n as f64))
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use retbench_core::rng::stream;
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+    fn cfg(json: &str) -> AbilitiesConfig {
+        serde_json::from_str(json).unwrap()
+    }
+
+    /// 12 entities, 3 sessions of 3 facts; by hand:
+    /// e0 = 1 (s0); e1 = 2 (s0) → 5 (s1); e2 = 3 (s0) → 4 (s1) → 6 (s2);
+    /// e3 = 3 (s1); e4 = 2 (s2); e5 = 1 (s2); e6..e11 never stated.
+    fn hand_built() -> (AbilitiesConfig, Story) {
+        let c = cfg(r#"{"entities": 12, "facts": 3}"#);
+        let sessions = vec![
+            vec![(0, 1), (1, 2), (2, 3)],
+            vec![(1, 5), (3, 3), (2, 4)],
+            vec![(2, 6), (4, 2), (5, 1)],
+        ];
+        let mut history = vec![Vec::new(); 12];
+        for (s, facts) in sessions.iter().enumerate() {
+            for &(e, v) in facts {
+                history[e].push((s, v));
+            }
+        }
+        (c, Story { sessions, history })
+    }
+
+    /// Draws `kind`'s query 300 times on the hand-built story; returns per
+    /// query (entities asked, answer token) and checks the marker and slice.
+    fn asked(kind: Query, marker: Marker) -> Vec<(Vec<u32>, u32)> {
+        let (c, story) = hand_built();
+        assert!(story.complete(&c));
+        let mut rng = stream("abilities-golden", 0, kind.name());
+        (0..300)
+            .map(|_| {
+                let p = c.probe(&story, kind, &mut rng);
+                assert_eq!(p.tokens[0], c.marker(marker), "{kind:?}");
+                (p.tokens[1..].to_vec(), p.answer)
+            })
+            .collect()
+    }
+
+    /// Every answer of `kind` against a hand-written table of entity →
+    /// answer; every entity of the table is asked.
+    fn golden(kind: Query, marker: Marker, table: &[(u32, u32)]) {
+        let table: HashMap<u32, u32> = table.iter().copied().collect();
+        let mut seen = BTreeSet::new();
+        for (es, answer) in asked(kind, marker) {
+            assert_eq!(es.len(), 1);
+            assert_eq!(Some(&answer), table.get(&es[0]), "{kind:?} e{}", es[0]);
+            seen.insert(es[0]);
+        }
+        assert_eq!(
+            seen.len(),
+            table.len(),
+            "{kind:?} asks every eligible entity"
+        );
+    }
+
+    #[test]
+    fn golden_extraction_update_before_count_abstention() {
+        let (c, _) = hand_built();
+        let v = |x: u32| c.value_token(x);
+        let n = |x: usize| c.count_token(x);
+        let extraction = [(0, v(1)), (3, v(3)), (4, v(2)), (5, v(1))];
+        golden(Query::Extraction, Marker::Current, &extraction);
+        golden(Query::Update, Marker::Current, &[(1, v(5)), (2, v(6))]);
+        golden(
+            Query::TemporalBefore,
+            Marker::Before,
+            &[(1, v(2)), (2, v(4))],
+        );
+        let counts = [
+            (0, n(0)),
+            (1, n(1)),
+            (2, n(2)),
+            (3, n(0)),
+            (4, n(0)),
+            (5, n(0)),
+        ];
+        golden(Query::AggregationCount, Marker::Count, &counts);
+        let unknown: Vec<(u32, u32)> = (6..12).map(|e| (e, c.unknown_token())).collect();
+        golden(Query::Abstention, Marker::Current, &unknown);
+        // The stale set of an update: e2's superseded 3 and 4.
+        let mut rng = stream("abilities-golden", 1, "stale");
+        let p = (0..50)
+            .map(|_| c.probe(&hand_built().1, Query::Update, &mut rng))
+            .find(|p| p.tokens[1] == 2)
+            .unwrap();
+        assert_eq!(p.stale, vec![v(3), v(4)]);
+    }
+
+    #[test]
+    fn golden_temporal_order_and_same_value() {
+        let (c, _) = hand_built();
+        // Last stated: e0 s0; e1, e3 s1; e2, e4, e5 s2.
+        let last = [0, 1, 2, 1, 2, 2];
+        let mut firsts = 0;
+        for (es, answer) in asked(Query::TemporalOrder, Marker::Recent) {
+            let (a, b) = (es[0] as usize, es[1] as usize);
+            assert_ne!(last[a], last[b], "a pair from different sessions");
+            let later = if last[a] > last[b] { a } else { b };
+            assert_eq!(answer, later as u32);
+            firsts += (answer == es[0]) as usize;
+        }
+        assert!((100..200).contains(&firsts), "either position: {firsts}");
+        // Only e0 and e5 hold the same value (1).
+        let mut yes = 0;
+        for (es, answer) in asked(Query::AggregationSame, Marker::Same) {
+            let pair: BTreeSet<u32> = es.iter().copied().collect();
+            let same = pair == BTreeSet::from([0, 5]);
+            assert_eq!(answer, if same { c.yes_token() } else { c.no_token() });
+            yes += same as usize;
+        }
+        assert!((100..200).contains(&yes), "yes and no alike: {yes}");
+    }
+
+    #[test]
+    fn golden_slices_and_chance_levels() {
+        let c = cfg("{}");
+        let want = [
+            ("in_session", 1.0 / 8.0),
+            ("extract", 1.0 / 9.0),
+            ("update", 1.0 / 9.0),
+            ("before", 1.0 / 8.0),
+            ("order", 0.5),
+            ("count", 1.0 / 3.0),
+            ("same", 0.5),
+            ("abstain", 1.0 / 9.0),
+        ];
+        let refs = c.references();
+        for (i, (name, chance)) in want.iter().enumerate() {
+            assert_eq!(c.slice_label(i as u8), *name);
+            let r = refs
+                .iter()
+                .find(|r| r.1 == format!("query={name}"))
+                .unwrap();
+            assert_eq!((r.0.as_str(), r.2), ("chance", *chance), "{name}");
+        }
+    }
+
+    /// An independent replay of generated episodes: per entity the values
+    /// stated so far, and every scored query's answer from them.
+    #[test]
+    fn generated_episodes_replay_to_their_answers() {
+        let c = cfg("{}");
+        let batch = 300;
+        let data = c.generate(&mut stream("abilities", 0, "data"), batch);
+        assert_eq!(data.len(), 4);
+        let mut per_label: BTreeMap<u8, usize> = BTreeMap::new();
+        let mut answers: BTreeMap<(u8, u32), usize> = BTreeMap::new();
+        for b in 0..batch {
+            let mut hist: HashMap<u32, Vec<(usize, u32)>> = HashMap::new();
+            for (s, sd) in data.iter().enumerate() {
+                let row = b * sd.len..(b + 1) * sd.len;
+                assert_eq!(sd.tokens[row.clone()].len(), sd.len);
+                if s < 3 {
+                    for f in sd.tokens[row.start..row.start + 8].chunks(2) {
+                        let v = f[1] - 32;
+                        if let Some(&(_, old)) = hist.get(&f[0]).and_then(|h| h.last()) {
+                            assert_ne!(old, v, "an update changes the value");
+                        }
+                        hist.entry(f[0]).or_default().push((s, v));
+                    }
+                }
+                for p in row.filter(|&p| sd.mask[p] == 1.0) {
+                    let (label, answer) = (sd.label[p], sd.targets[p]);
+                    let want = replay(&c, &hist, &sd.tokens, p, label);
+                    assert_eq!(answer, want, "episode {b} session {s} label {label}");
+                    *per_label.entry(label).or_default() += 1;
+                    *answers.entry((label, answer)).or_default() += 1;
+                }
+            }
+        }
+        assert_eq!(per_label.len(), 8, "every query type occurs: {per_label:?}");
+        // Balanced answers: count classes and yes/no alike, and `unknown`
+        // about as often as each value among the `Q e` of the last session.
+        let share =
+            |l: Query, t: u32| answers[&(l.label(), t)] as f64 / per_label[&l.label()] as f64;
+        for k in 0..3 {
+            let s = share(Query::AggregationCount, c.count_token(k));
+            assert!((s - 1.0 / 3.0).abs() < 0.08, "count {k}: {s}");
+        }
+        assert!((share(Query::AggregationSame, c.yes_token()) - 0.5).abs() < 0.08);
+        let cur = [Query::Extraction, Query::Update, Query::Abstention];
+        let total: usize = cur.iter().map(|q| per_label[&q.label()]).sum();
+        let unknown = per_label[&Query::Abstention.label()] as f64 / total as f64;
+        assert!((unknown - 1.0 / 9.0).abs() < 0.03, "{unknown}");
+    }
+
+    /// The answer to the query ending at `p`, from the replayed history.
+    fn replay(
+        c: &AbilitiesConfig,
+        hist: &HashMap<u32, Vec<(usize, u32)>>,
+        tokens: &[u32],
+        p: usize,
+        label: u8,
+    ) -> u32 {
+        let m = |x: Marker| c.marker(x);
+        let h = |e: u32| hist.get(&e).cloned().unwrap_or_default();
+        let now = |e: u32| h(e).last().map(|x| x.1);
+        let q = Query::ALL[label as usize];
+        let (e, marker) = (tokens[p], tokens[p - 1]);
+        match q {
+            Query::InSession | Query::Extraction | Query::Update | Query::Abstention => {
+                assert_eq!(marker, m(Marker::Current));
+                let changes = h(e).len().saturating_sub(1);
+                match q {
+                    Query::Extraction => assert_eq!(changes, 0),
+                    Query::Update => assert!(changes >= 1),
+                    Query::Abstention => assert!(h(e).is_empty()),
+                    _ => {}
+                }
+                now(e).map_or(c.unknown_token(), |v| c.value_token(v))
+            }
+            Query::TemporalBefore => {
+                assert_eq!(marker, m(Marker::Before));
+                let h = h(e);
+                c.value_token(h[h.len() - 2].1)
+            }
+            Query::AggregationCount => {
+                assert_eq!(marker, m(Marker::Count));
+                c.count_token((h(e).len() - 1).min(2))
+            }
+            Query::TemporalOrder | Query::AggregationSame => {
+                let (a, b) = (tokens[p - 1], tokens[p]);
+                if q == Query::TemporalOrder {
+                    assert_eq!(tokens[p - 2], m(Marker::Recent));
+                    let (la, lb) = (h(a).last().unwrap().0, h(b).last().unwrap().0);
+                    assert_ne!(la, lb);
+                    if la > lb { a } else { b }
+                } else {
+                    assert_eq!(tokens[p - 2], m(Marker::Same));
+                    if now(a).unwrap() == now(b).unwrap() {
+                        c.yes_token()
+                    } else {
+                        c.no_token()
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_configs_name_the_field() {
+        let err = |j: &str| cfg(j).validate().unwrap_err();
+        assert!(err(r#"{"entities": 12}"#).starts_with("task.entities"));
+        assert!(err(r#"{"update_rate": 0}"#).starts_with("task.update_rate"));
+        assert!(err(r#"{"queries": 5}"#).starts_with("task.queries"));
+        assert!(err(r#"{"sessions": 1}"#).starts_with("task.sessions"));
+        assert!(err(r#"{"update_rate": 0.01, "count_cap": 2}"#).starts_with("task:"));
+        assert!(cfg("{}").validate().is_ok());
+    }
+}
