@@ -26,9 +26,13 @@
 //! than chance beyond the current session: a `Q e` of the query session asks
 //! about an unknown entity with probability 1/(values+1) (so `unknown` is as
 //! likely as each value), count classes and yes/no are drawn uniformly, and
-//! the order of e1, e2 is random. Answers are not part of the input (the
-//! target sits at a query's last token), so a query session reveals nothing
-//! to the next query. An episode whose story cannot give every query type
+//! the order of e1, e2 is random. No entity is named by two queries of the
+//! query session: only stated entities are asked about in `P`, `C`, `R`
+//! and `S`, so an entity named twice would be known to have been stated,
+//! and `unknown` would be guessable without memory (an earlier version let
+//! a model without memory abstain on 87% of never-stated entities and 26%
+//! of stated ones). Answers are not part of the input (the target sits at a
+//! query's last token), so a query reveals nothing to the next. An episode whose story cannot give every query type
 //! (no entity changed twice, no two entities with the same value, …) is
 //! drawn again: the episodes are those stories conditioned on holding every
 //! type. `stale_answer_rate` (the `update` answers that were a superseded
@@ -58,7 +62,7 @@ pub struct AbilitiesConfig {
     #[serde(default = "three")]
     pub sessions: usize,
     /// Facts per fact session (distinct entities).
-    #[serde(default = "four")]
+    #[serde(default = "six")]
     pub facts: usize,
     /// Chance that a fact of a later session updates a known entity (else
     /// it states a new one).
@@ -68,8 +72,10 @@ pub struct AbilitiesConfig {
     #[serde(default = "two")]
     pub queries: usize,
     /// Queries of the query session per type (`Q e` queries: three times
-    /// as many, split between extraction, update and abstention).
-    #[serde(default = "two")]
+    /// as many, split between extraction, update and abstention). No
+    /// entity is named by two queries of the session, so the stated
+    /// entities must be enough for 7 × probes queries (9 × probes names).
+    #[serde(default = "one")]
     pub probes: usize,
     /// The largest count a `count` query answers (`count_cap` stands
     /// for that many changes or more).
@@ -86,8 +92,11 @@ fn thirty_two() -> usize {
 fn eight() -> usize {
     8
 }
-fn four() -> usize {
-    4
+fn six() -> usize {
+    6
+}
+fn one() -> usize {
+    1
 }
 fn three() -> usize {
     3
@@ -193,7 +202,11 @@ impl AbilitiesConfig {
     fn check_draws(&self) -> Result<(), String> {
         let mut rng = retbench_core::rng::stream("abilities", 0, "feasibility");
         for _ in 0..16 {
-            if (0..MAX_DRAWS).all(|_| !Story::draw(self, &mut rng).complete(self)) {
+            let fails = |rng: &mut ChaCha8Rng| {
+                let story = Story::draw(self, rng);
+                !story.complete(self) || self.probes_of(&story, rng).is_none()
+            };
+            if (0..MAX_DRAWS).all(|_| fails(&mut rng)) {
                 return Err(format!(
                     "task: an episode with every query type takes more than {MAX_DRAWS} draws at these settings; raise task.facts, task.sessions or task.update_rate, or lower task.count_cap"
                 ));
@@ -250,13 +263,54 @@ impl AbilitiesConfig {
             })
             .collect();
         for _ in 0..batch {
-            let story = Story::draw_complete(self, rng);
+            let (story, probes) = self.draw_episode(rng);
             for (s, session) in out.iter_mut().enumerate().take(self.sessions) {
                 self.fact_session(&story, s, rng, session);
             }
-            self.query_session(&story, rng, &mut out[self.sessions]);
+            self.query_session(probes, &mut out[self.sessions]);
         }
         out
+    }
+
+    /// A story and the queries of its query session, drawn again until
+    /// every type can be asked about entities no other query of the
+    /// session names.
+    fn draw_episode(&self, rng: &mut ChaCha8Rng) -> (Story, Vec<(Query, Probe)>) {
+        loop {
+            let story = Story::draw_complete(self, rng);
+            if let Some(probes) = self.probes_of(&story, rng) {
+                return (story, probes);
+            }
+        }
+    }
+
+    /// The query session's queries in a random order, each about entities
+    /// that appear in no other query of it: were an entity to appear in
+    /// two, a model without memory could tell from the session alone that
+    /// it was stated (only stated entities are asked about in `P`, `C`,
+    /// `R` and `S`), so `unknown` would be guessable without memory.
+    /// Filled scarcest first (count classes, then pairs), so that a
+    /// redraw rarely depends on the answer drawn.
+    fn probes_of(&self, story: &Story, rng: &mut ChaCha8Rng) -> Option<Vec<(Query, Probe)>> {
+        let mut kinds: Vec<Query> = Vec::with_capacity(7 * self.probes);
+        for q in [
+            Query::AggregationCount,
+            Query::AggregationSame,
+            Query::TemporalOrder,
+            Query::TemporalBefore,
+        ] {
+            kinds.extend(std::iter::repeat_n(q, self.probes));
+        }
+        for _ in 0..3 * self.probes {
+            kinds.push(self.current_kind(rng));
+        }
+        let mut used: Vec<usize> = Vec::new();
+        let mut probes = Vec::with_capacity(kinds.len());
+        for kind in kinds {
+            probes.push((kind, self.probe(story, kind, rng, &mut used)?));
+        }
+        probes.shuffle(rng);
+        Some(probes)
     }
 
     fn session_lengths(&self) -> Vec<usize> {
@@ -287,23 +341,9 @@ impl AbilitiesConfig {
         }
     }
 
-    /// The query session: every type's queries, shuffled.
-    fn query_session(&self, story: &Story, rng: &mut ChaCha8Rng, out: &mut SessionData) {
-        let mut kinds: Vec<Query> = Vec::with_capacity(7 * self.probes);
-        for _ in 0..3 * self.probes {
-            kinds.push(self.current_kind(rng));
-        }
-        for q in [
-            Query::TemporalBefore,
-            Query::TemporalOrder,
-            Query::AggregationCount,
-            Query::AggregationSame,
-        ] {
-            kinds.extend(std::iter::repeat_n(q, self.probes));
-        }
-        kinds.shuffle(rng);
-        for kind in kinds {
-            let p = self.probe(story, kind, rng);
+    /// The query session: every type's queries.
+    fn query_session(&self, probes: Vec<(Query, Probe)>, out: &mut SessionData) {
+        for (kind, p) in probes {
             let target = Target {
                 answer: p.answer,
                 label: kind.label(),
@@ -325,73 +365,92 @@ impl AbilitiesConfig {
         }
     }
 
-    fn probe(&self, story: &Story, kind: Query, rng: &mut ChaCha8Rng) -> Probe {
+    /// A query of type `kind` about entities not in `used` (which then
+    /// holds them too); `None` where the story has none left.
+    fn probe(
+        &self,
+        story: &Story,
+        kind: Query,
+        rng: &mut ChaCha8Rng,
+        used: &mut Vec<usize>,
+    ) -> Option<Probe> {
+        let mut pick = |pool: Vec<usize>, rng: &mut ChaCha8Rng| {
+            let e = *pool
+                .iter()
+                .filter(|e| !used.contains(e))
+                .collect::<Vec<_>>()
+                .choose(rng)?;
+            used.push(*e);
+            Some(*e)
+        };
         let one = |m: Marker, e: usize, answer: u32| Probe {
             tokens: vec![self.marker(m), e as u32],
             answer,
             stale: Vec::new(),
         };
-        match kind {
+        Some(match kind {
             Query::Extraction => {
-                let e = *story.with_changes(0, 0).choose(rng).expect("complete");
+                let e = pick(story.with_changes(0, 0), rng)?;
                 one(Marker::Current, e, self.value_token(story.current(e)))
             }
             Query::Update => {
-                let e = *story
-                    .with_changes(1, usize::MAX)
-                    .choose(rng)
-                    .expect("complete");
+                let e = pick(story.with_changes(1, usize::MAX), rng)?;
                 let mut p = one(Marker::Current, e, self.value_token(story.current(e)));
                 p.stale = story.superseded(e).map(|v| self.value_token(v)).collect();
                 p
             }
             Query::TemporalBefore => {
-                let e = *story
-                    .with_changes(1, usize::MAX)
-                    .choose(rng)
-                    .expect("complete");
+                let e = pick(story.with_changes(1, usize::MAX), rng)?;
                 one(Marker::Before, e, self.value_token(story.before(e)))
             }
             Query::AggregationCount => {
                 let c = rng.random_range(0..self.count_classes());
-                let e = *story.in_count_class(self, c).choose(rng).expect("complete");
+                let e = pick(story.in_count_class(self, c), rng)?;
                 one(Marker::Count, e, self.count_token(c))
             }
             Query::Abstention => {
-                let e = *story.unmentioned(self).choose(rng).expect("validated");
+                let e = pick(story.unmentioned(self), rng)?;
                 one(Marker::Current, e, self.unknown_token())
             }
-            Query::TemporalOrder => self.order_probe(story, rng),
-            Query::AggregationSame => self.same_probe(story, rng),
+            Query::TemporalOrder => self.order_probe(story, rng, used)?,
+            Query::AggregationSame => self.same_probe(story, rng, used)?,
             Query::InSession => unreachable!("asked in fact sessions"),
-        }
+        })
     }
 
     /// `R e1 e2`: two entities last stated in different sessions, in random
     /// order; the answer is the later one.
-    fn order_probe(&self, story: &Story, rng: &mut ChaCha8Rng) -> Probe {
-        let pairs = story.order_pairs();
-        let &(a, b) = pairs.choose(rng).expect("complete");
+    fn order_probe(
+        &self,
+        story: &Story,
+        rng: &mut ChaCha8Rng,
+        used: &mut Vec<usize>,
+    ) -> Option<Probe> {
+        let (a, b) = pick_pair(story.order_pairs(), rng, used)?;
         let later = if story.last_session(a) > story.last_session(b) {
             a
         } else {
             b
         };
         let (e1, e2) = if rng.random_bool(0.5) { (a, b) } else { (b, a) };
-        Probe {
+        Some(Probe {
             tokens: vec![self.marker(Marker::Recent), e1 as u32, e2 as u32],
             answer: later as u32,
             stale: Vec::new(),
-        }
+        })
     }
 
     /// `S e1 e2`: yes or no drawn alike, then a pair that gives it.
-    fn same_probe(&self, story: &Story, rng: &mut ChaCha8Rng) -> Probe {
+    fn same_probe(
+        &self,
+        story: &Story,
+        rng: &mut ChaCha8Rng,
+        used: &mut Vec<usize>,
+    ) -> Option<Probe> {
         let same = rng.random_bool(0.5);
-        let pairs = story.value_pairs(same);
-        let &(a, b) = pairs.choose(rng).expect("complete");
+        let (a, b) = pick_pair(story.value_pairs(same), rng, used)?;
         let (e1, e2) = if rng.random_bool(0.5) { (a, b) } else { (b, a) };
-        Probe {
+        Some(Probe {
             tokens: vec![self.marker(Marker::Same), e1 as u32, e2 as u32],
             answer: if same {
                 self.yes_token()
@@ -399,8 +458,23 @@ impl AbilitiesConfig {
                 self.no_token()
             },
             stale: Vec::new(),
-        }
+        })
     }
+}
+
+/// One of `pairs` with neither entity in `used` (which then holds both).
+fn pick_pair(
+    pairs: Vec<(usize, usize)>,
+    rng: &mut ChaCha8Rng,
+    used: &mut Vec<usize>,
+) -> Option<(usize, usize)> {
+    let free: Vec<&(usize, usize)> = pairs
+        .iter()
+        .filter(|(a, b)| !used.contains(a) && !used.contains(b))
+        .collect();
+    let &&(a, b) = free.choose(rng)?;
+    used.extend([a, b]);
+    Some((a, b))
 }
 
 /// One query of the query session.
@@ -773,7 +847,7 @@ mod tests {
         let mut rng = stream("abilities-golden", 0, kind.name());
         (0..300)
             .map(|_| {
-                let p = c.probe(&story, kind, &mut rng);
+                let p = c.probe(&story, kind, &mut rng, &mut Vec::new()).unwrap();
                 assert_eq!(p.tokens[0], c.marker(marker), "{kind:?}");
                 (p.tokens[1..].to_vec(), p.answer)
             })
@@ -824,10 +898,43 @@ mod tests {
         // The stale set of an update: e2's superseded 3 and 4.
         let mut rng = stream("abilities-golden", 1, "stale");
         let p = (0..50)
-            .map(|_| c.probe(&hand_built().1, Query::Update, &mut rng))
+            .map(|_| {
+                c.probe(&hand_built().1, Query::Update, &mut rng, &mut Vec::new())
+                    .unwrap()
+            })
             .find(|p| p.tokens[1] == 2)
             .unwrap();
         assert_eq!(p.stale, vec![v(3), v(4)]);
+    }
+
+    /// Entities already named in the session are never asked again; a
+    /// type with no entity left gives `None` (the episode is redrawn).
+    #[test]
+    fn a_query_never_names_an_entity_already_asked() {
+        let (c, story) = hand_built();
+        let mut rng = stream("abilities-golden", 2, "used");
+        // Updated entities are e1 and e2: a third update query has none.
+        let mut used = Vec::new();
+        let a = c.probe(&story, Query::Update, &mut rng, &mut used).unwrap();
+        let b = c
+            .probe(&story, Query::TemporalBefore, &mut rng, &mut used)
+            .unwrap();
+        assert_ne!(a.tokens[1], b.tokens[1]);
+        assert_eq!(used.len(), 2);
+        assert!(
+            c.probe(&story, Query::Update, &mut rng, &mut used)
+                .is_none()
+        );
+        // The only same-value pair is (e0, e5): with e5 used, no `yes`.
+        let mut used = vec![5];
+        for _ in 0..50 {
+            let mut u = used.clone();
+            if let Some(p) = c.probe(&story, Query::AggregationSame, &mut rng, &mut u) {
+                assert_eq!(p.answer, c.no_token());
+                assert!(!p.tokens.contains(&5));
+            }
+        }
+        used.clear();
     }
 
     #[test]
@@ -895,13 +1002,24 @@ mod tests {
                 let row = b * sd.len..(b + 1) * sd.len;
                 assert_eq!(sd.tokens[row.clone()].len(), sd.len);
                 if s < 3 {
-                    for f in sd.tokens[row.start..row.start + 8].chunks(2) {
+                    for f in sd.tokens[row.start..row.start + 12].chunks(2) {
                         let v = f[1] - 32;
                         if let Some(&(_, old)) = hist.get(&f[0]).and_then(|h| h.last()) {
                             assert_ne!(old, v, "an update changes the value");
                         }
                         hist.entry(f[0]).or_default().push((s, v));
                     }
+                }
+                if s == 3 {
+                    // No entity in two queries: nothing but memory says
+                    // whether an entity was stated.
+                    let named: Vec<u32> = sd.tokens[row.clone()]
+                        .iter()
+                        .copied()
+                        .filter(|&t| t < 32)
+                        .collect();
+                    let distinct: BTreeSet<u32> = named.iter().copied().collect();
+                    assert_eq!(distinct.len(), named.len(), "episode {b}: {named:?}");
                 }
                 for p in row.filter(|&p| sd.mask[p] == 1.0) {
                     let (label, answer) = (sd.label[p], sd.targets[p]);
@@ -986,7 +1104,11 @@ mod tests {
         let err = |j: &str| cfg(j).validate().unwrap_err();
         assert!(err(r#"{"entities": 12}"#).starts_with("task.entities"));
         assert!(err(r#"{"update_rate": 0}"#).starts_with("task.update_rate"));
-        assert!(err(r#"{"queries": 5}"#).starts_with("task.queries"));
+        assert!(err(r#"{"queries": 7}"#).starts_with("task.queries"));
+        assert!(
+            err(r#"{"probes": 3}"#).starts_with("task:"),
+            "27 names, about 12 stated"
+        );
         assert!(err(r#"{"sessions": 1}"#).starts_with("task.sessions"));
         assert!(err(r#"{"update_rate": 0.01, "count_cap": 2}"#).starts_with("task:"));
         assert!(cfg("{}").validate().is_ok());
