@@ -426,13 +426,12 @@ impl AbilitiesConfig {
         rng: &mut ChaCha8Rng,
         used: &mut Vec<usize>,
     ) -> Option<Probe> {
-        let (a, b) = pick_pair(story.order_pairs(), rng, used)?;
-        let later = if story.last_session(a) > story.last_session(b) {
-            a
+        let (e1, e2) = pick_pair(story.order_pairs(), rng, used)?;
+        let later = if story.last_session(e1) > story.last_session(e2) {
+            e1
         } else {
-            b
+            e2
         };
-        let (e1, e2) = if rng.random_bool(0.5) { (a, b) } else { (b, a) };
         Some(Probe {
             tokens: vec![self.marker(Marker::Recent), e1 as u32, e2 as u32],
             answer: later as u32,
@@ -448,8 +447,7 @@ impl AbilitiesConfig {
         used: &mut Vec<usize>,
     ) -> Option<Probe> {
         let same = rng.random_bool(0.5);
-        let (a, b) = pick_pair(story.value_pairs(same), rng, used)?;
-        let (e1, e2) = if rng.random_bool(0.5) { (a, b) } else { (b, a) };
+        let (e1, e2) = pick_pair(story.value_pairs(same), rng, used)?;
         Some(Probe {
             tokens: vec![self.marker(Marker::Same), e1 as u32, e2 as u32],
             answer: if same {
@@ -462,7 +460,9 @@ impl AbilitiesConfig {
     }
 }
 
-/// One of `pairs` with neither entity in `used` (which then holds both).
+/// One of `pairs` with neither entity in `used` (which then holds both),
+/// in random order: the pairs are listed lower entity first, and a fixed
+/// order would tell the model which of the two it is.
 fn pick_pair(
     pairs: Vec<(usize, usize)>,
     rng: &mut ChaCha8Rng,
@@ -474,7 +474,7 @@ fn pick_pair(
         .collect();
     let &&(a, b) = free.choose(rng)?;
     used.extend([a, b]);
-    Some((a, b))
+    Some(if rng.random_bool(0.5) { (a, b) } else { (b, a) })
 }
 
 /// One query of the query session.
@@ -756,6 +756,15 @@ impl Abstentions {
     }
 }
 
+impl Abstentions {
+    /// Recall minus false abstention rate, where both have queries.
+    fn discrimination(&self) -> Option<Metric> {
+        let share = |(k, n): (usize, usize)| (n > 0).then(|| k as f64 / n as f64);
+        let j = share(self.recall)? - share(self.false_rate)?;
+        Some(Metric::new("abstention_discrimination", j))
+    }
+}
+
 impl Scorer for Abstentions {
     fn specs(&self, _key: &'static str) -> Vec<MetricSpec> {
         vec![
@@ -772,6 +781,16 @@ impl Scorer for Abstentions {
                 "queries about known entities (extraction, update) answered `unknown`",
             )
             .lower(),
+            // Youden's J: a model that cannot tell a stated entity from a
+            // never-stated one abstains at one rate on both, whatever its
+            // bias, so J is 0 for it where the per-slice accuracies only
+            // trade `abstain` against `extract` and `update`.
+            MetricSpec::new(
+                "abstention_discrimination",
+                "abstention recall minus false abstention rate (Youden's J; 0 without memory)",
+            )
+            .bounds(-1.0, 1.0)
+            .chance(0.0),
         ]
     }
 
@@ -806,6 +825,7 @@ impl Scorer for Abstentions {
         .into_iter()
         .filter(|(_, (_, n))| *n > 0)
         .map(|(name, (k, n))| Metric::new(name, k as f64 / n as f64))
+        .chain(self.discrimination())
         .collect()
     }
 }
@@ -1097,6 +1117,54 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Four abstention queries (3 answered `unknown`), four extraction and
+    /// update queries (1 answered `unknown`), one `order` query answered
+    /// `unknown`, which counts only against precision: recall 3/4, false
+    /// rate 1/4, precision 3/5, J 1/2; and a
+    /// model that abstains at one rate on both kinds scores J = 0.
+    #[test]
+    fn abstention_scores_count_the_right_queries() {
+        let c = cfg("{}");
+        let (u, v) = (c.unknown_token(), c.value_token(0));
+        let (a, x, up) = (
+            Query::Abstention.label(),
+            Query::Extraction.label(),
+            Query::Update.label(),
+        );
+        let labels = [a, a, a, a, x, x, up, up, Query::TemporalOrder.label()];
+        let scored = |said: [u32; 9]| {
+            let data = SessionData {
+                tokens: vec![0; 9],
+                targets: vec![0; 9],
+                mask: vec![1.0; 9],
+                label: labels.to_vec(),
+                len: 9,
+                ..Default::default()
+            };
+            let mut s = Abstentions::new(u);
+            s.add(&ScoredRow {
+                data: &data,
+                predictions: &said,
+                positions: &(0..9).collect::<Vec<_>>(),
+                label: 0,
+            });
+            s.metrics("query")
+                .into_iter()
+                .map(|m| (m.metric, m.value))
+                .collect::<BTreeMap<_, _>>()
+        };
+        let m = scored([u, u, u, v, u, v, v, v, u]);
+        assert_eq!(m["abstention_recall"], 0.75);
+        assert_eq!(m["false_abstention_rate"], 0.25);
+        assert_eq!(m["abstention_precision"], 0.6);
+        assert_eq!(m["abstention_discrimination"], 0.5);
+        let blind = scored([u, u, v, v, u, u, v, v, v]);
+        assert_eq!(blind["abstention_discrimination"], 0.0);
+        let always = scored([u; 9]);
+        assert_eq!(always["abstention_recall"], 1.0);
+        assert_eq!(always["abstention_discrimination"], 0.0);
     }
 
     #[test]
