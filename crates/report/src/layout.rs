@@ -34,7 +34,7 @@ pub const MIN_TICKS: usize = 3;
 
 /// Slice keys whose values are counts: their axes label whole numbers.
 pub const DISCRETE_KEYS: &[&str] = &[
-    "gap", "updates", "sessions", "session", "writes", "len", "length", "pairs", "facts",
+    "gap", "updates", "changes", "sessions", "session", "writes", "len", "length", "pairs", "facts",
 ];
 
 /// One thing wrong with a figure.

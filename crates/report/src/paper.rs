@@ -216,16 +216,14 @@ fn by_figure(
     by: &str,
     cells: &[&Cell<'_>],
 ) -> Result<(), ReportError> {
-    if cells.iter().any(|c| c.x.parse::<f64>().is_err()) {
+    let values: std::collections::BTreeSet<&str> = cells.iter().map(|c| c.x.as_str()).collect();
+    // Names are categories; so are two values: a comparison, not a trend,
+    // and drawn as lines they would give an axis nobody can read a scale
+    // from.
+    if values.len() < 3 || cells.iter().any(|c| c.x.parse::<f64>().is_err()) {
         return by_categories(fig, f, spec, (name, what), by, cells);
     }
     let (axis, xs) = by_axis(by, cells);
-    let values: std::collections::BTreeSet<&str> = cells.iter().map(|c| c.x.as_str()).collect();
-    if values.len() < 3 {
-        // Two values are a comparison, not a trend: drawn as lines they
-        // would give an axis nobody can read a scale from.
-        return Ok(());
-    }
     let mut series: BTreeMap<String, Vec<Point>> = BTreeMap::new();
     for c in cells {
         let v: f64 = c.x.parse().unwrap_or(f64::NAN);
@@ -239,11 +237,12 @@ fn by_figure(
     fig.emit_named(spec, name, what, "", "", axis, series)
 }
 
-/// A figure `by` a key whose values name categories (abilities' `query`):
-/// a group per value, in the order the results list them (the task's), the
-/// series side by side, and where the metric declares a `chance` level per
-/// value, a `chance` mark beside them: categories are no trend, and their
-/// chance levels differ.
+/// A figure `by` a key whose values name categories (abilities' `query`),
+/// or that takes only two values: a group per value, in the order the
+/// results list them (the task's), the series side by side, and where the
+/// metric declares a `chance` level per value, a `chance` mark beside them:
+/// categories are no trend, and their chance levels may differ (one level
+/// for the metric is its dashed line, as in every figure).
 fn by_categories(
     fig: &mut Figures<'_>,
     f: &PaperFigure,

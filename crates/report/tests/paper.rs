@@ -177,3 +177,40 @@ fn a_by_figure_over_named_values_groups_them_and_marks_chance() {
     let grey = svg.matches("fill=\"#7F7F7F\"").count();
     assert_eq!(grey, 3, "a chance mark per group");
 }
+
+/// Two numeric values (abilities' `changes` 1 and 2) are a comparison,
+/// drawn as groups with the metric's one chance level, not left out and
+/// not drawn as a line with a scale.
+#[test]
+fn a_by_figure_over_two_numbers_groups_them() {
+    let dir = common::run_folder("paper-two", "abilities");
+    let paper = serde_json::json!([
+        { "name": "before", "metric": "before_accuracy", "by": "changes",
+          "series": [
+              { "label": "memory", "where": { "variant": "memory" } },
+              { "label": "none", "where": { "variant": "none" } },
+          ] },
+    ]);
+    common::write_plan(&dir, serde_json::json!({ "suite": "t", "paper": paper }));
+    let mut csv = String::from("run_id,suite,variant,seed,metric,slice,step,value\n");
+    for (variant, v) in [("memory", 0.9), ("none", 0.1)] {
+        for seed in 0..3 {
+            for c in [1, 2] {
+                csv.push_str(&format!(
+                    "{variant}{seed},t,{variant},{seed},before_accuracy,changes={c},,{v}\n"
+                ));
+            }
+        }
+    }
+    std::fs::write(dir.join("results.csv"), csv).unwrap();
+    let out = retbench_report::report(&dir).unwrap();
+    let svg_path = dir.join("paper/before.svg");
+    assert!(out.paper.contains(&svg_path), "{:?}", out.paper);
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert!(svg.contains(">\n1\n<") && svg.contains(">\n2\n<"));
+    assert_eq!(check_svg(&svg_path).unwrap(), vec![]);
+    assert!(
+        svg.contains("chance (0.125)"),
+        "the metric's one chance level"
+    );
+}

@@ -272,6 +272,7 @@ impl AbilitiesConfig {
             .map(|len| SessionData {
                 len,
                 stale: Some(Vec::with_capacity(batch * len)),
+                label2: Some(Vec::with_capacity(batch * len)),
                 ..Default::default()
             })
             .collect();
@@ -375,6 +376,7 @@ impl AbilitiesConfig {
                 answer: self.value_token(v),
                 label: Query::InSession.label(),
                 stale: Vec::new(),
+                changes: 0,
             };
             push(
                 out,
@@ -392,6 +394,7 @@ impl AbilitiesConfig {
                 answer: p.answer,
                 label: kind.label(),
                 stale: p.stale,
+                changes: p.changes,
             };
             push(out, &p.tokens, self.pad_token(), Some(target));
         }
@@ -445,6 +448,7 @@ impl AbilitiesConfig {
             tokens: vec![self.marker(m), e as u32],
             answer,
             stale: Vec::new(),
+            changes: 0,
         };
         Some(match ask.kind {
             Query::Extraction => {
@@ -459,7 +463,9 @@ impl AbilitiesConfig {
             }
             Query::TemporalBefore => {
                 let e = pick(story.with_changes(1, usize::MAX), rng)?;
-                one(Marker::Before, e, self.value_token(story.before(e)))
+                let mut p = one(Marker::Before, e, self.value_token(story.before(e)));
+                p.changes = story.changes(e).min(u8::MAX as usize) as u8;
+                p
             }
             Query::AggregationCount => {
                 let e = pick(story.in_count_class(self, ask.class), rng)?;
@@ -493,6 +499,7 @@ impl AbilitiesConfig {
             tokens: vec![self.marker(Marker::Recent), e1 as u32, e2 as u32],
             answer: later as u32,
             stale: Vec::new(),
+            changes: 0,
         })
     }
 
@@ -513,6 +520,7 @@ impl AbilitiesConfig {
                 self.no_token()
             },
             stale: Vec::new(),
+            changes: 0,
         })
     }
 }
@@ -547,6 +555,8 @@ struct Probe {
     tokens: Vec<u32>,
     answer: u32,
     stale: Vec<u32>,
+    /// For `before`: how often the entity changed (the second label).
+    changes: u8,
 }
 
 /// What a scored query adds besides its tokens: the answer, its slice
@@ -555,6 +565,7 @@ struct Target {
     answer: u32,
     label: u8,
     stale: Vec<u32>,
+    changes: u8,
 }
 
 /// Appends `tokens` to the row `out` is building; a `target` sits at the
@@ -564,6 +575,10 @@ fn push(out: &mut SessionData, tokens: &[u32], pad: u32, target: Option<Target>)
         .stale
         .as_mut()
         .expect("abilities sessions carry stale sets");
+    let changes = out
+        .label2
+        .as_mut()
+        .expect("abilities sessions carry change counts");
     let last = tokens.len() - 1;
     for (i, &t) in tokens.iter().enumerate() {
         out.tokens.push(t);
@@ -573,12 +588,14 @@ fn push(out: &mut SessionData, tokens: &[u32], pad: u32, target: Option<Target>)
                 out.mask.push(1.0);
                 out.label.push(t.label);
                 stale.push(t.stale.clone());
+                changes.push(t.changes);
             }
             None => {
                 out.targets.push(pad);
                 out.mask.push(0.0);
                 out.label.push(0);
                 stale.push(Vec::new());
+                changes.push(0);
             }
         }
     }
@@ -761,6 +778,7 @@ impl Episodes for AbilitiesConfig {
         vec![
             Box::new(StaleAnswers::default()),
             Box::new(Abstentions::new(self.unknown_token())),
+            Box::new(BeforeByChanges::new(1.0 / self.values as f64)),
         ]
     }
     fn telemetry(&self) -> bool {
@@ -892,6 +910,61 @@ impl Scorer for Abstentions {
         .map(|(name, (k, n))| Metric::new(name, k as f64 / n as f64))
         .chain(self.discrimination())
         .collect()
+    }
+}
+
+/// `before` accuracy by how often the entity changed (the second label):
+/// after one change the value before it is the entity's first, which a
+/// write that read the old value can carry; after two it is the middle of
+/// three, and only the order of the writes tells it from the first.
+#[derive(Debug)]
+pub struct BeforeByChanges {
+    chance: f64,
+    /// (right, asked) per change count
+    hits: std::collections::BTreeMap<u8, (usize, usize)>,
+}
+
+impl BeforeByChanges {
+    pub fn new(chance: f64) -> Self {
+        BeforeByChanges {
+            chance,
+            hits: Default::default(),
+        }
+    }
+}
+
+impl Scorer for BeforeByChanges {
+    fn specs(&self, _key: &'static str) -> Vec<MetricSpec> {
+        vec![
+            MetricSpec::share(
+                "before_accuracy",
+                "accuracy of `before` queries by how often the entity changed",
+            )
+            .sliced("changes")
+            .chance(self.chance),
+        ]
+    }
+
+    fn add(&mut self, row: &ScoredRow<'_>) {
+        let Some(changes) = &row.data.label2 else {
+            return;
+        };
+        for &p in row.positions {
+            if row.data.label[p] == Query::TemporalBefore.label() {
+                let e = self.hits.entry(changes[p]).or_default();
+                e.0 += (row.predictions[p] == row.data.targets[p]) as usize;
+                e.1 += 1;
+            }
+        }
+    }
+
+    fn metrics(&self, _key: &'static str) -> Vec<Metric> {
+        self.hits
+            .iter()
+            .map(|(c, (k, n))| {
+                Metric::sliced("before_accuracy", "changes", c, *k as f64 / *n as f64)
+            })
+            .collect()
     }
 }
 
@@ -1110,6 +1183,12 @@ mod tests {
                     let (label, answer) = (sd.label[p], sd.targets[p]);
                     let want = replay(&c, &hist, &sd.tokens, p, label);
                     assert_eq!(answer, want, "episode {b} session {s} label {label}");
+                    let changes = sd.label2.as_ref().unwrap()[p] as usize;
+                    if label == Query::TemporalBefore.label() {
+                        assert_eq!(changes, hist[&sd.tokens[p]].len() - 1, "episode {b}");
+                    } else {
+                        assert_eq!(changes, 0, "only `before` carries a change count");
+                    }
                     *per_label.entry(label).or_default() += 1;
                     *answers.entry((label, answer)).or_default() += 1;
                 }
@@ -1258,6 +1337,37 @@ mod tests {
         let always = scored([u; 9]);
         assert_eq!(always["abstention_recall"], 1.0);
         assert_eq!(always["abstention_discrimination"], 0.0);
+    }
+
+    /// `before` queries after 1 change (2 of 3 right) and after 2 (0 of 1),
+    /// beside other types that do not count.
+    #[test]
+    fn before_accuracy_is_sliced_by_changes() {
+        let b = Query::TemporalBefore.label();
+        let data = SessionData {
+            targets: vec![7, 7, 7, 7, 7],
+            mask: vec![1.0; 5],
+            label: vec![b, b, b, b, Query::Extraction.label()],
+            label2: Some(vec![1, 1, 1, 2, 0]),
+            len: 5,
+            ..Default::default()
+        };
+        let mut s = BeforeByChanges::new(0.125);
+        s.add(&ScoredRow {
+            data: &data,
+            predictions: &[7, 3, 7, 3, 7],
+            positions: &[0, 1, 2, 3, 4],
+            label: 0,
+        });
+        let got: Vec<(String, f64)> = s
+            .metrics("query")
+            .into_iter()
+            .map(|m| (m.slice, m.value))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("changes=1".into(), 2.0 / 3.0), ("changes=2".into(), 0.0)]
+        );
     }
 
     #[test]
