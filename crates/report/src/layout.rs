@@ -267,14 +267,13 @@ fn ticks(d: &Drawing, out: &mut Vec<Defect>) {
         .collect();
     let size = tick_size.or_else(|| centred.iter().map(|l| key(l.size)).min());
     let mut rows: BTreeMap<i64, Vec<&Label>> = BTreeMap::new();
-    for l in centred.iter().filter(|l| Some(key(l.size)) == size) {
+    // Tick labels are set no larger than the y ticks (named categories
+    // may be set smaller to fit); axis names are larger.
+    let tick = |l: &&Label| size.is_some_and(|s| key(l.size) <= s);
+    for l in centred.iter().filter(|l| tick(l)) {
         rows.entry(key(l.y)).or_default().push(l);
     }
-    let names: Vec<&Label> = centred
-        .iter()
-        .copied()
-        .filter(|l| Some(key(l.size)) != size)
-        .collect();
+    let names: Vec<&Label> = centred.iter().copied().filter(|l| !tick(l)).collect();
     if rows.is_empty() {
         out.push(Defect::FewTicks {
             axis: "x",
