@@ -444,12 +444,8 @@ impl AbilitiesConfig {
             used.push(*e);
             Some(*e)
         };
-        let one = |m: Marker, e: usize, answer: u32| Probe {
-            tokens: vec![self.marker(m), e as u32],
-            answer,
-            stale: Vec::new(),
-            changes: 0,
-        };
+        let one =
+            |m: Marker, e: usize, answer: u32| Probe::new(vec![self.marker(m), e as u32], answer);
         Some(match ask.kind {
             Query::Extraction => {
                 let e = pick(story.with_changes(0, 0), rng)?;
@@ -495,12 +491,10 @@ impl AbilitiesConfig {
         } else {
             e2
         };
-        Some(Probe {
-            tokens: vec![self.marker(Marker::Recent), e1 as u32, e2 as u32],
-            answer: later as u32,
-            stale: Vec::new(),
-            changes: 0,
-        })
+        Some(Probe::new(
+            vec![self.marker(Marker::Recent), e1 as u32, e2 as u32],
+            later as u32,
+        ))
     }
 
     /// `S e1 e2`: a pair whose values are the same, or differ.
@@ -512,16 +506,15 @@ impl AbilitiesConfig {
         used: &mut Vec<usize>,
     ) -> Option<Probe> {
         let (e1, e2) = pick_pair(story.value_pairs(same), rng, used)?;
-        Some(Probe {
-            tokens: vec![self.marker(Marker::Same), e1 as u32, e2 as u32],
-            answer: if same {
-                self.yes_token()
-            } else {
-                self.no_token()
-            },
-            stale: Vec::new(),
-            changes: 0,
-        })
+        let answer = if same {
+            self.yes_token()
+        } else {
+            self.no_token()
+        };
+        Some(Probe::new(
+            vec![self.marker(Marker::Same), e1 as u32, e2 as u32],
+            answer,
+        ))
     }
 }
 
@@ -557,6 +550,19 @@ struct Probe {
     stale: Vec<u32>,
     /// For `before`: how often the entity changed (the second label).
     changes: u8,
+}
+
+impl Probe {
+    /// A probe with no superseded values and no change count; `update` and
+    /// `before` fill in theirs afterwards.
+    fn new(tokens: Vec<u32>, answer: u32) -> Self {
+        Self {
+            tokens,
+            answer,
+            stale: Vec::new(),
+            changes: 0,
+        }
+    }
 }
 
 /// What a scored query adds besides its tokens: the answer, its slice
