@@ -20,6 +20,7 @@
 //! | temporal | `order` | `R e1 e2` | whichever of e1, e2 was stated last (different sessions) | 1/2 |
 //! | aggregation | `count` | `C e` | how many times e changed, capped at `count_cap` | 1/classes |
 //! | aggregation | `same` | `S e1 e2` | `yes` if e1 and e2 hold the same value now | 1/2 |
+//! | (ablation) | `same` | `S v1 v2` | `yes` if v1 = v2 (`same_operands: values`) | 1/2 |
 //! | abstention | `abstain` | `Q e` | `unknown`: e was never stated | 1/(values+1) |
 //!
 //! The answers are balanced so that a model without memory can do no better
@@ -84,6 +85,23 @@ pub struct AbilitiesConfig {
     /// `sessions` (the context is cleared between them) or `full`.
     #[serde(default)]
     pub context: Context,
+    /// What a `same` query names: the two `entities` (the ability: recall
+    /// both values, then compare), or their two current `values` (an
+    /// ablation: the comparison alone, with nothing to recall).
+    #[serde(default)]
+    pub same_operands: SameOperands,
+}
+
+/// The operands of a `same` query (`task.same_operands`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SameOperands {
+    /// `S e1 e2`: the values must be recalled before they are compared.
+    #[default]
+    Entities,
+    /// `S v1 v2`: the values themselves, so that only the comparison is
+    /// learned (no memory needed: an ablation, not an ability).
+    Values,
 }
 
 fn thirty_two() -> usize {
@@ -506,13 +524,17 @@ impl AbilitiesConfig {
         used: &mut Vec<usize>,
     ) -> Option<Probe> {
         let (e1, e2) = pick_pair(story.value_pairs(same), rng, used)?;
+        let operand = |e: usize| match self.same_operands {
+            SameOperands::Entities => e as u32,
+            SameOperands::Values => self.value_token(story.current(e)),
+        };
         let answer = if same {
             self.yes_token()
         } else {
             self.no_token()
         };
         Some(Probe::new(
-            vec![self.marker(Marker::Same), e1 as u32, e2 as u32],
+            vec![self.marker(Marker::Same), operand(e1), operand(e2)],
             answer,
         ))
     }
@@ -1124,6 +1146,42 @@ mod tests {
             yes += same as usize;
         }
         assert!((100..200).contains(&yes), "yes and no alike: {yes}");
+    }
+
+    /// `same_operands: values` names the two current values instead of the
+    /// entities: e0 and e5 hold 1 (`yes`); e2 and e3 hold 6 and 3 (`no`).
+    #[test]
+    fn golden_same_with_values_as_operands() {
+        let (entities, story) = hand_built();
+        let c = AbilitiesConfig {
+            same_operands: SameOperands::Values,
+            ..entities
+        };
+        let v = |x: u32| c.value_token(x);
+        let mut rng = stream("abilities-golden", 3, "same-values");
+        let (mut yes, mut no) = (0, 0);
+        for _ in 0..200 {
+            let p = c
+                .probe(&story, Query::AggregationSame, &mut rng, &mut Vec::new())
+                .unwrap();
+            assert_eq!(p.tokens[0], c.marker(Marker::Same));
+            let (a, b) = (p.tokens[1], p.tokens[2]);
+            assert!((v(0)..v(8)).contains(&a) && (v(0)..v(8)).contains(&b));
+            let same = a == b;
+            assert_eq!(p.answer, if same { c.yes_token() } else { c.no_token() });
+            if same {
+                assert_eq!(a, v(1), "only e0 and e5 share a value");
+                yes += 1;
+            } else {
+                no += 1;
+            }
+        }
+        assert!(yes > 50 && no > 50, "both answers drawn: {yes} {no}");
+        // The default names entities, and the default drops out of the
+        // config's canonical form (run ids of existing suites stay).
+        assert_eq!(cfg("{}").same_operands, SameOperands::Entities);
+        let canon = retbench_core::canonical::canonical_json(&cfg("{}"));
+        assert!(canon.get("same_operands").is_none());
     }
 
     #[test]
