@@ -260,6 +260,7 @@ fn recall_losses(kernels: Kernels, steps: usize) -> Vec<f64> {
             queries_same: 4,
             queries_next: 8,
             context: Default::default(),
+            pairs_min: None,
         };
         let [l1, l2] = task.lengths();
         let cfg = ModelConfig::new(64, 2, 4, task.vocab(), l1.max(l2));

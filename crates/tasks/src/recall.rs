@@ -41,6 +41,13 @@ pub struct RecallConfig {
     /// one context: the `full_context` baseline).
     #[serde(default)]
     pub context: Context,
+    /// A mixture of difficulties in training: each training episode states
+    /// a number of facts drawn uniformly from `pairs_min..=pairs` (and asks
+    /// at most that many per session), as zoology trains its recall tasks on
+    /// several pair counts at once. Held-out episodes always state `pairs`.
+    /// Default none: every episode states `pairs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairs_min: Option<usize>,
 }
 
 fn sixteen() -> usize {
@@ -67,6 +74,14 @@ impl RecallConfig {
         if self.values == 0 {
             return Err("task.values: must be at least 1".into());
         }
+        if let Some(min) = self.pairs_min
+            && !(1..=self.pairs).contains(&min)
+        {
+            return Err(format!(
+                "task.pairs_min: must be in 1..={} (pairs)",
+                self.pairs
+            ));
+        }
         Ok(())
     }
 
@@ -92,8 +107,20 @@ impl RecallConfig {
         ]
     }
 
-    /// A batch of `batch` independent episodes (two sessions each).
+    /// A batch of `batch` independent episodes (two sessions each), every
+    /// one stating `pairs` facts: held-out episodes.
     pub fn generate<R: Rng>(&self, rng: &mut R, batch: usize) -> [SessionData; 2] {
+        self.generate_with(rng, batch, false)
+    }
+
+    /// A batch of training episodes: as [`RecallConfig::generate`], but
+    /// with `pairs_min` each states a uniform number of facts in
+    /// `pairs_min..=pairs` (drawn from the same stream, first).
+    pub fn generate_train<R: Rng>(&self, rng: &mut R, batch: usize) -> [SessionData; 2] {
+        self.generate_with(rng, batch, true)
+    }
+
+    fn generate_with<R: Rng>(&self, rng: &mut R, batch: usize, train: bool) -> [SessionData; 2] {
         let lens = self.lengths();
         let mut out = lens.map(|len| SessionData {
             tokens: Vec::with_capacity(batch * len),
@@ -105,10 +132,14 @@ impl RecallConfig {
         });
         let (q, pad) = (self.query_token(), self.pad_token());
         for _ in 0..batch {
+            let pairs = match self.pairs_min {
+                Some(min) if train => rng.random_range(min..=self.pairs),
+                _ => self.pairs,
+            };
             let mut keys: Vec<u32> = (0..self.keys as u32).collect();
             keys.shuffle(rng);
-            keys.truncate(self.pairs);
-            let values: Vec<u32> = (0..self.pairs)
+            keys.truncate(pairs);
+            let values: Vec<u32> = (0..pairs)
                 .map(|_| (self.keys + rng.random_range(0..self.values)) as u32)
                 .collect();
             let mut s1: Vec<u32> = keys
@@ -120,9 +151,9 @@ impl RecallConfig {
             // could be answered from the earlier one in the same context, and
             // a memory-cleared control would then not fall to chance.
             let mut queried = |n: usize, seq: &mut Vec<u32>| {
-                let mut order: Vec<usize> = (0..self.pairs).collect();
+                let mut order: Vec<usize> = (0..pairs).collect();
                 order.shuffle(rng);
-                for &i in &order[..n] {
+                for &i in &order[..n.min(pairs)] {
                     seq.extend([q, keys[i], values[i]]);
                 }
             };
@@ -130,7 +161,7 @@ impl RecallConfig {
             let mut s2 = Vec::new();
             queried(self.queries_next, &mut s2);
             for (session, (seq, gap)) in out.iter_mut().zip([(s1, 0u8), (s2, 1u8)]) {
-                let facts = if gap == 0 { 2 * self.pairs } else { 0 };
+                let facts = if gap == 0 { 2 * pairs } else { 0 };
                 let mut seq = seq;
                 seq.resize(session.len, pad);
                 for t in 0..session.len {
@@ -233,6 +264,9 @@ impl Episodes for RecallConfig {
         "gap"
     }
     fn generate(&self, rng: &mut ChaCha8Rng, batch: usize) -> Vec<SessionData> {
+        RecallConfig::generate_train(self, rng, batch).into()
+    }
+    fn generate_eval(&self, _group: usize, rng: &mut ChaCha8Rng, batch: usize) -> Vec<SessionData> {
         RecallConfig::generate(self, rng, batch).into()
     }
     fn lengths(&self) -> Vec<usize> {
@@ -273,8 +307,14 @@ impl Episodes for RecallConfig {
             })
             .collect()
     }
+    /// Without `pairs_min` too: it shapes training episodes only, so a
+    /// mixture is scored on the same held-out episodes as the fixed form.
     fn dataset_config(&self) -> serde_json::Value {
-        learned::without_layout(self)
+        let mut v = learned::without_layout(self);
+        if let Some(m) = v.as_object_mut() {
+            m.remove("pairs_min");
+        }
+        v
     }
 }
 
@@ -308,6 +348,7 @@ mod tests {
             queries_same: 4,
             queries_next: 8,
             context: Context::Sessions,
+            pairs_min: None,
         };
         let [s1, s2] = cfg.generate(&mut stream("recall", 0, "data"), 5);
         assert_eq!((s1.len, s2.len), (28, 24));
@@ -343,6 +384,50 @@ mod tests {
             [s1, s2],
             "deterministic"
         );
+    }
+
+    #[test]
+    fn a_mixture_trains_on_fewer_facts_and_scores_on_all() {
+        let cfg: RecallConfig = serde_json::from_str(r#"{"pairs": 8, "pairs_min": 2}"#).unwrap();
+        let batch = 256;
+        let [s1, s2] = cfg.generate_train(&mut stream("recall", 0, "mix"), batch);
+        let mut stated = std::collections::BTreeSet::new();
+        for b in 0..batch {
+            let row = &s1.tokens[b * s1.len..(b + 1) * s1.len];
+            // Facts are key-value pairs of symbols below the query marker.
+            let n = row
+                .chunks(2)
+                .take_while(|p| p[0] < 16 && p[1] >= 16)
+                .count();
+            stated.insert(n);
+            let facts: std::collections::HashMap<u32, u32> =
+                row[..2 * n].chunks(2).map(|p| (p[0], p[1])).collect();
+            for s in [&s1, &s2] {
+                let range = b * s.len..(b + 1) * s.len;
+                let masked: Vec<usize> = range.filter(|&t| s.mask[t] == 1.0).collect();
+                assert!(!masked.is_empty() && masked.len() <= n.min(8));
+                for t in masked {
+                    assert_eq!(
+                        s.targets[t], facts[&s.tokens[t]],
+                        "target is the bound value"
+                    );
+                }
+            }
+        }
+        assert_eq!(*stated.first().unwrap(), 2);
+        assert_eq!(*stated.last().unwrap(), 8);
+        assert_eq!(stated.len(), 7, "every count in 2..=8 is drawn");
+        // Held-out episodes state every fact, and are those of the fixed form.
+        let fixed: RecallConfig = serde_json::from_str(r#"{"pairs": 8}"#).unwrap();
+        let eval =
+            |c: &RecallConfig| Episodes::generate_eval(c, 0, &mut stream("recall", 0, "e"), 4);
+        assert_eq!(eval(&cfg), eval(&fixed));
+        assert_eq!(cfg.dataset_config(), fixed.dataset_config());
+        // Without a mixture, training draws exactly the held-out stream.
+        let train = Episodes::generate(&fixed, &mut stream("recall", 0, "e"), 4);
+        assert_eq!(train, eval(&fixed));
+        let bad: RecallConfig = serde_json::from_str(r#"{"pairs": 8, "pairs_min": 9}"#).unwrap();
+        assert!(bad.validate().unwrap_err().starts_with("task.pairs_min"));
     }
 
     #[test]
@@ -398,6 +483,7 @@ mod tests {
             queries_same: 0,
             queries_next: 1,
             context: Context::Sessions,
+            pairs_min: None,
         };
         assert!(cfg.validate().unwrap_err().starts_with("task.pairs"));
         cfg.pairs = 4;

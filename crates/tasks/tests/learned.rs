@@ -18,6 +18,7 @@ fn task(context: Context) -> TaskConfig {
         queries_same: 2,
         queries_next: 4,
         context,
+        pairs_min: None,
     })
 }
 
