@@ -515,7 +515,8 @@ impl AbilitiesConfig {
         ))
     }
 
-    /// `S e1 e2`: a pair whose values are the same, or differ.
+    /// `S e1 e2` (or `S v1 v2` with `same_operands: values`): a pair whose
+    /// values are the same, or differ.
     fn same_probe(
         &self,
         story: &Story,
