@@ -814,7 +814,7 @@ impl Episodes for AbilitiesConfig {
         true
     }
     fn dataset_config(&self) -> serde_json::Value {
-        crate::learned::without_layout(self)
+        crate::learned::without_layout(self, &[])
     }
 }
 

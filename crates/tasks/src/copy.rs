@@ -530,7 +530,7 @@ impl Episodes for CopyConfig {
         vec![l + 1, l]
     }
     fn dataset_config(&self) -> serde_json::Value {
-        crate::learned::without_layout(self)
+        crate::learned::without_layout(self, &[])
     }
 }
 

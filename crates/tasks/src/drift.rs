@@ -335,7 +335,7 @@ impl Episodes for DriftConfig {
         true
     }
     fn dataset_config(&self) -> serde_json::Value {
-        crate::learned::without_layout(self)
+        crate::learned::without_layout(self, &[])
     }
 }
 

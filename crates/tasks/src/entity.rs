@@ -215,7 +215,7 @@ impl Episodes for EntityConfig {
         true
     }
     fn dataset_config(&self) -> serde_json::Value {
-        crate::learned::without_layout(self)
+        crate::learned::without_layout(self, &[])
     }
 }
 

@@ -310,11 +310,7 @@ impl Episodes for RecallConfig {
     /// Without `pairs_min` too: it shapes training episodes only, so a
     /// mixture is scored on the same held-out episodes as the fixed form.
     fn dataset_config(&self) -> serde_json::Value {
-        let mut v = learned::without_layout(self);
-        if let Some(m) = v.as_object_mut() {
-            m.remove("pairs_min");
-        }
-        v
+        learned::without_layout(self, &["pairs_min"])
     }
 }
 

@@ -293,14 +293,19 @@ impl<T: LearnedTask> Task for T {
 }
 
 /// A task config's canonical JSON without `context` (which lays episodes
-/// out, and changes none of them).
-pub fn without_layout<T>(config: &T) -> serde_json::Value
+/// out, and changes none of them) and without `training_only`: fields that
+/// shape training episodes only (recall's `pairs_min`), so that a config
+/// differing in them is scored on the same held-out episodes.
+pub fn without_layout<T>(config: &T, training_only: &[&str]) -> serde_json::Value
 where
     T: Serialize + serde::de::DeserializeOwned + PartialEq,
 {
     let mut v = retbench_core::canonical::canonical_json(config);
     if let Some(m) = v.as_object_mut() {
         m.remove("context");
+        for field in training_only {
+            m.remove(*field);
+        }
     }
     v
 }
