@@ -23,11 +23,12 @@ fn main() -> anyhow::Result<()> {
         .transpose()?
         .unwrap_or(20);
     println!("| d_model | retention | tokens/s (median of {steps} steps) |\n|---|---|---|");
+    use retbench_model::bench::{BenchRetention, train_throughput};
     for d in [64, 128] {
-        for with_retention in [false, true] {
-            let mut rates = retbench_model::bench::train_throughput(d, with_retention, steps)?;
+        for retention in [None, Some(BenchRetention::REFERENCE)] {
+            let mut rates = train_throughput(d, retention, steps)?;
             rates.sort_by(f64::total_cmp);
-            let label = if with_retention { "block 1" } else { "none" };
+            let label = retention.map_or("none".to_string(), |r| format!("block 1, {}", r.label()));
             println!("| {d} | {label} | {:.0} |", rates[rates.len() / 2]);
         }
     }

@@ -14,6 +14,7 @@ use retbench_core::config::CATALOG;
 use retbench_core::{Telemetry, snapshot};
 use retbench_harness::runner::Progress;
 use retbench_harness::{Plan, RunOptions, suite};
+use retbench_model::bench::{self, BenchRetention};
 
 #[derive(Parser)]
 #[command(
@@ -249,11 +250,20 @@ enum Command {
     },
     /// Training throughput (tokens/s) of the reference model: 2 layers, 4
     /// heads, sequence 64, batch 32, AdamW, without and with a retention
-    /// layer (scripts/train_throughput.py runs PyTorch beside it).
+    /// layer in block 1 (append of every token, FIFO) over a full memory;
+    /// each row as a share of the fp32 matmul peak measured in the same
+    /// invocation (scripts/train_throughput.py runs PyTorch beside it).
     TrainBench {
         /// Model widths to measure.
         #[arg(long, value_delimiter = ',', default_value = "64,128", value_parser = parse_jobs)]
         d_model: Vec<usize>,
+        /// Memory sizes of the "with retention" rows (each filled before the
+        /// timed steps).
+        #[arg(long, value_delimiter = ',', default_value = "64", value_parser = parse_jobs)]
+        slots: Vec<usize>,
+        /// Read through an exact top-k of this k instead of densely.
+        #[arg(long, value_parser = parse_jobs)]
+        top_k: Option<usize>,
         /// Timed steps per measurement (after one warm-up step); the median is reported.
         #[arg(long, default_value_t = 30, value_parser = parse_jobs)]
         steps: usize,
@@ -431,6 +441,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         }
         Command::TrainBench {
             d_model,
+            slots,
+            top_k,
             steps,
             threads,
             jobs,
@@ -438,7 +450,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             kernels,
         } => {
             kernels.select();
-            train_bench(&d_model, steps, threads, jobs, format).map(|_| Outcome::Ok)
+            let retention: Vec<_> = slots
+                .iter()
+                .map(|&slots| BenchRetention { slots, top_k })
+                .collect();
+            train_bench(&d_model, &retention, steps, (threads, jobs), format).map(|_| Outcome::Ok)
         }
         Command::Datasets {
             suites,
@@ -681,13 +697,13 @@ fn limit_candle_threads(threads: usize) {
 }
 
 /// `retbench train-bench`: `jobs` trainings side by side, each on its own
-/// pool of `threads` kernel threads, for every width, without and with
-/// retention.
+/// pool of `threads` kernel threads, for every width, without retention and
+/// with each of `retention`; the matmul peak first, measured the same way.
 fn train_bench(
     widths: &[usize],
+    retention: &[BenchRetention],
     steps: usize,
-    threads: Option<usize>,
-    jobs: usize,
+    (threads, jobs): (Option<usize>, usize),
     format: BenchFormat,
 ) -> anyhow::Result<()> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -698,55 +714,77 @@ fn train_bench(
     }
     limit_candle_threads(threads);
     let kernels = retbench_kernels::kernels().name();
+    let peak: f64 = side_by_side(jobs, threads, bench::matmul_peak_gflops)?
+        .iter()
+        .sum();
     if let BenchFormat::Text = format {
         println!(
-            "kernels {kernels}, {jobs} job(s) x {threads} thread(s), {cores} cores; median of {steps} steps after one warm-up\n"
+            "kernels {kernels}, {jobs} job(s) x {threads} thread(s), {cores} cores; median of {steps} steps after one warm-up; fp32 matmul peak (candle, 2048x2048) {peak:.0} GFLOP/s\n"
         );
-        println!("| d_model | retention | tokens/s | per job |\n|---|---|---|---|");
+        println!(
+            "| d_model | retention | tokens/s | per job | GFLOP per token | GFLOP/s | share of peak |\n|---|---|---|---|---|---|---|"
+        );
     }
+    let rows = std::iter::once(None).chain(retention.iter().copied().map(Some));
     for &d in widths {
-        for with_retention in [false, true] {
-            let per_job: Vec<f64> = std::thread::scope(|scope| {
-                let handles: Vec<_> = (0..jobs)
-                    .map(|_| {
-                        scope.spawn(move || -> anyhow::Result<f64> {
-                            let pool = rayon_pool(threads)?;
-                            let mut rates = pool.install(|| {
-                                retbench_model::bench::train_throughput(d, with_retention, steps)
-                            })?;
-                            rates.sort_by(f64::total_cmp);
-                            Ok(rates[rates.len() / 2])
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("bench thread panicked"))
-                    .collect::<anyhow::Result<_>>()
+        for r in rows.clone() {
+            let per_job = side_by_side(jobs, threads, || {
+                let mut rates = bench::train_throughput(d, r, steps)?;
+                rates.sort_by(f64::total_cmp);
+                Ok(rates[rates.len() / 2])
             })?;
             let total: f64 = per_job.iter().sum();
-            let retention = if with_retention { "block 1" } else { "none" };
+            let flops = bench::flops_per_token(d, r);
+            let gflops = total * flops / 1e9;
+            let label = r.map_or("none".to_string(), |r| format!("block 1, {}", r.label()));
             match format {
                 BenchFormat::Text => println!(
-                    "| {d} | {retention} | {total:.0} | {} |",
+                    "| {d} | {label} | {total:.0} | {} | {:.3}e-3 | {gflops:.1} | {:.1}% |",
                     per_job
                         .iter()
                         .map(|r| format!("{r:.0}"))
                         .collect::<Vec<_>>()
-                        .join(" ")
+                        .join(" "),
+                    flops / 1e6,
+                    100.0 * gflops / peak
                 ),
                 BenchFormat::Jsonl => println!(
                     "{}",
                     serde_json::json!({
-                        "d_model": d, "retention": retention, "kernels": kernels,
-                        "jobs": jobs, "threads": threads, "steps": steps,
+                        "d_model": d, "retention": label,
+                        "slots": r.map(|r| r.slots), "top_k": r.and_then(|r| r.top_k),
+                        "kernels": kernels, "jobs": jobs, "threads": threads, "steps": steps,
                         "tokens_per_s": total, "per_job": per_job,
+                        "flops_per_token": flops, "gflops": gflops,
+                        "matmul_peak_gflops": peak, "share_of_peak": gflops / peak,
                     })
                 ),
             }
         }
     }
     Ok(())
+}
+
+/// Runs `f` in `jobs` threads at once, each on its own pool of `threads`
+/// kernel threads; its results in job order.
+fn side_by_side<F>(jobs: usize, threads: usize, f: F) -> anyhow::Result<Vec<f64>>
+where
+    F: Fn() -> Result<f64, retbench_model::TrainError> + Sync,
+{
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..jobs)
+            .map(|_| {
+                scope.spawn(|| -> anyhow::Result<f64> {
+                    let pool = rayon_pool(threads)?;
+                    Ok(pool.install(&f)?)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("bench thread panicked"))
+            .collect()
+    })
 }
 
 fn rayon_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {

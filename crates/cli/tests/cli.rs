@@ -317,13 +317,41 @@ fn train_bench_measures_both_rows_on_the_kernels_asked_for() {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(rows.len(), 2, "{out}");
-        for (row, retention) in rows.iter().zip(["none", "block 1"]) {
+        for (row, retention) in rows.iter().zip(["none", "block 1, dense, 64 slots"]) {
             assert_eq!(row["retention"], retention);
             assert_eq!(row["kernels"], kernels);
             assert_eq!(row["d_model"], 16);
             assert!(row["tokens_per_s"].as_f64().unwrap() > 0.0, "{row}");
+            let share = row["share_of_peak"].as_f64().unwrap();
+            assert!(share > 0.0 && share.is_finite(), "{row}");
         }
+        assert!(rows[1]["flops_per_token"].as_f64() > rows[0]["flops_per_token"].as_f64());
     }
+    // Large memories through an exact top-k: one row per memory size.
+    let (code, out, err) = retbench(&[
+        "train-bench",
+        "--d-model",
+        "16",
+        "--slots",
+        "100,300",
+        "--top-k",
+        "8",
+        "--steps",
+        "1",
+        "--format",
+        "jsonl",
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let slots: Vec<_> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["slots"].clone())
+        .collect();
+    assert_eq!(
+        slots,
+        [serde_json::Value::Null, 100.into(), 300.into()],
+        "{out}"
+    );
+    assert!(out.contains("top-8, 300 slots"), "{out}");
     let (code, _, err) = retbench(&["train-bench", "--steps", "0"]);
     assert_eq!(code, 2);
     assert!(err.contains("--steps"), "{err}");

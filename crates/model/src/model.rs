@@ -348,6 +348,12 @@ impl Model {
         self.retention.iter().any(|(_, l)| l.needs_feedback())
     }
 
+    /// How many retention layers the model has (the length of
+    /// [`Forward::hidden`]).
+    pub fn retention_layers(&self) -> usize {
+        self.retention.len()
+    }
+
     /// Whether this model has retention layers.
     pub fn has_retention(&self) -> bool {
         !self.retention.is_empty()

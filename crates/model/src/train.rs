@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use retbench_kernels::{Kernels, with_f32};
 
 use crate::model::Model;
+use retbench_core::MemoryState;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -448,7 +449,19 @@ impl Trainer {
             .tokens
             .dim(0)?;
         let dev = episode[0].tokens.device().clone();
-        let mut memories = model.new_memories(batch, seed, DType::F32, &dev)?;
+        let memories = model.new_memories(batch, seed, DType::F32, &dev)?;
+        self.step_from(model, episode, memories)
+    }
+
+    /// One optimisation step on one episode that starts from `memories`
+    /// (what earlier episodes left, held as constants: gradients reach only
+    /// what this episode writes); returns the loss.
+    pub fn step_from(
+        &mut self,
+        model: &Model,
+        episode: &[Session],
+        mut memories: Vec<MemoryState>,
+    ) -> Result<f64, TrainError> {
         memories.iter_mut().for_each(|m| m.track());
         let mut total: Option<Tensor> = None;
         for session in episode {
