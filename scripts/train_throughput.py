@@ -126,7 +126,7 @@ def retbench_tokens_per_s(binary, d_model, steps, threads, kernels):
         cmd += ["--kernels", kernels]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    # "block 1": the reference retention layer (dense, 64 slots, filled).
+    # "block 1": the reference retention layer (dense, 64 slots, empty).
     return {("none" if r["slots"] is None else "block 1"): r["tokens_per_s"] for r in rows}
 
 

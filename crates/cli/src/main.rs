@@ -250,17 +250,21 @@ enum Command {
     },
     /// Training throughput (tokens/s) of the reference model: 2 layers, 4
     /// heads, sequence 64, batch 32, AdamW, without and with a retention
-    /// layer in block 1 (append of every token, FIFO) over a full memory;
-    /// each row as a share of the fp32 matmul peak measured in the same
-    /// invocation (scripts/train_throughput.py runs PyTorch beside it).
+    /// layer in block 1 (append of every token, FIFO); each row with the
+    /// arithmetic it cannot avoid, as a share of the fp32 matmul peak
+    /// measured in the same invocation (scripts/train_throughput.py runs
+    /// PyTorch beside it).
     TrainBench {
         /// Model widths to measure.
         #[arg(long, value_delimiter = ',', default_value = "64,128", value_parser = parse_jobs)]
         d_model: Vec<usize>,
-        /// Memory sizes of the "with retention" rows (each filled before the
-        /// timed steps).
+        /// Memory sizes of the "with retention" rows.
         #[arg(long, value_delimiter = ',', default_value = "64", value_parser = parse_jobs)]
         slots: Vec<usize>,
+        /// Slots holding earlier writes when each step starts: `empty` (an
+        /// episode's first session), `full`, or a count.
+        #[arg(long, default_value = "empty", value_parser = parse_fill)]
+        fill: usize,
         /// Read through an exact top-k of this k instead of densely.
         #[arg(long, value_parser = parse_jobs)]
         top_k: Option<usize>,
@@ -442,6 +446,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
         Command::TrainBench {
             d_model,
             slots,
+            fill,
             top_k,
             steps,
             threads,
@@ -452,7 +457,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<Outcome> {
             kernels.select();
             let retention: Vec<_> = slots
                 .iter()
-                .map(|&slots| BenchRetention { slots, top_k })
+                .map(|&slots| BenchRetention {
+                    slots,
+                    top_k,
+                    filled: fill.min(slots),
+                })
                 .collect();
             train_bench(&d_model, &retention, steps, (threads, jobs), format).map(|_| Outcome::Ok)
         }
@@ -753,6 +762,7 @@ fn train_bench(
                     serde_json::json!({
                         "d_model": d, "retention": label,
                         "slots": r.map(|r| r.slots), "top_k": r.and_then(|r| r.top_k),
+                        "filled": r.map(|r| r.filled),
                         "kernels": kernels, "jobs": jobs, "threads": threads, "steps": steps,
                         "tokens_per_s": total, "per_job": per_job,
                         "flops_per_token": flops, "gflops": gflops,
@@ -785,6 +795,17 @@ where
             .map(|h| h.join().expect("bench thread panicked"))
             .collect()
     })
+}
+
+/// `--fill`: `empty`, `full` (every slot, whatever `--slots`) or a count.
+fn parse_fill(s: &str) -> Result<usize, String> {
+    match s {
+        "empty" => Ok(0),
+        "full" => Ok(usize::MAX),
+        n => n
+            .parse()
+            .map_err(|_| format!("`{n}`: expected empty, full or a number of slots")),
+    }
 }
 
 fn rayon_pool(threads: usize) -> anyhow::Result<rayon::ThreadPool> {

@@ -317,7 +317,7 @@ fn train_bench_measures_both_rows_on_the_kernels_asked_for() {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(rows.len(), 2, "{out}");
-        for (row, retention) in rows.iter().zip(["none", "block 1, dense, 64 slots"]) {
+        for (row, retention) in rows.iter().zip(["none", "block 1, dense, 64 slots, empty"]) {
             assert_eq!(row["retention"], retention);
             assert_eq!(row["kernels"], kernels);
             assert_eq!(row["d_model"], 16);
@@ -334,6 +334,8 @@ fn train_bench_measures_both_rows_on_the_kernels_asked_for() {
         "16",
         "--slots",
         "100,300",
+        "--fill",
+        "full",
         "--top-k",
         "8",
         "--steps",
@@ -351,7 +353,10 @@ fn train_bench_measures_both_rows_on_the_kernels_asked_for() {
         [serde_json::Value::Null, 100.into(), 300.into()],
         "{out}"
     );
-    assert!(out.contains("top-8, 300 slots"), "{out}");
+    assert!(out.contains("top-8, 300 slots, full"), "{out}");
+    let (code, _, err) = retbench(&["train-bench", "--fill", "half"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("expected empty, full or a number"), "{err}");
     let (code, _, err) = retbench(&["train-bench", "--steps", "0"]);
     assert_eq!(code, 2);
     assert!(err.contains("--steps"), "{err}");
