@@ -116,17 +116,8 @@ fn scatter_rows(table: &Tensor, dst: &[u32], rows: &Tensor, tracked: bool) -> Re
     let a = dst.len();
     let flat = table.reshape((b * m, w))?;
     if tracked {
-        // M·keep + index_add(0, dst, rows). Not `scatter`: its backward in
-        // candle 0.11 passes the gradient to the overwritten rows as well
-        // (caught by the finite-difference conformance test).
-        let mut keep = vec![1f32; b * m];
-        for &f in dst {
-            keep[f as usize] = 0.0;
-        }
-        let keep = Tensor::from_vec(keep, (b * m, 1), table.device())?.to_dtype(table.dtype())?;
-        let idx = Tensor::new(dst, table.device())?;
-        let added = flat.zeros_like()?.index_add(&idx, rows, 0)?;
-        Ok((flat.broadcast_mul(&keep)? + added)?.reshape((b, m, w))?)
+        let out = retbench_kernels::fused::replace_rows(&flat, dst, rows)?;
+        Ok(out.reshape((b, m, w))?)
     } else {
         let idx = Tensor::new(dst, table.device())?
             .reshape((a, 1))?

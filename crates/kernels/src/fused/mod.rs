@@ -19,7 +19,9 @@
 //!   per-row sums (no index-add, no broadcast reduction);
 //! - [`slot_attention`]: the retention layer's dense read over memory
 //!   slots (masked by occupancy) with its usage statistics, backward from
-//!   the kept weights.
+//!   the kept weights;
+//! - [`replace_rows`]: a tracked write's new slots in the memory table, one
+//!   copy forward and one backward.
 //!
 //! Each takes the unfused candle path when [`Kernels::Unfused`] is selected
 //! (for tests and comparison) or the tensor is not f32 on the CPU. Partial
@@ -42,6 +44,7 @@ mod gelu;
 mod layer_norm;
 mod linear;
 mod loss;
+mod replace_rows;
 mod slot_attention;
 
 pub use attention::causal_attention;
@@ -50,6 +53,7 @@ pub use gelu::gelu;
 pub use layer_norm::layer_norm;
 pub use linear::linear;
 pub use loss::masked_cross_entropy;
+pub use replace_rows::replace_rows;
 pub use slot_attention::{SlotUsage, slot_attention};
 
 /// Rows per parallel task: fixed, so that chunked sums do not depend on the
